@@ -83,7 +83,9 @@ KNOBS: dict[str, Knob] = {
         Knob("LARK_DENY", "", "Destinations no job may reach (CIDR list), on top of each job's own LarkDeny."),
         Knob("LARK_SWEEP_INTERVAL", "30", "Seconds between the broker's reconciliation sweeps."),
         Knob("LARK_ACCOUNTING_INTERVAL", "10", "Seconds between periodic counter pushes into running jobs' ads."),
-        Knob("LARK_LOG", "/var/log/lark/NetdLog", "The broker's log file (HTCondor's line format)."),
+        Knob("LARK_LOG", "$(LOG:/var/log/condor)/LarkNetdLog", "The broker's log file (HTCondor's line format)."),
+        Knob("LARK_EXECUTE_DIR", "$(EXECUTE:/var/lib/condor/execute)", "HTCondor's EXECUTE directory, where the "
+             "broker finds each job's ad and chirp config (derived from the starter's pid, never from the job)."),
     )
 }
 
@@ -161,6 +163,7 @@ class LarkConfig:
     sweep_interval: float
     accounting_interval: float
     log_path: Path
+    execute_dir: Path
     settings: Mapping[str, Setting] = field(repr=False, default_factory=dict)
 
 
@@ -224,9 +227,10 @@ def read_settings(path: Path) -> dict[str, Setting]:
 
 def _is_foreign_lark_knob(name: str) -> bool:
     """Knobs read by other Lark components (spider, links cron, policy, hooks), not the engine."""
-    return name.startswith(("LARK_SPIDER_", "LARK_LINKS_", "LARK_HOOK_", "LARK_PROFILE", "LARK_SITE",
-                            "LARK_MAX_TRANSFER", "LARK_SMALL_INPUT", "LARK_UNKNOWN_LINK", "LARK_MAX_LOSS",
-                            "LARK_MAX_LINK_AGE", "LARK_START", "LARK_RANK", "LARK_REPORT_"))
+    return name in ("LARK_BIN", "LARK_NETD", "LARK_NETD_ARGS") or name.startswith((
+        "LARK_SPIDER", "LARK_LINKS", "LARK_HOOK_", "LARK_PROFILE", "LARK_SITE",
+        "LARK_MAX_TRANSFER", "LARK_SMALL_INPUT", "LARK_UNKNOWN_LINK", "LARK_MAX_LOSS", "LARK_MAX_LINK_AGE",
+        "LARK_MIN_LINK", "LARK_START", "LARK_RANK", "LARK_REPORT_", "LARK_CIRCUIT"))
 
 
 _MACRO = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.]*)(?::([^)]*))?\)")
@@ -356,7 +360,7 @@ def load_config(sources: Iterable[Path] | None = None, overrides: Mapping[str, s
         else:
             sources = [p for p in DEFAULT_SOURCES if p.exists()]
     settings: dict[str, Setting] = {name: Setting(k.default) for name, k in KNOBS.items()}
-    for path in _config_files(sources):
+    for path in _config_files(Path(s) for s in sources):
         settings.update(read_settings(path))
     for name, value in (overrides or {}).items():
         name = name.upper()
@@ -477,5 +481,6 @@ def build_config(settings: Mapping[str, Setting], external: Callable[[str], str 
         sweep_interval=float(get("LARK_SWEEP_INTERVAL", lambda t: parse_int(t, 1))),  # type: ignore[arg-type]
         accounting_interval=float(get("LARK_ACCOUNTING_INTERVAL", lambda t: parse_int(t, 1))),  # type: ignore[arg-type]
         log_path=Path(str(get("LARK_LOG", str)).strip()),
+        execute_dir=Path(str(get("LARK_EXECUTE_DIR", str)).strip()),
         settings=dict(settings),
     )

@@ -1,0 +1,91 @@
+"""``lark-netd`` entry point: parse arguments, set up logging, reconcile, serve. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from lark.config import load_config
+from lark.errors import LarkError
+
+HTCONDOR_LOG_FORMAT = "%(asctime)s (pid:%(process)d) %(levelname)s %(message)s"
+HTCONDOR_DATE_FORMAT = "%m/%d/%y %H:%M:%S"
+
+
+def _condor_param(name: str) -> str | None:
+    """HTCondor's own macros ($(LOG), $(EXECUTE)) when the bindings and a config are present."""
+    try:
+        import htcondor2
+
+        value = htcondor2.param.get(name)
+        return None if value is None else str(value)
+    except Exception:
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lark-netd", description="Lark's root network broker.")
+    parser.add_argument("--config", action="append", type=Path, metavar="PATH")
+    parser.add_argument("-D", dest="overrides", action="append", default=[], metavar="KNOB=VALUE")
+    parser.add_argument("--stderr", action="store_true", help="log to stderr instead of LARK_LOG")
+    # condor_master starts its daemons with -f (foreground) and sometimes -local-name; accept them
+    args, _unknown = parser.parse_known_args(argv)
+    overrides = dict(item.split("=", 1) for item in args.overrides)
+    try:
+        config = load_config(args.config, overrides, external=_condor_param)
+    except LarkError as err:
+        print(f"lark-netd: {err}", file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print("lark-netd: must run as root", file=sys.stderr)
+        return 2
+    handler: logging.Handler
+    if args.stderr:
+        handler = logging.StreamHandler()
+    else:
+        config.log_path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(config.log_path)
+    handler.setFormatter(logging.Formatter(HTCONDOR_LOG_FORMAT, HTCONDOR_DATE_FORMAT))
+    root = logging.getLogger("lark")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    log = logging.getLogger("lark.netd")
+
+    from lark.broker.server import Broker, BrokerServer
+    from lark.engine import Engine
+
+    engine = Engine(config)
+    broker = Broker(config, engine)
+    try:
+        broker.sweep()  # reconcile with the kernel after a crash or restart
+    except LarkError as err:
+        log.error("initial sweep failed: %s", err)
+    server = BrokerServer(config.socket_path, broker)
+
+    def shutdown(signum: int, _frame: object) -> None:
+        # running jobs keep their networks; the next broker reconciles and finalises them
+        log.info("signal %d: stopping (job networks stay up)", signum)
+        broker.stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
+        signal.signal(sig, shutdown)
+    threading.Thread(target=broker.periodic, name="lark-periodic", daemon=True).start()
+    log.info("lark-netd listening on %s (prefix %s, firewall %s, %d jobs recorded)", config.socket_path,
+             config.name_prefix, config.firewall, len(engine.records()))
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""``lark-netd``: the root broker that does every privileged step for job wrappers.
+
+Protocol: one JSON object per line over a pathname Unix socket. A wrapper sends
+``{"op": "setup"}`` before the job starts and ``{"op": "finalize"}`` after it exits; nothing in a
+request names a job, a namespace or a path. The broker derives all of it from the caller's
+``SO_PEERCRED`` pid (see :mod:`lark.broker.peer`), so a caller can only ever act on its own job.
+Replies are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``; a bad request never raises
+out of the handler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socketserver
+import threading
+import time
+from pathlib import Path
+
+from lark import netns
+from lark.broker.condor import Chirp, JobContext, job_context
+from lark.broker.peer import Peer, peer_credentials, starter_of
+from lark.classads import SETUP_ERROR_ATTR, accounting_attributes, network_attributes
+from lark.cli.run import job_environment
+from lark.config import LarkConfig
+from lark.engine import Engine
+from lark.errors import LarkError
+from lark.policy import request_from_attributes
+from lark.state import JobRecord, process_start_time
+
+log = logging.getLogger("lark.netd")
+MAX_REQUEST = 4096
+
+
+class Broker:
+    def __init__(self, config: LarkConfig, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+        self.host_netns_inode = netns.current_inode()
+        self.stop = threading.Event()
+
+    # ------------------------------------------------------------ requests
+
+    def handle(self, raw: bytes, peer: Peer) -> dict[str, object]:
+        try:
+            request = json.loads(raw.decode("utf-8"))
+            op = request.get("op") if isinstance(request, dict) else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return {"ok": False, "error": "malformed request (expected one JSON object per line)"}
+        try:
+            if op == "setup":
+                return self.setup(peer)
+            if op == "finalize":
+                return self.finalize(peer)
+            if op == "ping":
+                return {"ok": True}
+            return {"ok": False, "error": f"unknown op {op!r} (known: setup, finalize, ping)"}
+        except LarkError as err:
+            log.warning("refused %s from pid %d uid %d: %s", op, peer.pid, peer.uid, err)
+            return {"ok": False, "error": str(err)}
+        except Exception:  # the broker must survive any request
+            log.exception("internal error handling %s from pid %d", op, peer.pid)
+            return {"ok": False, "error": "internal error in lark-netd (see its log)"}
+
+    def _record_of(self, peer: Peer) -> JobRecord | None:
+        start = process_start_time(peer.pid)
+        for record in self.engine.records():
+            if record.holder_pid == peer.pid and record.holder_start == start:
+                return record
+        return None
+
+    def setup(self, peer: Peer) -> dict[str, object]:
+        starter = starter_of(peer, self.host_netns_inode)
+        existing = self._record_of(peer)
+        if existing is not None and existing.status == "up":
+            return {"ok": True, "env": job_environment(existing), "again": True}
+        ctx = job_context(self.config.execute_dir, starter)
+        chirp = Chirp(ctx.chirp_config) if ctx.chirp_config else None
+        try:
+            _check_owner(ctx, peer)
+            request = request_from_attributes(ctx.ad, self.config, ctx.job_id)
+            record = self.engine.up(request, netns_path=f"/proc/{peer.pid}/ns/net", holder_pid=peer.pid,
+                                    owner_uid=peer.uid)
+        except LarkError as err:
+            message = f"Lark could not set up the job's network: {err}"
+            log.warning("job %s: %s", ctx.job_id, message)
+            if chirp:
+                try:
+                    chirp.set({SETUP_ERROR_ATTR: message})
+                except LarkError as chirp_err:
+                    log.error("job %s: cannot record the setup error: %s", ctx.job_id, chirp_err)
+            return {"ok": False, "error": message}
+        record.extra.update({"chirp": str(ctx.chirp_config) if ctx.chirp_config else None,
+                             "starter_pid": starter})
+        self.engine.store.save(record)
+        log.info("job %s: %s network up for pid %d (%s)", ctx.job_id, record.mode, peer.pid,
+                 ", ".join(a for a in (record.ipv4, record.ipv6) if a) or "loopback only")
+        if chirp:
+            attrs: dict[str, object] = dict(network_attributes(record))
+            try:
+                chirp.set(attrs)
+                if ctx.ad.get(SETUP_ERROR_ATTR) is not None and str(ctx.ad.get(SETUP_ERROR_ATTR)) != "Undefined":
+                    chirp.clear(SETUP_ERROR_ATTR)  # a released job must not be held again
+            except LarkError as err:
+                log.warning("job %s: %s", ctx.job_id, err)
+        return {"ok": True, "env": job_environment(record)}
+
+    def finalize(self, peer: Peer) -> dict[str, object]:
+        record = self._record_of(peer)
+        if record is None:
+            return {"ok": True, "note": "no network recorded for this process"}
+        attrs: dict[str, object] = {}
+        if record.mode != "none":
+            counters = self.engine.counters(record.token)
+            attrs = dict(accounting_attributes(counters, self.config.traffic_classes))
+        chirp_path = record.extra.get("chirp")
+        if chirp_path and attrs:
+            try:
+                Chirp(Path(str(chirp_path))).set(attrs)
+            except (LarkError, OSError) as err:
+                log.warning("job %s: final accounting not recorded: %s", record.job_id, err)
+        log.info("job %s: finalised %s", record.job_id,
+                 ", ".join(f"{k}={v}" for k, v in attrs.items()) if attrs else "(no network)")
+        # the reply goes out first; the ~40 ms veth delete happens after the wrapper has gone on
+        threading.Thread(target=self._teardown_quietly, args=(record.token,), daemon=True).start()
+        return {"ok": True, "accounting": attrs}
+
+    def _teardown_quietly(self, token: str) -> None:
+        try:
+            self.engine.down(token)
+        except LarkError as err:
+            log.warning("teardown of %s failed (the sweep will retry): %s", token, err)
+
+    # ------------------------------------------------------------ periodic work
+
+    def push_accounting(self) -> None:
+        records = [r for r in self.engine.records() if r.status == "up" and r.extra.get("chirp") and r.mode != "none"]
+        if not records:
+            return
+        counters = self.engine.all_counters()
+        for record in records:
+            c = counters.get(record.token)
+            if c is None:
+                continue
+            try:
+                Chirp(Path(str(record.extra["chirp"]))).set(
+                    accounting_attributes(c, self.config.traffic_classes), delayed=True)
+            except (LarkError, OSError) as err:
+                log.debug("job %s: periodic update skipped: %s", record.job_id, err)
+
+    def sweep(self) -> None:
+        report = self.engine.sweep()
+        if not report.empty():
+            log.info("sweep removed jobs %s, links %s, namespaces %s, rules %s, allocations %s",
+                     report.removed_jobs, report.removed_links, report.removed_netns, report.removed_firewall,
+                     report.released)
+
+    def periodic(self) -> None:
+        next_sweep = next_push = time.monotonic()
+        while not self.stop.is_set():
+            now = time.monotonic()
+            try:
+                if now >= next_push:
+                    self.push_accounting()
+                    next_push = now + self.config.accounting_interval
+                if now >= next_sweep:
+                    self.sweep()
+                    next_sweep = now + self.config.sweep_interval
+            except Exception:
+                log.exception("periodic work failed; continuing")
+            self.stop.wait(max(0.2, min(next_push, next_sweep) - time.monotonic()))
+
+
+def _check_owner(ctx: JobContext, peer: Peer) -> None:
+    """The wrapper runs as the job's user: the starter made the scratch dir for that uid."""
+    scratch = ctx.ad_path.parent
+    owner = os.stat(scratch).st_uid
+    if owner != peer.uid and peer.uid != 0:
+        raise LarkError(f"uid {peer.uid} does not own job {ctx.job_id}'s scratch directory")
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: BrokerServer
+
+    def handle(self) -> None:
+        try:
+            peer = peer_credentials(self.connection)
+        except OSError:
+            return
+        self.connection.settimeout(10)
+        try:
+            raw = self.rfile.readline(MAX_REQUEST)
+        except OSError:
+            return
+        reply = self.server.broker.handle(raw, peer)
+        try:
+            self.wfile.write(json.dumps(reply).encode() + b"\n")
+        except OSError:
+            pass
+
+
+class BrokerServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: Path, broker: Broker) -> None:
+        self.broker = broker
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o755)
+        path.unlink(missing_ok=True)
+        super().__init__(str(path), _Handler)
+        # any local process may connect; authorisation is by SO_PEERCRED and /proc, per request
+        os.chmod(path, 0o666)

@@ -1,0 +1,51 @@
+"""PREPARE_JOB hook: hold a job whose Lark attributes this node cannot honour, before it starts.
+
+Runs as the job's user in the host namespace with the job ad on stdin. Prints nothing for a good
+request. For a bad one it prints ``HookStatusCode`` (1-299 holds the job) and a
+``HookStatusMessage`` the user can act on; HTCondor turns that into the HoldReason. The broker
+validates again (it trusts no hook), so this is about a fast, clear answer, not security.
+"""
+
+from __future__ import annotations
+
+import sys
+
+HOLD_CODE = 190  # HoldReasonSubCode the user sees; 1-299 means "hold", >= 300 would retry forever
+
+
+def hook_output(ad_text: str) -> tuple[str, int]:
+    """The hook's stdout for a job ad, and the code (0: fine)."""
+    import classad2
+
+    from lark.config import load_config
+    from lark.errors import ConfigError, LarkError
+    from lark.policy import request_from_attributes
+
+    try:
+        config = load_config()
+    except ConfigError as err:
+        # a broken node config is the admin's problem, not the user's: let the job through so the
+        # broker's own refusal (and log) tells the admin, instead of holding every job
+        return f"HookStatusCode = 0\nHookStatusMessage = {classad2.quote('Lark node config: ' + str(err))}\n", 0
+    try:
+        ad = classad2.parseOne(ad_text, classad2.ParserType.Old)
+        attrs = {key: ad.eval(key) for key in ad.keys() if key.lower().startswith("lark")}
+        job_id = f"{ad.get('ClusterId', '?')}.{ad.get('ProcId', '?')}"
+        request_from_attributes(attrs, config, job_id)
+    except LarkError as err:
+        message = f"Lark: {err}"
+        return f"HookStatusCode = {HOLD_CODE}\nHookStatusMessage = {classad2.quote(message)}\n", HOLD_CODE
+    except Exception as err:  # an unparsable ad: tell HTCondor, do not crash the hook
+        message = f"Lark: cannot read the job ad: {err}"
+        return f"HookStatusCode = {HOLD_CODE}\nHookStatusMessage = {classad2.quote(message)}\n", HOLD_CODE
+    return "", 0
+
+
+def main() -> None:
+    out, _code = hook_output(sys.stdin.read())
+    sys.stdout.write(out)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

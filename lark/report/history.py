@@ -1,0 +1,532 @@
+"""Job history -> :class:`JobRecord`: ``condor_history -json`` output, history files, a live schedd.
+
+Three readers, all streamed (one ad in memory at a time):
+
+* :func:`iter_json_ads` reads ``condor_history -json`` output (a JSON array of objects; concatenated
+  arrays and one-object-per-line JSON are accepted too) with an incremental decoder, never
+  ``json.load`` of the whole file.
+* :func:`iter_history_ads` reads a schedd history file (ads in the "old" ClassAd syntax, each followed
+  by a ``*** Offset = .. ClusterId = ..`` banner) or ``condor_history -l`` output (ads separated by blank
+  lines). This module only finds where one ad ends; each ad's text is parsed by the real ClassAd
+  library (``classad2.parseNext``). ``classad2.parseAds`` on a file is not used: it reads the whole
+  file into one string first.
+* :func:`iter_schedd_ads` asks a schedd through ``htcondor2.Schedd.history``. The bindings return a
+  list per call, so with a period the query is split into windows of ``window`` seconds of
+  ``CompletionDate`` to keep memory bounded by one window.
+
+:func:`jobs_from_ads` turns any of those into :class:`JobRecord` values, counting missing and invalid
+attributes instead of failing. :func:`read_history_file`, :func:`read_history_json` and
+:func:`read_schedd_history` open the input and chain the two steps (the public entry points).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from lark.report.errors import InputError, ReportError
+from lark.report.inputs import open_binary
+
+# What the report reads from a job ad. condor_history -attributes / Schedd.history(projection=) use
+# this list plus the per-class LarkBytesIn<Class>/LarkBytesOut<Class> names, which are discovered.
+HISTORY_ATTRIBUTES: tuple[str, ...] = (
+    "ClusterId", "ProcId", "GlobalJobId", "Owner", "User", "AcctGroup", "AccountingGroup",
+    "LarkBytesIn", "LarkBytesOut", "LarkNetworkType", "LarkSourceSite",
+    "BytesSent", "BytesRecvd", "TransferInputSizeMB", "JobCurrentStartDate", "CompletionDate",
+    "RemoteHost", "LastRemoteHost", "MachineAttrGLIDEIN_Site0", "MachineAttrLarkSite0",
+    "NetworkInputMb", "NetworkOutputMb",
+)
+# Attributes whose absence is worth telling the admin about (older or non-Lark jobs).
+TRACKED_MISSING: tuple[str, ...] = (
+    "Owner", "AcctGroup", "LarkBytesIn", "LarkBytesOut", "LarkNetworkType", "LarkSourceSite", "BytesSent",
+    "BytesRecvd", "TransferInputSizeMB", "JobCurrentStartDate", "CompletionDate", "RemoteHost",
+    "MachineAttrGLIDEIN_Site0", "NetworkInputMb", "NetworkOutputMb",
+)
+_WANTED = frozenset(a.lower() for a in HISTORY_ATTRIBUTES)
+_IN_PREFIX = "larkbytesin"
+_OUT_PREFIX = "larkbytesout"
+
+UNKNOWN = "(unknown)"
+NONE = "(none)"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """The network-relevant facts of one job. Bytes are None when the job has no network counters."""
+
+    job: str
+    user: str
+    group: str = NONE
+    execute_site: str = UNKNOWN
+    source_site: str = UNKNOWN
+    network_type: str = NONE
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    counters: str = ""  # "lark", "docker" (NetworkInputMb/OutputMb) or "" (none)
+    classes: tuple[tuple[str, int, int], ...] = ()  # (class, bytes in, bytes out) from LarkBytesIn<Class>
+    sandbox_in: int = 0  # BytesRecvd: sandbox/remote I/O bytes the shadow sent to the job
+    sandbox_out: int = 0  # BytesSent
+    input_mb: float = 0.0  # TransferInputSizeMB
+    start: float | None = None  # JobCurrentStartDate
+    end: float | None = None  # CompletionDate
+
+    @property
+    def bytes_total(self) -> int | None:
+        if self.bytes_in is None and self.bytes_out is None:
+            return None
+        return (self.bytes_in or 0) + (self.bytes_out or 0)
+
+    @property
+    def duration(self) -> float | None:
+        if self.start is None or self.end is None or self.end < self.start:
+            return None
+        return self.end - self.start
+
+
+@dataclass
+class HistoryStats:
+    """What the history readers saw; malformed ads keep (source, line, reason) for the first few."""
+
+    ads: int = 0
+    jobs: int = 0
+    malformed: int = 0
+    partial: int = 0
+    outside_period: int = 0
+    no_completion_date: int = 0
+    missing: Counter = field(default_factory=Counter)
+    invalid: Counter = field(default_factory=Counter)
+    counters: Counter = field(default_factory=Counter)  # lark / docker / none
+    examples: list[tuple[str, int, str]] = field(default_factory=list)
+    max_examples: int = 50
+
+    def bad(self, source: str, line: int, reason: str, partial: bool = False) -> None:
+        if partial:
+            self.partial += 1
+        else:
+            self.malformed += 1
+        if len(self.examples) < self.max_examples:
+            self.examples.append((source, line, reason))
+
+    def as_dict(self) -> dict[str, object]:
+        return {"ads": self.ads, "jobs": self.jobs, "malformed": self.malformed, "partially_parsed": self.partial,
+                "malformed_examples": [{"source": s, "line": n, "reason": r} for s, n, r in self.examples],
+                "outside_period": self.outside_period, "without_completion_date": self.no_completion_date,
+                "missing_attributes": {a: self.missing.get(a, 0) for a in TRACKED_MISSING},
+                "invalid_attributes": dict(sorted(self.invalid.items())),
+                "network_counters": {k: self.counters.get(k, 0) for k in ("lark", "docker", "none")}}
+
+
+# ------------------------------------------------------------------------------------------------
+# Ads -> JobRecord
+
+
+def _classad_items(ad: Any) -> Iterator[tuple[str, Any]]:
+    """(name, evaluated value) of the attributes the report uses, from a classad2.ClassAd."""
+    import classad2
+
+    for name in ad.keys():
+        low = name.lower()
+        if low in _WANTED or low.startswith("larkbytes"):
+            value = ad.get(name)
+            if isinstance(value, classad2.ExprTree):
+                # e.g. LarkBytesIn = LarkBytesInCampus + LarkBytesInWan: evaluate in the ad's scope
+                value = ad.eval(name)
+            if isinstance(value, classad2.Value):  # Undefined / Error
+                value = None
+            yield name, value
+
+
+def _number(name: str, value: Any, stats: HistoryStats) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) or value < 0:
+        # JSON renders unevaluated expressions as "/Expr(...)/" strings: not a number we can use
+        stats.invalid[name] += 1
+        return None
+    return value
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _site_of_host(host: str) -> str:
+    """slot1@node7.unl.edu -> unl.edu (the domain); a single-label or IP host is its own site."""
+    host = host.rpartition("@")[2]
+    if not host or re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+", host):
+        return host or UNKNOWN
+    labels = host.split(".")
+    return ".".join(labels[1:]) if len(labels) >= 3 else host
+
+
+def job_from_items(items: Iterable[tuple[str, Any]], stats: HistoryStats, line: int = 0) -> JobRecord:
+    """Build a :class:`JobRecord` from (attribute, value) pairs; attribute names are case-insensitive."""
+    v: dict[str, Any] = {}
+    cls_in: dict[str, tuple[str, Any]] = {}
+    cls_out: dict[str, tuple[str, Any]] = {}
+    for name, value in items:
+        low = name.lower()
+        if low.startswith(_OUT_PREFIX) and len(low) > len(_OUT_PREFIX):
+            cls_out[low[len(_OUT_PREFIX):]] = (name[len(_OUT_PREFIX):], value)
+        elif low.startswith(_IN_PREFIX) and len(low) > len(_IN_PREFIX):
+            cls_in[low[len(_IN_PREFIX):]] = (name[len(_IN_PREFIX):], value)
+        else:
+            v[low] = value
+    missing = stats.missing
+    for attr in TRACKED_MISSING:
+        if v.get(attr.lower()) is None:
+            missing[attr] += 1
+
+    user = _text(v.get("owner")) or _text(v.get("user")) or UNKNOWN
+    group = _text(v.get("acctgroup"))
+    if not group:
+        acct = _text(v.get("accountinggroup"))
+        group = acct.rpartition(".")[0] or acct if acct else NONE
+    site = _text(v.get("machineattrglidein_site0")) or _text(v.get("machineattrlarksite0"))
+    if not site:
+        host = _text(v.get("remotehost")) or _text(v.get("lastremotehost"))
+        site = _site_of_host(host) if host else UNKNOWN
+
+    cluster, proc = v.get("clusterid"), v.get("procid")
+    jid = f"{cluster}.{proc}" if cluster is not None and proc is not None else f"(line {line})"
+    gjid = _text(v.get("globaljobid"))
+    if gjid and "#" in gjid:
+        jid = f"{gjid.split('#', 1)[0]}#{jid}"
+
+    b_in = _number("LarkBytesIn", v.get("larkbytesin"), stats)
+    b_out = _number("LarkBytesOut", v.get("larkbytesout"), stats)
+    classes: list[tuple[str, int, int]] = []
+    for key in sorted(set(cls_in) | set(cls_out)):
+        disp_in, val_in = cls_in.get(key, ("", None))
+        disp_out, val_out = cls_out.get(key, ("", None))
+        ci = _number("LarkBytesIn" + (disp_in or disp_out), val_in, stats)
+        co = _number("LarkBytesOut" + (disp_out or disp_in), val_out, stats)
+        if ci is None and co is None:
+            continue
+        classes.append((disp_in or disp_out, int(ci or 0), int(co or 0)))
+    counters = ""
+    if b_in is not None or b_out is not None:
+        counters = "lark"
+    elif classes:
+        # per-class counters without totals: the totals are their sums
+        counters = "lark"
+        b_in = sum(c[1] for c in classes)
+        b_out = sum(c[2] for c in classes)
+    else:
+        mb_in = _number("NetworkInputMb", v.get("networkinputmb"), stats)
+        mb_out = _number("NetworkOutputMb", v.get("networkoutputmb"), stats)
+        if mb_in is not None or mb_out is not None:
+            counters = "docker"  # docker universe, MB = 10^6 bytes
+            b_in = round(mb_in * 1e6) if mb_in is not None else None
+            b_out = round(mb_out * 1e6) if mb_out is not None else None
+    stats.counters[counters or "none"] += 1
+
+    start = _number("JobCurrentStartDate", v.get("jobcurrentstartdate"), stats)
+    end = _number("CompletionDate", v.get("completiondate"), stats)
+    return JobRecord(
+        job=jid, user=user, group=group, execute_site=site,
+        source_site=_text(v.get("larksourcesite")) or UNKNOWN,
+        network_type=_text(v.get("larknetworktype")) or NONE,
+        bytes_in=None if b_in is None else int(b_in), bytes_out=None if b_out is None else int(b_out),
+        counters=counters, classes=tuple(classes),
+        sandbox_in=int(_number("BytesRecvd", v.get("bytesrecvd"), stats) or 0),
+        sandbox_out=int(_number("BytesSent", v.get("bytessent"), stats) or 0),
+        input_mb=float(_number("TransferInputSizeMB", v.get("transferinputsizemb"), stats) or 0.0),
+        start=start or None, end=end or None,  # 0 means "never" in old ads
+    )
+
+
+def jobs_from_ads(ads: Iterable[tuple[int, Any]], stats: HistoryStats, start: float | None = None,
+                  until: float | None = None) -> Iterator[JobRecord]:
+    """(line, ad) pairs (dicts from JSON or classad2.ClassAd) -> JobRecord, filtered by CompletionDate
+    in [start, until) when a period is given (jobs without a CompletionDate are then left out)."""
+    dated = start is not None or until is not None
+    for line, ad in ads:
+        stats.ads += 1
+        items = ad.items() if isinstance(ad, dict) else _classad_items(ad)
+        job = job_from_items(items, stats, line)
+        if dated:
+            if job.end is None:
+                stats.no_completion_date += 1
+                continue
+            if (start is not None and job.end < start) or (until is not None and job.end >= until):
+                stats.outside_period += 1
+                continue
+        stats.jobs += 1
+        yield job
+
+
+# ------------------------------------------------------------------------------------------------
+# Readers
+
+
+_SKIP = re.compile(r"[\s,]*")
+_STRING_SLACK = 1 << 20  # an unterminated string this close to the buffer end may just be cut off
+_TOKEN_SLACK = 64
+
+
+def iter_json_ads(stream: BinaryIO, source: str, stats: HistoryStats, progress: Any = None,
+                  chunk_size: int = 1 << 20) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Stream the objects of ``condor_history -json`` output: (line of the object's '{', object).
+
+    The buffer holds one chunk plus the object being decoded. A syntax error is counted as a
+    malformed ad with its line number, and reading resumes at the next line starting with '{'.
+    """
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+    tick = getattr(progress, "tick", None)
+    buf, pos, line, eof, count = "", 0, 1, False, 0
+
+    def refill() -> bool:
+        nonlocal buf, pos, eof
+        if eof:
+            return False
+        data = stream.read(chunk_size)
+        if not data:
+            eof = True
+            buf = buf[pos:] + utf8.decode(b"", final=True)
+        else:
+            buf = buf[pos:] + utf8.decode(data)
+        pos = 0
+        return True
+
+    while True:
+        m = _SKIP.match(buf, pos)
+        end = m.end()
+        line += buf.count("\n", pos, end)
+        pos = end
+        if pos >= len(buf):
+            if not refill():
+                return
+            continue
+        ch = buf[pos]
+        if ch in "[]":  # array brackets; several arrays back to back are fine (concatenated outputs)
+            pos += 1
+            continue
+        try:
+            obj, end = decoder.raw_decode(buf, pos)
+        except json.JSONDecodeError as err:
+            slack = _STRING_SLACK if err.msg.startswith("Unterminated string") else _TOKEN_SLACK
+            if len(buf) - err.pos < slack and refill():
+                continue  # probably an object cut by the chunk boundary: read more and retry
+            err_line = line + buf.count("\n", pos, err.pos)
+            stats.bad(source, err_line, f"JSON syntax error: {err.msg}")
+            # resynchronise on the next object, which condor_history starts on a line of its own
+            while True:
+                nxt = buf.find("\n{", pos + 1)
+                if nxt >= 0:
+                    line += buf.count("\n", pos, nxt + 1)
+                    pos = nxt + 1
+                    break
+                line += buf.count("\n", pos, len(buf) - 1)
+                pos = max(len(buf) - 1, pos)
+                if not refill():
+                    return
+            continue
+        obj_line = line
+        line += buf.count("\n", pos, end)
+        pos = end
+        if not isinstance(obj, dict):
+            stats.bad(source, obj_line, f"expected a JSON object (an ad), got {type(obj).__name__}")
+            continue
+        count += 1
+        if tick is not None and not count & 0xFFF:
+            tick(4096)
+        yield obj_line, obj
+
+
+def iter_history_ads(stream: BinaryIO, source: str, stats: HistoryStats,
+                     progress: Any = None) -> Iterator[tuple[int, Any]]:
+    """Stream (first line, classad2.ClassAd) from a history file or ``condor_history -l`` output.
+
+    An ad ends at a banner line (``***...``) or a blank line. Its text goes to ``classad2.parseNext``
+    (the real parser). That parser silently stops at the first bad line, so an ad that yields fewer
+    attributes than it has lines is counted as partially parsed (and still used); one that yields
+    nothing is malformed. A last ad without its banner in a file that has banners is a write in
+    progress and is left out.
+    """
+    import classad2
+
+    old = classad2.ParserType.Old
+    tick = getattr(progress, "tick", None)
+    lines: list[bytes] = []
+    first = 0
+    banners = False
+    count = 0
+
+    def parse(chunk: list[bytes], at: int) -> Any:
+        text = b"".join(chunk).decode("utf-8", "replace")
+        try:
+            ad = classad2.parseNext(text, old)
+        except classad2.ClassAdException as err:
+            stats.bad(source, at, f"ClassAd parse error: {err}")
+            return None
+        n_attr = sum(1 for raw in chunk if not raw.lstrip().startswith(b"#"))
+        if ad is None or len(ad) == 0:
+            stats.bad(source, at, "no ClassAd attribute could be parsed")
+            return None
+        if len(ad) < n_attr:
+            stats.bad(source, at, f"only {len(ad)} of {n_attr} attribute lines parsed (syntax error)",
+                      partial=True)
+        return ad
+
+    lineno = 0
+    for raw in stream:
+        lineno += 1
+        if raw.startswith(b"***"):
+            banners = True
+        elif raw.strip():
+            if not lines:
+                first = lineno
+            lines.append(raw)
+            continue
+        if lines:
+            ad = parse(lines, first)
+            lines = []
+            if ad is not None:
+                count += 1
+                if tick is not None and not count & 0x3FF:
+                    tick(1024)
+                yield first, ad
+    if lines:
+        if banners:
+            stats.bad(source, first, "last ad has no banner line (history file being written?); skipped")
+        else:
+            ad = parse(lines, first)
+            if ad is not None:
+                yield first, ad
+
+
+def period_constraint(start: float | None, until: float | None) -> str | None:
+    parts = []
+    if start is not None:
+        parts.append(f"CompletionDate >= {int(start)}")
+    if until is not None:
+        parts.append(f"CompletionDate < {int(math.ceil(until))}")
+    return " && ".join(parts) or None
+
+
+def _and(*clauses: str | None) -> str | None:
+    live = [c for c in clauses if c]
+    if not live:
+        return None
+    return " && ".join(f"({c})" for c in live) if len(live) > 1 else live[0]
+
+
+def _history(schedd: Any, constraint: str | None, projection: Sequence[str], match: int,
+             since: int | str | None) -> list[Any]:
+    import htcondor2
+
+    try:
+        return schedd.history(constraint, list(projection), match, since)
+    except htcondor2.HTCondorException as err:
+        raise InputError("schedd", f"history query failed: {err}") from err
+
+
+def iter_schedd_ads(schedd: Any, constraint: str | None = None, projection: Sequence[str] = HISTORY_ATTRIBUTES,
+                    since: int | str | None = None, match: int = -1, start: float | None = None,
+                    until: float | None = None, window: float | None = 86400.0) -> Iterator[tuple[int, Any]]:
+    """(0, ClassAd) from ``schedd.history`` (an ``htcondor2.Schedd`` or anything with that method).
+
+    With both ``start`` and ``until`` and a ``window``, one query per window of CompletionDate, so
+    only one window's ads are held at a time (the bindings return whole lists). ``match`` limits the
+    total. ``since`` is passed through: a cluster id, "cluster.proc", or an expression at which the
+    schedd stops scanning backwards.
+    """
+    remaining = match
+    if start is not None and until is not None and window:
+        a = float(start)
+        while a < until and remaining != 0:
+            b = min(a + window, until)
+            ads = _history(schedd, _and(constraint, period_constraint(a, b)), projection, remaining, since)
+            for ad in ads:
+                yield 0, ad
+            if remaining > 0:
+                remaining = max(0, remaining - len(ads))
+            a = b
+        return
+    for ad in _history(schedd, _and(constraint, period_constraint(start, until)), projection, match, since):
+        yield 0, ad
+
+
+def discover_class_attributes(schedd: Any, constraint: str | None = None, sample: int = 50) -> list[str]:
+    """Per-class counter names (``LarkBytesIn<Class>``/``LarkBytesOut<Class>``) seen in recent Lark jobs.
+
+    A projection must name attributes, so the class names are learnt from a small unprojected sample.
+    """
+    names: set[str] = set()
+    for ad in _history(schedd, _and(constraint, "LarkBytesIn =!= undefined"), [], sample, None):
+        for name in ad.keys():
+            low = name.lower()
+            if (low.startswith(_IN_PREFIX) and len(low) > len(_IN_PREFIX)) or \
+                    (low.startswith(_OUT_PREFIX) and len(low) > len(_OUT_PREFIX)):
+                names.add(name)
+    return sorted(names)
+
+
+def class_attributes(classes: Iterable[str]) -> list[str]:
+    """Class names (e.g. ``off_campus`` or ``OffCampus``) -> their LarkBytesIn/Out attribute pair."""
+    out: list[str] = []
+    for c in classes:
+        suffix = "".join(p[:1].upper() + p[1:] for p in c.split("_") if p)
+        out += [f"LarkBytesIn{suffix}", f"LarkBytesOut{suffix}"]
+    return out
+
+
+def locate_schedd(pool: str | None = None, name: str | None = None) -> Any:
+    """The local schedd, or ``name`` located through the collector ``pool`` (host[:port])."""
+    try:
+        import htcondor2
+    except ImportError as err:  # pragma: no cover - the bindings are a dependency
+        raise ReportError("reading a schedd needs the htcondor Python bindings (htcondor2)") from err
+    try:
+        if pool is None and name is None:
+            return htcondor2.Schedd()
+        ad = htcondor2.Collector(pool).locate(htcondor2.DaemonType.Schedd, name)
+        return htcondor2.Schedd(ad)
+    except (htcondor2.HTCondorException, ValueError, OSError) as err:
+        raise InputError(f"schedd {name or ''}@{pool or 'local pool'}", f"cannot locate: {err}") from err
+
+
+# ------------------------------------------------------------------------------------------------
+# Public one-call entry points (open + parse + convert)
+
+
+def read_history_file(path: str | Path, stats: HistoryStats | None = None, start: float | None = None,
+                      until: float | None = None, progress: Any = None) -> Iterator[JobRecord]:
+    """JobRecords from a schedd history file (banner format; .gz/.bz2/.xz ok; "-" = stdin)."""
+    stats = stats if stats is not None else HistoryStats()
+    with open_binary(path, progress) as (stream, label):
+        yield from jobs_from_ads(iter_history_ads(stream, label, stats, progress), stats, start, until)
+
+
+def read_history_json(path: str | Path, stats: HistoryStats | None = None, start: float | None = None,
+                      until: float | None = None, progress: Any = None) -> Iterator[JobRecord]:
+    """JobRecords from ``condor_history -json`` output (a file, or "-" for stdin)."""
+    stats = stats if stats is not None else HistoryStats()
+    with open_binary(path, progress) as (stream, label):
+        yield from jobs_from_ads(iter_json_ads(stream, label, stats, progress), stats, start, until)
+
+
+def read_schedd_history(schedd: Any = None, constraint: str | None = None, since: int | str | None = None,
+                        match: int = -1, start: float | None = None, until: float | None = None,
+                        classes: Iterable[str] = (), stats: HistoryStats | None = None,
+                        window: float | None = 86400.0, discover: bool = True) -> Iterator[JobRecord]:
+    """JobRecords from a live schedd (default: the local one) via ``htcondor2.Schedd.history``."""
+    stats = stats if stats is not None else HistoryStats()
+    if schedd is None:
+        schedd = locate_schedd()
+    projection = list(HISTORY_ATTRIBUTES) + class_attributes(classes)
+    if discover:
+        projection += [a for a in discover_class_attributes(schedd, constraint) if a not in projection]
+    ads = iter_schedd_ads(schedd, constraint, projection, since, match, start, until, window)
+    yield from jobs_from_ads(ads, stats, start, until)

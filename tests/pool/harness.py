@@ -1,0 +1,938 @@
+"""A real HTCondor pool for Lark's end-to-end tests, in a cached Debian sid chroot and its own netns.
+
+Two layers:
+
+* **The image** (:func:`ensure_image`): a ``debootstrap --variant=minbase sid`` tree with ``minicondor``,
+  Python and the network tools, user ``larkuser`` (uid 2001) and a venv ``/opt/lark/venv`` holding Lark's
+  runtime dependencies from PyPI. Built once into ``CACHE_ROOT/build-*`` and renamed to
+  ``CACHE_ROOT/image-<key>`` when complete, where ``<key>`` hashes the package lists and the build recipe,
+  so an interrupted build never leaves a half image and editing the recipe rebuilds by itself.
+* **A pool** (:class:`Pool`): a throw-away overlayfs over the image (``CACHE_ROOT/runs/<prefix>/``), the
+  working tree bind-mounted read-only at ``/opt/lark/src``, and ``condor_master`` started with ``env -i``
+  through ``pivot_root`` in a private mount namespace **inside the network namespace** ``<prefix>-pool``
+  (only ``lo``, everything on 127.0.0.1), so nothing the pool or Lark does reaches the host's network.
+
+Everything a pool creates carries its prefix or ``lark`` in its name or path, and :meth:`Pool.teardown`
+(idempotent, also registered with ``atexit`` by the fixture) removes it. A run killed with SIGKILL is swept
+by the next one: each run holds an ``flock`` on its own lock file, so a lock that can be taken means its
+owner is gone.
+
+Command line, for debugging by hand (as root, from the project root)::
+
+    .venv/bin/python -m tests.pool.harness build [--force]   # build or reuse the image
+    .venv/bin/python -m tests.pool.harness up                # start a pool and keep it until Ctrl-C
+    .venv/bin/python -m tests.pool.harness sweep             # tear down pools and builds left by dead runs
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import errno
+import fcntl
+import hashlib
+import inspect
+import json
+import logging
+import os
+import random
+import shlex
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+log = logging.getLogger("lark.testpool")
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE_ROOT = Path(os.environ.get("LARK_TESTPOOL_CACHE", "/var/cache/lark-testpool"))
+
+# ---- what goes into the image: extend these lists (the image key changes and it is rebuilt) -------------------
+SUITE = "sid"
+PACKAGES: tuple[str, ...] = (
+    "minicondor", "python3", "python3-venv", "python3-pip", "iproute2", "nftables", "iptables",
+    "procps", "ca-certificates",
+    # python-iptables (Lark's optional iptables backend) builds a C extension: take Debian's build (no gcc here)
+    "python3-iptables",
+    # later: "apptainer", "busybox-static",
+)
+#: space-separated extra Debian packages, e.g. LARK_TESTPOOL_EXTRA_PACKAGES="apptainer busybox-static"
+EXTRA_PACKAGES: tuple[str, ...] = tuple(os.environ.get("LARK_TESTPOOL_EXTRA_PACKAGES", "").split())
+PIP_PACKAGES: tuple[str, ...] = ("pyroute2>=0.9", "pyyaml>=6", "requests>=2.28")
+#: tried one by one, a failure is only logged
+PIP_OPTIONAL: tuple[str, ...] = ()
+
+USER = "larkuser"
+USER_ID = 2001
+VENV = "/opt/lark/venv"
+SRC = "/opt/lark/src"
+TOKENS = "/etc/lark/tokens"
+MASTER_PID = "/run/condor/master.pid"
+CONDOR_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+#: used when the repository's setup.cfg cannot be read
+CONSOLE_SCRIPTS: dict[str, str] = {
+    "lark": "lark.cli.main:main",
+    "lark-netd": "lark.broker.main:main",
+    "lark-wrap": "lark.wrap:main",
+    "lark-links": "lark.links.cron:main",
+    "lark-spider": "perfsonar.main:main",
+}
+
+# Written into the image: a master started by hand in it still cannot tune the host kernel.
+SAFETY_CONFIG = """\
+# Lark test pool: the condor_master runs as root and shares /proc/sys with the host.
+ENABLE_KERNEL_TUNING = False
+"""
+
+BASE_CONFIG = """\
+# Lark test pool base configuration (tests/pool/harness.py). Tests add files after this one.
+CONDOR_HOST = 127.0.0.1
+NETWORK_INTERFACE = 127.0.0.1
+BIND_ALL_INTERFACES = False
+ENABLE_IPV6 = False
+UID_DOMAIN = lark.test
+FILESYSTEM_DOMAIN = lark.test
+TRUST_UID_DOMAIN = True
+# MANDATORY: else the root master rewrites host sysctls (pid_max, port range, ...) through /proc/sys
+ENABLE_KERNEL_TUNING = False
+NUM_CPUS = 2
+JOB_START_DELAY = 0
+RUNBENCHMARKS = 0
+NEGOTIATOR_INTERVAL = 2
+NEGOTIATOR_MIN_INTERVAL = 1
+NEGOTIATOR_CYCLE_DELAY = 1
+NEGOTIATOR_UPDATE_INTERVAL = 5
+SCHEDD_INTERVAL = 2
+SCHEDD_MIN_INTERVAL = 1
+STARTER_UPDATE_INTERVAL = 2
+SHADOW_QUEUE_UPDATE_INTERVAL = 2
+UPDATE_INTERVAL = 2
+MASTER_UPDATE_INTERVAL = 5
+# 25.14.1: the starter hangs after a failed PREPARE_JOB until the startd kills it
+KILLING_TIMEOUT = 5
+# housekeeping pass, also when ClassAdLifetime of generic ads is enforced
+COLLECTOR.CLASSAD_LIFETIME = 20
+SCHEDD_ENABLE_PER_USER_MATCH_LIMITS = False
+# the perfSONAR spider advertises generic ads with an IDTOKEN for this identity (Pool.token_dir)
+COLLECTOR.ALLOW_DAEMON = $(ALLOW_DAEMON) lark@lark.test
+"""
+BASE_CONFIG_NAME = "10-lark-testpool.conf"
+
+# JobStatus values
+IDLE, RUNNING, REMOVED, COMPLETED, HELD = 1, 2, 3, 4, 5
+
+T = TypeVar("T")
+
+
+class PoolError(RuntimeError):
+    """The pool could not be built, started, queried or torn down; the message says why."""
+
+
+class JobHeld(PoolError):
+    """A job that :meth:`Pool.wait` waited for was put on hold."""
+
+    def __init__(self, message: str, ads: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.ads = ads
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# small process and mount helpers
+
+
+def _tail(text: str | bytes | None, lines: int = 30) -> str:
+    if text is None:
+        return ""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _file_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return f"--- {path} (last {lines} lines) ---\n" + _tail(path.read_text(errors="replace"), lines)
+    except OSError as exc:
+        return f"--- {path}: {exc.strerror}"
+
+
+def _host(argv: Sequence[str], *, timeout: float = 60.0, check: bool = True, out: IO[str] | None = None,
+          env: Mapping[str, str] | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a host command with a clean PATH; ``out``: stream stdout+stderr to that file instead of capturing."""
+    full_env = {"PATH": HOST_PATH, "LANG": "C.UTF-8", **(env or {})}
+    log.debug("host: %s", shlex.join(argv))
+    if out is not None:
+        out.write(f"\n$ {shlex.join(argv)}\n")
+        out.flush()
+        proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                              env=full_env, input=input, check=False)
+    else:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env, input=input,
+                              check=False)
+    if check and proc.returncode != 0:
+        raise PoolError(f"{shlex.join(argv)} exited {proc.returncode}\n{_tail(proc.stdout)}\n{_tail(proc.stderr)}")
+    return proc
+
+
+def _mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path`` in this mount namespace, deepest first."""
+    prefix = str(path).rstrip("/")
+    found = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
+
+
+def _umount_all(path: Path) -> None:
+    """Unmount everything at or below ``path``: ``umount -R`` (shallowest first), then lazily what is busy."""
+    for lazy in ([], ["-l"]):
+        for point in sorted(_mounts_under(path), key=lambda p: p.count("/")):
+            if point in _mounts_under(path):
+                _host(["umount", "-R", *lazy, point], check=False)
+    left = _mounts_under(path)
+    if left:
+        raise PoolError(f"cannot unmount {left}")
+
+
+def _remove_tree(path: Path) -> None:
+    """``rm -rf --one-file-system`` of a directory that must have nothing mounted below it."""
+    if not path.exists():
+        return
+    if _mounts_under(path):
+        raise PoolError(f"refusing to delete {path}: still has mounts {_mounts_under(path)}")
+    _host(["rm", "-rf", "--one-file-system", str(path)], timeout=300)
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive ``flock`` on ``path`` (created), or None when another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        raise
+    return fd
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is gone for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_until(what: str, predicate: Callable[[], T], timeout: float, interval: float = 0.2) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the image
+
+
+def image_key() -> str:
+    """Hash of everything that goes into the image: package lists, constants and the recipe's source."""
+    recipe = {
+        "suite": SUITE,
+        "packages": sorted(set(PACKAGES + EXTRA_PACKAGES)),
+        "pip": list(PIP_PACKAGES),
+        "pip_optional": list(PIP_OPTIONAL),
+        "user": [USER, USER_ID],
+        "venv": VENV,
+        "safety": SAFETY_CONFIG,
+        "source": inspect.getsource(_build_image),
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def image_path() -> Path:
+    return CACHE_ROOT / f"image-{image_key()}"
+
+
+def image_info(image: Path) -> dict[str, Any]:
+    return json.loads((image / "etc/lark-testpool-image.json").read_text())
+
+
+def _chroot(root: Path, argv: Sequence[str], *, out: IO[str], timeout: float = 600.0,
+            env: Mapping[str, str] | None = None) -> None:
+    base = {"PATH": CONDOR_PATH, "LANG": "C.UTF-8", "HOME": "/root", "DEBIAN_FRONTEND": "noninteractive"}
+    envs = [f"{k}={v}" for k, v in {**base, **(env or {})}.items()]
+    _host(["chroot", str(root), "/usr/bin/env", "-i", *envs, *argv], out=out, timeout=timeout)
+
+
+def _build_image(dest: Path, out: IO[str]) -> None:
+    """The recipe (its source text is part of the image key). ``dest`` is a fresh, empty build directory."""
+    t0 = time.monotonic()
+    _host(["debootstrap", "--variant=minbase", SUITE, str(dest)], out=out, timeout=900)
+    t_debootstrap = time.monotonic() - t0
+    (dest / "etc/apt/apt.conf.d/99lark-no-valid-until").write_text('Acquire::Check-Valid-Until "false";\n')
+    policy = dest / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    shutil.copyfile("/etc/hosts", dest / "etc/hosts")
+    shutil.copyfile("/etc/resolv.conf", dest / "etc/resolv.conf")
+    packages = sorted(set(PACKAGES + EXTRA_PACKAGES))
+    _host(["mount", "-t", "proc", "lark-build-proc", str(dest / "proc")])
+    try:
+        t1 = time.monotonic()
+        _chroot(dest, ["apt-get", "update"], out=out)
+        _chroot(dest, ["apt-get", "install", "-y", "--no-install-recommends", *packages], out=out, timeout=1200)
+        t_apt = time.monotonic() - t1
+        _chroot(dest, ["groupadd", "-g", str(USER_ID), USER], out=out)
+        _chroot(dest, ["useradd", "-m", "-u", str(USER_ID), "-g", str(USER_ID), "-s", "/bin/bash", USER], out=out)
+        conf_d = dest / "etc/condor/config.d"
+        (conf_d / "01-lark-safety.conf").write_text(SAFETY_CONFIG)
+        # Lark's venv sees the Debian package's htcondor2/classad2 through --system-site-packages.
+        t2 = time.monotonic()
+        _chroot(dest, ["python3", "-m", "venv", "--system-site-packages", VENV], out=out)
+        pip_env = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_CACHE_DIR": "1", "PIP_DEFAULT_TIMEOUT": "60"}
+        host_ca = Path("/etc/ssl/certs/ca-certificates.crt")
+        if host_ca.exists():  # an intercepting egress proxy's CA is in the host bundle, not in the chroot's
+            shutil.copyfile(host_ca, dest / "etc/lark-build-ca.pem")
+            pip_env["PIP_CERT"] = "/etc/lark-build-ca.pem"
+        _chroot(dest, [f"{VENV}/bin/pip", "install", *PIP_PACKAGES], out=out, env=pip_env)
+        optional_ok = []
+        for spec in PIP_OPTIONAL:
+            try:
+                _chroot(dest, [f"{VENV}/bin/pip", "install", spec], out=out, env=pip_env)
+                optional_ok.append(spec)
+            except PoolError as exc:
+                out.write(f"optional package {spec} not installed: {exc}\n")
+        (dest / "etc/lark-build-ca.pem").unlink(missing_ok=True)
+        t_venv = time.monotonic() - t2
+        imports = "import htcondor2, classad2, pyroute2, yaml, requests, iptc"
+        _chroot(dest, [f"{VENV}/bin/python", "-c", imports], out=out)
+        _chroot(dest, ["apt-get", "clean"], out=out)
+        condor = _host(["chroot", str(dest), "/usr/bin/condor_version"]).stdout.splitlines()[0]
+        python = _host(["chroot", str(dest), f"{VENV}/bin/python", "-c",
+                        "import sys; print('%d.%d' % sys.version_info[:2])"]).stdout.strip()
+    finally:
+        _host(["umount", "-R", "-l", str(dest / "proc")], check=False)
+    info = {
+        "key": image_key(), "suite": SUITE, "packages": packages, "pip": list(PIP_PACKAGES) + optional_ok,
+        "condor_version": condor, "python": python, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": {"debootstrap": round(t_debootstrap, 1), "apt": round(t_apt, 1), "venv": round(t_venv, 1),
+                    "total": round(time.monotonic() - t0, 1)},
+    }
+    (dest / "etc/lark-testpool-image.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
+def ensure_image(force: bool = False) -> Path:
+    """The cached image for the current recipe, built first if missing (about a minute). Thread/process safe."""
+    if os.geteuid() != 0:
+        raise PoolError("the HTCondor test pool needs root (debootstrap, mounts, namespaces)")
+    for tool in ("debootstrap", "chroot", "nsenter", "unshare", "pivot_root", "mount", "ip"):
+        if shutil.which(tool, path=HOST_PATH) is None:
+            raise PoolError(f"host tool {tool!r} is missing; run ./scripts/setup.sh (it installs debootstrap)")
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    final = image_path()
+    if final.is_dir() and not force:
+        return final
+    lock_path = CACHE_ROOT / "build.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits for a concurrent build
+        _sweep_builds()  # we hold the lock: every build-* left is from an interrupted build
+        if final.is_dir() and not force:
+            return final
+        build = CACHE_ROOT / f"build-{image_key()}-{os.getpid()}"
+        log_path = CACHE_ROOT / f"build-{image_key()}.log"
+        log.warning("building the HTCondor test pool image %s (log: %s)", final, log_path)
+        build.mkdir()
+        try:
+            with open(log_path, "w") as out:
+                try:
+                    _build_image(build, out)
+                except (PoolError, subprocess.TimeoutExpired, OSError) as exc:
+                    out.flush()
+                    raise PoolError(f"building the test pool image failed: {exc}\n{_file_tail(log_path, 40)}\n"
+                                    "(needs the Debian mirror and PyPI; see docs/testing.md)") from exc
+            if force and final.exists():
+                old = final.with_name(final.name + f".old-{os.getpid()}")
+                final.rename(old)
+                _remove_tree(old)
+            build.rename(final)
+        finally:
+            if build.exists():
+                _umount_all(build)
+                _remove_tree(build)
+        _prune_images(keep=final)
+        return final
+    finally:
+        os.close(fd)
+
+
+def _sweep_builds() -> None:
+    for build in CACHE_ROOT.glob("build-*"):
+        if build.is_dir():
+            log.warning("removing interrupted build %s", build)
+            _umount_all(build)
+            _remove_tree(build)
+
+
+def _prune_images(keep: Path) -> None:
+    """Delete other images unless a running pool's overlay still uses them as its lower layer."""
+    with open("/proc/self/mountinfo") as fh:
+        in_use = fh.read()
+    for image in CACHE_ROOT.glob("image-*"):
+        if image != keep and image.is_dir() and f"lowerdir={image}" not in in_use:
+            log.warning("removing old image %s", image)
+            _remove_tree(image)
+
+
+def console_scripts(repo: Path = REPO) -> dict[str, str]:
+    """``name -> module:function`` from the repository's setup.cfg (fallback: CONSOLE_SCRIPTS)."""
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(repo / "setup.cfg")
+        text = parser.get("options.entry_points", "console_scripts")
+    except (configparser.Error, OSError):
+        return dict(CONSOLE_SCRIPTS)
+    scripts = {}
+    for line in text.splitlines():
+        if "=" in line:
+            name, target = (part.strip() for part in line.split("=", 1))
+            scripts[name] = target
+    return scripts or dict(CONSOLE_SCRIPTS)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a running pool
+
+
+def _random_prefix() -> str:
+    return "lark" + "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(2))
+
+
+class Pool:
+    """One HTCondor pool in an overlay of the image, in network namespace ``<prefix>-pool``.
+
+    Paths given to the API are paths *inside* the chroot unless the name says ``host``.
+    """
+
+    def __init__(self, prefix: str | None = None, *, image: Path | None = None, repo: Path = REPO) -> None:
+        self.prefix = prefix or _random_prefix()
+        self.image = image or image_path()
+        self.repo = repo
+        self.run_dir = CACHE_ROOT / "runs" / self.prefix
+        self.root = self.run_dir / "root"
+        self.netns_name = f"{self.prefix}-pool"
+        self.netns_path = f"/run/netns/{self.netns_name}"
+        self.collector_address = "127.0.0.1:9618"
+        self.master_pid: int | None = None
+        self.timings: dict[str, float] = {}
+        self._lock_fd: int | None = None
+        self._root_id: tuple[int, int] | None = None
+        self._netns_ino: int | None = None
+        self._mntns_ino: int | None = None
+        self._job_seq = 0
+
+    # -- properties ------------------------------------------------------------------------------------------
+    @property
+    def chroot(self) -> Path:
+        """Host path of the pool's root directory (the overlay)."""
+        return self.root
+
+    @property
+    def condor_version(self) -> str:
+        return str(image_info(self.image)["condor_version"])
+
+    def host_path(self, path: str | os.PathLike[str]) -> Path:
+        """Host path of a path inside the chroot (relative paths: relative to larkuser's home)."""
+        inside = Path(path)
+        if not inside.is_absolute():
+            inside = Path(self.home(USER)) / inside
+        return self.root / inside.relative_to("/")
+
+    def chroot_path(self, host_path: str | os.PathLike[str]) -> str:
+        """Path inside the chroot of a host path below :attr:`chroot`."""
+        return "/" + str(Path(host_path).relative_to(self.root))
+
+    def home(self, user: str = USER) -> str:
+        return "/root" if user == "root" else self._passwd(user)[2]
+
+    def _passwd(self, user: str) -> tuple[int, int, str]:
+        for line in (self.root / "etc/passwd").read_text().splitlines():
+            fields = line.split(":")
+            if fields[0] == user:
+                return int(fields[2]), int(fields[3]), fields[5]
+        raise PoolError(f"no user {user!r} in the chroot")
+
+    # -- set-up --------------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Mount the overlay and friends, create the netns, write config and shims, start condor_master."""
+        if os.geteuid() != 0:
+            raise PoolError("the HTCondor test pool needs root")
+        if not (self.image / "etc/lark-testpool-image.json").exists():
+            raise PoolError(f"image {self.image} is missing or incomplete; call ensure_image() first")
+        t0 = time.monotonic()
+        self.run_dir.mkdir(parents=True, exist_ok=False)
+        self._lock_fd = _try_lock(self.run_dir / "lock")
+        if self._lock_fd is None:
+            raise PoolError(f"{self.run_dir} is locked by another process")
+        upper, work = self.run_dir / "upper", self.run_dir / "work"
+        for d in (upper, work, self.root):
+            d.mkdir()
+        self._save_state()
+        r = str(self.root)
+        _host(["mount", "-t", "overlay", f"lark-{self.prefix}", "-o",
+               f"lowerdir={self.image},upperdir={upper},workdir={work}", r])
+        _host(["mount", "--make-private", r])
+        st = os.stat(r)
+        self._root_id = (st.st_dev, st.st_ino)
+        _host(["mount", "-t", "proc", f"lark-{self.prefix}-proc", f"{r}/proc"])
+        _host(["mount", "--rbind", "/dev", f"{r}/dev"])
+        _host(["mount", "--make-rslave", f"{r}/dev"])
+        _host(["mount", "-t", "tmpfs", "-o", "mode=755", f"lark-{self.prefix}-run", f"{r}/run"])
+        src = self.root / SRC.lstrip("/")
+        src.mkdir(parents=True, exist_ok=True)
+        _host(["mount", "--bind", str(self.repo), str(src)])
+        _host(["mount", "-o", "remount,bind,ro", str(src)])
+        # the network namespace; sysfs mounted from inside it shows the pool's interfaces, not the host's
+        from lark import netns  # the project's own helper; imported late so `build` works without it
+
+        netns.create_named(self.netns_name)
+        self._netns_ino = os.stat(self.netns_path).st_ino
+        _host(["ip", "-n", self.netns_name, "link", "set", "lo", "up"])
+        _host(["nsenter", f"--net={self.netns_path}", "mount", "-t", "sysfs", "-o", "nosuid,nodev,noexec",
+               f"lark-{self.prefix}-sys", f"{r}/sys"])
+        condor_uid, condor_gid = self._passwd("condor")[:2]
+        for d in ("run/lock", "run/condor", "run/lock/condor"):  # as the package's tmpfiles.d does
+            (self.root / d).mkdir(exist_ok=True)
+            if "condor" in d:
+                os.chown(self.root / d, condor_uid, condor_gid)
+                (self.root / d).chmod(0o775)
+        self._install_lark()
+        self.write(f"/etc/condor/config.d/{BASE_CONFIG_NAME}", BASE_CONFIG, owner="root")
+        self.timings["prepare"] = time.monotonic() - t0
+        self._start_master()
+
+    def _save_state(self) -> None:
+        state = {"prefix": self.prefix, "netns": self.netns_name, "image": str(self.image), "pid": os.getpid()}
+        (self.run_dir / "state.json").write_text(json.dumps(state) + "\n")
+
+    def _install_lark(self) -> None:
+        """``.pth`` pointing at the read-only working tree, and console-script shims in /usr/local/bin."""
+        site = sorted((self.root / VENV.lstrip("/") / "lib").glob("python3*/site-packages"))
+        if not site:
+            raise PoolError(f"no site-packages in {VENV} in the image")
+        (site[0] / "lark-src.pth").write_text(SRC + "\n")
+        bin_dir = self.root / "usr/local/bin"
+        for name, target in console_scripts(self.repo).items():
+            module, _, func = target.partition(":")
+            shim = bin_dir / name
+            shim.write_text(f"#!{VENV}/bin/python3\n# Lark test pool shim: {name} -> {target}\nimport sys\n\n"
+                            f"from {module} import {func}\n\nsys.exit({func}())\n")
+            shim.chmod(0o755)
+
+    def _start_master(self) -> None:
+        out = _host(["chroot", str(self.root), "condor_config_val", "ENABLE_KERNEL_TUNING"], check=False)
+        if out.stdout.strip().lower() not in ("false", "0", "no"):
+            raise PoolError(f"refusing to start: ENABLE_KERNEL_TUNING is {out.stdout.strip()!r}, must be False")
+        pid_file = self.root / MASTER_PID.lstrip("/")
+        pid_file.unlink(missing_ok=True)
+        env = " ".join(["PATH=" + CONDOR_PATH, "LANG=C.UTF-8", "HOME=/root"])
+        script = ('cd "$1" && mkdir -p .oldroot && pivot_root . .oldroot && cd / && umount -l /.oldroot && '
+                  f'rmdir /.oldroot && exec /usr/bin/env -i {env} /usr/sbin/condor_master -pidfile {MASTER_PID}')
+        t0 = time.monotonic()
+        _host(["nsenter", f"--net={self.netns_path}", "unshare", "--mount", "--propagation", "private", "--",
+               "/bin/sh", "-c", script, "lark-pool-start", str(self.root)], timeout=30)
+        pid = _wait_until("master.pid", lambda: pid_file.exists() and pid_file.read_text().strip(), 20)
+        self.master_pid = int(pid)
+        self._mntns_ino = os.stat(f"/proc/{self.master_pid}/ns/mnt").st_ino
+        (self.run_dir / "master.pid").write_text(f"{self.master_pid} {self._mntns_ino}\n")
+
+        def ready() -> bool:
+            if not _pid_alive(self.master_pid or 0):
+                raise PoolError("condor_master died during start-up\n" + self._log_tails())
+            res = self.run(["condor_status", "-any", "-af:r", "MyType"], check=False, timeout=20)
+            return {"Machine", "Scheduler", "Negotiator"} <= set(res.stdout.split())
+
+        try:
+            _wait_until("Machine, Scheduler and Negotiator ads", ready, 60, 0.25)
+        except TimeoutError as exc:
+            raise PoolError(f"{exc}\n{self._log_tails()}") from None
+        self.timings["master_start"] = time.monotonic() - t0
+
+    def _log_tails(self) -> str:
+        logs = self.root / "var/log/condor"
+        return "\n".join(_file_tail(logs / name, 20) for name in ("MasterLog", "StartLog", "SchedLog", "CollectorLog"))
+
+    # -- running things ------------------------------------------------------------------------------------------
+    def run(self, cmd: Sequence[str] | str, *, user: str = "root", check: bool = True, timeout: float = 60.0,
+            input: str | None = None, env: Mapping[str, str] | None = None,
+            cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` (argv, or a string for ``bash -c``) in the chroot and the pool's netns, with a clean
+        environment, as ``user`` (``cwd`` defaults to the user's home). Raises PoolError on non-zero exit
+        when ``check``."""
+        argv = ["bash", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        home = self.home(user)
+        prefix = ["nsenter", f"--net={self.netns_path}", "chroot"]
+        if user != "root":
+            uid, gid, _ = self._passwd(user)
+            prefix += [f"--userspec={uid}:{gid}", f"--groups={gid}"]
+        base = {"PATH": CONDOR_PATH, "LANG": "C.UTF-8", "HOME": home, "USER": user, "LOGNAME": user}
+        envs = [f"{k}={v}" for k, v in {**base, **(env or {})}.items()]
+        full = [*prefix, str(self.root), "/usr/bin/env", "-i", f"--chdir={cwd or home}", *envs, *argv]
+        log.debug("pool run (%s): %s", user, shlex.join(argv))
+        try:
+            proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=input,
+                                  env={"PATH": HOST_PATH}, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise PoolError(f"timed out after {timeout} s: {shlex.join(argv)}\n{_tail(exc.stdout)}\n"
+                            f"{_tail(exc.stderr)}") from None
+        if check and proc.returncode != 0:
+            raise PoolError(f"[{user}] {shlex.join(argv)} exited {proc.returncode}\n"
+                            f"stdout:\n{_tail(proc.stdout)}\nstderr:\n{_tail(proc.stderr)}")
+        return proc
+
+    def call_in_netns(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in a thread switched into the pool's netns (e.g. htcondor2 calls from the host venv)."""
+        from lark import netns
+
+        return netns.call_in(self.netns_path, fn)
+
+    def write(self, path: str, content: str | bytes, *, owner: str = USER, mode: int | None = None) -> Path:
+        """Write a file inside the chroot (relative paths: in ``owner``'s home), creating parent directories
+        owned by ``owner``. Mode defaults to 0755 for ``#!`` scripts, else 0644. Returns the host path."""
+        inside = Path(path) if Path(path).is_absolute() else Path(self.home(owner)) / path
+        host = self.root / inside.relative_to("/")
+        uid, gid = (0, 0) if owner == "root" else self._passwd(owner)[:2]
+        missing = [p for p in reversed(host.parents) if p.is_relative_to(self.root) and not p.exists()]
+        for d in missing:
+            d.mkdir()
+            os.chown(d, uid, gid)
+        data = content.encode() if isinstance(content, str) else content
+        host.write_bytes(data)
+        os.chown(host, uid, gid)
+        host.chmod(mode if mode is not None else (0o755 if data.startswith(b"#!") else 0o644))
+        return host
+
+    # -- configuration -------------------------------------------------------------------------------------------
+    def add_config(self, name: str, text: str) -> Path:
+        """Write ``/etc/condor/config.d/<name>`` (files are read in name order; base is 10-...). Then call
+        :meth:`reconfig`, or :meth:`restart_daemon` for knobs that need it (NO_JOB_NETWORKING: startd)."""
+        if "/" in name or name == BASE_CONFIG_NAME:
+            raise ValueError(f"bad config file name {name!r}")
+        return self.write(f"/etc/condor/config.d/{name}", text, owner="root")
+
+    def remove_config(self, name: str) -> None:
+        (self.root / "etc/condor/config.d" / name).unlink(missing_ok=True)
+
+    def config_val(self, knob: str) -> str:
+        return self.run(["condor_config_val", knob]).stdout.strip()
+
+    def reconfig(self) -> None:
+        self._check_safe_config()
+        self.run(["condor_reconfig"])
+
+    def _check_safe_config(self) -> None:
+        if self.config_val("ENABLE_KERNEL_TUNING").lower() not in ("false", "0", "no"):
+            raise PoolError("a config file set ENABLE_KERNEL_TUNING to true: refusing")
+
+    def restart_daemon(self, daemon: str = "startd", timeout: float = 60.0) -> None:
+        """Restart one daemon (``startd``, ``schedd``, ...) and wait until it has advertised again."""
+        self._check_safe_config()
+        mytype = {"startd": "Machine", "schedd": "Scheduler", "negotiator": "Negotiator",
+                  "collector": "Collector", "master": "DaemonMaster"}[daemon]
+
+        def start_times() -> set[str]:
+            res = self.run(["condor_status", "-any", "-constraint", f'MyType == "{mytype}"', "-af:r",
+                            "DaemonStartTime"], check=False, timeout=20)
+            return set(res.stdout.split())
+
+        before = start_times()
+        self.run(["condor_restart", "-daemon", daemon])
+        try:
+            _wait_until(f"{daemon} to restart and advertise", lambda: (start_times() - before) != set(), timeout, 0.3)
+        except TimeoutError as exc:
+            raise PoolError(f"{exc}\n{self._log_tails()}") from None
+
+    def restart(self) -> None:
+        """Stop and start the whole pool (same overlay: config, history and files stay)."""
+        self.stop()
+        self._start_master()
+
+    # -- jobs ------------------------------------------------------------------------------------------------------
+    def submit(self, submit: str, *, user: str = USER, files: Mapping[str, str | bytes] | None = None,
+               directory: str | None = None) -> int:
+        """Write ``submit`` (and ``files``) into a fresh directory in ``user``'s home (``~/jobs/<n>``, or
+        ``directory``), run ``condor_submit -terse`` there as ``user``, and return the cluster id."""
+        self._job_seq += 1
+        directory = directory or f"{self.home(user)}/jobs/{self._job_seq}"
+        for name, content in {**(files or {}), "job.sub": submit}.items():
+            self.write(f"{directory}/{name}", content, owner=user)
+        out = self.run(["condor_submit", "-terse", "job.sub"], user=user, cwd=directory).stdout
+        first = out.strip().splitlines()[-1].split()[0]  # "12.0 - 12.0"
+        return int(first.split(".")[0])
+
+    def q(self, constraint: str | None = None, attrs: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """``condor_q -allusers -json`` (all users' jobs still in the queue)."""
+        argv = ["condor_q", "-allusers", "-json"]
+        if constraint:
+            argv += ["-constraint", constraint]
+        if attrs:
+            argv += ["-attributes", ",".join(attrs)]
+        return self._json(self.run(argv).stdout)
+
+    def history(self, cluster: int | None = None, attrs: Iterable[str] | None = None,
+                constraint: str | None = None) -> list[dict[str, Any]]:
+        """``condor_history -json`` for one cluster (or a constraint)."""
+        argv = ["condor_history", "-json"]
+        cons = [c for c in (f"ClusterId == {cluster}" if cluster is not None else None, constraint) if c]
+        if cons:
+            argv += ["-constraint", " && ".join(f"({c})" for c in cons)]
+        if attrs:
+            argv += ["-attributes", ",".join(attrs)]
+        return self._json(self.run(argv).stdout)
+
+    def status(self, constraint: str | None = None, attrs: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """``condor_status -any -json`` (all ads in the collector)."""
+        argv = ["condor_status", "-any", "-json"]
+        if constraint:
+            argv += ["-constraint", constraint]
+        if attrs:
+            argv += ["-attributes", ",".join(attrs)]
+        return self._json(self.run(argv).stdout)
+
+    @staticmethod
+    def _json(text: str) -> list[dict[str, Any]]:
+        text = text.strip()
+        return json.loads(text) if text else []
+
+    def wait(self, cluster: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Wait until every job of ``cluster`` has left the queue and return their history ads.
+
+        Raises :class:`JobHeld` as soon as one is held, PoolError (with ``better-analyze``) on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            queued = self.q(f"ClusterId == {cluster}", ["ClusterId", "ProcId", "JobStatus", "HoldReason"])
+            held = [ad for ad in queued if ad.get("JobStatus") == HELD]
+            if held:
+                raise JobHeld(f"job {cluster}.{held[0].get('ProcId')} held: {held[0].get('HoldReason')}", held)
+            if not queued:
+                done = self.history(cluster)
+                if done:
+                    return sorted(done, key=lambda ad: ad.get("ProcId", 0))
+            if time.monotonic() >= deadline:
+                analysis = self.run(["condor_q", "-better-analyze", str(cluster)], check=False).stdout
+                raise PoolError(f"cluster {cluster} not done after {timeout:.0f} s: {queued}\n{_tail(analysis, 40)}")
+            time.sleep(0.3)
+
+    def wait_status(self, cluster: int, status: int | Iterable[int], timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Wait until every queued job of ``cluster`` has JobStatus in ``status`` (e.g. RUNNING, HELD)."""
+        wanted = {status} if isinstance(status, int) else set(status)
+        try:
+            return _wait_until(f"cluster {cluster} in status {wanted}",
+                               lambda: [ads for ads in [self.q(f"ClusterId == {cluster}")]
+                                        if ads and all(ad.get("JobStatus") in wanted for ad in ads)]
+                               and self.q(f"ClusterId == {cluster}"), timeout, 0.3)
+        except TimeoutError as exc:
+            raise PoolError(f"{exc}: {self.q(f'ClusterId == {cluster}', ['ProcId', 'JobStatus'])}") from None
+
+    # -- tokens ----------------------------------------------------------------------------------------------------
+    def token_dir(self, identity: str = "lark@lark.test") -> Path:
+        """Host path of a directory (0700) holding one IDTOKEN (0600) for ``identity`` with DAEMON and READ
+        authorization. Inside the chroot it is ``/etc/lark/tokens/<identity>``. Use it with
+        ``_CONDOR_SEC_TOKEN_DIRECTORY=<dir> _CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS=IDTOKENS``."""
+        inside = f"{TOKENS}/{identity}"
+        host = self.root / inside.lstrip("/")
+        token = host / "token"
+        if not token.exists():
+            text = self.run(["condor_token_create", "-identity", identity, "-authz", "DAEMON", "-authz",
+                             "READ"]).stdout.strip()
+            host.mkdir(parents=True, exist_ok=True, mode=0o700)
+            host.chmod(0o700)
+            fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text + "\n")
+        return host
+
+    # -- teardown -----------------------------------------------------------------------------------------------
+    def _belongs(self, pid: int) -> bool:
+        """True only for processes provably of this pool: their root is our overlay root, or they are in our
+        netns, or in the master's mount namespace *and* their root is a Lark test pool image."""
+        if pid == os.getpid():
+            return False
+        try:
+            if self._root_id is not None:
+                st = os.stat(f"/proc/{pid}/root")
+                if (st.st_dev, st.st_ino) == self._root_id:
+                    return True
+            if self._netns_ino is not None and os.stat(f"/proc/{pid}/ns/net").st_ino == self._netns_ino:
+                return True
+            if self._mntns_ino is not None and os.stat(f"/proc/{pid}/ns/mnt").st_ino == self._mntns_ino:
+                return os.path.exists(f"/proc/{pid}/root/etc/lark-testpool-image.json")
+        except OSError:
+            return False
+        return False
+
+    def processes(self) -> list[int]:
+        """PIDs of the live (non-zombie) processes that belong to this pool (see :meth:`_belongs`)."""
+        return [int(p) for p in os.listdir("/proc") if p.isdigit() and self._belongs(int(p)) and _pid_alive(int(p))]
+
+    def stop(self, timeout: float = 30.0) -> list[int]:
+        """SIGQUIT the master and wait for it; then freeze (SIGSTOP) and SIGKILL, by PID, every process still
+        proven to be ours (so nothing can respawn meanwhile). Returns those PIDs (empty after a clean stop)."""
+        t0 = time.monotonic()
+        pid = self.master_pid
+        if pid is None:
+            with contextlib.suppress(OSError, ValueError):
+                pid = int((self.root / MASTER_PID.lstrip("/")).read_text())
+        if pid and _pid_alive(pid) and self._belongs(pid):
+            os.kill(pid, signal.SIGQUIT)
+            with contextlib.suppress(TimeoutError):
+                _wait_until("condor_master to exit", lambda: not _pid_alive(pid), timeout, 0.1)
+        self.master_pid = None
+        frozen: set[int] = set()
+        for _ in range(100):
+            new = [p for p in self.processes() if p not in frozen]
+            if not new:
+                break
+            for p in new:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGSTOP)
+            frozen.update(new)
+        if frozen:
+            log.warning("pool %s: killing %d leftover processes: %s", self.prefix, len(frozen), sorted(frozen)[:20])
+            for p in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                _wait_until("leftover processes to exit", lambda: not any(_pid_alive(p) for p in frozen), 10, 0.1)
+        self.timings["stop"] = time.monotonic() - t0
+        return sorted(frozen)
+
+    def teardown(self) -> None:
+        """Stop the pool and remove everything it created. Idempotent; safe after a partial start."""
+        errors: list[str] = []
+        if self.run_dir.exists() or Path(self.netns_path).exists():
+            try:
+                if self._root_id is None and self.root.is_dir() and _mounts_under(self.root):
+                    st = os.stat(self.root)
+                    self._root_id = (st.st_dev, st.st_ino)
+                if self._netns_ino is None and Path(self.netns_path).exists():
+                    self._netns_ino = os.stat(self.netns_path).st_ino
+                self.stop()
+            except Exception as exc:  # keep going: the mounts must go whatever happened
+                errors.append(f"stop: {exc}")
+            try:
+                _umount_all(self.run_dir)
+            except Exception as exc:
+                errors.append(f"umount: {exc}")
+            try:
+                from lark import netns
+
+                netns.delete_named(self.netns_name)
+            except Exception as exc:
+                errors.append(f"netns: {exc}")
+            try:
+                if not _mounts_under(self.run_dir):
+                    _remove_tree(self.run_dir)
+            except Exception as exc:
+                errors.append(f"remove: {exc}")
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        if errors:
+            raise PoolError(f"teardown of pool {self.prefix} incomplete: " + "; ".join(errors))
+
+
+def sweep_stale() -> list[str]:
+    """Tear down pools of runs that died without teardown (their run lock is free). Returns their prefixes."""
+    swept = []
+    runs = CACHE_ROOT / "runs"
+    if not runs.is_dir():
+        return swept
+    for run_dir in sorted(runs.iterdir()):
+        if not run_dir.is_dir():
+            continue
+        fd = _try_lock(run_dir / "lock") if (run_dir / "lock").exists() else None
+        if fd is None and (run_dir / "lock").exists():
+            continue  # alive
+        try:
+            log.warning("sweeping pool left by a dead run: %s", run_dir)
+            stale = Pool(run_dir.name)
+            with contextlib.suppress(OSError, ValueError):
+                pid, mntns = (run_dir / "master.pid").read_text().split()
+                stale.master_pid, stale._mntns_ino = int(pid), int(mntns)
+            with contextlib.suppress(OSError, ValueError):
+                stale.netns_name = json.loads((run_dir / "state.json").read_text())["netns"]
+                stale.netns_path = f"/run/netns/{stale.netns_name}"
+            stale.teardown()
+            swept.append(run_dir.name)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return swept
+
+
+@contextlib.contextmanager
+def running_pool(prefix: str | None = None) -> Iterator[Pool]:
+    """Build or reuse the image, start a pool, yield it, always tear it down."""
+    image = ensure_image()
+    sweep_stale()
+    pool = Pool(prefix, image=image)
+    try:
+        pool.start()
+        yield pool
+    finally:
+        pool.teardown()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.pool.harness", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build (or reuse) the cached image")
+    b.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    sub.add_parser("up", help="start a pool and keep it running until Ctrl-C")
+    sub.add_parser("sweep", help="tear down pools and builds left by dead runs")
+    sub.add_parser("key", help="print the image path for the current recipe")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.cmd == "key":
+        print(image_path())
+    elif args.cmd == "build":
+        t0 = time.monotonic()
+        image = ensure_image(force=args.force)
+        print(f"{image} ({time.monotonic() - t0:.1f} s)\n{json.dumps(image_info(image), indent=1)}")
+    elif args.cmd == "sweep":
+        print("swept:", sweep_stale())
+    elif args.cmd == "up":
+        with running_pool() as pool:
+            print(f"pool {pool.prefix} up ({pool.timings}); root {pool.chroot}, netns {pool.netns_path}\n"
+                  f"  nsenter --net={pool.netns_path} chroot {pool.chroot} condor_q -allusers\n"
+                  f"  logs: {pool.chroot}/var/log/condor/\nCtrl-C tears it down.")
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
