@@ -167,6 +167,17 @@ class LarkConfig:
     settings: Mapping[str, Setting] = field(repr=False, default_factory=dict)
 
 
+def condor_param(name: str) -> str | None:
+    """HTCondor's own macros ($(LOG), $(EXECUTE)) when the bindings and a config are present."""
+    try:
+        import htcondor2
+
+        value = htcondor2.param.get(name)
+    except Exception:  # no bindings, or no HTCondor configuration on this machine
+        return None
+    return None if value is None else str(value)
+
+
 # --------------------------------------------------------------------------------------------
 # Reading HTCondor-style files
 

@@ -6,18 +6,24 @@ and ports from IPAM -> attachment -> bandwidth limits -> one firewall batch -> s
 ``down`` reverses it from the record alone and is idempotent.
 
 The engine keeps one netlink socket in the host namespace and opens a short-lived one in each
-job's namespace (see :mod:`lark.netns`); it never forks. One lock serialises kernel work inside a
-process (6-10 ms per job); several processes may run engines at once (IPAM is file-locked).
+job's namespace (see :mod:`lark.netns`); it never forks. All kernel work runs on one worker thread
+per engine: pyroute2 0.9 ties each socket's transport to the thread that first used it (and closes
+the socket when that thread's event loop goes away), so sharing sockets across a broker's request
+threads is unsafe; one thread also serialises the 6-10 ms of kernel work per job. Several processes
+may run engines at once (IPAM is file-locked).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lark import names, netns
 from lark.attach import module_for
@@ -34,6 +40,19 @@ if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
 VETH_MODES = ("nat", "bridge")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _on_kernel_thread(method: F) -> F:
+    """Run an Engine method on the engine's single kernel thread (directly when already on it)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() == self._worker_ident:
+            return method(self, *args, **kwargs)
+        return self._worker.submit(method, self, *args, **kwargs).result()
+
+    return wrapper  # type: ignore[return-value]
 # Bridged traffic reaches the host's inet hooks with the *bridge* as interface, and macvlan leaves
 # no host-side interface at all: these modes count and police inside the job's own namespace.
 JOB_SIDE_FIREWALL_MODES = ("bridge", "macvlan", "ipvlan")
@@ -60,7 +79,8 @@ class Engine:
         self.store = StateStore(config.state_dir)
         self._host: IPRoute | None = None
         self._firewall: FirewallBackend | None = None
-        self._lock = threading.RLock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lark-kernel")
+        self._worker_ident = self._worker.submit(threading.get_ident).result()
         self._forwarding_done = False
         self._public_ipv4: ipaddress.IPv4Address | None = config.public_address
 
@@ -80,10 +100,15 @@ class Engine:
             self._firewall = backend
         return self._firewall
 
-    def close(self) -> None:
+    @_on_kernel_thread
+    def _close_sockets(self) -> None:
         if self._host is not None:
             self._host.close()
             self._host = None
+
+    def close(self) -> None:
+        self._close_sockets()
+        self._worker.shutdown(wait=True)
 
     def __enter__(self) -> Engine:
         return self
@@ -93,17 +118,17 @@ class Engine:
 
     # ---------------------------------------------------------------- up
 
+    @_on_kernel_thread
     def up(self, request: JobRequest, netns_path: str | None = None, holder_pid: int | None = None,
            owner_uid: int | None = None) -> JobRecord:
         """Give a job its network. ``netns_path`` None: Lark creates (and later deletes) a named one."""
-        with self._lock:
-            record = self._new_record(request, netns_path, holder_pid, owner_uid)
-            try:
-                self._build(record, request)
-            except BaseException:
-                self._teardown(record)
-                raise
-            return record
+        record = self._new_record(request, netns_path, holder_pid, owner_uid)
+        try:
+            self._build(record, request)
+        except BaseException:
+            self._teardown(record)
+            raise
+        return record
 
     def _new_record(self, request: JobRequest, netns_path: str | None, holder_pid: int | None,
                     owner_uid: int | None) -> JobRecord:
@@ -245,14 +270,14 @@ class Engine:
 
     # ---------------------------------------------------------------- down
 
+    @_on_kernel_thread
     def down(self, job: str) -> bool:
         """Remove a job's network by job id or token. False if Lark has no such job."""
-        with self._lock:
-            record = self.store.find(job)
-            if record is None:
-                return False
-            self._teardown(record)
-            return True
+        record = self.store.find(job)
+        if record is None:
+            return False
+        self._teardown(record)
+        return True
 
     def _teardown(self, record: JobRecord) -> None:
         """Remove everything the record names. Every step tolerates "already gone"."""
@@ -295,12 +320,14 @@ class Engine:
             raise NotFound(f"no Lark job {job!r}")
         return record
 
+    @_on_kernel_thread
     def counters(self, job: str) -> JobCounters:
         record = self.find(job)
         if record.mode == "none":
             return JobCounters()
         return self._backend_for(record).counters(record.token)
 
+    @_on_kernel_thread
     def all_counters(self) -> dict[str, JobCounters]:
         """Counters of every host-side job in one listing, plus job-side ones individually."""
         out = self.firewall.all_counters()
@@ -324,36 +351,37 @@ class Engine:
             return True  # still being built by a live process
         return holder_alive(record) and _netns_matches(record)
 
+    @_on_kernel_thread
     def sweep(self) -> SweepReport:
         """Remove dead jobs, then every prefixed kernel object and allocation no record owns."""
         report = SweepReport()
-        with self._lock:
-            for record in self.store.all():
-                if not self.is_alive(record):
-                    try:
-                        self._teardown(record)
-                        report.removed_jobs.append(record.token)
-                    except LarkError:
-                        continue
-            live = {r.token for r in self.store.all()}
-            for ifname in link_names(self.host):
-                token = names.token_of_ifname(self.prefix, ifname)
-                if token and token not in live:
-                    from lark.netlink import delete_link
+        for record in self.store.all():
+            if not self.is_alive(record):
+                try:
+                    self._teardown(record)
+                    report.removed_jobs.append(record.token)
+                except LarkError:
+                    continue
+        live = {r.token for r in self.store.all()}
+        for ifname in link_names(self.host):
+            token = names.token_of_ifname(self.prefix, ifname)
+            if token and token not in live:
+                from lark.netlink import delete_link
 
-                    if delete_link(self.host, ifname):
-                        report.removed_links.append(ifname)
-            for name in netns.list_named(self.prefix + "-"):
-                token = names.token_of_netns(self.prefix, name)
-                if token and token not in live:
-                    netns.delete_named(name)
-                    report.removed_netns.append(name)
-            report.removed_firewall = sorted(self.firewall.remove_orphans(live))
-            for alloc, owner in all_allocations(self.config.state_dir):
-                if owner not in live and release_allocation(self.config.state_dir, alloc, owner):
-                    report.released.append(f"{alloc.pool}/{alloc.slot}")
+                if delete_link(self.host, ifname):
+                    report.removed_links.append(ifname)
+        for name in netns.list_named(self.prefix + "-"):
+            token = names.token_of_netns(self.prefix, name)
+            if token and token not in live:
+                netns.delete_named(name)
+                report.removed_netns.append(name)
+        report.removed_firewall = sorted(self.firewall.remove_orphans(live))
+        for alloc, owner in all_allocations(self.config.state_dir):
+            if owner not in live and release_allocation(self.config.state_dir, alloc, owner):
+                report.released.append(f"{alloc.pool}/{alloc.slot}")
         return report
 
+    @_on_kernel_thread
     def check(self) -> list[str]:
         """Drift between the records and the kernel, one message per problem (empty: all good)."""
         problems: list[str] = []
@@ -387,9 +415,24 @@ class Engine:
             problems.append(f"orphan firewall rules for {token} (no record)")
         return problems
 
+    @_on_kernel_thread
     def destroy_base(self) -> None:
         """Remove the shared firewall tables (uninstall, end of a test run)."""
         self.firewall.destroy()
+
+    @_on_kernel_thread
+    def release_if_idle(self) -> bool:
+        """Remove the shared tables when no job is recorded (``lark run`` on a node without a broker)."""
+        if self.store.all():
+            return False
+        self.firewall.destroy()
+        self._firewall = None
+        return True
+
+    @_on_kernel_thread
+    def prefixed_links(self) -> list[str]:
+        """Host interfaces that carry this engine's job naming (for tests and leak checks)."""
+        return [n for n in link_names(self.host) if names.token_of_ifname(self.prefix, n)]
 
 
 # -------------------------------------------------------------------- helpers
@@ -455,7 +498,7 @@ def wait_links_gone(engine: Engine, timeout: float = 3.0) -> list[str]:
     """Prefixed host links still present after the kernel's asynchronous namespace cleanup."""
     deadline = time.monotonic() + timeout
     while True:
-        left = [n for n in link_names(engine.host) if names.token_of_ifname(engine.prefix, n)]
+        left = engine.prefixed_links()
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.02)

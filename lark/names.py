@@ -37,10 +37,10 @@ def netns_name(prefix: str, token: str) -> str:
 
 
 def token_of_ifname(prefix: str, ifname: str) -> str | None:
-    m = re.fullmatch(re.escape(prefix) + r"h([a-z0-9]{%d})" % TOKEN_LENGTH, ifname)
+    m = re.fullmatch(re.escape(prefix) + r"h([a-z0-9]{" + str(TOKEN_LENGTH) + "})", ifname)
     return m.group(1) if m else None
 
 
 def token_of_netns(prefix: str, name: str) -> str | None:
-    m = re.fullmatch(re.escape(prefix) + r"-([a-z0-9]{%d})" % TOKEN_LENGTH, name)
+    m = re.fullmatch(re.escape(prefix) + r"-([a-z0-9]{" + str(TOKEN_LENGTH) + "})", name)
     return m.group(1) if m else None

@@ -11,22 +11,11 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from lark.config import load_config
+from lark.config import condor_param, load_config
 from lark.errors import LarkError
 
 HTCONDOR_LOG_FORMAT = "%(asctime)s (pid:%(process)d) %(levelname)s %(message)s"
 HTCONDOR_DATE_FORMAT = "%m/%d/%y %H:%M:%S"
-
-
-def _condor_param(name: str) -> str | None:
-    """HTCondor's own macros ($(LOG), $(EXECUTE)) when the bindings and a config are present."""
-    try:
-        import htcondor2
-
-        value = htcondor2.param.get(name)
-        return None if value is None else str(value)
-    except Exception:
-        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, _unknown = parser.parse_known_args(argv)
     overrides = dict(item.split("=", 1) for item in args.overrides)
     try:
-        config = load_config(args.config, overrides, external=_condor_param)
+        config = load_config(args.config, overrides, external=condor_param)
     except LarkError as err:
         print(f"lark-netd: {err}", file=sys.stderr)
         return 2

@@ -74,6 +74,7 @@ def run_in_job(engine: Engine, request: JobRequest, command: Sequence[str] | Cal
         return status, record, counters
     finally:
         engine.down(record.token)
+        engine.release_if_idle()  # leave nothing behind unless other jobs share the tables
 
 
 def format_summary(record: JobRecord, counters: JobCounters) -> str:

@@ -31,10 +31,9 @@ python-iptables pitfalls handled here:
 * its ``Table`` objects are process-wide singletons whose libiptc handle (and socket) belong to
   the namespace of the thread that last refreshed them; every use therefore refreshes inside the
   target namespace (``call_in``), under one lock, and closes the handles before leaving;
-* with iptables 1.8.9 one extension library (libxt_NAT: DNAT, MASQUERADE; libxt_addrtype) only
-  registers the address family that was active when it was first loaded, so the other family's
-  targets are "not found"; :func:`_load_iptc` runs such a library's init once for the other
-  family (running it twice makes libxtables exit the process).
+* with iptables 1.8.9 an extension library with IPv4 and IPv6 variants (libxt_NAT: DNAT,
+  MASQUERADE; libxt_addrtype) registers only the family active when it is first loaded, so the
+  other family's targets are "not found"; see :func:`_load_iptc` for the workaround.
 """
 
 from __future__ import annotations
@@ -174,7 +173,7 @@ def job_plans(prefix: str, job: FirewallJob, job_side: bool) -> list[TablePlan]:
             # Neighbour discovery is link-local and must work before anything else; it is not
             # job traffic and must not be caught by the allow list.
             for nd in ND_TYPES:
-                rules.append(RuleSpec(c_out, "RETURN", protocol="ipv6-icmp",
+                rules.append(RuleSpec(c_out, "RETURN", protocol="58",  # ipv6-icmp
                                       matches=(("icmp6", (("icmpv6_type", nd),)),)))
         if job.anti_spoof:
             chains.append(c_src)
@@ -260,37 +259,41 @@ def _merge(a: Sums, b: Sums) -> Sums:
 
 _lock = threading.Lock()
 _iptc: ModuleType | None = None
+_keep: list[ctypes.CDLL] = []  # copies of extension libraries loaded for IPv6 (never unloaded)
 NFPROTO_IPV4, NFPROTO_IPV6 = 2, 10
-# extension kind, name, library, init symbol: libraries whose registrations are per family.
-_DUAL_FAMILY_EXTENSIONS = (
-    ("target", "MASQUERADE", "libxt_MASQUERADE.so", "libxt_NAT_init"),
-    ("match", "addrtype", "libxt_addrtype.so", "libxt_addrtype_init"),
-)
+# Extension libraries that register separate IPv4 and IPv6 variants, and one name in each.
+_DUAL_FAMILY_EXTENSIONS = (("target", "MASQUERADE", "libxt_NAT.so"), ("match", "addrtype", "libxt_addrtype.so"))
 
 
 def _load_iptc() -> ModuleType:
-    """Import python-iptables once (slow: ~225 ms) and make its NAT extensions work for both
-    families. Must be called with ``_lock`` held."""
+    """Import python-iptables once (slow: ~225 ms) and make its dual-family extensions work for
+    IPv6 too. Must be called with ``_lock`` held, before anything else uses python-iptables.
+
+    libxtables 1.8.9 registers only the variants of the family active when a library's
+    constructor runs, and a second registration of the same structures makes it exit() the
+    process. So each such library is loaded normally for IPv4, and a private in-memory copy
+    (other inode, hence other static structures) is loaded with IPv6 active. The IPv6 name must
+    not be looked up before that: a failed lookup keeps failing afterwards.
+    """
     global _iptc
     if _iptc is not None:
         return _iptc
     import iptc
     import iptc.xtables as xt
 
-    for kind, name, libname, init in _DUAL_FAMILY_EXTENSIONS:
-        missing = []
-        for proto in (NFPROTO_IPV4, NFPROTO_IPV6):
-            finder = getattr(xt.xtables(proto), f"find_{kind}")
-            if not finder(name):
-                missing.append(proto)
-        for proto in missing:
-            if len(missing) == 2:
-                break  # not installed at all; rules that need it will fail with a clear error
-            lib = ctypes.CDLL(os.path.join(xt._xtables_libdir, libname))
-            xt.xtables._xtables_set_nfproto(proto)
-            getattr(lib, init)()
-            if not getattr(xt.xtables(proto), f"find_{kind}")(name):
-                raise KernelError(f"iptables: cannot load {kind} {name} for IPv{4 if proto == 2 else 6}")
+    for kind, name, libname in _DUAL_FAMILY_EXTENSIONS:
+        if not getattr(xt.xtables(NFPROTO_IPV4), f"find_{kind}")(name):
+            continue  # not installed: rules that need it fail with a clear error
+        fd = os.memfd_create(f"lark-{libname}")
+        try:
+            with open(os.path.join(xt._xtables_libdir, libname), "rb") as src:
+                os.write(fd, src.read())
+            xt.xtables._xtables_set_nfproto(NFPROTO_IPV6)
+            _keep.append(ctypes.CDLL(f"/proc/self/fd/{fd}"))
+        finally:
+            os.close(fd)
+        if not getattr(xt.xtables(NFPROTO_IPV6), f"find_{kind}")(name):
+            raise KernelError(f"iptables: cannot load the IPv6 {kind} {name} from {libname}")
     _iptc = iptc
     return iptc
 
@@ -355,7 +358,14 @@ class _Tables:
                 setattr(match, key, value)
         if spec.comment is not None:
             rule.create_match("comment").comment = spec.comment
-        target = rule.create_target(spec.target)
+        if spec.target in self.iptc.Target.STANDARD_TARGETS:
+            target = rule.create_target(spec.target)
+        else:
+            # A jump to a chain: python-iptables would look the chain up in every table through
+            # its process-wide Table objects (opening handles, or crashing on closed ones), so
+            # build a plain standard target and name the chain; libiptc resolves it on append.
+            target = rule.create_target("")
+            target.standard_target = spec.target
         for key, value in spec.target_args:
             setattr(target, key, value)
         if counters is not None:
@@ -451,12 +461,15 @@ class IptablesBackend(FirewallBackend):
                     continue
                 table, owned, job_chains = self._scan(tables, family, name)
                 changed = False
+                doomed_rules: dict[str, list[int]] = {}
                 for (cname, token), indexes in owned.items():
                     if token in tokens:
                         seen.add(token)
-                        for index in sorted(indexes, reverse=True):  # from the end: indexes stay valid
-                            _delete_num(table, cname, index)
-                        changed = True
+                        doomed_rules.setdefault(cname, []).extend(indexes)
+                for cname, indexes in doomed_rules.items():
+                    for index in sorted(indexes, reverse=True):  # from the end: lower indexes stay valid
+                        _delete_num(table, cname, index)
+                    changed = True
                 doomed = [c for c in job_chains if parse_job_chain(self.prefix, c) in tokens]
                 for cname in doomed:  # flush all first: -out jumps to -src/-dst
                     table.flush_entries(cname)

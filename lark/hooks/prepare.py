@@ -17,12 +17,12 @@ def hook_output(ad_text: str) -> tuple[str, int]:
     """The hook's stdout for a job ad, and the code (0: fine)."""
     import classad2
 
-    from lark.config import load_config
+    from lark.config import condor_param, load_config
     from lark.errors import ConfigError, LarkError
     from lark.policy import request_from_attributes
 
     try:
-        config = load_config()
+        config = load_config(external=condor_param)
     except ConfigError as err:
         # a broken node config is the admin's problem, not the user's: let the job through so the
         # broker's own refusal (and log) tells the admin, instead of holding every job

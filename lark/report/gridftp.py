@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as _dt
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -80,7 +81,21 @@ class LineStats:
                 "zero_duration": self.zero_duration}
 
 
-_HOUR_CACHE: dict[str, int] = {}
+_MINUTE_CACHE: dict[str, int] = {}  # "YYYYmmddHHMM" -> epoch seconds; lines share minutes
+
+
+def _minute(prefix: str, text: str) -> int:
+    if not (prefix.isascii() and prefix.isdigit()):
+        raise MalformedLine(f"timestamp {text!r} is not YYYYmmddHHMMSS[.us]")
+    try:
+        d = _dt.datetime(int(prefix[0:4]), int(prefix[4:6]), int(prefix[6:8]), int(prefix[8:10]),
+                         int(prefix[10:12]))
+    except ValueError:
+        raise MalformedLine(f"timestamp {text!r} is not a valid date and time") from None
+    if len(_MINUTE_CACHE) > 500_000:  # bounded: a year of minutes
+        _MINUTE_CACHE.clear()
+    epoch = _MINUTE_CACHE[prefix] = calendar.timegm(d.timetuple())
+    return epoch
 
 
 def parse_timestamp(text: str) -> tuple[float, bool]:
@@ -89,26 +104,26 @@ def parse_timestamp(text: str) -> tuple[float, bool]:
     The fraction is a microsecond *count*: ``.2102`` is 2102 us (unpadded pre-2009 servers).
     """
     whole, dot, frac = text.partition(".")
-    if len(whole) != 14 or not whole.isdigit():
+    if len(whole) != 14:
         raise MalformedLine(f"timestamp {text!r} is not YYYYmmddHHMMSS[.us]")
-    if dot and (not frac or len(frac) > 6 or not frac.isdigit()):
+    minute = _MINUTE_CACHE.get(whole[:12])
+    if minute is None:
+        minute = _minute(whole[:12], text)
+    sec = whole[12:14]
+    if not (sec.isascii() and sec.isdigit()) or int(sec) > 60:  # 60: a leap second
+        raise MalformedLine(f"timestamp {text!r} has an invalid second")
+    if not dot:
+        return float(minute + int(sec)), False
+    if not 0 < len(frac) <= 6 or not (frac.isascii() and frac.isdigit()):
         raise MalformedLine(f"timestamp {text!r} has a bad microsecond part")
-    hour = _HOUR_CACHE.get(whole[:10])
-    if hour is None:
-        try:
-            d = _dt.datetime(int(whole[0:4]), int(whole[4:6]), int(whole[6:8]), int(whole[8:10]))
-        except ValueError:
-            raise MalformedLine(f"timestamp {text!r} is not a valid date") from None
-        hour = _HOUR_CACHE[whole[:10]] = calendar.timegm(d.timetuple())
-    minute, second = int(whole[10:12]), int(whole[12:14])
-    if minute > 59 or second > 60:  # 60: a leap second
-        raise MalformedLine(f"timestamp {text!r} has an invalid minute or second")
-    micro = int(frac) if frac else 0
-    return hour + minute * 60 + second + micro / 1e6, bool(dot) and len(frac) < 6
+    return minute + int(sec) + int(frac) / 1e6, len(frac) < 6
 
 
 def _remote(dest: str) -> str:
     """``[ip]``, ``1[ip]``, ``2[ip,ip]`` or a bare address -> the first address, or 'unknown'."""
+    if dest[:1] == "[" and dest[-1:] == "]" and "," not in dest and " " not in dest:
+        inner = dest[1:-1]
+        return inner if inner and inner != "0.0.0.0" and inner != "::" else UNKNOWN_REMOTE
     if "[" in dest:
         count, _, rest = dest.partition("[")
         if not rest.endswith("]") or (count and not count.isdigit()):
@@ -158,6 +173,27 @@ def split_fields(text: str) -> dict[str, str]:
     return fields
 
 
+# The layout every globus-gridftp-server since 2016 writes (TASKID, optional retrans). FILE is greedy, so
+# the match backtracks to the last " BUFFER=" after which the whole standard tail fits: the same FILE as
+# the general rule. Anything else (older servers, extra fields) takes the general path.
+_STANDARD = re.compile(
+    r"DATE=(\S*) HOST=(\S*) PROG=\S* NL\.EVNT=(\S*) START=(\S*) USER=(\S*) FILE=(.*) BUFFER=\S* BLOCK=\S* "
+    r"NBYTES=(\S*) VOLUME=\S* STREAMS=(\S*) STRIPES=(\S*) DEST=(\S*) TYPE=(\S*) CODE=(\S*)"
+    r"(?: TASKID=(\S*))?(?: retrans=\S*)?[ \t]*$")
+_FIELD_ORDER = ("DATE", "HOST", "NL.EVNT", "START", "USER", "FILE", "NBYTES", "STREAMS", "STRIPES", "DEST", "TYPE",
+                "CODE", "TASKID")
+
+
+def _fields(text: str) -> tuple[str | None, ...]:
+    pos = text.find("DATE=")
+    if pos >= 0 and (pos == 0 or text[pos - 1] in " \t:"):
+        m = _STANDARD.match(text, pos)
+        if m is not None:
+            return m.groups()
+    f = split_fields(text)
+    return tuple(f.get(k) for k in _FIELD_ORDER)
+
+
 def parse_line(text: str, line: int = 0, stats: LineStats | None = None) -> Transfer | str:
     """One log line -> a :class:`Transfer`, or a string naming why it is not a data transfer
     (``"blank"``, ``"not_transfer"``, ``"other_event"``, ``"listing"``, ``"failed"``).
@@ -166,46 +202,36 @@ def parse_line(text: str, line: int = 0, stats: LineStats | None = None) -> Tran
     ``stats`` (optional) counts the informational quirks (unpadded microseconds, unknown remote).
     """
     text = text.rstrip("\r\n")
-    if not text.strip():
-        return "blank"
     if "DATE=" not in text:
-        return "not_transfer"
-    f = split_fields(text)
-    event = f.get("NL.EVNT")
+        return "not_transfer" if text.strip() else "blank"
+    date, host, event, start_text, user, file, nbytes_text, streams, stripes, dest, kind, code, taskid = \
+        _fields(text)
     if event is not None and event != "FTP_INFO":
         return "other_event"
-    kind = f.get("TYPE", "")
     if kind in LISTING_TYPES:
         return "listing"
-    code = f.get("CODE")
     if code is not None and code != "226":
         return "failed"
-    for key in ("START", "NBYTES"):
-        if key not in f:
-            raise MalformedLine(f"no {key}= field")
-    end, unpadded_end = parse_timestamp(f["DATE"])
-    start, unpadded_start = parse_timestamp(f["START"])
+    if start_text is None:
+        raise MalformedLine("no START= field")
+    if nbytes_text is None:
+        raise MalformedLine("no NBYTES= field")
+    end, unpadded_end = parse_timestamp(date or "")
+    start, unpadded_start = parse_timestamp(start_text)
     if end < start:
         raise MalformedLine("DATE (the end) is before START")
-    nbytes_text = f["NBYTES"]
     if not nbytes_text.isdigit():
         raise MalformedLine(f"NBYTES {nbytes_text!r} is not a byte count")
-    remote = _remote(f.get("DEST", "[0.0.0.0]"))
-
-    def small_int(key: str) -> int | None:
-        v = f.get(key)
-        return int(v) if v is not None and v.isdigit() else None
-
+    remote = _remote(dest or "[0.0.0.0]")
     if stats is not None:
         if unpadded_end or unpadded_start:
             stats.unpadded_microseconds += 1
         if remote == UNKNOWN_REMOTE:
             stats.unknown_remote += 1
-    taskid = f.get("TASKID")
-    return Transfer(start=start, end=end, nbytes=int(nbytes_text), user=f.get("USER") or "(unknown)",
-                    server=f.get("HOST") or "(unknown)", remote=remote, kind=kind or "UNKNOWN",
-                    file=f.get("FILE", ""), streams=small_int("STREAMS"), stripes=small_int("STRIPES"),
-                    taskid=None if taskid in (None, "none") else taskid, line=line)
+    return Transfer(start, end, int(nbytes_text), user or "(unknown)", host or "(unknown)", remote,
+                    kind or "UNKNOWN", file or "", int(streams) if streams and streams.isdigit() else None,
+                    int(stripes) if stripes and stripes.isdigit() else None,
+                    None if taskid in (None, "none") else taskid, line)
 
 
 def iter_gridftp(stream: BinaryIO, source: str, stats: LineStats, start: float | None = None,

@@ -14,9 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lark.report.errors import ReportError
 from lark.report.render import fmt_bytes, fmt_duration, fmt_rate, fmt_share, render
 from lark.report.report import ReportData
+from lark.report.stats import as_array
 
 MAX_SERIES = 8  # more lines than this are unreadable; the rest are summed as "other"
 
@@ -32,29 +35,30 @@ def _pyplot() -> Any:
     return plt
 
 
-def _log_bins(values: Sequence[float], per_decade: int = 10) -> list[float]:
-    lo = math.floor(math.log10(min(values)))
-    hi = math.ceil(math.log10(max(values)))
+def _log_bins(values: Any, per_decade: int = 10) -> list[float]:
+    lo = math.floor(math.log10(float(np.min(values))))
+    hi = math.ceil(math.log10(float(np.max(values))))
     if hi == lo:
         hi += 1
     n = (hi - lo) * per_decade
     return [10 ** (lo + i / per_decade) for i in range(n + 1)]
 
 
-def _positive(values: Sequence[float]) -> list[float]:
-    return [v for v in values if v > 0 and not math.isnan(v)]
+def _positive(values: Any) -> np.ndarray:
+    a = as_array(values)
+    return a[a > 0]  # NaN compares False
 
 
 def plot_throughput(plt: Any, data: ReportData, path: Path) -> bool:
     series = []
     if data.transfers is not None:
-        series.append(("GridFTP transfers", [v * 8 / 1e6 for v in _positive(data.transfers.transfer_rates)]))
-        series.append(("GridFTP sessions", [v * 8 / 1e6 for v in _positive(data.transfers.session_rates)]))
-    series.append(("jobs (Lark counters)", [v * 8 / 1e6 for v in _positive(data.job_rates)]))
-    series = [(name, vals) for name, vals in series if vals]
+        series.append(("GridFTP transfers", _positive(data.transfers.transfer_rates) * 8 / 1e6))
+        series.append(("GridFTP sessions", _positive(data.transfers.session_rates) * 8 / 1e6))
+    series.append(("jobs (Lark counters)", _positive(data.job_rates) * 8 / 1e6))
+    series = [(name, vals) for name, vals in series if len(vals)]
     if not series:
         return False
-    bins = _log_bins([v for _, vals in series for v in vals])
+    bins = _log_bins(np.concatenate([vals for _, vals in series]))
     fig, ax = plt.subplots(figsize=(9, 5))
     for name, vals in series:
         ax.hist(vals, bins=bins, histtype="step", linewidth=1.8, label=f"{name} (n={len(vals):,})")
@@ -121,7 +125,7 @@ def plot_sessions(plt: Any, data: ReportData, path: Path) -> bool:
     if data.transfers is None:
         return False
     durations = _positive(data.transfers.session_durations)
-    if not durations:
+    if not len(durations):
         return False
     circuit = data.report["transfers"]["circuit"]
     fig, ax = plt.subplots(figsize=(9, 5))
@@ -129,9 +133,9 @@ def plot_sessions(plt: Any, data: ReportData, path: Path) -> bool:
     ax.hist(durations, bins=bins, histtype="stepfilled", alpha=0.5, label=f"observed (n={len(durations):,})")
     rate = circuit.get("rate_bytes_per_second")
     if rate:
-        big = [s / rate for s in data.transfers.session_sizes if s >= circuit["min_bytes"]]
-        big = _positive(big)
-        if big:
+        sizes = as_array(data.transfers.session_sizes)
+        big = _positive(sizes[sizes >= circuit["min_bytes"]] / rate)
+        if len(big):
             ax.hist(big, bins=_log_bins(big), histtype="step", linewidth=1.8,
                     label=f"sessions >= {fmt_bytes(circuit['min_bytes'])} at Q3 rate (n={len(big):,})")
     ax.axvline(circuit["min_seconds"], color="red", linestyle="--", linewidth=1)

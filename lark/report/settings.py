@@ -59,6 +59,8 @@ class ReportConfig:
     def rate(self, cls: str, direction: str) -> float:
         """Price per GB of class ``cls`` (a name, or UNCLASSIFIED) in direction "in" or "out"."""
         rates = self.charge_per_gb
+        if not rates:
+            return 0.0
         key = DEFAULT_CLASS if cls == UNCLASSIFIED else class_key(cls)
         for k in (f"{key}:{direction}", key, f"{DEFAULT_CLASS}:{direction}", DEFAULT_CLASS):
             if k in rates:

@@ -1,9 +1,10 @@
 """Transfers, sessions, circuit suitability and concurrency: the network engineer's half of the report.
 
 Everything here is pure: functions take columns and return columns or small result objects. Transfers
-are stored column-wise (``array('d')`` / ``array('l')``, about 40 bytes a transfer) rather than as one
-Python object each, because a month of GridFTP logs is millions of lines and an object per line would
-cost ten times the memory.
+are stored column-wise (``array('d')`` / ``array('i')`` while reading, about 32 bytes a transfer, viewed
+as numpy arrays without copying for the analyses) rather than as one Python object each: a month of
+GridFTP logs is millions of lines and an object per line would cost ten times the memory. Every step
+is a sort or a vectorised pass, O(n log n) overall.
 
 Definitions (docs/report.md explains how to read them):
 
@@ -18,25 +19,27 @@ Definitions (docs/report.md explains how to read them):
   throughput (of transfers by default, or of sessions).
 * **Concurrency** of a transfer: the time-weighted mean number of *other* transfers in progress on the
   same server during its lifetime, i.e. (integral of the server's active-transfer count over
-  [start, end)) / (end - start) - 1. Computed with one sorted sweep per direction: O(n log n).
+  [start, end)) / (end - start) - 1. Computed from one sort of all start/end events: O(n log n).
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
-from lark.report.stats import quantile_sorted, summarize
+import numpy as np
 
-NAN = float("nan")
+from lark.report.stats import as_array, pearson, quantile_sorted, spearman, summarize
 
 
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    """One completed transfer (a GridFTP transfer-log line). Times are UTC epoch seconds."""
+class Transfer(NamedTuple):
+    """One completed transfer (a GridFTP transfer-log line). Times are UTC epoch seconds.
+
+    A NamedTuple: a log has millions of lines and tuples are the cheapest record to build.
+    """
 
     start: float
     end: float
@@ -76,16 +79,14 @@ class Interner:
 
 @dataclass
 class TransferTable:
-    """Column store of transfers. ``pairs[i]`` identifies (user, server, remote), the session key."""
+    """Column store of transfers: start, end, bytes, type and ``pairs[i]``, the id of (user, server,
+    remote) -- the session key -- about 32 bytes a transfer."""
 
     starts: array = field(default_factory=lambda: array("d"))
     ends: array = field(default_factory=lambda: array("d"))
     sizes: array = field(default_factory=lambda: array("d"))
-    users: array = field(default_factory=lambda: array("l"))
-    servers: array = field(default_factory=lambda: array("l"))
-    remotes: array = field(default_factory=lambda: array("l"))
-    kinds: array = field(default_factory=lambda: array("l"))
-    pairs: array = field(default_factory=lambda: array("l"))
+    kinds: array = field(default_factory=lambda: array("i"))
+    pairs: array = field(default_factory=lambda: array("i"))
     names: Interner = field(default_factory=Interner)
     pair_keys: list[tuple[int, int, int]] = field(default_factory=list)
     _pair_ids: dict[tuple[int, int, int], int] = field(default_factory=dict, repr=False)
@@ -95,8 +96,8 @@ class TransferTable:
 
     def add(self, start: float, end: float, nbytes: float, user: str, server: str, remote: str,
             kind: str = "RETR") -> None:
-        names = self.names
-        u, s, r = names.id(user), names.id(server), names.id(remote)
+        intern = self.names.id
+        u, s, r = intern(user), intern(server), intern(remote)
         key = (u, s, r)
         p = self._pair_ids.get(key)
         if p is None:
@@ -105,10 +106,7 @@ class TransferTable:
         self.starts.append(start)
         self.ends.append(end)
         self.sizes.append(nbytes)
-        self.users.append(u)
-        self.servers.append(s)
-        self.remotes.append(r)
-        self.kinds.append(names.id(kind))
+        self.kinds.append(intern(kind))
         self.pairs.append(p)
 
     def add_transfer(self, t: Transfer) -> None:
@@ -122,90 +120,107 @@ class TransferTable:
         return table
 
     def pair_names(self, pair: int) -> tuple[str, str, str]:
-        u, s, r = self.pair_keys[pair]
+        u, s, r = self.pair_keys[int(pair)]
         return self.names.names[u], self.names.names[s], self.names.names[r]
+
+    def column(self, name: str) -> np.ndarray:
+        """Zero-copy numpy view of a column (float64 for times and sizes, int32 for ids).
+
+        ``users``, ``servers`` and ``remotes`` are not stored per transfer (the pair id determines
+        them); they are computed on request, which saves 12 bytes a transfer.
+        """
+        if name in ("users", "servers", "remotes"):
+            which = ("users", "servers", "remotes").index(name)
+            by_pair = np.array([k[which] for k in self.pair_keys], dtype=np.int32)
+            return by_pair[self.column("pairs")] if len(self) else np.empty(0, dtype=np.int32)
+        col: array = getattr(self, name)
+        dtype = np.float64 if col.typecode == "d" else np.int32
+        return np.frombuffer(col, dtype=dtype) if len(col) else np.empty(0, dtype=dtype)
 
 
 @dataclass
 class SessionTable:
-    """Column store of sessions, in the order they closed."""
+    """Column store of sessions, ordered by (pair, start)."""
 
-    pairs: array = field(default_factory=lambda: array("l"))
-    starts: array = field(default_factory=lambda: array("d"))
-    ends: array = field(default_factory=lambda: array("d"))
-    sizes: array = field(default_factory=lambda: array("d"))
-    counts: array = field(default_factory=lambda: array("l"))
+    pairs: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    sizes: np.ndarray
+    counts: np.ndarray
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def append(self, pair: int, start: float, end: float, size: float, count: int) -> None:
-        self.pairs.append(pair)
-        self.starts.append(start)
-        self.ends.append(end)
-        self.sizes.append(size)
-        self.counts.append(count)
-
     def rows(self) -> list[tuple[int, float, float, float, int]]:
         """(pair, start, end, bytes, transfers) sorted by pair then start: convenient for tests."""
-        out = list(zip(self.pairs, self.starts, self.ends, self.sizes, self.counts, strict=True))
-        return sorted(out, key=lambda r: (r[0], r[1]))
+        return [(int(p), float(s), float(e), float(b), int(c)) for p, s, e, b, c in
+                zip(self.pairs, self.starts, self.ends, self.sizes, self.counts, strict=True)]
 
 
-def start_order(table: TransferTable) -> list[int]:
-    """Indices of the transfers sorted by start (stable: ties keep input order)."""
-    return sorted(range(len(table)), key=table.starts.__getitem__)
+def merge_sessions(table: TransferTable, gap: float) -> SessionTable:
+    """Merge transfers into sessions (see the module docstring for the rule). O(n log n), exact.
 
-
-def merge_sessions(table: TransferTable, gap: float, order: Sequence[int] | None = None) -> SessionTable:
-    """Merge transfers into sessions (see the module docstring for the rule). O(n log n).
-
-    One pass over all transfers in start order keeps, per (user, server, remote), the open session's
-    first start, latest completion so far, bytes and count; a transfer that starts later than
-    latest-completion + gap closes it. Logs are written in completion order, so sorting by start first
-    is essential.
+    Transfers are sorted by (pair, start) -- logs are written in completion order, so sorting by
+    start first is essential. A transfer opens a new session when it is the first of its pair or
+    starts more than ``gap`` after the latest completion so far in its pair. That running maximum is
+    computed without a Python loop and without rounding: each end is replaced by its rank among all
+    ends (an integer), offset by pair-group number times n so that one cumulative maximum over the
+    whole array restarts in every group.
     """
     if gap < 0:
         raise ValueError(f"session gap must be >= 0 seconds, got {gap}")
-    if order is None:
-        order = start_order(table)
-    starts, ends, sizes, pairs = table.starts, table.ends, table.sizes, table.pairs
-    open_: dict[int, list[float]] = {}  # pair -> [first start, latest end, bytes, count]
-    out = SessionTable()
-    for i in order:
-        p = pairs[i]
-        s = starts[i]
-        cur = open_.get(p)
-        if cur is not None and s - cur[1] <= gap:
-            e = ends[i]
-            if e > cur[1]:
-                cur[1] = e
-            cur[2] += sizes[i]
-            cur[3] += 1
-            continue
-        if cur is not None:
-            out.append(p, cur[0], cur[1], cur[2], int(cur[3]))
-        open_[p] = [s, ends[i], sizes[i], 1]
-    for p, cur in open_.items():
-        out.append(p, cur[0], cur[1], cur[2], int(cur[3]))
-    return out
+    n = len(table)
+    if n == 0:
+        empty = np.empty(0)
+        return SessionTable(np.empty(0, dtype=np.int64), empty, empty, empty, np.empty(0, dtype=np.int64))
+    # Memory matters here (a month of logs is millions of transfers): intermediates are freed as soon
+    # as they are used, and the big ones are updated in place.
+    starts, ends, sizes, pairs = (table.column(c) for c in ("starts", "ends", "sizes", "pairs"))
+    order = np.lexsort((starts, pairs))
+    s = starts[order]
+    e = ends[order]
+    p = pairs[order]
+    new_pair = np.empty(n, dtype=bool)
+    new_pair[0] = True
+    np.not_equal(p[1:], p[:-1], out=new_pair[1:])
+    base = np.cumsum(new_pair, dtype=np.int64)
+    base -= 1
+    base *= n  # group number * n
+    by_end = np.argsort(e, kind="stable")
+    key = np.empty(n, dtype=np.int64)
+    key[by_end] = np.arange(n, dtype=np.int64)  # rank of each end among all ends
+    key += base
+    np.maximum.accumulate(key, out=key)
+    key -= base  # rank of the latest end so far in the group
+    del base
+    latest = e[by_end[key]]
+    del key, by_end
+    breaks = new_pair
+    breaks[1:] |= (s[1:] - latest[:-1]) > gap
+    del latest
+    first = np.flatnonzero(breaks)
+    del breaks
+    return SessionTable(pairs=p[first].astype(np.int64), starts=s[first], ends=np.maximum.reduceat(e, first),
+                        sizes=np.add.reduceat(sizes[order], first),
+                        counts=np.diff(np.append(first, n)).astype(np.int64))
 
 
-def throughputs(starts: Sequence[float], ends: Sequence[float], sizes: Sequence[float]) -> array:
+def throughputs(starts: Any, ends: Any, sizes: Any) -> np.ndarray:
     """bytes/s per item; NaN where the duration is zero (a rate is undefined, not infinite)."""
-    out = array("d")
-    for s, e, b in zip(starts, ends, sizes, strict=True):
-        d = e - s
-        out.append(b / d if d > 0 else NAN)
+    s, e, b = as_array(starts), as_array(ends), as_array(sizes)
+    d = e - s
+    out = np.full(len(d), np.nan)
+    np.divide(b, d, out=out, where=d > 0)
     return out
 
 
-def durations(starts: Sequence[float], ends: Sequence[float]) -> array:
-    return array("d", (e - s for s, e in zip(starts, ends, strict=True)))
+def durations(starts: Any, ends: Any) -> np.ndarray:
+    return as_array(ends) - as_array(starts)
 
 
-def finite(values: Iterable[float]) -> list[float]:
-    return [v for v in values if not math.isnan(v)]
+def finite(values: Any) -> np.ndarray:
+    a = as_array(values)
+    return a[~np.isnan(a)]
 
 
 @dataclass(frozen=True)
@@ -251,58 +266,55 @@ def circuit_suitability(session_sizes: Iterable[float], rate: float | None, min_
                          suitable_bytes)
 
 
-def third_quartile_rate(rates: Iterable[float]) -> float | None:
+def third_quartile_rate(rates: Any) -> float | None:
     """Q3 of the finite, positive rates (zero-byte transfers would drag a circuit's what-if rate to 0)."""
-    data = sorted(r for r in rates if r > 0 and not math.isnan(r))
-    return quantile_sorted(data, 0.75)
+    a = as_array(rates)
+    a = a[a > 0]  # NaN compares False, so it goes too
+    return quantile_sorted(np.sort(a), 0.75)
 
 
-def transfer_concurrency(table: TransferTable, order: Sequence[int] | None = None) -> array:
+def transfer_concurrency(table: TransferTable) -> np.ndarray:
     """Per transfer, the time-weighted mean number of other transfers active on the same server.
 
-    Let C_h(t) be the number of transfers in progress on server h at time t (intervals [start, end))
-    and F_h(t) its running integral. Walking the start events and end events in time order (two sorted
-    lists merged) gives F_h at every start and end, so a transfer's integral is F(end) - F(start),
-    which includes its own (end - start). Times are taken relative to the earliest start so the
-    running sums stay small and exact enough. NaN for zero-duration transfers.
+    All start (+1) and end (-1) events are sorted by (server, time, ends before starts). The running
+    count C after each event is one cumulative sum -- it returns to 0 after a server's last event, so
+    it restarts by itself from one server to the next -- and the running integral F of C is another
+    (C * dt is 0 across a server boundary because C is 0 there). A transfer's integral is
+    F(its end event) - F(its start event), which includes its own (end - start); F only grows by the
+    busy time, so the difference loses no precision to the size of epoch timestamps. NaN for
+    zero-duration transfers.
     """
     n = len(table)
-    out = array("d", [NAN]) * n
+    out = np.full(n, np.nan)
     if n == 0:
         return out
-    starts, ends, servers = table.starts, table.ends, table.servers
-    if order is None:
-        order = start_order(table)
-    by_end = sorted(range(n), key=ends.__getitem__)
-    t0 = starts[order[0]]
-    nserv = max(servers) + 1
-    active = [0] * nserv
-    integral = [0.0] * nserv
-    last_t = [t0] * nserv
-    f_start = array("d", bytes(8 * n))
-    i_s = i_e = 0
-    while i_s < n or i_e < n:
-        # ends first on ties: the order does not change any integral (zero width), only counts at t
-        if i_e < n and (i_s >= n or ends[by_end[i_e]] <= starts[order[i_s]]):
-            k = by_end[i_e]
-            i_e += 1
-            t = ends[k]
-            h = servers[k]
-            integral[h] += active[h] * (t - last_t[h])
-            last_t[h] = t
-            active[h] -= 1
-            d = t - starts[k]
-            if d > 0:
-                out[k] = max(0.0, (integral[h] - f_start[k]) / d - 1.0)
-        else:
-            k = order[i_s]
-            i_s += 1
-            t = starts[k]
-            h = servers[k]
-            integral[h] += active[h] * (t - last_t[h])
-            last_t[h] = t
-            active[h] += 1
-            f_start[k] = integral[h]
+    starts, ends, servers = table.column("starts"), table.column("ends"), table.column("servers")
+    # events 0..n-1 are the ends, n..2n-1 the starts; freed as soon as used (2n of them)
+    times = np.concatenate((ends, starts))
+    is_start = np.zeros(2 * n, dtype=np.int8)
+    is_start[n:] = 1
+    order = np.lexsort((is_start, times, np.concatenate((servers, servers))))
+    t = times[order]
+    del times
+    count = is_start[order].astype(np.int32)
+    del is_start
+    count *= 2
+    count -= 1  # +1 for a start, -1 for an end
+    np.cumsum(count, out=count)
+    dt = np.diff(t)
+    del t
+    dt *= count[:-1]
+    del count
+    integral = np.empty(2 * n)
+    integral[0] = 0.0
+    np.cumsum(dt, out=integral[1:])
+    del dt
+    f = np.empty(2 * n)
+    f[order] = integral
+    del integral, order
+    d = ends - starts
+    ok = d > 0
+    out[ok] = np.maximum((f[:n][ok] - f[n:][ok]) / d[ok] - 1.0, 0.0)
     return out
 
 
@@ -311,35 +323,30 @@ CONCURRENCY_BUCKETS: tuple[tuple[float, float], ...] = ((0, 0.5), (0.5, 1.5), (1
 BUCKET_LABELS = ("~0", "~1", "2-3", "4-7", "8-15", "16+")
 
 
-def concurrency_buckets(concurrency: Sequence[float], rates: Sequence[float]) -> list[dict[str, object]]:
-    """Median and quartiles of throughput per band of mean concurrency (bands by rounding)."""
-    groups: list[list[float]] = [[] for _ in CONCURRENCY_BUCKETS]
-    for c, r in zip(concurrency, rates, strict=True):
-        if math.isnan(c) or math.isnan(r):
-            continue
-        for b, (lo, hi) in enumerate(CONCURRENCY_BUCKETS):
-            if lo <= c < hi:
-                groups[b].append(r)
-                break
+def concurrency_buckets(concurrency: Any, rates: Any) -> list[dict[str, object]]:
+    """Quartiles of throughput per band of mean concurrency (bands by rounding)."""
+    c, r = as_array(concurrency), as_array(rates)
+    ok = ~(np.isnan(c) | np.isnan(r))
+    c, r = c[ok], r[ok]
     out: list[dict[str, object]] = []
-    for label, values in zip(BUCKET_LABELS, groups, strict=True):
-        d = summarize(values)
+    for label, (lo, hi) in zip(BUCKET_LABELS, CONCURRENCY_BUCKETS, strict=True):
+        d = summarize(r[(c >= lo) & (c < hi)])
         out.append({"concurrency": label, "transfers": d.count, "q1": d.q1, "median": d.median, "q3": d.q3})
     return out
 
 
 def top_sessions(sessions: SessionTable, n: int) -> list[int]:
     """Indices of the n largest sessions by bytes (ties: earlier start first)."""
-    return heapq.nlargest(n, range(len(sessions)), key=lambda i: (sessions.sizes[i], -sessions.starts[i]))
+    if n <= 0 or len(sessions) == 0:
+        return []
+    order = np.lexsort((sessions.starts, -sessions.sizes))
+    return [int(i) for i in order[:n]]
 
 
-def _totals(keys: Sequence[int], sizes: Sequence[float], names: Sequence[str], label: str) -> list[dict[str, object]]:
-    count: dict[int, int] = {}
-    total: dict[int, float] = {}
-    for k, b in zip(keys, sizes, strict=True):
-        count[k] = count.get(k, 0) + 1
-        total[k] = total.get(k, 0.0) + b
-    rows = [{label: names[k], "transfers": count[k], "bytes": total[k]} for k in count]
+def _totals(keys: np.ndarray, sizes: np.ndarray, names: Sequence[str], label: str) -> list[dict[str, object]]:
+    count = np.bincount(keys, minlength=len(names))
+    total = np.bincount(keys, weights=sizes, minlength=len(names))
+    rows = [{label: names[k], "transfers": int(count[k]), "bytes": float(total[k])} for k in np.flatnonzero(count)]
     return sorted(rows, key=lambda r: (-float(r["bytes"]), str(r[label])))  # type: ignore[arg-type]
 
 
@@ -348,11 +355,11 @@ class TransferAnalysis:
     """The report section (plain, JSON-ready data) plus the per-item columns the plots need."""
 
     summary: dict[str, object]
-    transfer_rates: array
-    session_rates: array
-    session_durations: array
-    session_sizes: array
-    concurrency: array
+    transfer_rates: np.ndarray
+    session_rates: np.ndarray
+    session_durations: np.ndarray
+    session_sizes: np.ndarray
+    concurrency: np.ndarray
 
 
 def analyze_transfers(table: TransferTable, gap: float = 60.0, circuit_min_bytes: float = 100e6,
@@ -361,71 +368,76 @@ def analyze_transfers(table: TransferTable, gap: float = 60.0, circuit_min_bytes
     """Totals, distributions, sessions, circuit suitability and concurrency of a set of transfers.
 
     Pure; O(n log n) in the number of transfers."""
-    names = table.names.names
-    order = start_order(table)
-    sessions = merge_sessions(table, gap, order)
-    t_rates = throughputs(table.starts, table.ends, table.sizes)
-    s_rates = throughputs(sessions.starts, sessions.ends, sessions.sizes)
     if rate_basis not in ("transfers", "sessions"):
         raise ValueError(f"rate basis must be transfers or sessions, got {rate_basis!r}")
+    # Steps run one after the other so that each one's temporaries are gone before the next starts.
+    names = table.names.names
+    starts, ends, sizes = table.column("starts"), table.column("ends"), table.column("sizes")
+    sessions = merge_sessions(table, gap)
+    s_rates = throughputs(sessions.starts, sessions.ends, sessions.sizes)
+    s_durations = durations(sessions.starts, sessions.ends)
+    conc = transfer_concurrency(table)
+    t_rates = throughputs(starts, ends, sizes)
     rate = third_quartile_rate(t_rates if rate_basis == "transfers" else s_rates)
-    circuit = circuit_suitability(sessions.sizes, rate, circuit_min_bytes, circuit_min_seconds, rate_basis)
+    circuit = circuit_suitability(sessions.sizes.tolist(), rate, circuit_min_bytes, circuit_min_seconds, rate_basis)
 
-    conc = transfer_concurrency(table, order)
-    del order
-    xs: list[float] = []
-    ys: list[float] = []
-    for c, r in zip(conc, t_rates, strict=True):
-        if not (math.isnan(c) or math.isnan(r)):
-            xs.append(c)
-            ys.append(r)
-    from lark.report.stats import pearson, spearman
-
+    ok = ~(np.isnan(conc) | np.isnan(t_rates))
+    xs, ys = conc[ok], t_rates[ok]
+    del ok
     concurrency = {"scope": "other transfers on the same server, time-weighted over each transfer",
-                   "transfers": len(xs), "mean": summarize(xs).mean if xs else None,
+                   "transfers": len(xs), "mean": float(xs.mean()) if len(xs) else None,
                    "pearson": pearson(xs, ys), "spearman": spearman(xs, ys),
-                   "buckets": concurrency_buckets(conc, t_rates)}
+                   "buckets": []}
     del xs, ys
+    concurrency["buckets"] = concurrency_buckets(conc, t_rates)
 
-    users_sessions: dict[int, int] = {}
-    for p in sessions.pairs:
-        u = table.pair_keys[p][0]
-        users_sessions[u] = users_sessions.get(u, 0) + 1
-    by_user = _totals(table.users, table.sizes, names, "user")
+    users = np.array([k[0] for k in table.pair_keys], dtype=np.int64)
+    sessions_per_user = np.bincount(users[sessions.pairs], minlength=len(names)) if len(sessions) else \
+        np.zeros(len(names), dtype=np.int64)
+    by_user = _totals(table.column("users"), sizes, names, "user")
+    ids = {name: i for i, name in enumerate(names)}
     for row in by_user:
-        row["sessions"] = users_sessions.get(table.names.id(str(row["user"])), 0)
+        row["sessions"] = int(sessions_per_user[ids[str(row["user"])]])
 
-    series: dict[tuple[int, int], float] = {}
-    for h, e, b in zip(table.servers, table.ends, table.sizes, strict=True):
-        key = (h, int(e // 3600) * 3600)
-        series[key] = series.get(key, 0.0) + b
+    series: list[dict[str, object]] = []
+    if len(table):
+        hours = (ends // 3600).astype(np.int64)
+        h0 = int(hours.min())
+        span = int(hours.max()) - h0 + 1
+        key = table.column("servers").astype(np.int64) * span + (hours - h0)
+        uniq, inverse = np.unique(key, return_inverse=True)
+        total = np.bincount(inverse, weights=sizes)
+        series = [{"server": names[int(k // span)], "hour": (h0 + int(k % span)) * 3600, "bytes": float(b)}
+                  for k, b in zip(uniq, total, strict=True)]
+        series.sort(key=lambda r: (str(r["server"]), int(r["hour"])))  # type: ignore[call-overload]
 
     top_rows = []
     for i in top_sessions(sessions, top):
         user, server, remote = table.pair_names(sessions.pairs[i])
-        d = sessions.ends[i] - sessions.starts[i]
-        top_rows.append({"user": user, "server": server, "remote": remote, "start": sessions.starts[i],
-                         "end": sessions.ends[i], "duration_seconds": d, "bytes": sessions.sizes[i],
-                         "transfers": sessions.counts[i], "bytes_per_second": sessions.sizes[i] / d if d > 0 else None})
+        st, en, b = float(sessions.starts[i]), float(sessions.ends[i]), float(sessions.sizes[i])
+        d = en - st
+        top_rows.append({"user": user, "server": server, "remote": remote, "start": st, "end": en,
+                         "duration_seconds": d, "bytes": b, "transfers": int(sessions.counts[i]),
+                         "bytes_per_second": b / d if d > 0 else None})
 
     summary = {
-        "transfers": len(table), "bytes": math.fsum(table.sizes),
+        "transfers": len(table), "bytes": float(sizes.sum()),
         "by_user": by_user,
-        "by_server": _totals(table.servers, table.sizes, names, "server"),
-        "by_remote": _totals(table.remotes, table.sizes, names, "remote"),
-        "by_type": _totals(table.kinds, table.sizes, names, "type"),
+        "by_server": _totals(table.column("servers"), sizes, names, "server"),
+        "by_remote": _totals(table.column("remotes"), sizes, names, "remote"),
+        "by_type": _totals(table.column("kinds"), sizes, names, "type"),
         "distributions": {
-            "transfers": {"bytes": summarize(table.sizes).as_dict(),
-                          "duration_seconds": summarize(durations(table.starts, table.ends)).as_dict(),
+            "transfers": {"bytes": summarize(sizes).as_dict(),
+                          "duration_seconds": summarize(durations(starts, ends)).as_dict(),
                           "bytes_per_second": summarize(finite(t_rates)).as_dict()},
             "sessions": {"bytes": summarize(sessions.sizes).as_dict(),
-                         "duration_seconds": summarize(durations(sessions.starts, sessions.ends)).as_dict(),
+                         "duration_seconds": summarize(s_durations).as_dict(),
                          "bytes_per_second": summarize(finite(s_rates)).as_dict(),
                          "transfers_per_session": summarize(sessions.counts).as_dict()},
         },
         "sessions": {"count": len(sessions), "gap_seconds": gap, "top": top_rows},
         "circuit": circuit.as_dict(),
         "concurrency": concurrency,
-        "series": [{"server": names[h], "hour": t, "bytes": b} for (h, t), b in sorted(series.items())],
+        "series": series,
     }
-    return TransferAnalysis(summary, t_rates, s_rates, durations(sessions.starts, sessions.ends), sessions.sizes, conc)
+    return TransferAnalysis(summary, t_rates, s_rates, s_durations, sessions.sizes, conc)

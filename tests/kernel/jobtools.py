@@ -10,8 +10,8 @@ import json
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 SINK = r"""
 import json, socket, sys

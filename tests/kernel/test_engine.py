@@ -25,7 +25,6 @@ from lark import names, netns
 from lark.config import LarkConfig, load_config
 from lark.engine import Engine, wait_links_gone
 from lark.ipam import all_allocations
-from lark.netlink import link_names
 from lark.policy import JobRequest
 from tests.kernel import jobtools
 
@@ -200,7 +199,7 @@ def test_macvlan_job_reaches_the_lan_and_is_counted_inside(lab: Lab, family: int
         assert out.returncode == 0, out.stderr
         assert jobtools.result(server)["bytes"] == 400_000
     assert_close(lab.engine.counters(record.token).bytes_out, 400_000, "macvlan out")
-    assert not [n for n in link_names(lab.engine.host) if n.startswith(lab.prefix + "h")]
+    assert lab.engine.prefixed_links() == []
 
 
 def test_none_has_only_loopback(lab: Lab) -> None:

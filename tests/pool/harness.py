@@ -127,7 +127,12 @@ BASE_CONFIG_NAME = "10-lark-testpool.conf"
 # JobStatus values
 IDLE, RUNNING, REMOVED, COMPLETED, HELD = 1, 2, 3, 4, 5
 
+#: host sysctls that HTCondor's kernel tuning would change (see ENABLE_KERNEL_TUNING); snapshotted at start
+WATCHED_SYSCTLS = ("kernel/pid_max", "net/ipv4/ip_local_port_range", "fs/pipe-user-pages-soft", "vm/dirty_bytes",
+                   "vm/dirty_ratio", "net/core/rmem_max")
+
 T = TypeVar("T")
+_build_lock_fd: int | None = None  # held during an image build; passed to every build command
 
 
 class PoolError(RuntimeError):
@@ -166,14 +171,15 @@ def _host(argv: Sequence[str], *, timeout: float = 60.0, check: bool = True, out
     """Run a host command with a clean PATH; ``out``: stream stdout+stderr to that file instead of capturing."""
     full_env = {"PATH": HOST_PATH, "LANG": "C.UTF-8", **(env or {})}
     log.debug("host: %s", shlex.join(argv))
+    pass_fds = () if _build_lock_fd is None else (_build_lock_fd,)
     if out is not None:
         out.write(f"\n$ {shlex.join(argv)}\n")
         out.flush()
         proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                              env=full_env, input=input, check=False)
+                              env=full_env, input=input, check=False, pass_fds=pass_fds)
     else:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env, input=input,
-                              check=False)
+                              check=False, pass_fds=pass_fds)
     if check and proc.returncode != 0:
         raise PoolError(f"{shlex.join(argv)} exited {proc.returncode}\n{_tail(proc.stdout)}\n{_tail(proc.stderr)}")
     return proc
@@ -350,15 +356,26 @@ def ensure_image(force: bool = False) -> Path:
             raise PoolError(f"host tool {tool!r} is missing; run ./scripts/setup.sh (it installs debootstrap)")
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
     final = image_path()
-    if final.is_dir() and not force:
-        return final
     lock_path = CACHE_ROOT / "build.lock"
+    if final.is_dir() and not force:
+        fd = _try_lock(lock_path)
+        if fd is not None:  # nobody is building: clean up after an interrupted build, if any
+            try:
+                _sweep_builds()
+            finally:
+                os.close(fd)
+        return final
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    global _build_lock_fd
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # waits for a concurrent build
         _sweep_builds()  # we hold the lock: every build-* left is from an interrupted build
         if final.is_dir() and not force:
             return final
+        if force and final.is_dir() and _image_in_use(final):
+            raise PoolError(f"cannot rebuild {final}: a running pool uses it")
+        # build commands inherit the lock: if this process is killed, the lock stays held until they are gone
+        _build_lock_fd = fd
         build = CACHE_ROOT / f"build-{image_key()}-{os.getpid()}"
         log_path = CACHE_ROOT / f"build-{image_key()}.log"
         log.warning("building the HTCondor test pool image %s (log: %s)", final, log_path)
@@ -377,13 +394,20 @@ def ensure_image(force: bool = False) -> Path:
                 _remove_tree(old)
             build.rename(final)
         finally:
+            _build_lock_fd = None
             if build.exists():
                 _umount_all(build)
                 _remove_tree(build)
         _prune_images(keep=final)
         return final
     finally:
+        _build_lock_fd = None
         os.close(fd)
+
+
+def _image_in_use(image: Path) -> bool:
+    with open("/proc/self/mountinfo") as fh:
+        return f"lowerdir={image}," in fh.read()
 
 
 def _sweep_builds() -> None:
@@ -396,12 +420,11 @@ def _sweep_builds() -> None:
 
 def _prune_images(keep: Path) -> None:
     """Delete other images unless a running pool's overlay still uses them as its lower layer."""
-    with open("/proc/self/mountinfo") as fh:
-        in_use = fh.read()
     for image in CACHE_ROOT.glob("image-*"):
-        if image != keep and image.is_dir() and f"lowerdir={image}" not in in_use:
+        if image != keep and image.is_dir() and not _image_in_use(image):
             log.warning("removing old image %s", image)
             _remove_tree(image)
+            (CACHE_ROOT / f"build-{image.name.removeprefix('image-')}.log").unlink(missing_ok=True)
 
 
 def console_scripts(repo: Path = REPO) -> dict[str, str]:
@@ -424,6 +447,15 @@ def console_scripts(repo: Path = REPO) -> dict[str, str]:
 # a running pool
 
 
+def host_sysctls() -> dict[str, str]:
+    """Current values of WATCHED_SYSCTLS as the host (this process) sees them."""
+    values = {}
+    for name in WATCHED_SYSCTLS:
+        with contextlib.suppress(OSError):
+            values[name] = " ".join(Path("/proc/sys", name).read_text().split())
+    return values
+
+
 def _random_prefix() -> str:
     return "lark" + "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(2))
 
@@ -439,12 +471,14 @@ class Pool:
         self.image = image or image_path()
         self.repo = repo
         self.run_dir = CACHE_ROOT / "runs" / self.prefix
+        self.lock_path = CACHE_ROOT / "runs" / f"{self.prefix}.lock"
         self.root = self.run_dir / "root"
         self.netns_name = f"{self.prefix}-pool"
         self.netns_path = f"/run/netns/{self.netns_name}"
         self.collector_address = "127.0.0.1:9618"
         self.master_pid: int | None = None
         self.timings: dict[str, float] = {}
+        self.host_sysctls_at_start: dict[str, str] = {}
         self._lock_fd: int | None = None
         self._root_id: tuple[int, int] | None = None
         self._netns_ino: int | None = None
@@ -490,10 +524,17 @@ class Pool:
         if not (self.image / "etc/lark-testpool-image.json").exists():
             raise PoolError(f"image {self.image} is missing or incomplete; call ensure_image() first")
         t0 = time.monotonic()
-        self.run_dir.mkdir(parents=True, exist_ok=False)
-        self._lock_fd = _try_lock(self.run_dir / "lock")
+        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        # the lock is taken before the run directory exists: a run directory whose lock is free is stale
+        self._lock_fd = _try_lock(self.lock_path)
         if self._lock_fd is None:
-            raise PoolError(f"{self.run_dir} is locked by another process")
+            raise PoolError(f"{self.lock_path} is held by another process")
+        try:
+            self.run_dir.mkdir()
+        except FileExistsError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise PoolError(f"{self.run_dir} already exists (prefix in use?)") from None
         upper, work = self.run_dir / "upper", self.run_dir / "work"
         for d in (upper, work, self.root):
             d.mkdir()
@@ -553,6 +594,8 @@ class Pool:
         out = _host(["chroot", str(self.root), "condor_config_val", "ENABLE_KERNEL_TUNING"], check=False)
         if out.stdout.strip().lower() not in ("false", "0", "no"):
             raise PoolError(f"refusing to start: ENABLE_KERNEL_TUNING is {out.stdout.strip()!r}, must be False")
+        if not self.host_sysctls_at_start:
+            self.host_sysctls_at_start = host_sysctls()
         pid_file = self.root / MASTER_PID.lstrip("/")
         pid_file.unlink(missing_ok=True)
         env = " ".join(["PATH=" + CONDOR_PATH, "LANG=C.UTF-8", "HOME=/root"])
@@ -569,7 +612,7 @@ class Pool:
         def ready() -> bool:
             if not _pid_alive(self.master_pid or 0):
                 raise PoolError("condor_master died during start-up\n" + self._log_tails())
-            res = self.run(["condor_status", "-any", "-af:r", "MyType"], check=False, timeout=20)
+            res = self.run(["condor_status", "-any", "-af", "MyType"], check=False, timeout=20)
             return {"Machine", "Scheduler", "Negotiator"} <= set(res.stdout.split())
 
         try:
@@ -584,20 +627,32 @@ class Pool:
 
     # -- running things ------------------------------------------------------------------------------------------
     def run(self, cmd: Sequence[str] | str, *, user: str = "root", check: bool = True, timeout: float = 60.0,
-            input: str | None = None, env: Mapping[str, str] | None = None,
-            cwd: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run ``cmd`` (argv, or a string for ``bash -c``) in the chroot and the pool's netns, with a clean
+            input: str | None = None, env: Mapping[str, str] | None = None, cwd: str | None = None,
+            pivoted: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` (argv, or a string for ``bash -c``) in the pool's netns and root, with a clean
         environment, as ``user`` (``cwd`` defaults to the user's home). Raises PoolError on non-zero exit
-        when ``check``."""
+        when ``check``.
+
+        Default: a plain ``chroot`` from the host's mount namespace (mounts it makes are cleaned up by
+        teardown). ``pivoted=True``: inside the master's own mount namespace, where the pool's root is a real
+        root as the daemons see it (user namespaces and so apptainer work there, not in a chroot)."""
         argv = ["bash", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         home = self.home(user)
-        prefix = ["nsenter", f"--net={self.netns_path}", "chroot"]
-        if user != "root":
-            uid, gid, _ = self._passwd(user)
-            prefix += [f"--userspec={uid}:{gid}", f"--groups={gid}"]
+        uid, gid = (0, 0) if user == "root" else self._passwd(user)[:2]
+        if pivoted:
+            if self.master_pid is None:
+                raise PoolError("pivoted=True needs a running master")
+            prefix = ["nsenter", f"--target={self.master_pid}", "--mount", "--net", "--root"]
+            if user != "root":
+                prefix += [f"--setuid={uid}", f"--setgid={gid}"]
+        else:
+            prefix = ["nsenter", f"--net={self.netns_path}", "chroot"]
+            if user != "root":
+                prefix += [f"--userspec={uid}:{gid}", f"--groups={gid}"]
+            prefix.append(str(self.root))
         base = {"PATH": CONDOR_PATH, "LANG": "C.UTF-8", "HOME": home, "USER": user, "LOGNAME": user}
         envs = [f"{k}={v}" for k, v in {**base, **(env or {})}.items()]
-        full = [*prefix, str(self.root), "/usr/bin/env", "-i", f"--chdir={cwd or home}", *envs, *argv]
+        full = [*prefix, "/usr/bin/env", "-i", f"--chdir={cwd or home}", *envs, *argv]
         log.debug("pool run (%s): %s", user, shlex.join(argv))
         try:
             proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=input,
@@ -655,20 +710,33 @@ class Pool:
             raise PoolError("a config file set ENABLE_KERNEL_TUNING to true: refusing")
 
     def restart_daemon(self, daemon: str = "startd", timeout: float = 60.0) -> None:
-        """Restart one daemon (``startd``, ``schedd``, ...) and wait until it has advertised again."""
+        """Restart one daemon (``startd``, ``schedd``, ...) and wait until it has advertised again.
+
+        Done as ``condor_off`` + ``condor_on`` (about 2 s): ``condor_restart -daemon`` makes the master wait
+        10 s before it starts the daemon again."""
         self._check_safe_config()
         mytype = {"startd": "Machine", "schedd": "Scheduler", "negotiator": "Negotiator",
-                  "collector": "Collector", "master": "DaemonMaster"}[daemon]
+                  "collector": "Collector"}[daemon]
 
         def start_times() -> set[str]:
             res = self.run(["condor_status", "-any", "-constraint", f'MyType == "{mytype}"', "-af:r",
                             "DaemonStartTime"], check=False, timeout=20)
             return set(res.stdout.split())
 
+        def running() -> list[int]:
+            found = []
+            for pid in self.processes():
+                with contextlib.suppress(OSError):
+                    if Path(f"/proc/{pid}/comm").read_text().strip() == f"condor_{daemon}":
+                        found.append(pid)
+            return found
+
         before = start_times()
-        self.run(["condor_restart", "-daemon", daemon])
         try:
-            _wait_until(f"{daemon} to restart and advertise", lambda: (start_times() - before) != set(), timeout, 0.3)
+            self.run(["condor_off", "-daemon", daemon])
+            _wait_until(f"{daemon} to exit", lambda: not running(), timeout, 0.1)
+            self.run(["condor_on", "-daemon", daemon])
+            _wait_until(f"{daemon} to restart and advertise", lambda: (start_times() - before) != set(), timeout, 0.2)
         except TimeoutError as exc:
             raise PoolError(f"{exc}\n{self._log_tails()}") from None
 
@@ -744,15 +812,19 @@ class Pool:
             time.sleep(0.3)
 
     def wait_status(self, cluster: int, status: int | Iterable[int], timeout: float = 60.0) -> list[dict[str, Any]]:
-        """Wait until every queued job of ``cluster`` has JobStatus in ``status`` (e.g. RUNNING, HELD)."""
+        """Wait until every queued job of ``cluster`` has JobStatus in ``status`` (e.g. RUNNING, HELD) and
+        return their ``condor_q`` ads."""
         wanted = {status} if isinstance(status, int) else set(status)
+
+        def reached() -> list[dict[str, Any]]:
+            ads = self.q(f"ClusterId == {cluster}")
+            return ads if ads and all(ad.get("JobStatus") in wanted for ad in ads) else []
+
         try:
-            return _wait_until(f"cluster {cluster} in status {wanted}",
-                               lambda: [ads for ads in [self.q(f"ClusterId == {cluster}")]
-                                        if ads and all(ad.get("JobStatus") in wanted for ad in ads)]
-                               and self.q(f"ClusterId == {cluster}"), timeout, 0.3)
+            return _wait_until(f"cluster {cluster} in status {sorted(wanted)}", reached, timeout, 0.3)
         except TimeoutError as exc:
-            raise PoolError(f"{exc}: {self.q(f'ClusterId == {cluster}', ['ProcId', 'JobStatus'])}") from None
+            raise PoolError(f"{exc}: {self.q(f'ClusterId == {cluster}', ['ProcId', 'JobStatus', 'HoldReason'])}"
+                            ) from None
 
     # -- tokens ----------------------------------------------------------------------------------------------------
     def token_dir(self, identity: str = "lark@lark.test") -> Path:
@@ -856,6 +928,8 @@ class Pool:
             except Exception as exc:
                 errors.append(f"remove: {exc}")
         if self._lock_fd is not None:
+            if not errors:
+                self.lock_path.unlink(missing_ok=True)
             os.close(self._lock_fd)
             self._lock_fd = None
         if errors:
@@ -871,24 +945,32 @@ def sweep_stale() -> list[str]:
     for run_dir in sorted(runs.iterdir()):
         if not run_dir.is_dir():
             continue
-        fd = _try_lock(run_dir / "lock") if (run_dir / "lock").exists() else None
-        if fd is None and (run_dir / "lock").exists():
-            continue  # alive
+        stale = Pool(run_dir.name)
+        stale._lock_fd = _try_lock(stale.lock_path)
+        if stale._lock_fd is None:
+            continue  # its run is alive
         try:
             log.warning("sweeping pool left by a dead run: %s", run_dir)
-            stale = Pool(run_dir.name)
             with contextlib.suppress(OSError, ValueError):
                 pid, mntns = (run_dir / "master.pid").read_text().split()
                 stale.master_pid, stale._mntns_ino = int(pid), int(mntns)
             with contextlib.suppress(OSError, ValueError):
                 stale.netns_name = json.loads((run_dir / "state.json").read_text())["netns"]
                 stale.netns_path = f"/run/netns/{stale.netns_name}"
-            stale.teardown()
+            stale.teardown()  # also unlinks the lock file and releases it
             swept.append(run_dir.name)
+        except PoolError as exc:  # leave it for a later sweep; a new run never reuses its names
+            log.warning("could not sweep %s: %s", run_dir, exc)
         finally:
-            if fd is not None:
-                os.close(fd)
+            if stale._lock_fd is not None:
+                os.close(stale._lock_fd)
+                stale._lock_fd = None
     return swept
+
+
+def raise_interrupt(signum: int, frame: object) -> None:
+    """Signal handler: turn SIGTERM (or an ignored SIGINT) into KeyboardInterrupt so teardown code runs."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @contextlib.contextmanager
@@ -925,6 +1007,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.cmd == "sweep":
         print("swept:", sweep_stale())
     elif args.cmd == "up":
+        for sig in (signal.SIGINT, signal.SIGTERM):  # also when started in the background (SIGINT ignored)
+            signal.signal(sig, raise_interrupt)
         with running_pool() as pool:
             print(f"pool {pool.prefix} up ({pool.timings}); root {pool.chroot}, netns {pool.netns_path}\n"
                   f"  nsenter --net={pool.netns_path} chroot {pool.chroot} condor_q -allusers\n"

@@ -1,0 +1,307 @@
+"""Setup latency of ``Engine.up`` (nat, IPv4+IPv6, accounting, Lark-created namespace) against a raw baseline.
+
+The baseline does the same kernel work with the cheapest in-process method of kernel-baselines.md
+(section 1, ``pr2fastpeer+libnft``): a fork-free namespace (``lark.netns.create_named``), the veth
+peer created directly inside it, v4 + v6 (nodad) addresses on both ends, links and lo up, v4 + v6
+default routes, then ONE libnftables JSON batch: a per-job chain with 2 counters, its verdict-map
+element, and the v4 + v6 NAT set elements. No records, no IPAM files, no listing before the write.
+
+Lark and baseline runs alternate (same conditions for both); after each teardown the script waits
+until the kernel has removed the host end of the veth, so every setup starts from a quiet state.
+A second, instrumented pass (wrappers around Lark's steps) gives the split of Lark's time.
+
+    .venv/bin/python benchmarks/engine_setup.py [--runs 100] [--split-runs 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import _sandbox as sb
+from _sandbox import Sandbox, median, percentile, table
+
+from lark import netns
+from lark.engine import Engine
+from lark.firewall import libnft
+from lark.policy import JobRequest
+
+GOAL = 1.5
+BASE_TABLE = f"{sb.SB}base"
+
+
+# ---------------------------------------------------------------- baseline
+
+
+def base_table_batch() -> list[dict[str, Any]]:
+    t = {"family": "inet", "table": BASE_TABLE}
+    vmap = [{"vmap": {"key": {"meta": {"key": k}}, "data": "@jobs"}} for k in ("iifname", "oifname")]
+
+    def masq(proto: str, setname: str) -> list[dict[str, Any]]:
+        return [{"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "saddr"}},
+                           "right": f"@{setname}"}}, {"masquerade": None}]
+
+    return [
+        {"add": {"table": {"family": "inet", "name": BASE_TABLE}}},
+        {"add": {"map": {**t, "name": "jobs", "type": "ifname", "map": "verdict"}}},
+        {"add": {"set": {**t, "name": "nat4", "type": "ipv4_addr"}}},
+        {"add": {"set": {**t, "name": "nat6", "type": "ipv6_addr"}}},
+        {"add": {"chain": {**t, "name": "fwd", "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}},
+        {"add": {"chain": {**t, "name": "post", "type": "nat", "hook": "postrouting", "prio": 100,
+                           "policy": "accept"}}},
+        {"add": {"rule": {**t, "chain": "fwd", "expr": [vmap[0]]}}},
+        {"add": {"rule": {**t, "chain": "fwd", "expr": [vmap[1]]}}},
+        {"add": {"rule": {**t, "chain": "post", "expr": masq("ip", "nat4")}}},
+        {"add": {"rule": {**t, "chain": "post", "expr": masq("ip6", "nat6")}}},
+    ]
+
+
+class Baseline:
+    """The same kernel objects as a Lark nat job, built the cheapest way (no bookkeeping)."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.ipr = netns.iproute_in(host)
+        self.n = 0
+        libnft.run_batch(base_table_batch(), host)
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    def up(self, times: dict[str, float] | None = None) -> tuple[str, str, str, str, str]:
+        self.n += 1
+        i = self.n
+        name, vh, chain = f"{sb.SB}-b{i}", f"{sb.SB}b{i:05d}", f"b{i}"
+        net4 = ipaddress.ip_network((int(ipaddress.ip_address("10.251.0.0")) + 4 * (i % 16000), 30))
+        h4, j4 = str(net4.network_address + 1), str(net4.network_address + 2)
+        h6, j6 = f"fd6c:6172:6b01:{i:x}::1", f"fd6c:6172:6b01:{i:x}::2"
+        t0 = time.perf_counter()
+        path = str(netns.create_named(name))
+        job = netns.iproute_in(path)
+        t1 = time.perf_counter()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.ipr.link("add", ifname=vh, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
+        finally:
+            os.close(fd)
+        hidx = self.ipr.link_lookup(ifname=vh)[0]
+        self.ipr.addr("add", index=hidx, address=h4, prefixlen=30)
+        self.ipr.addr("add", index=hidx, address=h6, prefixlen=64, flags=0x02)
+        self.ipr.link("set", index=hidx, state="up")
+        jidx = job.link_lookup(ifname="eth0")[0]
+        job.addr("add", index=jidx, address=j4, prefixlen=30)
+        job.addr("add", index=jidx, address=j6, prefixlen=64, flags=0x02)
+        job.link("set", index=jidx, state="up")
+        job.link("set", index=job.link_lookup(ifname="lo")[0], state="up")
+        job.route("add", dst="default", gateway=h4, oif=jidx, family=2)
+        job.route("add", dst="default", gateway=h6, oif=jidx, family=10)
+        job.close()
+        t2 = time.perf_counter()
+        t = {"family": "inet", "table": BASE_TABLE}
+        libnft.run_batch([
+            {"add": {"chain": {**t, "name": chain}}},
+            {"add": {"rule": {**t, "chain": chain, "expr": [
+                {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": vh}}, {"counter": None}]}}},
+            {"add": {"rule": {**t, "chain": chain, "expr": [
+                {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": vh}}, {"counter": None}]}}},
+            {"add": {"element": {**t, "name": "jobs", "elem": [[vh, {"jump": {"target": chain}}]]}}},
+            {"add": {"element": {**t, "name": "nat4", "elem": [j4]}}},
+            {"add": {"element": {**t, "name": "nat6", "elem": [j6]}}},
+        ], self.host)
+        t3 = time.perf_counter()
+        if times is not None:
+            times["netns"] += t1 - t0
+            times["links"] += t2 - t1
+            times["firewall"] += t3 - t2
+        return name, vh, chain, j4, j6
+
+    def down(self, job: tuple[str, str, str, str, str]) -> None:
+        name, vh, chain, j4, j6 = job
+        t = {"family": "inet", "table": BASE_TABLE}
+        libnft.run_batch([
+            {"delete": {"element": {**t, "name": "jobs", "elem": [vh]}}},
+            {"delete": {"element": {**t, "name": "nat4", "elem": [j4]}}},
+            {"delete": {"element": {**t, "name": "nat6", "elem": [j6]}}},
+            {"flush": {"chain": {**t, "name": chain}}},
+            {"delete": {"chain": {**t, "name": chain}}},
+        ], self.host)
+        netns.delete_named(name)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def wait_gone(ipr: Any, ifname: str, timeout: float = 5.0) -> float:
+    """Wait until the kernel has removed ``ifname`` (async namespace cleanup); returns seconds waited."""
+    t0 = time.monotonic()
+    while ipr.link_lookup(ifname=ifname) and time.monotonic() - t0 < timeout:
+        time.sleep(0.002)
+    return time.monotonic() - t0
+
+
+def instrument(engine: Engine, times: dict[str, float]) -> Callable[[], None]:
+    """Wrap Lark's steps with timers; returns the function that undoes it."""
+    import lark.attach.nat as nat_mode
+
+    patched: list[tuple[object, str, object]] = []
+
+    def wrap(owner: object, attr: str, bucket: str) -> None:
+        original = getattr(owner, attr)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                times[bucket] += time.perf_counter() - t0
+
+        patched.append((owner, attr, original))
+        setattr(owner, attr, timed)
+
+    wrap(netns, "create_named", "netns")
+    wrap(netns, "inode", "netns")
+    wrap(netns, "iproute_in", "netns")
+    wrap(nat_mode, "allocate", "ipam")
+    wrap(nat_mode, "up", "links")
+    wrap(engine.firewall, "add_job", "firewall")
+    wrap(engine.store, "save", "state")
+
+    def undo() -> None:
+        for owner, attr, original in reversed(patched):
+            if isinstance(owner, type(netns)):
+                setattr(owner, attr, original)
+            else:
+                delattr(owner, attr)  # instance attribute shadowing the class method
+
+    return undo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=100, help="Lark and baseline setups each (default 100)")
+    parser.add_argument("--split-runs", type=int, default=50, help="instrumented runs for the split (default 50)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--state-base", default=None,
+                        help="directory for Lark's state dir (default: the system temp dir; e.g. /dev/shm for tmpfs)")
+    args = parser.parse_args()
+    sb.require_root()
+    sb.install_signal_handlers()
+    state_base = args.state_base or tempfile.gettempdir()
+    sb.header("engine_setup: Engine.up (nat, v4+v6, accounting, own netns) vs raw pyroute2 + libnftables",
+              [f"{args.runs} interleaved runs each, teardown + wait for async veth removal between runs",
+               f"Lark state dir under {state_base} ({sb.fs_type(state_base)})"])
+
+    sandbox = Sandbox(args.state_base)
+    baseline: Baseline | None = None
+    try:
+        topo = sandbox.uplinked()
+        engine = sandbox.engine(topo.host)
+        baseline = Baseline(topo.host)
+        host = engine.host
+        request = JobRequest("bench.0", "nat")
+        lark_up: list[float] = []
+        lark_down: list[float] = []
+        base_up: list[float] = []
+        base_down: list[float] = []
+
+        def lark_once(record_times: bool) -> None:
+            t0 = time.perf_counter()
+            record = engine.up(request)
+            t1 = time.perf_counter()
+            engine.down(record.token)
+            t2 = time.perf_counter()
+            if record_times:
+                lark_up.append(t1 - t0)
+                lark_down.append(t2 - t1)
+            assert record.host_ifname
+            wait_gone(host, record.host_ifname)
+
+        def base_once(record_times: bool) -> None:
+            t0 = time.perf_counter()
+            job = baseline.up()
+            t1 = time.perf_counter()
+            baseline.down(job)
+            t2 = time.perf_counter()
+            if record_times:
+                base_up.append(t1 - t0)
+                base_down.append(t2 - t1)
+            wait_gone(host, job[1])
+
+        for _ in range(args.warmup):
+            lark_once(False)
+            base_once(False)
+        for i in range(args.runs):
+            # alternate which one goes first, so neither always follows the other's async cleanup
+            if i % 2:
+                lark_once(True)
+                base_once(True)
+            else:
+                base_once(True)
+                lark_once(True)
+
+        # split: instrumented Lark runs and timed baseline steps
+        lark_split: dict[str, float] = defaultdict(float)
+        base_split: dict[str, float] = defaultdict(float)
+        undo = instrument(engine, lark_split)
+        lark_total = 0.0
+        try:
+            for _ in range(args.split_runs):
+                t0 = time.perf_counter()
+                record = engine.up(request)
+                lark_total += time.perf_counter() - t0
+                engine.down(record.token)
+                assert record.host_ifname
+                wait_gone(host, record.host_ifname)
+        finally:
+            undo()
+        base_total = 0.0
+        for _ in range(args.split_runs):
+            t0 = time.perf_counter()
+            job = baseline.up(base_split)
+            base_total += time.perf_counter() - t0
+            baseline.down(job)
+            wait_gone(host, job[1])
+        lark_split["other"] = lark_total - sum(lark_split.values())
+        base_split["other"] = base_total - sum(base_split.values())
+
+        ms = 1000.0
+        rows = [
+            ["Lark Engine.up", median(lark_up) * ms, percentile(lark_up, 95) * ms,
+             median(lark_down) * ms, percentile(lark_down, 95) * ms],
+            ["baseline (pyroute2 + 1 libnft batch)", median(base_up) * ms, percentile(base_up, 95) * ms,
+             median(base_down) * ms, percentile(base_down, 95) * ms],
+            ["ratio Lark / baseline", median(lark_up) / median(base_up), percentile(lark_up, 95) / percentile(
+                base_up, 95), median(lark_down) / median(base_down), percentile(lark_down, 95) / percentile(
+                base_down, 95)],
+        ]
+        print()
+        print(table(["", "setup med ms", "setup p95 ms", "teardown med ms", "teardown p95 ms"], rows))
+        print()
+        n = args.split_runs
+        parts = ["netns", "ipam", "links", "firewall", "state", "other"]
+        print(f"split of setup, mean ms over {n} instrumented runs (netns = create + job socket; state = records)")
+        print(table(["", *parts, "total"], [
+            ["Lark", *(lark_split[p] / n * ms for p in parts), lark_total / n * ms],
+            ["baseline", *(base_split[p] / n * ms for p in parts), base_total / n * ms],
+        ]))
+        print()
+        ratio_med = median(lark_up) / median(base_up)
+        ratio_p95 = percentile(lark_up, 95) / percentile(base_up, 95)
+        sb.summary("engine_setup", "setup median ratio Lark/baseline", ratio_med, f"<= {GOAL}", ratio_med <= GOAL)
+        sb.summary("engine_setup", "setup p95 ratio Lark/baseline", ratio_p95, f"<= {GOAL}", ratio_p95 <= GOAL)
+        sb.summary("engine_setup", "Lark setup median ms", median(lark_up) * ms, "kernel-baselines floor 6.4 ms",
+                   None)
+    finally:
+        if baseline is not None:
+            baseline.close()
+        sandbox.close()
+
+
+if __name__ == "__main__":
+    main()

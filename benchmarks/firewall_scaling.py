@@ -1,0 +1,201 @@
+"""Small-packet forwarding rate with 1 vs N jobs' rules installed, per firewall backend.
+
+Topology per measured point (all sandbox namespaces; one set per point so that the points can be
+measured in alternation without reinstalling rules)::
+
+    job ns  eth0 10.251.0.2 --veth-- <prefix>h<token> 10.251.0.1   host ns (backend)   uplink0 --- up1  wan ns
+                                                                    forwarding on                    drops UDP :9999
+                                                                                                     at netdev ingress
+
+The backend is the one Lark uses (``make_backend``); N-1 fake jobs are installed with its
+``add_job`` (their interfaces need not exist), then the real job last, each as a Lark nat job
+would be (accounting, anti-spoofing, v4 + v6 masquerade). The sender is a small C ``sendmmsg``
+UDP blaster (64-byte payload, compiled at run time; iperf3 ``-u -l 64 -b 0`` when there is no
+compiler), pinned to CPU 0. The rate is the increase of ``rx_packets`` on the wan interface over
+the measuring window. With veth the whole path runs in the sender's softirq context, so 1/rate is
+the per-packet cost of the path (kernel-baselines.md, section 2).
+
+The iptables backend's ``add_job`` is quadratic overall (each add re-reads and re-commits whole
+tables: ~0.3 s per add at 200 jobs), so its default N is 200, and the 1000-job ratio is also
+extrapolated from the measured per-job cost; ``--iptables-jobs 1000`` measures it (tens of minutes).
+
+    .venv/bin/python benchmarks/firewall_scaling.py [--jobs 1000] [--iptables-jobs 200] [--reps 3] [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import _sandbox as sb
+from _sandbox import Sandbox, median, table
+
+from lark import names, netns
+from lark.firewall.base import FirewallBackend, FirewallJob, make_backend
+
+GOAL = 0.9
+PORT = 9999
+IPERF_PORT = 5201
+JOB4, HOST4 = "10.251.0.2", "10.251.0.1"
+JOB6, HOST6 = "fd6c:6172:6b01::2", "fd6c:6172:6b01::1"
+
+
+@dataclass
+class Point:
+    label: str
+    backend: str  # "none", "nftables", "iptables"
+    jobs: int
+    job: str = ""
+    host: str = ""
+    wan: str = ""
+    install_s: float = 0.0
+    rates: list[float] = field(default_factory=list)
+
+
+def fake_job(i: int) -> FirewallJob:
+    token = names.new_token()
+    a4 = ipaddress.ip_address(int(ipaddress.ip_address("10.250.0.2")) + 4 * i)
+    a6 = ipaddress.ip_address(f"fd6c:6172:6b00:{i:x}::2")
+    return FirewallJob(token, names.host_ifname(sb.LARK_PREFIX, token), (a4, a6), masquerade_ipv4=True,
+                       masquerade_ipv6=True)
+
+
+def build(sandbox: Sandbox, point: Point, tag: str, drop_port: int | None) -> None:
+    topo = sandbox.uplinked(tag)
+    point.host, point.wan = topo.host, topo.wan
+    point.job = sandbox.ns(f"job{tag}")
+    token = names.new_token()
+    vh = names.host_ifname(sb.LARK_PREFIX, token)
+    sandbox.veth(point.host, vh, point.job, "eth0")
+    sb.ip(point.host, "addr", "add", f"{HOST4}/30", "dev", vh)
+    sb.ip(point.host, "addr", "add", f"{HOST6}/64", "dev", vh, "nodad")
+    sb.ip(point.host, "link", "set", vh, "up")
+    sb.ip(point.job, "addr", "add", f"{JOB4}/30", "dev", "eth0")
+    sb.ip(point.job, "addr", "add", f"{JOB6}/64", "dev", "eth0", "nodad")
+    sb.ip(point.job, "link", "set", "eth0", "up")
+    sb.ip(point.job, "route", "add", "default", "via", HOST4)
+    sb.ip(point.job, "-6", "route", "add", "default", "via", HOST6)
+    if drop_port is not None:
+        sb.nft(point.wan, f"table netdev {sb.SB}drop {{\n chain in {{\n  type filter hook ingress device "
+                          f"\"{sb.UPLINK_WAN_IF}\" priority 0;\n  udp dport {drop_port} drop\n }}\n}}\n")
+    if point.backend == "none":
+        return
+    backend: FirewallBackend = make_backend(point.backend, sb.LARK_PREFIX, point.host)
+    backend.ensure_base()
+    t0 = time.perf_counter()
+    for i in range(point.jobs - 1):
+        backend.add_job(fake_job(i))
+        if point.jobs > 200 and (i + 1) % 200 == 0:
+            print(f"   {point.label}: {i + 1} fake jobs installed ({time.perf_counter() - t0:.1f} s)", flush=True)
+    real = FirewallJob(token, vh, (ipaddress.ip_address(JOB4), ipaddress.ip_address(JOB6)),
+                       masquerade_ipv4=True, masquerade_ipv6=True)
+    backend.add_job(real)
+    point.install_s = time.perf_counter() - t0
+
+
+def measure(sandbox: Sandbox, point: Point, blaster: Path | None, seconds: float, warm: float = 0.5) -> float:
+    """Delivered packets per second at the wan interface while the job blasts UDP."""
+    total = warm + seconds + 0.3
+    if blaster is not None:
+        argv = [str(blaster), sb.UPLINK_WAN4, str(PORT), str(total), "64", "64"]
+        server = None
+    else:
+        server = sandbox.popen(sb.in_ns(point.wan, ["iperf3", "-s", "-1", "-B", sb.UPLINK_WAN4, "-p",
+                                                    str(IPERF_PORT)], cpu=1),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sb.wait_listening(point.wan, IPERF_PORT)
+        argv = ["iperf3", "-u", "-l", "64", "-b", "0", "-c", sb.UPLINK_WAN4, "-p", str(IPERF_PORT), "-t",
+                str(total)]
+    ipr = netns.iproute_in(point.wan)
+    sender = sandbox.popen(sb.in_ns(point.job, argv, cpu=0), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(warm)
+        c0, t0 = sb.rx_packets(ipr, sb.UPLINK_WAN_IF), time.perf_counter()
+        time.sleep(seconds)
+        c1, t1 = sb.rx_packets(ipr, sb.UPLINK_WAN_IF), time.perf_counter()
+        sender.wait(timeout=total + 30)
+        if sender.returncode != 0:
+            err = sender.stderr.read() if sender.stderr else ""
+            raise RuntimeError(f"sender failed in {point.label}: {err.strip()[:300]}")
+        return (c1 - c0) / (t1 - t0)
+    finally:
+        ipr.close()
+        sandbox.reap(sender)
+        if server is not None:
+            sandbox.reap(server)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000, help="N for nftables (default 1000)")
+    parser.add_argument("--iptables-jobs", type=int, default=200, help="N for iptables (default 200; 1000 is slow)")
+    parser.add_argument("--backends", default="nftables,iptables")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--sender", choices=("auto", "blaster", "iperf3"), default="auto")
+    args = parser.parse_args()
+    sb.require_root()
+    sb.install_signal_handlers()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    sandbox = Sandbox()
+    try:
+        blaster = None if args.sender == "iperf3" else sb.build_blaster(sandbox)
+        if args.sender == "blaster" and blaster is None:
+            raise SystemExit("no C compiler for the UDP blaster")
+        sender_name = "udpblast (C sendmmsg, 64 B payload, batch 64)" if blaster else "iperf3 -u -l 64 -b 0"
+        sb.header("firewall_scaling: UDP 64-byte forwarding rate job -> host -> wan, 1 vs N jobs' rules",
+                  [f"sender {sender_name}, pinned to CPU 0; {args.reps} x {args.seconds:g} s per point, medians; "
+                   "points measured in alternation"])
+        points = [Point("no firewall", "none", 0)]
+        for backend in backends:
+            n = args.jobs if backend == "nftables" else args.iptables_jobs
+            points += [Point(f"{backend} 1 job", backend, 1), Point(f"{backend} {n} jobs", backend, n)]
+        for i, point in enumerate(points):
+            build(sandbox, point, str(i), PORT if blaster else None)
+            if point.jobs:
+                print(f"   {point.label}: rules installed in {point.install_s:.1f} s", flush=True)
+        for rep in range(args.reps):
+            for point in points:
+                point.rates.append(measure(sandbox, point, blaster, args.seconds))
+            print(f"   round {rep + 1}/{args.reps}: " + ", ".join(f"{p.label} {p.rates[-1] / 1e3:.0f}k"
+                                                                 for p in points), flush=True)
+
+        base = median(points[0].rates)
+        one = {p.backend: median(p.rates) for p in points if p.jobs == 1}
+        rows = []
+        for p in points:
+            rate = median(p.rates)
+            rows.append([p.label, p.jobs, rate / 1e3, 1e6 / rate, rate / base,
+                         rate / one[p.backend] if p.backend in one else float("nan"), p.install_s])
+        print()
+        print(table(["point", "jobs", "kpps (median)", "us/pkt", "vs no firewall", "vs 1 job", "install s"], rows))
+        print()
+        for backend in backends:
+            big = next(p for p in points if p.backend == backend and p.jobs > 1)
+            ratio = median(big.rates) / one[backend]
+            if backend == "nftables":
+                sb.summary("firewall_scaling", f"nftables rate {big.jobs} jobs / 1 job", ratio, f">= {GOAL}",
+                           ratio >= GOAL)
+            else:
+                sb.summary("firewall_scaling", f"iptables rate {big.jobs} jobs / 1 job", ratio,
+                           "none; expected far below nftables (linear rules)", None)
+                if big.jobs != 1000:
+                    # per-packet cost grows linearly with N: 1/r(N) = 1/r(1) + (N-1) * c
+                    per_job = (1 / median(big.rates) - 1 / one[backend]) / (big.jobs - 1)
+                    est = 1 / (1 / one[backend] + 999 * per_job)
+                    sb.summary("firewall_scaling", "iptables rate 1000 jobs / 1 job (extrapolated, linear)",
+                               est / one[backend], f"measured per-job cost {per_job * 1e9:.1f} ns/pkt", None)
+        for backend in backends:
+            ratio = one[backend] / base
+            sb.summary("firewall_scaling", f"{backend} 1 job / no firewall", ratio,
+                       "kernel-baselines: conntrack+masq+accounting 0.69-0.76", None)
+    finally:
+        sandbox.close()
+
+
+if __name__ == "__main__":
+    main()

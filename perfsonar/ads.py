@@ -1,0 +1,133 @@
+"""Build ``LarkNetworkLink`` ClassAds from link summaries (pure; real ``classad2`` objects).
+
+One generic ad per directed site pair and IP family. Attribute names carry their unit
+(``...Mbps``, ``...Ms``, ``...Fraction``, ``...Seconds``) so expressions that read them cannot mix
+units. A figure the spider does not have is left out of the ad (``undefined`` in ClassAd terms),
+never written as 0 or -1, so a policy cannot mistake "unknown" for "terrible" or "perfect".
+
+Per metric ``<M>`` (Throughput, Loss, OneWayDelay, Rtt, RttLoss) the ad carries:
+
+* ``Lark<M><Unit>``       headline figure: median (mean for the two loss fractions),
+* ``Lark<M><Unit>P25``/``P75``/``Latest``,
+* ``Lark<M>Samples``, ``Lark<M>SuccessRatio``, ``Lark<M>Quality``, ``Lark<M>QualityReason``,
+  ``Lark<M>AgeSeconds``, ``Lark<M>ExpectedIntervalSeconds``.
+
+and per link: ``LarkQuality`` / ``LarkQualityReason`` (worst metric), ``LarkSuccessRatio`` (lowest
+per-test ratio), ``LarkMeasuredAt`` (newest sample, UNIX s), ``LarkAgeSeconds`` (age of that sample
+when the ad was built; consumers wanting the live age use ``time() - LarkMeasuredAt``),
+``LarkUpdatedAt``, ``ClassAdLifetime``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import classad2
+
+from perfsonar.model import M_LOSS, M_OWDELAY, M_RTT, M_RTT_LOSS, M_THROUGHPUT, LinkSummary, MetricSummary
+from perfsonar.normalise import plausible
+from perfsonar.quality import headline
+
+MY_TYPE = "LarkNetworkLink"
+
+# metric -> (attribute stem, unit suffix, factor from the internal unit to the ad's unit)
+AD_METRICS: dict[str, tuple[str, str, float]] = {
+    M_THROUGHPUT: ("Throughput", "Mbps", 1e-6),
+    M_LOSS: ("Loss", "Fraction", 1.0),
+    M_OWDELAY: ("OneWayDelay", "Ms", 1.0),
+    M_RTT: ("Rtt", "Ms", 1.0),
+    M_RTT_LOSS: ("RttLoss", "Fraction", 1.0),
+}
+
+# Lists of host names and archives are for people reading condor_status; keep the ad small.
+MAX_LISTED = 8
+
+
+def _number(metric: str, value: float | None, factor: float) -> float | None:
+    """The value converted to the ad's unit, or None if it is missing or fails the bounds check.
+
+    This is the last line of defence against publishing garbage: even a value that slipped past
+    the readers (or a corrupted state file) is re-checked here.
+    """
+    if plausible(metric, value) is None:
+        return None
+    assert value is not None
+    out = value * factor
+    return round(out, 6) if math.isfinite(out) else None
+
+
+def _set_metric(ad: classad2.ClassAd, summary: MetricSummary, now: float) -> None:
+    stem, unit, factor = AD_METRICS[summary.metric]
+    figures = {
+        f"Lark{stem}{unit}": headline(summary),
+        f"Lark{stem}{unit}P25": summary.p25,
+        f"Lark{stem}{unit}P75": summary.p75,
+        f"Lark{stem}{unit}Latest": summary.latest,
+    }
+    for attr, value in figures.items():
+        number = _number(summary.metric, value, factor)
+        if number is not None:
+            ad[attr] = number
+    ad[f"Lark{stem}Samples"] = int(summary.n)
+    ratio = summary.success_ratio
+    if ratio is not None:
+        ad[f"Lark{stem}SuccessRatio"] = round(ratio, 4)
+    ad[f"Lark{stem}Quality"] = summary.quality
+    ad[f"Lark{stem}QualityReason"] = summary.reason
+    age = summary.age(now)
+    if age is not None:
+        ad[f"Lark{stem}AgeSeconds"] = int(round(age))
+    ad[f"Lark{stem}ExpectedIntervalSeconds"] = int(round(summary.expected_interval))
+
+
+def link_ad_name(link: LinkSummary) -> str:
+    return link.key.name()
+
+
+def build_link_ad(link: LinkSummary, now: float, lifetime: int) -> classad2.ClassAd:
+    """The ``LarkNetworkLink`` ad of one link, as of ``now`` (UNIX s), expiring after ``lifetime`` s."""
+    ad = classad2.ClassAd()
+    ad["MyType"] = MY_TYPE
+    ad["Name"] = link_ad_name(link)
+    ad["LarkSourceSite"] = link.key.src_site
+    ad["LarkDestinationSite"] = link.key.dst_site
+    ad["LarkIPFamily"] = int(link.key.family)
+    for metric in AD_METRICS:
+        summary = link.metrics.get(metric)
+        if summary is not None:
+            _set_metric(ad, summary, now)
+    ratios = [s.success_ratio for s in link.metrics.values() if s.success_ratio is not None]
+    if ratios:
+        ad["LarkSuccessRatio"] = round(min(ratios), 4)
+    ad["LarkQuality"] = link.quality
+    ad["LarkQualityReason"] = link.reason
+    measured = link.measured_at
+    if measured is not None:
+        ad["LarkMeasuredAt"] = int(measured)
+        ad["LarkAgeSeconds"] = int(round(max(0.0, now - measured)))
+    ad["LarkUpdatedAt"] = int(now)
+    ad["LarkSourceHosts"] = list(link.src_hosts[:MAX_LISTED])
+    ad["LarkDestinationHosts"] = list(link.dst_hosts[:MAX_LISTED])
+    ad["LarkArchives"] = list(link.archives[:MAX_LISTED])
+    ad["ClassAdLifetime"] = int(lifetime)
+    return ad
+
+
+def build_link_ads(links: Iterable[LinkSummary], now: float, lifetime: int,
+                   include_unknown: bool = False) -> list[classad2.ClassAd]:
+    """Ads for every link, sorted by name; links graded ``unknown`` only when asked for."""
+    ordered = sorted(links, key=lambda link: (link.key.src_site, link.key.dst_site, link.key.family))
+    return [build_link_ad(link, now, lifetime) for link in ordered if include_unknown or link.quality != "unknown"]
+
+
+def build_spider_ad(name: str, now: float, lifetime: int, stats: dict[str, int | float | str]) -> classad2.ClassAd:
+    """A ``LarkSpider`` status ad (crawl counters) so admins can watch the spider in condor_status."""
+    ad = classad2.ClassAd()
+    ad["MyType"] = "LarkSpider"
+    ad["Name"] = name
+    ad["LarkUpdatedAt"] = int(now)
+    ad["ClassAdLifetime"] = int(lifetime)
+    for key, value in sorted(stats.items()):
+        ad[key] = value
+    return ad

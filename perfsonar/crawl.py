@@ -1,0 +1,324 @@
+"""One crawl: discover, read every archive, map hosts to sites, grade, merge with the last state.
+
+This is the only module that wires the side effects together; the deciding is done by the pure
+functions it calls (:mod:`perfsonar.quality`, :mod:`perfsonar.sites`, :mod:`perfsonar.ads`).
+
+Concurrency is one bounded thread pool (``spider.concurrency``) plus a bounded, blocking connection
+pool per archive host (``http.per_host_connections``), so a slow archive ties up at most that many
+workers' requests while the rest of the crawl goes on. Work is interleaved across archives for the
+same reason. Nothing that a remote server sends can stop a crawl: every failure is caught at the
+archive (or series, or mesh) that caused it, logged, and the archive's links keep their last good
+values from the state file, marked stale.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import classad2
+
+from perfsonar.ads import build_link_ad, build_spider_ad
+from perfsonar.config import SpiderConfig
+from perfsonar.discovery import ArchiveRef, Inventory, MeshContent, discover
+from perfsonar.errors import SpiderError
+from perfsonar.esmond import EsmondReader, SeriesSpec
+from perfsonar.http import HttpClient
+from perfsonar.model import ESMOND, GRADES, OPENSEARCH, UNKNOWN, HostSeries, LinkKey, LinkSummary
+from perfsonar.normalise import canonical_ip
+from perfsonar.opensearch import OpenSearchReader
+from perfsonar.quality import SummaryReport, carry_forward, summarise_links
+from perfsonar.sites import RegistryEntry, Resolver, SiteMap, load_registry, static_resolver, system_resolver
+from perfsonar.state import load_state, save_state
+
+log = logging.getLogger("lark.spider")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+MAX_LOGGED_ERRORS = 40
+MAX_LISTED_UNMAPPED = 20
+
+
+def bounded_map(executor: Executor, fn: Callable[[T], R], items: Iterable[T], in_flight: int) -> Iterator[R]:
+    """``executor.map`` that keeps at most ``in_flight`` tasks queued (results in input order).
+
+    ``Executor.map`` submits everything at once; with ~10^5 series that alone would cost more memory
+    than the data.
+    """
+    pending: deque[Future[R]] = deque()
+    it = iter(items)
+    for item in itertools.islice(it, in_flight):
+        pending.append(executor.submit(fn, item))
+    while pending:
+        result = pending.popleft().result()
+        for item in itertools.islice(it, 1):
+            pending.append(executor.submit(fn, item))
+        yield result
+
+
+def interleave(groups: Sequence[Sequence[T]]) -> Iterator[T]:
+    """Round-robin over groups, so consecutive work items hit different archives."""
+    for batch in itertools.zip_longest(*groups):
+        for item in batch:
+            if item is not None:
+                yield item
+
+
+@dataclass
+class CrawlStats:
+    number: int = 0
+    started: float = 0.0
+    duration: float = 0.0
+    meshes: int = 0
+    mesh_tests: int = 0
+    archives: int = 0
+    archives_failed: int = 0
+    archives_partial: int = 0
+    series: int = 0
+    series_failed: int = 0
+    samples: int = 0
+    rejected: int = 0
+    links: int = 0
+    carried: int = 0
+    grades: Counter[str] = field(default_factory=Counter)
+    unmapped: int = 0
+    requests: int = 0
+    retried: int = 0
+    errors: int = 0
+
+    def line(self) -> str:
+        grades = ", ".join(f"{self.grades.get(g, 0)} {g}" for g in GRADES)
+        return (f"crawl {self.number} done in {self.duration:.1f} s: {self.meshes} meshes, {self.mesh_tests} mesh "
+                f"tests; {self.archives} archives ({self.archives_failed} failed, {self.archives_partial} partial); "
+                f"{self.series} series ({self.series_failed} failed), {self.samples} samples, {self.rejected} "
+                f"values rejected; {self.links} links ({grades}; {self.carried} carried over); {self.unmapped} "
+                f"unmapped hosts; {self.requests} HTTP requests ({self.retried} retries); {self.errors} errors")
+
+    def as_ad_stats(self) -> dict[str, int | float | str]:
+        out: dict[str, int | float | str] = {
+            "LarkCrawlNumber": self.number, "LarkCrawlSeconds": round(self.duration, 3),
+            "LarkCrawlStarted": int(self.started), "LarkArchives": self.archives,
+            "LarkArchivesFailed": self.archives_failed, "LarkSeries": self.series, "LarkSamples": self.samples,
+            "LarkLinks": self.links, "LarkUnmappedHosts": self.unmapped, "LarkErrors": self.errors,
+        }
+        for grade in GRADES:
+            out[f"LarkLinks{grade.capitalize()}"] = self.grades.get(grade, 0)
+        return out
+
+
+@dataclass
+class CrawlResult:
+    links: dict[LinkKey, LinkSummary]
+    stats: CrawlStats
+    unmapped: set[str]
+    errors: list[str]
+    failed_archives: dict[str, str]
+    now: float
+
+
+class Spider:
+    """Holds what survives between crawls: HTTP pools, mesh cache, resolved names, last links."""
+
+    def __init__(self, config: SpiderConfig, resolver: Resolver | None = None, clock: Callable[[], float] = time.time,
+                 client: HttpClient | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.client = client or HttpClient(config.http)
+        self.resolver = resolver or self._default_resolver()
+        self.mesh_cache: dict[str, MeshContent] = {}
+        self._resolved: dict[str, tuple[float, list[str]]] = {}
+        self._registry: tuple[float, list[RegistryEntry]] | None = None
+        self._previous: dict[LinkKey, LinkSummary] | None = None
+        self.crawls = 0
+
+    def _default_resolver(self) -> Resolver:
+        table = static_resolver(self.config.static_hosts)
+        use_dns = self.config.resolve_dns
+
+        def resolve(name: str) -> list[str]:
+            found = list(table(name))
+            if found or not use_dns:
+                return found
+            return system_resolver(name)
+
+        return resolve
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ----------------------------------------------------------------------------------------
+
+    def crawl(self) -> CrawlResult:
+        """Run one crawl and persist its result. Never raises for remote failures."""
+        cfg = self.config
+        self.crawls += 1
+        now = self.clock()
+        stats = CrawlStats(number=self.crawls, started=now)
+        t0 = time.monotonic()
+        req0, retry0 = self.client.requests, self.client.retried
+        errors: list[str] = []
+        with ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="lark-spider") as pool:
+            inv = discover(self.client, cfg.publishers, cfg.meshes, cfg.archives, cfg.lookup, pool, now,
+                           cfg.derive_opensearch, self.mesh_cache)
+            errors.extend(inv.errors)
+            stats.meshes, stats.mesh_tests = len(inv.meshes), len(inv.tests)
+            site_map = self.site_map(inv, pool, now, errors)
+            series, failed = self.read_archives(inv, pool, now, stats, errors)
+        if cfg.restrict_to_mesh and inv.tests:
+            pairs = inv.pair_set()
+            series = [s for s in series if (s.src_name or "", s.dst_name or "") in pairs]
+        stats.series = len(series)
+        stats.samples = sum(len(v) for s in series for v in s.samples.values())
+        stats.rejected = sum(s.rejected for s in series)
+        report = SummaryReport()
+        fresh = summarise_links(series, site_map.site_of, now, cfg.quality, inv.interval_lookup(), report)
+        del series  # the host-level samples are no longer needed; free them before building ads
+        previous = self._previous if self._previous is not None else load_state(cfg.state_file)
+        links = carry_forward(fresh, previous, now, cfg.keep_state_for, failed)
+        self._previous = links
+        save_state(cfg.state_file, links, now)
+
+        stats.links = len(links)
+        stats.carried = sum(1 for link in links.values() if any(m.carried for m in link.metrics.values()))
+        stats.grades = Counter(link.quality for link in links.values())
+        stats.unmapped = len(report.unmapped)
+        stats.requests = self.client.requests - req0
+        stats.retried = self.client.retried - retry0
+        stats.errors = len(errors)
+        stats.duration = time.monotonic() - t0
+        for err in errors[:MAX_LOGGED_ERRORS]:
+            log.warning("%s", err)
+        if len(errors) > MAX_LOGGED_ERRORS:
+            log.warning("... and %d more errors", len(errors) - MAX_LOGGED_ERRORS)
+        if report.unmapped:
+            shown = sorted(report.unmapped)[:MAX_LISTED_UNMAPPED]
+            more = f" and {len(report.unmapped) - len(shown)} more" if len(report.unmapped) > len(shown) else ""
+            log.warning("hosts mapped to no site (add a sites.rules entry or a registry): %s%s",
+                        ", ".join(shown), more)
+        for conflict in site_map.conflicts[:MAX_LOGGED_ERRORS]:
+            log.warning("site registry conflict: %s", conflict)
+        log.info("%s", stats.line())
+        return CrawlResult(links, stats, report.unmapped, errors, failed, now)
+
+    def iter_ads(self, result: CrawlResult) -> Iterator[classad2.ClassAd]:
+        """The crawl's ads one at a time, so 10^5 links never need 10^5 ClassAds in memory at once."""
+        cfg = self.config
+        keys = sorted(result.links, key=lambda k: (k.src_site, k.dst_site, k.family))
+        for key in keys:
+            link = result.links[key]
+            if cfg.collector.publish_unknown or link.quality != UNKNOWN:
+                yield build_link_ad(link, result.now, cfg.ad_lifetime)
+        if cfg.collector.status_ad:
+            yield build_spider_ad(cfg.name, result.now, cfg.ad_lifetime, result.stats.as_ad_stats())
+
+    def ads(self, result: CrawlResult) -> list[classad2.ClassAd]:
+        return list(self.iter_ads(result))
+
+    # ----------------------------------------------------------------------------------------
+
+    def site_map(self, inv: Inventory, pool: Executor, now: float, errors: list[str]) -> SiteMap:
+        """Rules + registries + addresses of every registry and mesh host (refreshed daily)."""
+        cfg = self.config
+        if self._registry is None or now - self._registry[0] > cfg.sites_refresh:
+            entries: list[RegistryEntry] = []
+            for reg in cfg.registries:
+                try:
+                    entries.extend(load_registry(reg.kind, reg.path, reg.site_key))
+                except SpiderError as err:
+                    errors.append(f"site registry: {err}")
+            self._registry = (now, entries)
+        entries = self._registry[1]
+        names = {e.host for e in entries} | inv.hosts() | set(cfg.static_hosts)
+        todo = [n for n in names if canonical_ip(n) is None
+                and (n not in self._resolved or now - self._resolved[n][0] > cfg.sites_refresh)]
+        for name, ips in zip(todo, pool.map(self.resolver, todo), strict=True):
+            self._resolved[name] = (now, [ip for ip in (canonical_ip(a) for a in ips) if ip])
+        addresses = {name: ips for name, (_, ips) in self._resolved.items()}
+        return SiteMap(rules=cfg.site_rules, entries=entries, addresses=addresses)
+
+    def read_archives(self, inv: Inventory, pool: Executor, now: float, stats: CrawlStats, errors: list[str]
+                      ) -> tuple[list[HostSeries], dict[str, str]]:
+        """Read every archive group with the preferred API, falling back to the next one on failure."""
+        cfg = self.config
+        groups: dict[str, list[ArchiveRef]] = {}
+        for ref in inv.archives.values():
+            groups.setdefault(ref.group, []).append(ref)
+        order = {api: i for i, api in enumerate(cfg.archive_preference)}
+        for refs in groups.values():
+            refs.sort(key=lambda r: order.get(r.api, len(order)))
+        stats.archives = len(groups)
+        failed: dict[str, str] = {}
+
+        def open_group(refs: list[ArchiveRef]) -> tuple[list[HostSeries], EsmondReader | None, list[SeriesSpec],
+                                                        dict[str, str]]:
+            problems: dict[str, str] = {}
+            for ref in refs:
+                try:
+                    if ref.api == OPENSEARCH:
+                        return OpenSearchReader(self.client, ref, cfg.read, now).read(), None, [], problems
+                    if ref.api == ESMOND:
+                        reader = EsmondReader(self.client, ref, cfg.read, now)
+                        return [], reader, reader.list_series(), problems
+                except SpiderError as err:
+                    problems[ref.url] = str(err)
+                except Exception as err:  # noqa: BLE001 - a bug triggered by one archive's data must not end the crawl
+                    log.exception("unexpected error reading %s", ref.url)
+                    problems[ref.url] = f"internal error: {err!r}"
+            return [], None, [], problems
+
+        series: list[HostSeries] = []
+        esmond_work: list[list[tuple[EsmondReader, SeriesSpec]]] = []
+        for got, reader, specs, problems in pool.map(open_group, list(groups.values())):
+            series.extend(got)
+            if problems and not got and reader is None:
+                stats.archives_failed += 1
+                failed.update(problems)
+                errors.extend(f"archive {url}: {why}" for url, why in problems.items())
+            elif problems:
+                errors.extend(f"archive {url} (used a fallback): {why}" for url, why in problems.items())
+            if reader is not None and specs:
+                esmond_work.append([(reader, spec) for spec in specs])
+
+        per_archive: dict[str, list[int]] = {}  # url -> [failed, total]
+        last_error: dict[str, str] = {}
+
+        def read_one(item: tuple[EsmondReader, SeriesSpec]) -> HostSeries | None:
+            reader, spec = item
+            try:
+                return reader.read(spec)
+            except SpiderError as err:
+                last_error[reader.archive.url] = str(err)
+                return None
+            except Exception as err:  # noqa: BLE001 - see open_group
+                log.exception("unexpected error reading a series from %s", reader.archive.url)
+                last_error[reader.archive.url] = f"internal error: {err!r}"
+                return None
+
+        items = interleave(esmond_work)
+        for (reader, _spec), got in zip(interleave(esmond_work), bounded_map(pool, read_one, items,
+                                                                              cfg.concurrency * 4), strict=True):
+            counts = per_archive.setdefault(reader.archive.url, [0, 0])
+            counts[1] += 1
+            if got is None:
+                counts[0] += 1
+                stats.series_failed += 1
+            else:
+                series.append(got)
+        for url, (bad, total) in per_archive.items():
+            if not bad:
+                continue
+            why = f"{bad} of {total} series failed (last: {last_error.get(url, '?')})"
+            failed[url] = why
+            errors.append(f"archive {url}: {why}")
+            if bad == total:
+                stats.archives_failed += 1
+            else:
+                stats.archives_partial += 1
+        return series, failed

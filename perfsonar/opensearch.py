@@ -1,0 +1,247 @@
+"""Read perfSONAR 5 OpenSearch archives (``https://HOST/opensearch``, anonymous read by default).
+
+One ``_search`` per test kind and page returns many host pairs at once (reference §5), which is
+what makes OSG-scale crawls cheap: a ``composite`` aggregation over (``meta.source.ip``,
+``meta.destination.ip``, ``meta.ip_version``) pages through every pair, and per pair a ``filter``
+aggregation counts successful runs, a ``min`` aggregation reads the schedule's ``repeat`` (the
+test's cadence, already in seconds), and ``top_hits`` returns the newest runs (successful and
+failed) with only the fields the spider needs. Time filtering uses ``pscheduler.start_time`` — the
+measurement time — never ``@timestamp``, which is ingest time (P16).
+
+Units (P10, P11): ``result.throughput`` is bit/s; ``result.latency.*`` is in units of
+``test.spec.bucket-width`` (ms for the default 0.001 s, rescaled otherwise); ``result.rtt.*`` is in
+**seconds**; ``result.packets.loss`` is a 0..1 fraction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from perfsonar.discovery import ArchiveRef
+from perfsonar.errors import ResponseError
+from perfsonar.esmond import ReadSettings
+from perfsonar.http import HttpClient
+from perfsonar.model import LATENCY, M_LOSS, M_OWDELAY, M_RTT, M_RTT_LOSS, M_THROUGHPUT, RTT, THROUGHPUT, HostSeries
+from perfsonar.normalise import (
+    canonical_ip,
+    owd_scale,
+    parse_seconds,
+    parse_timestamp,
+    plausible,
+    plausible_time,
+    to_float,
+)
+
+INDICES = {THROUGHPUT: ("pscheduler_throughput",), LATENCY: ("pscheduler_latencybg", "pscheduler_latency"),
+           RTT: ("pscheduler_rtt",)}
+
+COMMON_FIELDS = ["pscheduler.start_time", "result.succeeded", "result.error", "meta.source.hostname",
+                 "meta.destination.hostname", "test.spec.source", "test.spec.dest", "meta.ip_version"]
+TEST_FIELDS = {
+    THROUGHPUT: ["result.throughput"],
+    LATENCY: ["result.latency.median", "result.latency.min", "result.packets.loss", "test.spec.bucket-width"],
+    RTT: ["result.rtt.mean", "result.rtt.min", "result.packets.loss"],
+}
+
+# Keep one response well below the size cap: pairs per page x documents per pair ~ 20,000 documents.
+DOCS_PER_PAGE = 20000
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_query(test: str, now: float, window: float, docs_per_pair: int, after: Mapping[str, Any] | None = None
+                ) -> dict[str, Any]:
+    """The ``_search`` body for one page of host pairs of one test kind."""
+    composite: dict[str, Any] = {
+        "size": max(10, min(1000, DOCS_PER_PAGE // max(1, docs_per_pair))),
+        "sources": [
+            {"src": {"terms": {"field": "meta.source.ip", "missing_bucket": True}}},
+            {"dst": {"terms": {"field": "meta.destination.ip", "missing_bucket": True}}},
+            {"ipv": {"terms": {"field": "meta.ip_version", "missing_bucket": True}}},
+        ],
+    }
+    if after:
+        composite["after"] = dict(after)
+    return {
+        "size": 0,
+        "track_total_hits": False,
+        "query": {"bool": {"filter": [
+            {"range": {"pscheduler.start_time": {"gte": _iso(now - window), "lte": _iso(now + 600),
+                                                 "format": "strict_date_optional_time"}}},
+        ]}},
+        "aggs": {"pairs": {
+            "composite": composite,
+            "aggs": {
+                "ok": {"filter": {"term": {"result.succeeded": True}}},
+                "repeat": {"min": {"field": "schedule.repeat"}},
+                "recent": {"top_hits": {
+                    "size": docs_per_pair,
+                    "sort": [{"pscheduler.start_time": {"order": "desc"}}],
+                    "_source": {"includes": COMMON_FIELDS + TEST_FIELDS[test]},
+                }},
+            },
+        }},
+    }
+
+
+def _get(doc: Any, dotted: str) -> Any:
+    """``a.b.c`` from a nested ``_source`` (also accepts flattened ``"a.b.c"`` keys)."""
+    if isinstance(doc, Mapping) and dotted in doc:
+        return doc[dotted]
+    cur = doc
+    for part in dotted.split("."):
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+def series_from_bucket(bucket: Any, test: str, archive: str, now: float, oldest: float) -> HostSeries | None:
+    """One composite bucket (a host pair in one family) -> a :class:`HostSeries` in fixed units."""
+    if not isinstance(bucket, Mapping) or not isinstance(bucket.get("key"), Mapping):
+        return None
+    key = bucket["key"]
+    src_ip, dst_ip = canonical_ip(key.get("src")), canonical_ip(key.get("dst"))
+    hits = _get(bucket, "recent.hits.hits")
+    docs = [h.get("_source") for h in hits if isinstance(h, Mapping)] if isinstance(hits, list) else []
+    docs = [d for d in docs if isinstance(d, Mapping)]
+    family = to_float(key.get("ipv"))
+    if family not in (4.0, 6.0):
+        family = next((to_float(_get(d, "meta.ip_version")) for d in docs
+                       if to_float(_get(d, "meta.ip_version")) in (4.0, 6.0)), None)
+    if family is None and src_ip:
+        family = 6.0 if ":" in src_ip else 4.0
+    if family not in (4.0, 6.0):
+        return None
+    for ip in (src_ip, dst_ip):
+        if ip is not None and (6.0 if ":" in ip else 4.0) != family:
+            return None  # an address of the other family: the document is inconsistent
+    names = _names(docs)
+    series = HostSeries(archive=archive, test=test, family=int(family), src_name=names[0], src_ip=src_ip,
+                        dst_name=names[1], dst_ip=dst_ip)
+    if series.src_name is None and src_ip is None or series.dst_name is None and dst_ip is None:
+        return None
+    repeat = parse_seconds(_get(bucket, "repeat.value"))
+    series.interval = repeat if repeat and repeat > 0 else None
+    doc_count = int(to_float(bucket.get("doc_count")) or 0)
+    ok_count = int(to_float(_get(bucket, "ok.doc_count")) or 0)
+    listed_ok = listed_failed = listed_ok_docs = 0
+    for doc in docs:
+        ts = plausible_time(parse_timestamp(_get(doc, "pscheduler.start_time")), now, oldest)
+        if ts is None:
+            series.rejected += 1
+            continue
+        if _get(doc, "result.succeeded") is False:
+            error = _get(doc, "result.error")
+            series.failures.append((ts, str(error)[:300] if error else "run failed"))
+            listed_failed += 1
+            continue
+        listed_ok_docs += 1
+        if _add_values(series, doc, test, ts):
+            listed_ok += 1
+    failed_total = max(0, doc_count - ok_count)
+    series.unlisted_failures = max(0, failed_total - listed_failed)
+    # Successful runs beyond the listed documents count too, but a listed run whose values were
+    # all rejected as implausible does not.
+    series.successes = max(listed_ok, ok_count - (listed_ok_docs - listed_ok))
+    return series
+
+
+def _names(docs: list[Mapping[str, Any]]) -> tuple[str | None, str | None]:
+    """Host names from the newest document: ``test.spec`` (the mesh's name) before DNS at ingest (P25)."""
+    for doc in docs:
+        src = _get(doc, "test.spec.source") or _get(doc, "meta.source.hostname")
+        dst = _get(doc, "test.spec.dest") or _get(doc, "meta.destination.hostname")
+        src_name = src.strip().lower() if isinstance(src, str) and canonical_ip(src) is None else None
+        dst_name = dst.strip().lower() if isinstance(dst, str) and canonical_ip(dst) is None else None
+        if src_name or dst_name:
+            return src_name, dst_name
+    return None, None
+
+
+def _add_values(series: HostSeries, doc: Mapping[str, Any], test: str, ts: float) -> bool:
+    added = False
+
+    def put(metric: str, value: float | None) -> None:
+        nonlocal added
+        checked = plausible(metric, value)
+        if checked is None:
+            if value is not None:
+                series.rejected += 1
+            return
+        series.add(metric, ts, checked)
+        added = True
+
+    if test == THROUGHPUT:
+        put(M_THROUGHPUT, to_float(_get(doc, "result.throughput")))
+    elif test == LATENCY:
+        scale = owd_scale(None, _get(doc, "test.spec.bucket-width"))
+        median, minimum = to_float(_get(doc, "result.latency.median")), to_float(_get(doc, "result.latency.min"))
+        if minimum is not None and minimum < 0:
+            series.rejected += 1  # clock error (P19): drop the delay, keep the loss
+        else:
+            put(M_OWDELAY, None if median is None else median * scale)
+        put(M_LOSS, to_float(_get(doc, "result.packets.loss")))
+    elif test == RTT:
+        mean = to_float(_get(doc, "result.rtt.mean"))
+        if mean is None:
+            mean = parse_seconds(_get(doc, "result.rtt.mean"))  # an ISO-8601 duration that Logstash missed
+        put(M_RTT, None if mean is None else mean * 1000.0)
+        put(M_RTT_LOSS, to_float(_get(doc, "result.packets.loss")))
+    return added
+
+
+class OpenSearchReader:
+    """Reads one OpenSearch archive, one test kind at a time."""
+
+    def __init__(self, client: HttpClient, archive: ArchiveRef, settings: ReadSettings, now: float) -> None:
+        self.client = client
+        self.archive = archive
+        self.settings = settings
+        self.now = now
+
+    def search_url(self, test: str) -> str:
+        return f"{self.archive.url.rstrip('/')}/{','.join(INDICES[test])}/_search"
+
+    def read_test(self, test: str) -> list[HostSeries]:
+        """Every host pair of one test kind. Raises on any failed page (the archive is then skipped)."""
+        window = float(self.settings.windows[test])
+        oldest = self.now - window
+        url = self.search_url(test)
+        params = {"ignore_unavailable": "true", "allow_no_indices": "true"}
+        out: list[HostSeries] = []
+        after: Mapping[str, Any] | None = None
+        for _page in range(self.settings.max_metadata_pages):
+            body = build_query(test, self.now, window, self.settings.max_docs_per_pair, after)
+            answer = self.client.post_json(url, body, params, verify=self.archive.verify_tls,
+                                           ca_bundle=self.archive.ca_bundle)
+            if not isinstance(answer, Mapping):
+                raise ResponseError(url, "search response is not a JSON object")
+            if answer.get("timed_out") is True:
+                raise ResponseError(url, "search timed out on the server (partial results refused)")
+            if "error" in answer:
+                raise ResponseError(url, f"search error: {str(answer['error'])[:200]}")
+            pairs = _get(answer, "aggregations.pairs")
+            if pairs is None and not _get(answer, "hits"):
+                raise ResponseError(url, "search response has neither hits nor aggregations")
+            buckets = pairs.get("buckets", []) if isinstance(pairs, Mapping) else []
+            if not isinstance(buckets, list):
+                raise ResponseError(url, "aggregations.pairs.buckets is not a list")
+            for bucket in buckets:
+                series = series_from_bucket(bucket, test, self.archive.url, self.now, oldest)
+                if series is not None:
+                    out.append(series)
+            after = pairs.get("after_key") if isinstance(pairs, Mapping) else None
+            if not buckets or not isinstance(after, Mapping):
+                break
+        return out
+
+    def read(self) -> list[HostSeries]:
+        out: list[HostSeries] = []
+        for test in self.settings.tests:
+            out.extend(self.read_test(test))
+        return out

@@ -1,0 +1,320 @@
+"""Pure summary statistics and quality grades per directed site pair, IP family and metric.
+
+A grade answers "can the matchmaker trust this figure now?":
+
+* ``good``     — fresh enough for the test's cadence, enough samples, runs mostly succeed, within limits;
+* ``degraded`` — fresh data that shows a problem (loss, low throughput, failing runs, too noisy);
+* ``stale``    — the newest sample is too old for the test's cadence, or the values were carried
+                 over from an earlier crawl because this crawl could not refresh them;
+* ``unknown``  — not enough data to say anything.
+
+Every grade comes with a one-line reason a human can act on. Nothing here does I/O; the clock is a
+parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from perfsonar.model import (
+    DEGRADED,
+    GOOD,
+    LATENCY,
+    M_LOSS,
+    M_OWDELAY,
+    M_RTT,
+    M_RTT_LOSS,
+    M_THROUGHPUT,
+    METRIC_TEST,
+    METRICS,
+    RTT,
+    STALE,
+    THROUGHPUT,
+    UNKNOWN,
+    HostSeries,
+    LinkKey,
+    LinkSummary,
+    MetricSummary,
+)
+from perfsonar.normalise import percentile
+
+# Cadences used when neither the data nor the mesh says how often a test runs (reference §2, P17):
+# throughput every few hours, powstream reports every minute, ping tests every few minutes.
+DEFAULT_INTERVALS: dict[str, float] = {THROUGHPUT: 21600.0, LATENCY: 60.0, RTT: 600.0}
+
+# Worst first: the link grade is the worst grade among its metrics that have data.
+_SEVERITY = {DEGRADED: 3, STALE: 2, GOOD: 1, UNKNOWN: 0}
+
+METRIC_LABEL = {M_THROUGHPUT: "throughput", M_LOSS: "loss", M_OWDELAY: "one-way delay", M_RTT: "RTT",
+                M_RTT_LOSS: "RTT loss"}
+
+
+@dataclass(frozen=True)
+class QualityPolicy:
+    """Thresholds of the grades; each is a config key under ``quality:``."""
+
+    stale_after_intervals: float = 3.0
+    min_stale_seconds: float = 900.0
+    min_samples: int = 1
+    min_success_ratio: float = 0.5
+    max_loss: float = 0.02  # AAS treats < 2 % one-way loss as benign
+    max_rtt_loss: float = 0.02
+    min_throughput_mbps: float = 0.0
+    max_relative_spread: float | None = None  # (p75 - p25) / median; None disables the check
+    default_intervals: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_INTERVALS))
+
+    def stale_after(self, interval: float) -> float:
+        return max(self.stale_after_intervals * interval, self.min_stale_seconds)
+
+
+def human_duration(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``5.2 h``, ``3.1 d`` — for reasons people read."""
+    s = abs(seconds)
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 172800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} d"
+
+
+def _format_value(metric: str, value: float) -> str:
+    if metric == M_THROUGHPUT:
+        return f"{value / 1e6:.0f} Mbps"
+    if metric in (M_LOSS, M_RTT_LOSS):
+        return f"{value * 100:.2f} %"
+    return f"{value:.2f} ms"
+
+
+def headline(summary: MetricSummary) -> float | None:
+    """The figure a consumer should use: mean for loss (rare events), median for everything else."""
+    return summary.mean if summary.metric in (M_LOSS, M_RTT_LOSS) else summary.median
+
+
+def grade_metric(metric: str, values: list[float], latest_ts: float | None, successes: int, failures: int,
+                 last_error: str | None, interval: float, now: float, policy: QualityPolicy
+                 ) -> tuple[str, str]:
+    """Grade one metric of one link; ``values`` are the window's samples in fixed units."""
+    n = len(values)
+    total = successes + failures
+    if n == 0 and failures == 0:
+        return UNKNOWN, "no measurements in the window"
+    if n == 0:
+        detail = f" (last error: {last_error})" if last_error else ""
+        return DEGRADED, f"all {failures} runs in the window failed{detail}"
+    assert latest_ts is not None
+    age = now - latest_ts
+    limit = policy.stale_after(interval)
+    if age > limit:
+        return STALE, (f"latest sample {human_duration(age)} old; test runs every {human_duration(interval)}, "
+                       f"stale after {human_duration(limit)}")
+    if n < policy.min_samples:
+        return UNKNOWN, f"only {n} sample(s) in the window, need {policy.min_samples}"
+    if total and successes / total < policy.min_success_ratio:
+        detail = f" (last error: {last_error})" if last_error else ""
+        return DEGRADED, (f"{failures} of {total} runs failed, success ratio {successes / total:.2f} < "
+                          f"{policy.min_success_ratio:.2f}{detail}")
+    ordered = sorted(values)
+    med = percentile(ordered, 50)
+    mean = math.fsum(values) / n
+    if metric == M_LOSS and mean > policy.max_loss:
+        return DEGRADED, f"packet loss {mean * 100:.2f} % > {policy.max_loss * 100:.2f} %"
+    if metric == M_RTT_LOSS and mean > policy.max_rtt_loss:
+        return DEGRADED, f"round-trip loss {mean * 100:.2f} % > {policy.max_rtt_loss * 100:.2f} %"
+    if metric == M_THROUGHPUT and med < policy.min_throughput_mbps * 1e6:
+        return DEGRADED, f"median throughput {med / 1e6:.0f} Mbps < {policy.min_throughput_mbps:.0f} Mbps"
+    if policy.max_relative_spread is not None and n >= 4 and med > 0:
+        spread = (percentile(ordered, 75) - percentile(ordered, 25)) / med
+        if spread > policy.max_relative_spread:
+            return DEGRADED, f"noisy: interquartile range is {spread:.2f} x the median (> {policy.max_relative_spread})"
+    return GOOD, f"{n} samples, latest {human_duration(age)} old, median {_format_value(metric, med)}"
+
+
+def summarise_metric(metric: str, samples: list[tuple[float, float]], successes: int,
+                     failures: list[tuple[float, str]], interval: float, now: float, policy: QualityPolicy,
+                     failure_count: int | None = None) -> MetricSummary:
+    """Statistics and grade of one metric from ``(ts, value)`` samples and ``(ts, error)`` failures.
+
+    ``failure_count`` (default: ``len(failures)``) may be larger when the archive counted more failed
+    runs than it listed.
+    """
+    values = [v for _, v in samples]
+    latest_ts, latest = (max(samples) if samples else (None, None))
+    last_error = max(failures)[1] if failures else None
+    n_failed = max(len(failures), failure_count or 0)
+    quality, reason = grade_metric(metric, values, latest_ts, successes, n_failed, last_error, interval,
+                                   now, policy)
+    if values:
+        ordered = sorted(values)
+        med, p25, p75 = percentile(ordered, 50), percentile(ordered, 25), percentile(ordered, 75)
+        mean = math.fsum(values) / len(values)
+    else:
+        med = p25 = p75 = mean = None
+    return MetricSummary(metric=metric, n=len(values), median=med, p25=p25, p75=p75, mean=mean, latest=latest,
+                         latest_ts=latest_ts, expected_interval=interval, successes=successes,
+                         failures=n_failed, last_error=last_error, quality=quality, reason=reason)
+
+
+def link_grade(metrics: Mapping[str, MetricSummary]) -> tuple[str, str]:
+    """The worst grade among the link's metrics, with those metrics' reasons.
+
+    ``unknown`` metrics are ignored when another metric has data: a site pair with only throughput
+    tests is judged on throughput, not marked unknown for lacking a latency test.
+    """
+    known = {m: s for m, s in metrics.items() if s.quality != UNKNOWN}
+    if not known:
+        reasons = [f"{METRIC_LABEL[m]}: {s.reason}" for m, s in sorted(metrics.items())]
+        return UNKNOWN, "; ".join(reasons) or "no measurements"
+    worst = max(known.values(), key=lambda s: _SEVERITY[s.quality]).quality
+    reasons = [f"{METRIC_LABEL[m]}: {s.reason}" for m, s in sorted(known.items()) if s.quality == worst]
+    return worst, "; ".join(reasons)
+
+
+SiteLookup = Callable[[str | None, str | None], str | None]
+IntervalLookup = Callable[[str, str | None, str | None], float | None]
+
+
+@dataclass
+class SummaryReport:
+    """What :func:`summarise_links` could not place, for the crawl's log line and ``--dry-run``."""
+
+    unmapped: set[str] = field(default_factory=set)
+    same_site: int = 0
+    duplicates: int = 0
+
+
+def _endpoint_label(name: str | None, ip: str | None) -> str:
+    if name and ip and name != ip:
+        return f"{name} ({ip})"
+    return name or ip or "?"
+
+
+def summarise_links(series: Iterable[HostSeries], site_of: SiteLookup, now: float, policy: QualityPolicy,
+                    mesh_interval: IntervalLookup | None = None, report: SummaryReport | None = None
+                    ) -> dict[LinkKey, LinkSummary]:
+    """Group host-level series into directed site pairs per family and grade every metric.
+
+    A run stored in two archives (a host's own archive and a central one) is counted once: samples
+    are de-duplicated on (start time, value). Series whose ends map to no site are reported in
+    ``report.unmapped``, never guessed; series inside one site are not links and are skipped.
+    """
+    report = report if report is not None else SummaryReport()
+    groups: dict[LinkKey, list[HostSeries]] = {}
+    for s in series:
+        src = site_of(s.src_name, s.src_ip)
+        dst = site_of(s.dst_name, s.dst_ip)
+        if src is None:
+            report.unmapped.add(_endpoint_label(s.src_name, s.src_ip))
+        if dst is None:
+            report.unmapped.add(_endpoint_label(s.dst_name, s.dst_ip))
+        if src is None or dst is None:
+            continue
+        if src == dst:
+            report.same_site += 1
+            continue
+        groups.setdefault(LinkKey(src, dst, s.family), []).append(s)
+
+    links: dict[LinkKey, LinkSummary] = {}
+    for key, members in groups.items():
+        metrics: dict[str, MetricSummary] = {}
+        for metric in METRICS:
+            test = METRIC_TEST[metric]
+            relevant = [s for s in members if s.test == test]
+            if not relevant:
+                continue
+            seen: set[tuple[int, float]] = set()
+            samples: list[tuple[float, float]] = []
+            for s in relevant:
+                for ts, value in s.samples.get(metric, ()):
+                    ident = (int(ts), round(value, 9))
+                    if ident in seen:
+                        report.duplicates += 1
+                        continue
+                    seen.add(ident)
+                    samples.append((ts, value))
+            fail_seen: set[int] = set()
+            failures: list[tuple[float, str]] = []
+            for s in relevant:
+                for ts, error in s.failures:
+                    if int(ts) not in fail_seen:
+                        fail_seen.add(int(ts))
+                        failures.append((ts, error))
+            failure_count = len(failures) + sum(s.unlisted_failures for s in relevant)
+            if not samples and not failure_count:
+                continue
+            # Successful runs: what the archives counted, minus the copies removed above, and never
+            # fewer than the samples actually kept.
+            counted = sum(s.successes for s in relevant)
+            raw = sum(len(s.samples.get(metric, ())) for s in relevant)
+            successes = max(len(samples), counted - (raw - len(samples)))
+            interval = _interval(test, relevant, mesh_interval, policy)
+            metrics[metric] = summarise_metric(metric, samples, successes, failures, interval, now, policy,
+                                               failure_count)
+        if not metrics:
+            continue
+        quality, reason = link_grade(metrics)
+        links[key] = LinkSummary(
+            key=key, metrics=metrics, quality=quality, reason=reason,
+            src_hosts=tuple(sorted({_endpoint_label(s.src_name, None if s.src_name else s.src_ip)
+                                    for s in members})),
+            dst_hosts=tuple(sorted({_endpoint_label(s.dst_name, None if s.dst_name else s.dst_ip)
+                                    for s in members})),
+            archives=tuple(sorted({s.archive for s in members})),
+        )
+    return links
+
+
+def _interval(test: str, series: list[HostSeries], mesh_interval: IntervalLookup | None,
+              policy: QualityPolicy) -> float:
+    """Expected cadence: the data's own schedule, else the mesh's, else the default for the test.
+
+    With several host pairs behind one site pair the most frequent test sets the expectation.
+    """
+    found: list[float] = []
+    for s in series:
+        value = s.interval
+        if value is None and mesh_interval is not None:
+            value = mesh_interval(test, s.src_name, s.dst_name)
+        if value is not None and value > 0:
+            found.append(value)
+    if found:
+        return min(found)
+    return float(policy.default_intervals.get(test, DEFAULT_INTERVALS[test]))
+
+
+def carry_forward(current: Mapping[LinkKey, LinkSummary], previous: Mapping[LinkKey, LinkSummary], now: float,
+                  max_age: float, failed_archives: Mapping[str, str] | None = None) -> dict[LinkKey, LinkSummary]:
+    """Keep the last good values of links or metrics this crawl could not refresh, graded ``stale``.
+
+    ``previous`` is what the state file holds from earlier crawls. A metric is carried when the
+    current crawl has nothing for it (archive down, test stopped, data aged out of the window) and
+    its newest sample is at most ``max_age`` old; the reason names the failed archive when there is
+    one. Fresh data always wins, including fresh failures.
+    """
+    failed_archives = failed_archives or {}
+    out = dict(current)
+    for key, old in previous.items():
+        fresh = current.get(key)
+        fresh_metrics = dict(fresh.metrics) if fresh else {}
+        changed = False
+        for metric, summary in old.metrics.items():
+            if metric in fresh_metrics:
+                continue
+            if summary.latest_ts is None or now - summary.latest_ts > max_age:
+                continue
+            causes = [f"archive {a} failed: {failed_archives[a]}" for a in old.archives if a in failed_archives]
+            cause = "; ".join(causes) if causes else "no data in this crawl's window"
+            reason = f"not refreshed ({cause}); last sample {human_duration(now - summary.latest_ts)} old"
+            fresh_metrics[metric] = replace(summary, quality=STALE, reason=reason, carried=True)
+            changed = True
+        if not changed:
+            continue
+        quality, reason = link_grade(fresh_metrics)
+        base = fresh or old
+        out[key] = LinkSummary(key=key, metrics=fresh_metrics, quality=quality, reason=reason,
+                               src_hosts=base.src_hosts, dst_hosts=base.dst_hosts,
+                               archives=tuple(sorted(set(base.archives) | set(old.archives))))
+    return out
