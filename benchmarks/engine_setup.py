@@ -203,7 +203,7 @@ def main() -> None:
         topo = sandbox.uplinked()
         engine = sandbox.engine(topo.host)
         baseline = Baseline(topo.host)
-        host = engine.host
+        host = baseline.ipr  # the engine's own socket belongs to its kernel thread: never use it from here
         request = JobRequest("bench.0", "nat")
         lark_up: list[float] = []
         lark_down: list[float] = []

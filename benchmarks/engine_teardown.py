@@ -31,21 +31,35 @@ from lark.ipam import all_allocations
 from lark.netlink import link_names
 from lark.policy import JobRequest
 
-JOB_CHAIN = re.compile(r"^job-[A-Za-z0-9_.-]+-(in|out)$")
+JOB_OBJECT = re.compile(r"^job-")  # per-job chains and named counters: job-<token>-...
+JOB_ELEMENT_SETS = ("jobs_in", "jobs_out", "nat4", "nat6", "fwd4", "fwd6")  # per-job elements live here
+SHARED_SET = re.compile(r"^net[46]_")  # network lists shared by jobs; removed with their last user
 
 
-def nft_leftovers(engine: Engine) -> tuple[int, int]:
-    """(job chains, set/map elements) in Lark's nft table, straight from the kernel listing."""
+def nft_leftovers(engine: Engine) -> tuple[int, int, int]:
+    """(job chains + named counters, per-job set/map elements, shared sets) in Lark's nft table.
+
+    Read from the kernel with one full ``list table`` (independent of the backend's own bookkeeping);
+    the base table's fixed content (hook chains, the ND type set) is not counted.
+    """
     try:
         objects = libnft.list_one(f"list table inet {engine.prefix}", engine.host_netns)
     except libnft.NftError as err:
         if err.missing:
-            return 0, 0
+            return 0, 0, 0
         raise
-    chains = sum(1 for o in objects if "chain" in o and JOB_CHAIN.match(o["chain"]["name"]))
-    elements = sum(len((o.get("set") or o.get("map") or {}).get("elem", [])) for o in objects
-                   if "set" in o or "map" in o)
-    return chains, elements
+    chains = sum(1 for o in objects for kind in ("chain", "counter")
+                 if kind in o and JOB_OBJECT.match(o[kind]["name"]))
+    elements = shared = 0
+    for o in objects:
+        body = o.get("set") or o.get("map")
+        if body is None:
+            continue
+        if body["name"] in JOB_ELEMENT_SETS:
+            elements += len(body.get("elem", []))
+        elif SHARED_SET.match(body["name"]):
+            shared += 1
+    return chains, elements, shared
 
 
 def fd_count() -> int:
@@ -102,17 +116,21 @@ def main() -> None:
 
         t0 = time.monotonic()
         deadline = t0 + args.settle
-        while True:
-            left_links = [n for n in link_names(engine.host) if names.token_of_ifname(engine.prefix, n)]
-            if not left_links or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        host = netns.iproute_in(topo.host)  # our own socket: the engine's belongs to its kernel thread
+        try:
+            while True:
+                left_links = [n for n in link_names(host) if names.token_of_ifname(engine.prefix, n)]
+                if not left_links or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        finally:
+            host.close()
         settle_s = time.monotonic() - t0
         left_netns = [n for n in netns.list_named(engine.prefix + "-") if names.token_of_netns(engine.prefix, n)]
         if args.firewall == "nftables":
-            chains, elements = nft_leftovers(engine)
+            chains, elements, shared = nft_leftovers(engine)
         else:
-            chains, elements = len(engine.firewall.job_tokens()), 0
+            chains, elements, shared = len(engine.firewall.job_tokens()), 0, 0
         allocations = list(all_allocations(engine.config.state_dir))
         records = engine.records()
         problems = engine.check()
@@ -134,8 +152,9 @@ def main() -> None:
         leaks = [
             ["host links (prefix)", len(left_links)],
             ["namespaces /run/netns/<prefix>-*", len(left_netns)],
-            ["nft job chains" if args.firewall == "nftables" else "iptables job tokens", chains],
-            ["nft map/set elements", elements],
+            ["nft job chains + counters" if args.firewall == "nftables" else "iptables job tokens", chains],
+            ["nft per-job map/set elements", elements],
+            ["nft shared sets", shared],
             ["IPAM allocations", len(allocations)],
             ["job records", len(records)],
             ["Engine.check() problems", len(problems)],

@@ -207,15 +207,18 @@ def main() -> None:
         spider = Spider(cfg)
         for n in range(1, args.crawls + 1):
             t = time.monotonic()
+            cpu0 = os.times()
             result = spider.crawl()
             crawled = time.monotonic() - t
             ads = 0
             for _ad in spider.iter_ads(result):
                 ads += 1
             total = time.monotonic() - t
+            cpu1 = os.times()
+            cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
             s = result.stats
             print(f"crawl {n}: {total:.1f} s total ({crawled:.1f} s crawl + {total - crawled:.1f} s building {ads} "
-                  f"ads); {s.requests} HTTP requests, {s.series} series, {s.samples} samples, {s.links} links "
+                  f"ads; spider CPU {cpu:.1f} s); {s.requests} HTTP requests, {s.series} series, {s.samples} samples, {s.links} links "
                   f"({dict(s.grades)}), {s.archives_failed} archives failed, {s.errors} errors; "
                   f"peak RSS so far {rss_mb():.0f} MB")
         spider.close()

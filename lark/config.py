@@ -239,7 +239,7 @@ def read_settings(path: Path) -> dict[str, Setting]:
 def _is_foreign_lark_knob(name: str) -> bool:
     """Knobs read by other Lark components (spider, links cron, policy, hooks), not the engine."""
     return name in ("LARK_BIN", "LARK_NETD", "LARK_NETD_ARGS") or name.startswith((
-        "LARK_SPIDER", "LARK_LINKS", "LARK_HOOK_", "LARK_PROFILE", "LARK_SITE",
+        "LARK_SPIDER", "LARK_LINK", "LARK_HOOK_", "LARK_PRE_JOB", "LARK_PROFILE", "LARK_SITE",
         "LARK_MAX_TRANSFER", "LARK_SMALL_INPUT", "LARK_UNKNOWN_LINK", "LARK_MAX_LOSS", "LARK_MAX_LINK_AGE",
         "LARK_MIN_LINK", "LARK_START", "LARK_RANK", "LARK_REPORT_", "LARK_CIRCUIT"))
 

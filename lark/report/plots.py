@@ -22,6 +22,7 @@ from lark.report.report import ReportData
 from lark.report.stats import as_array
 
 MAX_SERIES = 8  # more lines than this are unreadable; the rest are summed as "other"
+LABEL_BOX = {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8}  # keeps labels legible on bars
 
 
 def _pyplot() -> Any:
@@ -66,8 +67,9 @@ def plot_throughput(plt: Any, data: ReportData, path: Path) -> bool:
     if circuit and circuit.get("rate_bytes_per_second"):
         q3 = circuit["rate_bytes_per_second"] * 8 / 1e6
         ax.axvline(q3, color="black", linestyle="--", linewidth=1)
-        ax.annotate(f"Q3 {circuit['rate_basis']} = {fmt_rate(circuit['rate_bytes_per_second'])}", (q3, 0.95),
-                    xycoords=("data", "axes fraction"), ha="right", va="top", fontsize=9, rotation=90)
+        ax.annotate(f"Q3 {circuit['rate_basis']} = {fmt_rate(circuit['rate_bytes_per_second'])}", (q3, 0.97),
+                    xycoords=("data", "axes fraction"), xytext=(-3, 0), textcoords="offset points", ha="right",
+                    va="top", fontsize=9, rotation=90, bbox=LABEL_BOX)
     ax.set_xscale("log")
     ax.set_xlabel("throughput (Mbit/s, log scale)")
     ax.set_ylabel("count")
@@ -106,9 +108,15 @@ def plot_series(plt: Any, rows: Sequence[dict[str, Any]], key: str, title: str, 
     import datetime as _dt
 
     starts, series, unit = _time_series(rows, key)
-    x = [_dt.datetime.fromtimestamp(t, _dt.UTC) for t in starts]
+    step = 86400 if unit == "day" else 3600
+    # one extra point so that the last bucket is drawn as a full step
+    x = [_dt.datetime.fromtimestamp(t, _dt.UTC) for t in [*starts, starts[-1] + step]]
+    values = [[*v, v[-1]] for v in series.values()]
+    colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(series))]
+    if "other" in series:
+        colors[-1] = "lightgrey"
     fig, ax = plt.subplots(figsize=(10, 5))
-    ax.stackplot(x, *series.values(), labels=list(series.keys()), step="post" if len(x) > 1 else None)
+    ax.stackplot(x, *values, labels=list(series.keys()), step="post", colors=colors)
     ax.set_ylabel(f"GB per {unit} (10^9 bytes)")
     ax.set_xlabel("time (UTC), by completion")
     ax.set_title(title)
@@ -140,8 +148,9 @@ def plot_sessions(plt: Any, data: ReportData, path: Path) -> bool:
                     label=f"sessions >= {fmt_bytes(circuit['min_bytes'])} at Q3 rate (n={len(big):,})")
     ax.axvline(circuit["min_seconds"], color="red", linestyle="--", linewidth=1)
     ax.annotate(f"circuit threshold {fmt_duration(circuit['min_seconds'])}: {fmt_share(circuit['share'])} suitable",
-                (circuit["min_seconds"], 0.95), xycoords=("data", "axes fraction"), ha="right", va="top",
-                rotation=90, fontsize=9)
+                (circuit["min_seconds"], 0.97), xycoords=("data", "axes fraction"), xytext=(3, 0),
+                textcoords="offset points", ha="left", va="top", rotation=90, fontsize=9,
+                bbox=LABEL_BOX)
     ax.set_xscale("log")
     ax.set_xlabel("session duration (s, log scale)")
     ax.set_ylabel("sessions")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ class ReportData:
     report: dict[str, Any]
     job_rates: Sequence[float] = ()
     transfers: TransferAnalysis | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def iso(ts: float | None) -> str | None:

@@ -320,7 +320,7 @@ def test_setup_failure_in_the_broker_holds_the_job_with_its_reason(lark_pool: La
         lark_pool.pool.wait(cluster, timeout=120)
     ad = info.value.ads[0]
     assert "Lark could not set up the job's network" in ad["HoldReason"], ad
-    assert "consecutive ports" in ad["HoldReason"], ad
+    assert "cannot reserve 8 ports in inbound port range 40000-40003" in ad["HoldReason"], ad
     lark_pool.pool.run(["condor_rm", str(cluster)])
     assert lark_pool.wait_no_objects() == []
 
