@@ -191,8 +191,6 @@ class Sandbox:
                     _quiet(lambda n=name: netns.delete_named(n))
             for name in reversed(self.namespaces):
                 _quiet(lambda n=name: netns.delete_named(n))
-            for name in netns.list_named(SB + "-"):  # anything else of this run (e.g. baseline jobs)
-                _quiet(lambda n=name: netns.delete_named(n))
             self.namespaces.clear()
             shutil.rmtree(self.tmp, ignore_errors=True)
         finally:
@@ -304,6 +302,28 @@ def build_blaster(sandbox: Sandbox) -> Path | None:
         print(f"note: cannot compile the UDP sender ({proc.stderr.strip()[:200]}); using iperf3", file=sys.stderr)
         return None
     return exe
+
+
+def task_cpu_ns(pid: int) -> int:
+    """CPU time a task has run, in ns (/proc/<pid>/schedstat). This kernel has no IRQ time
+    accounting, so softirq work done in the task's context (veth forwarding) is included."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as fh:
+            return int(fh.read().split()[0])
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+
+
+def ksoftirqd_pid(cpu: int) -> int | None:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as fh:
+                    if fh.read().strip() == f"ksoftirqd/{cpu}":
+                        return int(entry)
+            except OSError:
+                continue
+    return None
 
 
 def rx_packets(ipr: object, ifname: str) -> int:

@@ -10,6 +10,12 @@ back to the host instead of seeing it masqueraded). iperf3: one TCP stream, serv
 client to CPU 0 (as kernel-baselines.md section 3); the rate is the receiver's. The goal applies to
 job -> wan (upload); wan -> job (``-R``) is printed as well.
 
+A single TCP stream is limited by the sending CPU (its softirq does the forwarding, NAT and
+accounting too), and on a machine shared with other work that CPU is only partly ours. So besides
+the wall-clock rate the script prints the rate per CPU-second of the sender (iperf3's own
+utime+stime, which includes the softirq work done in its context): the throughput the path would
+reach with the sending core to itself, a ratio that other load cannot skew.
+
     .venv/bin/python benchmarks/nat_throughput.py [--seconds 5] [--runs 3] [--no-reverse]
 """
 
@@ -55,15 +61,19 @@ def main() -> None:
         directions = [False] if args.no_reverse else [False, True]
         results: dict[tuple[str, bool], list[float]] = {(p, r): [] for p in paths for r in directions}
         cpu: dict[tuple[str, bool], list[float]] = {(p, r): [] for p in paths for r in directions}
+        per_cpu: dict[tuple[str, bool], list[float]] = {(p, r): [] for p in paths for r in directions}
         for run in range(args.runs):
             for reverse in directions:
                 order = list(paths) if run % 2 == 0 else list(reversed(paths))
                 for name in order:
                     wan, client = paths[name]
                     data = sb.iperf3(sandbox, wan, sb.UPLINK_WAN4, client, args.seconds, reverse=reverse)
-                    results[(name, reverse)].append(sb.iperf3_received_mbit(data))
+                    rate = sb.iperf3_received_mbit(data)
+                    results[(name, reverse)].append(rate)
                     util = data["end"].get("cpu_utilization_percent", {})  # type: ignore[union-attr]
-                    cpu[(name, reverse)].append(float(util.get("host_total", float("nan"))))
+                    sender_cpu = float(util.get("remote_total" if reverse else "host_total", float("nan")))
+                    cpu[(name, reverse)].append(sender_cpu)
+                    per_cpu[(name, reverse)].append(rate / (sender_cpu / 100) if sender_cpu > 0 else float("nan"))
             print(f"   run {run + 1}/{args.runs}: " + ", ".join(
                 f"{p} {'wan->job' if r else 'job->wan'} {results[(p, r)][-1] / 1000:.2f}"
                 for p in paths for r in directions) + " Gbit/s", flush=True)
@@ -71,19 +81,26 @@ def main() -> None:
         rows = []
         for reverse in directions:
             ref = median(results[("plain routed", reverse)])
+            ref_cpu = median(per_cpu[("plain routed", reverse)])
             for name in paths:
                 values = results[(name, reverse)]
                 rows.append([f"{name}, {'wan -> job' if reverse else 'job -> wan'}", median(values) / 1000,
                              min(values) / 1000, max(values) / 1000, median(cpu[(name, reverse)]),
-                             median(values) / ref])
+                             median(per_cpu[(name, reverse)]) / 1000, median(values) / ref,
+                             median(per_cpu[(name, reverse)]) / ref_cpu])
         print()
-        print(table(["path", "Gbit/s median", "min", "max", "client CPU %", "ratio to plain"], rows))
+        print(table(["path", "Gbit/s median", "min", "max", "sender CPU %", "Gbit/s per sender CPU",
+                     "wall ratio to plain", "per-CPU ratio to plain"], rows))
         print()
-        up = median(results[("Lark nat", False)]) / median(results[("plain routed", False)])
-        sb.summary("nat_throughput", "TCP job->wan Lark nat / plain routed", up, f">= {GOAL}", up >= GOAL)
-        if not args.no_reverse:
-            down = median(results[("Lark nat", True)]) / median(results[("plain routed", True)])
-            sb.summary("nat_throughput", "TCP wan->job Lark nat / plain routed", down, "none (printed)", None)
+        for reverse in directions:
+            what = "wan->job" if reverse else "job->wan"
+            goal = "none (printed)" if reverse else f">= {GOAL}"
+            wall = median(results[("Lark nat", reverse)]) / median(results[("plain routed", reverse)])
+            norm = median(per_cpu[("Lark nat", reverse)]) / median(per_cpu[("plain routed", reverse)])
+            sb.summary("nat_throughput", f"TCP {what} Lark nat / plain routed (wall)", wall, goal,
+                       None if reverse else wall >= GOAL)
+            sb.summary("nat_throughput", f"TCP {what} Lark nat / plain routed (per sender CPU)", norm, goal,
+                       None if reverse else norm >= GOAL)
         sb.summary("nat_throughput", "kernel-baselines (d)/(d0) TCP", 16.0 / 16.8, "reference: nft vmap + masq", None)
     finally:
         sandbox.close()

@@ -164,6 +164,15 @@ def serve(sites: int, fraction: float, now: float, conn: Any) -> None:
 # The spider side (this process)
 
 
+def cpu_of(pid: int) -> float:
+    """User + system CPU seconds of another process (the archive server) from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -208,6 +217,7 @@ def main() -> None:
         for n in range(1, args.crawls + 1):
             t = time.monotonic()
             cpu0 = os.times()
+            server0 = cpu_of(proc.pid)
             result = spider.crawl()
             crawled = time.monotonic() - t
             ads = 0
@@ -216,13 +226,16 @@ def main() -> None:
             total = time.monotonic() - t
             cpu1 = os.times()
             cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+            server_cpu = cpu_of(proc.pid) - server0
             s = result.stats
-            print(f"crawl {n}: {total:.1f} s total ({crawled:.1f} s crawl + {total - crawled:.1f} s building {ads} "
-                  f"ads; spider CPU {cpu:.1f} s); {s.requests} HTTP requests, {s.series} series, {s.samples} samples, {s.links} links "
+            phases = ", ".join(f"{k} {v:.1f} s" for k, v in s.phases.items())
+            print(f"crawl {n}: {total:.1f} s total ({crawled:.1f} s crawl [{phases}] + {total - crawled:.1f} s "
+                  f"building {ads} ads); CPU: spider {cpu:.1f} s, archive server {server_cpu:.1f} s; "
+                  f"{s.requests} HTTP requests, {s.series} series, {s.samples} samples, {s.links} links "
                   f"({dict(s.grades)}), {s.archives_failed} archives failed, {s.errors} errors; "
                   f"peak RSS so far {rss_mb():.0f} MB")
         spider.close()
-        print("spider log:", *Path(f"{tmp}/LarkSpiderLog").read_text().splitlines()[-2:], sep="\n  ")
+        print("spider log (last line):", Path(f"{tmp}/LarkSpiderLog").read_text().splitlines()[-1], sep="\n  ")
     proc.kill()
     proc.join()
     print(f"goal: <= 60 s per crawl and <= 300 MB peak RSS; peak RSS {rss_mb():.0f} MB "

@@ -249,8 +249,11 @@ class Engine:
             write_sysctl("net.ipv4.ip_forward", "1")
             if self.config.nat_ipv6_pool is not None:
                 # forwarding=1 makes the kernel ignore router advertisements where accept_ra=1;
-                # 2 keeps a SLAAC-configured host's own addresses and routes working
+                # 2 keeps a SLAAC-configured host's own interfaces working. Only existing uplinks
+                # are changed: "all"/"default" stay, so job veths created later never accept RAs.
                 for conf in os.listdir("/proc/sys/net/ipv6/conf"):
+                    if conf in ("all", "default") or names.token_of_ifname(self.prefix, conf):
+                        continue
                     knob = f"net.ipv6.conf.{conf}.accept_ra"
                     try:
                         if open("/proc/sys/" + knob.replace(".", "/")).read().strip() == "1":

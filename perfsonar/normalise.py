@@ -9,6 +9,7 @@ spider's fixed unit or ``None`` — a value that cannot be trusted is dropped, n
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -169,6 +170,12 @@ def canonical_ip(address: object) -> str | None:
     """The compressed canonical text of an IP literal, so IPv6 spellings compare equal (P3)."""
     if not isinstance(address, str):
         return None
+    return _canonical_ip(address)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _canonical_ip(address: str) -> str | None:
+    # Cached: a crawl asks about the same few thousand addresses hundreds of thousands of times.
     text = address.strip().strip("[]")
     if "%" in text:
         text = text.split("%", 1)[0]  # zone ids never identify a remote host

@@ -15,6 +15,7 @@ parameter.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -27,8 +28,6 @@ from perfsonar.model import (
     M_RTT,
     M_RTT_LOSS,
     M_THROUGHPUT,
-    METRIC_TEST,
-    METRICS,
     RTT,
     STALE,
     THROUGHPUT,
@@ -192,111 +191,175 @@ def _endpoint_label(name: str | None, ip: str | None) -> str:
     return name or ip or "?"
 
 
+TEST_METRICS: dict[str, tuple[str, ...]] = {THROUGHPUT: (M_THROUGHPUT,), LATENCY: (M_LOSS, M_OWDELAY),
+                                             RTT: (M_RTT, M_RTT_LOSS)}
+
+
+class _TestAcc:
+    """One test kind of one link: samples as flat ``array('d')`` [ts, v, ts, v, ...] per metric.
+
+    Arrays instead of lists of tuples: at OSG scale (10^5 links) tuples of two boxed floats would
+    cost ~6x the memory of the numbers themselves.
+    """
+
+    __slots__ = ("samples", "contributors", "failures", "successes", "unlisted", "interval")
+
+    def __init__(self, n_metrics: int) -> None:
+        self.samples: list[array[float]] = [array("d") for _ in range(n_metrics)]
+        self.contributors = [0] * n_metrics
+        self.failures: list[tuple[float, str]] = []
+        self.successes = 0
+        self.unlisted = 0
+        self.interval: float | None = None
+
+
+class _LinkAcc:
+    __slots__ = ("tests", "src_hosts", "dst_hosts", "archives")
+
+    def __init__(self) -> None:
+        self.tests: dict[str, _TestAcc] = {}
+        self.src_hosts: list[str] = []
+        self.dst_hosts: list[str] = []
+        self.archives: list[str] = []
+
+
+def _remember(items: list[str], value: str) -> None:
+    if value not in items:
+        items.append(value)
+
+
+class LinkAccumulator:
+    """Folds host-level series into directed site-pair links as they arrive (then :meth:`finish`).
+
+    Streaming keeps the crawl's memory at one copy of the numbers: each :class:`HostSeries` can be
+    dropped as soon as it is added. Series whose ends map to no site are reported in
+    ``report.unmapped``, never guessed; series inside one site are not links and are skipped. The
+    expected cadence of each series is resolved here (the data's own schedule, else the mesh's).
+    """
+
+    def __init__(self, site_of: SiteLookup, mesh_interval: IntervalLookup | None = None,
+                 report: SummaryReport | None = None) -> None:
+        self.site_of = site_of
+        self.mesh_interval = mesh_interval
+        self.report = report if report is not None else SummaryReport()
+        self.links: dict[LinkKey, _LinkAcc] = {}
+
+    def add(self, s: HostSeries) -> None:
+        src = self.site_of(s.src_name, s.src_ip)
+        dst = self.site_of(s.dst_name, s.dst_ip)
+        if src is None:
+            self.report.unmapped.add(_endpoint_label(s.src_name, s.src_ip))
+        if dst is None:
+            self.report.unmapped.add(_endpoint_label(s.dst_name, s.dst_ip))
+        if src is None or dst is None:
+            return
+        if src == dst:
+            self.report.same_site += 1
+            return
+        key = LinkKey(src, dst, s.family)
+        acc = self.links.get(key)
+        if acc is None:
+            acc = self.links[key] = _LinkAcc()
+        metrics = TEST_METRICS[s.test]
+        t = acc.tests.get(s.test)
+        if t is None:
+            t = acc.tests[s.test] = _TestAcc(len(metrics))
+        for i, metric in enumerate(metrics):
+            pts = s.samples.get(metric)
+            if pts:
+                t.contributors[i] += 1
+                buf = t.samples[i]
+                for ts, value in pts:
+                    buf.append(ts)
+                    buf.append(value)
+        t.failures.extend(s.failures)
+        t.successes += s.successes
+        t.unlisted += s.unlisted_failures
+        interval = s.interval
+        if interval is None and self.mesh_interval is not None:
+            interval = self.mesh_interval(s.test, s.src_name, s.dst_name)
+        if interval is not None and interval > 0 and (t.interval is None or interval < t.interval):
+            t.interval = interval
+        _remember(acc.src_hosts, _endpoint_label(s.src_name, None if s.src_name else s.src_ip))
+        _remember(acc.dst_hosts, _endpoint_label(s.dst_name, None if s.dst_name else s.dst_ip))
+        _remember(acc.archives, s.archive)
+
+    def finish(self, now: float, policy: QualityPolicy) -> dict[LinkKey, LinkSummary]:
+        """Grade every link; the accumulated samples are released as each link is summarised.
+
+        A run stored in two archives (a host's own archive and a central one) is counted once:
+        samples are de-duplicated on (start time, value), failures on start time.
+        """
+        out: dict[LinkKey, LinkSummary] = {}
+        while self.links:
+            key, acc = self.links.popitem()
+            metrics: dict[str, MetricSummary] = {}
+            for test, t in acc.tests.items():
+                interval = t.interval or float(policy.default_intervals.get(test, DEFAULT_INTERVALS[test]))
+                failures: list[tuple[float, str]] = []
+                seen_fail: set[int] = set()
+                for ts, error in t.failures:
+                    if int(ts) not in seen_fail:
+                        seen_fail.add(int(ts))
+                        failures.append((ts, error))
+                failure_count = len(failures) + t.unlisted
+                for i, metric in enumerate(TEST_METRICS[test]):
+                    buf = t.samples[i]
+                    samples = list(zip(buf[0::2], buf[1::2], strict=True))
+                    raw = len(samples)
+                    if t.contributors[i] > 1:
+                        seen: set[tuple[int, float]] = set()
+                        unique = []
+                        for ts, value in samples:
+                            ident = (int(ts), round(value, 9))
+                            if ident not in seen:
+                                seen.add(ident)
+                                unique.append((ts, value))
+                        self.report.duplicates += raw - len(unique)
+                        samples = unique
+                    if not samples and not failure_count:
+                        continue
+                    # Successful runs: what the archives counted, minus the copies removed above,
+                    # and never fewer than the samples actually kept.
+                    successes = max(len(samples), t.successes - (raw - len(samples)))
+                    metrics[metric] = summarise_metric(metric, samples, successes, failures, interval, now, policy,
+                                                       failure_count)
+            if not metrics:
+                continue
+            quality, reason = link_grade(metrics)
+            out[key] = LinkSummary(key=key, metrics=metrics, quality=quality, reason=reason,
+                                   src_hosts=tuple(sorted(acc.src_hosts)), dst_hosts=tuple(sorted(acc.dst_hosts)),
+                                   archives=tuple(sorted(acc.archives)))
+        return out
+
+
 def summarise_links(series: Iterable[HostSeries], site_of: SiteLookup, now: float, policy: QualityPolicy,
                     mesh_interval: IntervalLookup | None = None, report: SummaryReport | None = None
                     ) -> dict[LinkKey, LinkSummary]:
     """Group host-level series into directed site pairs per family and grade every metric.
 
-    A run stored in two archives (a host's own archive and a central one) is counted once: samples
-    are de-duplicated on (start time, value). Series whose ends map to no site are reported in
-    ``report.unmapped``, never guessed; series inside one site are not links and are skipped.
+    The one-call form of :class:`LinkAccumulator` (see there for the rules).
     """
-    report = report if report is not None else SummaryReport()
-    groups: dict[LinkKey, list[HostSeries]] = {}
+    acc = LinkAccumulator(site_of, mesh_interval, report)
     for s in series:
-        src = site_of(s.src_name, s.src_ip)
-        dst = site_of(s.dst_name, s.dst_ip)
-        if src is None:
-            report.unmapped.add(_endpoint_label(s.src_name, s.src_ip))
-        if dst is None:
-            report.unmapped.add(_endpoint_label(s.dst_name, s.dst_ip))
-        if src is None or dst is None:
-            continue
-        if src == dst:
-            report.same_site += 1
-            continue
-        groups.setdefault(LinkKey(src, dst, s.family), []).append(s)
-
-    links: dict[LinkKey, LinkSummary] = {}
-    for key, members in groups.items():
-        metrics: dict[str, MetricSummary] = {}
-        for metric in METRICS:
-            test = METRIC_TEST[metric]
-            relevant = [s for s in members if s.test == test]
-            if not relevant:
-                continue
-            seen: set[tuple[int, float]] = set()
-            samples: list[tuple[float, float]] = []
-            for s in relevant:
-                for ts, value in s.samples.get(metric, ()):
-                    ident = (int(ts), round(value, 9))
-                    if ident in seen:
-                        report.duplicates += 1
-                        continue
-                    seen.add(ident)
-                    samples.append((ts, value))
-            fail_seen: set[int] = set()
-            failures: list[tuple[float, str]] = []
-            for s in relevant:
-                for ts, error in s.failures:
-                    if int(ts) not in fail_seen:
-                        fail_seen.add(int(ts))
-                        failures.append((ts, error))
-            failure_count = len(failures) + sum(s.unlisted_failures for s in relevant)
-            if not samples and not failure_count:
-                continue
-            # Successful runs: what the archives counted, minus the copies removed above, and never
-            # fewer than the samples actually kept.
-            counted = sum(s.successes for s in relevant)
-            raw = sum(len(s.samples.get(metric, ())) for s in relevant)
-            successes = max(len(samples), counted - (raw - len(samples)))
-            interval = _interval(test, relevant, mesh_interval, policy)
-            metrics[metric] = summarise_metric(metric, samples, successes, failures, interval, now, policy,
-                                               failure_count)
-        if not metrics:
-            continue
-        quality, reason = link_grade(metrics)
-        links[key] = LinkSummary(
-            key=key, metrics=metrics, quality=quality, reason=reason,
-            src_hosts=tuple(sorted({_endpoint_label(s.src_name, None if s.src_name else s.src_ip)
-                                    for s in members})),
-            dst_hosts=tuple(sorted({_endpoint_label(s.dst_name, None if s.dst_name else s.dst_ip)
-                                    for s in members})),
-            archives=tuple(sorted({s.archive for s in members})),
-        )
-    return links
+        acc.add(s)
+    return acc.finish(now, policy)
 
 
-def _interval(test: str, series: list[HostSeries], mesh_interval: IntervalLookup | None,
-              policy: QualityPolicy) -> float:
-    """Expected cadence: the data's own schedule, else the mesh's, else the default for the test.
-
-    With several host pairs behind one site pair the most frequent test sets the expectation.
-    """
-    found: list[float] = []
-    for s in series:
-        value = s.interval
-        if value is None and mesh_interval is not None:
-            value = mesh_interval(test, s.src_name, s.dst_name)
-        if value is not None and value > 0:
-            found.append(value)
-    if found:
-        return min(found)
-    return float(policy.default_intervals.get(test, DEFAULT_INTERVALS[test]))
-
-
-def carry_forward(current: Mapping[LinkKey, LinkSummary], previous: Mapping[LinkKey, LinkSummary], now: float,
+def carry_forward(current: Mapping[LinkKey, LinkSummary], previous: Iterable[LinkSummary], now: float,
                   max_age: float, failed_archives: Mapping[str, str] | None = None) -> dict[LinkKey, LinkSummary]:
     """Keep the last good values of links or metrics this crawl could not refresh, graded ``stale``.
 
-    ``previous`` is what the state file holds from earlier crawls. A metric is carried when the
-    current crawl has nothing for it (archive down, test stopped, data aged out of the window) and
-    its newest sample is at most ``max_age`` old; the reason names the failed archive when there is
-    one. Fresh data always wins, including fresh failures.
+    ``previous`` is what the state file holds from earlier crawls (any iterable, so it can be
+    streamed from disk). A metric is carried when the current crawl has nothing for it (archive
+    down, test stopped, data aged out of the window) and its newest sample is at most ``max_age``
+    old; the reason names the failed archive when there is one. Fresh data always wins, including
+    fresh failures.
     """
     failed_archives = failed_archives or {}
     out = dict(current)
-    for key, old in previous.items():
+    for old in previous:
+        key = old.key
         fresh = current.get(key)
         fresh_metrics = dict(fresh.metrics) if fresh else {}
         changed = False

@@ -13,10 +13,10 @@ Layout (per address family, in ``filter`` and, on the host side, ``nat``)::
     FORWARD -> <prefix>-FORWARD:  -i <if> -j <prefix>-<token>-out ; -o <if> -j <prefix>-<token>-in
     INPUT   -> <prefix>-INPUT:    -i <if> -j <prefix>-<token>-out   (job -> the host itself)
     OUTPUT  -> <prefix>-OUTPUT:   -o <if> -j <prefix>-<token>-in    (the host itself -> job)
-    <prefix>-<token>-out: ND RETURN (IPv6); -j ...-src (anti-spoof); deny DROP; -j ...-dst
+    <prefix>-<token>-out: RA/redirect DROP, ND RETURN (IPv6); -j ...-src (anti-spoof); deny DROP; -j ...-dst
                           (allow list); counter "total"; class counters (-d net ... -j RETURN)
     <prefix>-<token>-in:  counter "total"; class counters keyed on the source
-    nat <prefix>-POSTROUTING: -s <job> ! -o <prefix>+ -j MASQUERADE
+    nat <prefix>-POSTROUTING: -s <job> ! -o <prefix>h+ -j MASQUERADE
     nat <prefix>-PREROUTING / <prefix>-OUTPUT: -m addrtype --dst-type LOCAL -p tcp|udp --dport a:b -j DNAT
 
 With ``job_side=True`` (inside a macvlan/ipvlan job's namespace) the per-job chains hang off
@@ -58,9 +58,10 @@ T = TypeVar("T")
 TOTAL = "total"
 CLASS_PREFIX = "class:"
 ND_TYPES = ("133", "135", "136")  # router solicitation, neighbour solicitation/advertisement
+ROUTER_ONLY = ("134", "137")  # router advertisement, redirect
 SUFFIXES = ("in", "out", "src", "dst")
 MAX_CHAIN = 28  # XT_EXTENSION_MAXNAMELEN - 1
-TOKEN_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_.]+$")  # as for nftables: no "-", names are split on it
 
 HOST_FILTER_HOOKS = ("FORWARD", "INPUT", "OUTPUT")
 JOB_FILTER_HOOKS = ("INPUT", "OUTPUT")
@@ -97,7 +98,7 @@ class TablePlan:
 
 def check_token(prefix: str, token: str) -> str:
     if not TOKEN_RE.match(token):
-        raise ValueError(f"job token {token!r} must consist of [A-Za-z0-9_.-]")
+        raise ValueError(f"job token {token!r} must consist of [A-Za-z0-9_.]")
     longest = len(job_chain(prefix, token, "out"))
     if longest > MAX_CHAIN:
         raise ValueError(f"job token {token!r} is too long for iptables chain names "
@@ -170,6 +171,10 @@ def job_plans(prefix: str, job: FirewallJob, job_side: bool) -> list[TablePlan]:
             rules.append(RuleSpec(base_chain(prefix, "INPUT"), c_out, in_iface=job.ifname, comment=token))
             rules.append(RuleSpec(base_chain(prefix, "OUTPUT"), c_in, out_iface=job.ifname, comment=token))
         if family == 6:
+            # A job is never a router: drop its router advertisements and redirects (a host
+            # accepting RAs would otherwise route through the job).
+            for icmp in ROUTER_ONLY:
+                rules.append(RuleSpec(c_out, "DROP", protocol="58", matches=(("icmp6", (("icmpv6_type", icmp),)),)))
             # Neighbour discovery is link-local and must work before anything else; it is not
             # job traffic and must not be caught by the allow list.
             for nd in ND_TYPES:
@@ -201,7 +206,7 @@ def job_plans(prefix: str, job: FirewallJob, job_side: bool) -> list[TablePlan]:
             for addr in job.addresses:
                 if addr.version == family and not addr.is_link_local:
                     nat.append(RuleSpec(base_chain(prefix, "POSTROUTING"), "MASQUERADE",
-                                        src=_net(ipaddress.ip_network(addr)), out_iface=f"!{prefix}+",
+                                        src=_net(ipaddress.ip_network(addr)), out_iface=f"!{prefix}h+",
                                         comment=token))
         pf = job.port_forward
         target = None if pf is None else (pf.job_ipv4 if family == 4 else pf.job_ipv6)
@@ -373,16 +378,53 @@ class _Tables:
         return rule
 
 
-def _comment(rule: Any) -> str | None:
-    for match in rule.matches:
-        if match.name == "comment":
-            value = match.get_all_parameters().get("comment")
-            return value[-1] if value else None
+XT_MATCH_HEADER = 32  # struct xt_entry_match: u16 size, char name[29], u8 revision
+XT_TARGET_NAME = slice(2, 31)  # struct xt_entry_target: u16 size, char name[29], u8 revision
+
+
+def _entry_comment(raw: bytes, header: int, target_offset: int) -> str | None:
+    """The ``-m comment`` text of a raw ipt_entry/ip6t_entry, read without python-iptables.
+
+    python-iptables builds Match objects (each parsed through libxtables) for every rule it
+    lists, ~1 ms a rule here; reading comments and counters straight from the entries keeps
+    polls and sweeps cheap.
+    """
+    pos = header
+    while pos + XT_MATCH_HEADER <= target_offset:
+        size = int.from_bytes(raw[pos:pos + 2], "little")
+        name = raw[pos + 2:pos + 31].split(b"\0", 1)[0]
+        if name == b"comment":
+            return raw[pos + XT_MATCH_HEADER:pos + size].split(b"\0", 1)[0].decode(errors="replace")
+        if size < XT_MATCH_HEADER:
+            break
+        pos += size
     return None
 
 
-def _target_name(rule: Any) -> str:
-    return rule.target.name if rule.target is not None else ""
+@dataclass(frozen=True)
+class Row:
+    """One rule as listed from libiptc: comment, target or jump chain, counters."""
+
+    comment: str | None
+    target: str
+    packets: int
+    bytes: int
+
+
+def _rows(table: Any, chain: str) -> list[Row]:
+    rows = []
+    entry = table.first_rule(chain)
+    while entry:
+        raw = ctypes.string_at(ctypes.addressof(entry), entry.next_offset)
+        header = ctypes.sizeof(type(entry))
+        jump = table.get_target(entry)  # chain name (or verdict) for standard targets
+        target = jump.decode() if isinstance(jump, bytes) else (jump or "")
+        if not target:
+            target = raw[entry.target_offset:][XT_TARGET_NAME].split(b"\0", 1)[0].decode()
+        rows.append(Row(_entry_comment(raw, header, entry.target_offset), target,
+                        entry.counters.pcnt, entry.counters.bcnt))
+        entry = table.next_rule(entry)
+    return rows
 
 
 def _delete_num(table: Any, chain: str, index: int) -> None:
@@ -415,10 +457,6 @@ class IptablesBackend(FirewallBackend):
 
         return _netns.call_in(self.netns, work)
 
-    def _table_names(self) -> list[tuple[int, str]]:
-        names = ("filter",) if self.job_side else ("filter", "nat")
-        return [(f, n) for f in (4, 6) for n in names]
-
     def _ensure_base(self, tables: _Tables) -> None:
         for plan in base_plans(self.prefix, self.job_side):
             table = tables.get(plan.family, plan.table)
@@ -426,11 +464,10 @@ class IptablesBackend(FirewallBackend):
                 if not table.is_chain(chain):
                     table.create_chain(chain)
             for spec in plan.rules:
-                builtin = tables.iptc.Chain(table, spec.chain)
-                if not any(_target_name(r) == spec.target for r in builtin.rules):
+                if not any(r.target == spec.target for r in _rows(table, spec.chain)):
                     # First, so accounting sees job traffic whatever the host's own rules do;
                     # Lark's chains only RETURN or DROP, so the host's rules still apply after.
-                    builtin.insert_rule(tables.rule(plan.family, spec), 0)
+                    tables.iptc.Chain(table, spec.chain).insert_rule(tables.rule(plan.family, spec), 0)
             tables.commit(plan.family, plan.table)
 
     def _scan(self, tables: _Tables, family: int, name: str) -> tuple[Any, dict[tuple[str, str], list[int]], set[str]]:
@@ -445,8 +482,8 @@ class IptablesBackend(FirewallBackend):
                 continue
             if not cname.startswith(self.prefix + "-"):
                 continue
-            for index, rule in enumerate(chain.rules):
-                token = parse_job_chain(self.prefix, _target_name(rule)) or _comment(rule)
+            for index, row in enumerate(_rows(table, cname)):
+                token = parse_job_chain(self.prefix, row.target) or row.comment
                 if token:
                     owned.setdefault((cname, token), []).append(index)
         return table, owned, job_chains
@@ -496,7 +533,7 @@ class IptablesBackend(FirewallBackend):
                 direction = chain.name.rsplit("-", 1)[1]
                 if direction not in ("in", "out"):
                     continue
-                rows = [(_comment(r), *r.get_counters()) for r in chain.rules]
+                rows = [(r.comment, r.packets, r.bytes) for r in _rows(table, chain.name)]
                 sin, sout = result.get(found, ({}, {}))
                 if direction == "in":
                     sin = _merge(sin, sum_counters(rows))
@@ -597,9 +634,9 @@ class IptablesBackend(FirewallBackend):
                     for chain in table.chains:
                         if chain.name in ours or not table.builtin_chain(chain.name):
                             continue
-                        rules = chain.rules
-                        for index in range(len(rules) - 1, -1, -1):
-                            if _target_name(rules[index]) in ours:
+                        rows = _rows(table, chain.name)
+                        for index in range(len(rows) - 1, -1, -1):
+                            if rows[index].target in ours:
                                 _delete_num(table, chain.name, index)
                     for cname in ours:
                         table.flush_entries(cname)

@@ -10,9 +10,13 @@ the context. Every call therefore creates, uses and frees its context inside one
 :func:`lark.netns.call_in` thread that has joined the target namespace; a context is never kept
 across calls (it would silently keep talking to the namespace it was born in).
 
-Without the library (a host with only the ``nft`` binary) the same text is fed to one
-``nft -j -f -`` process started from inside the namespace thread (a child inherits the forking
-thread's namespace).
+Without the library (a host with only the ``nft`` binary) each command runs as one ``nft -j``
+process (JSON batches on stdin, listings as arguments) started from inside the namespace thread
+(a child inherits the forking thread's namespace).
+
+The frequent reads (does the table exist, which chains and sets, the rules' counters) do not go
+through libnftables at all but through one raw nf_tables netlink dump each (end of this module):
+nft 1.0.6 parses the whole table for almost any listing.
 """
 
 from __future__ import annotations
@@ -244,6 +248,7 @@ NFT_SET_ANONYMOUS = 0x1
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_USERDATA = 1, 2, 4, 7
 NFTA_EXPR_NAME, NFTA_EXPR_DATA = 1, 2
 NFTNL_UDATA_RULE_COMMENT = 0
+COUNTER_NAME_ATTR = b"counter\0"
 NFTA_COUNTER_BYTES, NFTA_COUNTER_PACKETS = 1, 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -361,6 +366,9 @@ def read_rule_counters(table: str, family: str = "inet", netns: str | None = Non
                 continue
             packets = nbytes = 0
             for _, expr in _iter_nla(rule.get(NFTA_RULE_EXPRESSIONS, b"")):
+                # The kernel puts NFTA_EXPR_NAME first: skip other expressions without decoding.
+                if expr[4:12] != COUNTER_NAME_ATTR:
+                    continue
                 parts = _parse_nla(expr)
                 if parts.get(NFTA_EXPR_NAME, b"").rstrip(b"\0") == b"counter":
                     data = _parse_nla(parts.get(NFTA_EXPR_DATA, b""))

@@ -7,13 +7,17 @@ Layout of ``table inet <prefix>`` in the host namespace (``job_side=False``)::
     set nat4 { type ipv4_addr }  set nat6 { type ipv6_addr }       # masqueraded job sources
     map fwd4 { type inet_service : ipv4_addr; flags interval }     # host port range -> job
     map fwd6 { type inet_service : ipv6_addr; flags interval }
+    set nd { type icmpv6_type }  set router_only { type icmpv6_type }    # RS/NS/NA; RA/redirect
+    set net4_<hash>, net6_<hash> { flags interval }   # network lists (deny, allow, classes)
     chain filter_forward { hook forward;  iifname vmap @jobs_out; oifname vmap @jobs_in }
     chain filter_input   { hook input;    iifname vmap @jobs_out }  # job -> the host itself
     chain filter_output  { hook output;   oifname vmap @jobs_in }   # the host itself -> job
     chain nat_prerouting  { fib daddr type local meta l4proto {tcp, udp} dnat ip to th dport map @fwd4 ... }
     chain nat_output      { the same for connections the host opens to its own addresses }
-    chain nat_postrouting { ip saddr @nat4 oifname != "<prefix>*" masquerade; ip6 ... @nat6 ... }
-    chain job-<token>-out { ND return; anti-spoof; deny; allow; counter "total"; class counters }
+    chain nat_postrouting { ip saddr @nat4 oifname != "<prefix>h*" masquerade; ip6 ... @nat6 ... }
+    chain job-<token>-out { icmpv6 type @router_only drop; icmpv6 type @nd return; anti-spoof drop;
+                            deny drop; allow drop;
+                            counter "total"; <class match> counter return "class:<name>" ... }
     chain job-<token>-in  { counter "total"; class counters keyed on the source }
 
 Why this shape (kernel-baselines.md, sections 2 and 7): a packet does one hash lookup in a verdict
@@ -26,6 +30,15 @@ the receiver's "in" chain, because the per-job chains end with ``return``, never
 Inside a job's namespace (``job_side=True``, macvlan/ipvlan, where no per-job host interface
 exists) the same per-job chains hang off input (``iifname vmap @jobs_in``) and output
 (``oifname vmap @jobs_out``); there is no NAT and no port forward.
+
+Control-plane cost with nft 1.0.6 (measured on the project VM): every nft run first copies the
+table's chains, sets and objects into its cache (~2 us each), and every anonymous set's
+elements with one request each, and most listings (even ``list tables``) parse every rule too.
+Hence: per-job rules hold no anonymous set (single values, ``!=`` chains, or shared named sets),
+counters are anonymous rule counters (named counter objects would be copied by every batch), and
+the frequent reads (table present, chains, sets, rule counters) use raw netlink dumps
+(:mod:`lark.firewall.libnft`) instead of nft listings. ``add_job`` is one batch; re-applying a job
+keeps its counts (read first, written back as initial counter values).
 
 Set and map elements carry the job's token as their comment, so removal (and the orphan sweep)
 deletes only elements that belong to the job even if an address or port range was reused since.
@@ -44,6 +57,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from lark import netns as _netns
 from lark.config import IPNetwork
 from lark.errors import NotFound
 from lark.firewall import libnft
@@ -61,6 +75,7 @@ TOTAL = "total"
 SHARED_SET_PREFIX = "net"  # net4_<hash>, net6_<hash>: network lists shared by jobs
 CLASS_PREFIX = "class:"
 ND_TYPES = ("nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert")
+ROUTER_ONLY = ("nd-router-advert", "nd-redirect")
 LINK_LOCAL6 = ipaddress.IPv6Network("fe80::/10")
 UNSPECIFIED6 = ipaddress.IPv6Network("::/128")
 
@@ -152,6 +167,7 @@ def base_batch(prefix: str, job_side: bool) -> list[JsonObj]:
     for name in ("jobs_out", "jobs_in"):
         batch.append({"add": {"map": {**t, "name": name, "type": "ifname", "map": "verdict"}}})
     batch.append({"add": {"set": {**t, "name": "nd", "type": "icmpv6_type", "elem": list(ND_TYPES)}}})
+    batch.append({"add": {"set": {**t, "name": "router_only", "type": "icmpv6_type", "elem": list(ROUTER_ONLY)}}})
     chains = JOB_SIDE_BASE_CHAINS if job_side else HOST_BASE_CHAINS
     if not job_side:
         batch += [
@@ -191,7 +207,7 @@ def base_batch(prefix: str, job_side: bool) -> list[JsonObj]:
         # Job-to-job traffic (out through another Lark interface) keeps its source.
         batch.append(_rule(prefix, "nat_postrouting", [
             _match(_payload(proto, "saddr"), f"@{setname}"),
-            _match(_meta("oifname"), f"{prefix}*", "!="),
+            _match(_meta("oifname"), f"{prefix}h*", "!="),  # job veths are <prefix>h<token>
             {"masquerade": None},
         ]))
     return batch
@@ -223,6 +239,9 @@ def _nets(nets: Iterable[IPNetwork], sets: SharedSets) -> Any:
 def out_rules(job: FirewallJob, sets: SharedSets) -> list[Rule]:
     """Expressions (and counter comment) of the job's "out" chain, in evaluation order."""
     rules: list[Rule] = []
+    # A job is never a router: its router advertisements and redirects could otherwise give a
+    # host that accepts RAs (accept_ra=2 with forwarding) a default route through the job.
+    rules.append(([_match(_payload("icmpv6", "type"), "@router_only"), {"drop": None}], None))
     # Neighbour discovery is link-local and needed before anything works (DAD from ::, NS/NA
     # from fe80::); it must not be caught by the allow list or counted as job traffic.
     rules.append(([_match(_payload("icmpv6", "type"), "@nd"), {"return": None}], None))
@@ -265,22 +284,21 @@ def _counter_rules(job: FirewallJob, field_: str, sets: SharedSets) -> list[Rule
     return rules
 
 
-def counter_name(token: str, direction: str, comment: str) -> str:
-    """Named counter of one job, direction and counter comment ("total" or "class:<name>")."""
-    what = comment if comment == TOTAL else "class-" + comment[len(CLASS_PREFIX):]
-    return f"job-{token}-{direction}-{what}"
+Initial = dict[tuple[str, str], tuple[int, int]]  # (chain, counter comment) -> (packets, bytes)
 
 
-def job_batch(prefix: str, job: FirewallJob, job_side: bool) -> list[JsonObj]:
+def job_batch(prefix: str, job: FirewallJob, job_side: bool, initial: Initial | None = None) -> list[JsonObj]:
     """Everything for one job in one transaction; applying it again replaces the job's rules.
 
-    Counters are named counter objects, not anonymous rule counters: ``add counter`` of an
-    existing one keeps its values, so re-applying a job (policy change, broker restart) keeps
-    its accounting without reading anything first, and all counters of all jobs are read with
-    one object listing that does not need nft to parse every rule.
+    ``initial`` carries the counter values read just before a re-apply (policy change, broker
+    restart), so the job's accounting continues. Counters are anonymous rule counters on
+    purpose: named counter objects would be fetched into nft's cache by every later batch
+    (~1.7 us each, 4 per job), while rules are not.
     """
     check_token(job.token)
     t = {"family": FAMILY, "table": prefix}
+    # A class's IPv4 and IPv6 rules were summed into one value: the first rule carries it.
+    carry = dict(initial or {})
     batch: list[JsonObj] = []
     sets: SharedSets = {}
     chains = (("out", out_rules(job, sets)), ("in", in_rules(job, sets)))
@@ -295,9 +313,8 @@ def job_batch(prefix: str, job: FirewallJob, job_side: bool) -> list[JsonObj]:
             if comment is None:
                 batch.append(_rule(prefix, name, expr))
                 continue
-            counter = counter_name(job.token, direction, comment)
-            batch.append({"add": {"counter": {**t, "name": counter}}})
-            counted = [*expr, {"counter": counter}]
+            packets, nbytes = carry.pop((name, comment), (0, 0))
+            counted = [*expr, {"counter": {"packets": packets, "bytes": nbytes}}]
             if comment != TOTAL:
                 counted.append({"return": None})
             batch.append(_rule(prefix, name, counted, comment))
@@ -328,7 +345,6 @@ def job_batch(prefix: str, job: FirewallJob, job_side: bool) -> list[JsonObj]:
 # --------------------------------------------------------------------------------------------
 # Listings (pure)
 
-COUNTER_RE = re.compile(r"^job-([A-Za-z0-9_.]{1,64})-(in|out)-(total|class-(.+))$")
 SETS = ("nat4", "nat6")
 MAPS = ("jobs_out", "jobs_in", "fwd4", "fwd6")
 
@@ -341,12 +357,10 @@ class TableState:
     sets: set[str] = field(default_factory=set)  # named sets and maps
     # set/map name -> [(key as listed, owning token or None)]
     elements: dict[str, list[tuple[Any, str | None]]] = field(default_factory=dict)
-    counters: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (packets, bytes)
 
     def tokens(self) -> set[str]:
         found = {m.group(1) for c in self.chains if (m := JOB_CHAIN_RE.match(c))}
         found |= {tok for elems in self.elements.values() for _, tok in elems if tok}
-        found |= {m.group(1) for c in self.counters if (m := COUNTER_RE.match(c))}
         return found
 
 
@@ -366,8 +380,6 @@ def parse_objects(objects: Iterable[JsonObj], prefix: str, state: TableState | N
             continue
         if kind == "chain":
             state.chains.add(body["name"])
-        elif kind == "counter":
-            state.counters[body["name"]] = (int(body.get("packets", 0)), int(body.get("bytes", 0)))
         elif kind in ("set", "map"):
             state.sets.add(body["name"])
             if "elem" not in body:
@@ -387,7 +399,7 @@ def parse_objects(objects: Iterable[JsonObj], prefix: str, state: TableState | N
 
 def removal_batch(prefix: str, state: TableState, tokens: set[str]) -> list[JsonObj]:
     """Delete what ``state`` shows of ``tokens``: elements first (a chain cannot go while a
-    verdict map element jumps to it), then chains (their rules hold the counters), then counters."""
+    verdict map element jumps to it), then the chains."""
     t = {"family": FAMILY, "table": prefix}
     batch: list[JsonObj] = []
     for name, elems in sorted(state.elements.items()):
@@ -398,9 +410,6 @@ def removal_batch(prefix: str, state: TableState, tokens: set[str]) -> list[Json
         if (m := JOB_CHAIN_RE.match(chain)) and m.group(1) in tokens:
             batch.append({"flush": {"chain": {**t, "name": chain}}})
             batch.append({"delete": {"chain": {**t, "name": chain}}})
-    for name in sorted(state.counters):
-        if (m := COUNTER_RE.match(name)) and m.group(1) in tokens:
-            batch.append({"delete": {"counter": {**t, "name": name}}})
     return batch
 
 
@@ -408,17 +417,20 @@ def shared_sets(state: TableState) -> list[str]:
     return sorted(n for n in state.sets if n.startswith((f"{SHARED_SET_PREFIX}4_", f"{SHARED_SET_PREFIX}6_")))
 
 
-def job_counters_from(counters: dict[str, tuple[int, int]]) -> dict[str, JobCounters]:
-    """Group named counters (``job-<token>-<in|out>-<total|class-name>``) into JobCounters."""
+Row = tuple[str, str, int, int]  # chain, counter comment, packets, bytes
+
+
+def job_counters_from(rows: Iterable[Row]) -> dict[str, JobCounters]:
+    """Group rule counters of ``job-<token>-<in|out>`` chains into JobCounters by token."""
     result: dict[str, JobCounters] = {}
-    for name, (packets, nbytes) in counters.items():
-        m = COUNTER_RE.match(name)
-        if not m:
+    for chain, comment, packets, nbytes in rows:
+        m = JOB_CHAIN_RE.match(chain)
+        if not m or not (comment == TOTAL or comment.startswith(CLASS_PREFIX)):
             continue
-        token, direction, what, cls = m.group(1), m.group(2), m.group(3), m.group(4)
-        jc = result.setdefault(token, JobCounters())
-        target: JobCounters | ClassCounters = jc if what == TOTAL else jc.classes.setdefault(cls, ClassCounters())
-        if direction == "in":
+        jc = result.setdefault(m.group(1), JobCounters())
+        target: JobCounters | ClassCounters = (
+            jc if comment == TOTAL else jc.classes.setdefault(comment[len(CLASS_PREFIX):], ClassCounters()))
+        if m.group(2) == "in":
             target.packets_in += packets
             target.bytes_in += nbytes
         else:
@@ -427,6 +439,15 @@ def job_counters_from(counters: dict[str, tuple[int, int]]) -> dict[str, JobCoun
     for jc in result.values():
         jc.classes = dict(sorted(jc.classes.items()))
     return result
+
+
+def initial_counters(rows: Iterable[Row]) -> Initial:
+    """(chain, comment) -> summed (packets, bytes), to carry counts across a re-apply."""
+    out: Initial = {}
+    for chain, comment, packets, nbytes in rows:
+        p, b = out.get((chain, comment), (0, 0))
+        out[(chain, comment)] = (p + packets, b + nbytes)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,12 +469,11 @@ class NftablesBackend(FirewallBackend):
         return libnft.with_session(self.netns, fn, use_library=self.use_library)
 
     def _state(self, session: libnft.Session, element_sets: Iterable[str]) -> TableState | None:
-        """Chains, named sets and counters (raw netlink: no nft cache fill), plus the elements of
+        """Chains and named sets (raw netlink: no nft cache fill), plus the elements of
         ``element_sets`` (``list set``/``list map`` stay cheap in nft). None: no table."""
         if not libnft.table_exists(self.prefix, FAMILY):
             return None
-        state = TableState(chains=libnft.chain_names(self.prefix, FAMILY), sets=libnft.set_names(self.prefix, FAMILY),
-                           counters=libnft.read_counters(self.prefix, FAMILY))
+        state = TableState(chains=libnft.chain_names(self.prefix, FAMILY), sets=libnft.set_names(self.prefix, FAMILY))
         for name in element_sets:
             if name in state.sets:
                 kind = "set" if name in SETS else "map"
@@ -486,7 +506,14 @@ class NftablesBackend(FirewallBackend):
     def add_job(self, job: FirewallJob) -> None:
         if not self._base_ready:
             self.ensure_base()
-        libnft.run_batch(job_batch(self.prefix, job, self.job_side), self.netns, use_library=self.use_library)
+        chains = [chain_name(check_token(job.token), d) for d in ("in", "out")]
+
+        def apply(session: libnft.Session) -> None:
+            # Usually nothing to carry (a new job); a raw read of two chains is ~0.1 ms anyway.
+            rows = [r for c in chains for r in libnft.read_rule_counters(self.prefix, FAMILY, chain=c)]
+            session.apply(job_batch(self.prefix, job, self.job_side, initial_counters(rows)))
+
+        self._session(apply)
 
     def remove_job(self, job: FirewallJob) -> None:
         token = check_token(job.token)
@@ -506,14 +533,18 @@ class NftablesBackend(FirewallBackend):
         self._session(remove)
 
     def counters(self, token: str) -> JobCounters:
-        check_token(token)
-        found = self.all_counters().get(token)
+        chains = [chain_name(check_token(token), d) for d in ("in", "out")]
+
+        def read() -> list[Row]:
+            return [r for c in chains for r in libnft.read_rule_counters(self.prefix, FAMILY, chain=c)]
+
+        found = job_counters_from(_netns.call_in(self.netns, read)).get(token)
         if found is None:
             raise NotFound(f"no nftables counters for job {token} in table {FAMILY} {self.prefix}")
         return found
 
     def all_counters(self) -> dict[str, JobCounters]:
-        return job_counters_from(libnft.read_counters(self.prefix, FAMILY, self.netns))
+        return job_counters_from(libnft.read_rule_counters(self.prefix, FAMILY, self.netns))
 
     def job_tokens(self) -> set[str]:
         state = self._session(lambda session: self._state(session, self._all_element_sets()))

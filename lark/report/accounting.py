@@ -93,13 +93,6 @@ def sorted_rows(rows: Iterable[dict[str, object]], key_name: str) -> list[dict[s
     return sorted(rows, key=lambda r: (-int(r["bytes_total"]), str(r[key_name])))  # type: ignore[call-overload]
 
 
-def _cell(d: dict[str, list[float]], key: str) -> list[float]:
-    t = d.get(key)
-    if t is None:
-        t = d[key] = new_totals()
-    return t
-
-
 class HistoryAccumulator:
     """Streaming aggregation of job records (see the module docstring).
 
@@ -150,10 +143,14 @@ class HistoryAccumulator:
         duration = end - start if start is not None and end is not None and end >= start else None
         wc = 1 if counted else 0
         si, so, imb, wall = job.sandbox_in, job.sandbox_out, job.input_mb, duration or 0.0
-        groups = self.groups
-        for t in (self.all, _cell(groups[0], job.user), _cell(groups[1], job.group),
-                  _cell(groups[2], job.execute_site), _cell(groups[3], job.source_site),
-                  _cell(groups[4], job.network_type)):
+        targets = [self.all]
+        # job[1:6] is (user, group, execute_site, source_site, network_type), the order of GROUPINGS
+        for d, key in zip(self.groups, job[1:6], strict=True):
+            t = d.get(key)
+            if t is None:
+                t = d[key] = new_totals()
+            targets.append(t)
+        for t in targets:
             t[0] += 1
             t[1] += wc
             t[2] += bi
@@ -174,15 +171,15 @@ class HistoryAccumulator:
         if end is not None:
             hk = (job.execute_site, int(end // HOUR) * HOUR)
             self.series[hk] = self.series.get(hk, 0) + total
-        top_n = self.config.top
-        if top_n > 0:
-            if len(self.top) < top_n:
-                heapq.heappush(self.top, (total, -next(self._seq), {"job": job}))
-            elif total > self.top[0][0]:  # ties keep the earlier job
-                heapq.heapreplace(self.top, (total, -next(self._seq), {"job": job}))
+        top = self.top
+        if len(top) < self.config.top:
+            heapq.heappush(top, (total, -next(self._seq), {"job": job}))
+        elif top and total > top[0][0]:  # ties keep the earlier job
+            heapq.heapreplace(top, (total, -next(self._seq), {"job": job}))
 
     def _add_class(self, cls: str, b_in: int, b_out: int) -> float:
-        r_in, r_out, key = self._class_rates(cls)
+        rates = self._rates.get(cls)
+        r_in, r_out, key = rates if rates is not None else self._class_rates(cls)
         charge = b_in * r_in + b_out * r_out
         ct = self.classes.get(key)
         if ct is None:

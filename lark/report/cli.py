@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lark.errors import LarkError
-from lark.report.accounting import job_charge
 from lark.report.errors import ReportError
 from lark.report.history import HISTORY_ATTRIBUTES, JobRecord, class_attributes
 from lark.report.progress import Progress, wanted
-from lark.report.render import JOB_CSV_FIELDS, render
-from lark.report.report import Inputs, ScheddQuery, produce
 from lark.report.settings import RATE_BASES, ReportConfig, apply, load_report_config
+
+# The analyses (numpy) and renderers are imported in _run(): `lark` builds this sub-parser for every
+# command, and the admin CLI should not pay numpy's import time for `lark list`.
 
 DESCRIPTION = "Network accounting and transfer analysis from condor_history and GridFTP transfer logs."
 EPILOG = """examples:
@@ -193,13 +193,18 @@ class JobCsvSink:
     """Writes one row per job as records stream by (--jobs-csv), so the full list never sits in memory."""
 
     def __init__(self, out: TextIO, config: ReportConfig) -> None:
+        from lark.report.accounting import job_charge
+        from lark.report.render import JOB_CSV_FIELDS
+
+        self.charge = job_charge
+        self.fields = JOB_CSV_FIELDS
         self.writer = csv.writer(out, lineterminator="\n")
         self.writer.writerow(JOB_CSV_FIELDS)
         self.config = config
 
     def __call__(self, job: JobRecord) -> None:
-        charge = job_charge(job, self.config)[0] if job.bytes_total is not None else 0.0
-        row = [getattr(job, f, None) for f in JOB_CSV_FIELDS[:-1]] + [charge]
+        charge = self.charge(job, self.config)[0] if job.bytes_total is not None else 0.0
+        row = [getattr(job, f, None) for f in self.fields[:-1]] + [charge]
         self.writer.writerow(["" if v is None else v for v in row])
 
 
@@ -218,6 +223,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    try:
+        import numpy  # noqa: F401 - the analyses are vectorised with numpy
+    except ImportError as err:
+        raise ReportError("lark report needs numpy (pip install numpy)") from err
+    from lark.report.render import render
+    from lark.report.report import Inputs, ScheddQuery, produce
+
     classes = tuple(c for c in re.split(r"[,\s]+", args.classes or "") if c)
     if args.print_attributes:
         print(",".join(list(HISTORY_ATTRIBUTES) + class_attributes(classes)))

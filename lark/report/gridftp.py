@@ -36,12 +36,7 @@ from typing import BinaryIO
 
 from lark.report.transfers import Transfer
 
-DATA_TYPES = frozenset({"RETR", "ERET", "STOR", "ESTO"})
-LISTING_TYPES = frozenset({"LIST", "NLST", "MLSD"})
-# Fields that may follow FILE. A token with another key is also accepted if well formed (newer servers
-# add fields), but a repeated key ends the tail: the earlier one belongs to the file name.
-TAIL_KEYS = ("BUFFER", "BLOCK", "NBYTES", "VOLUME", "STREAMS", "STRIPES", "DEST", "TYPE", "CODE", "TASKID",
-             "retrans")
+LISTING_TYPES = frozenset({"LIST", "NLST", "MLSD"})  # directory listings, not data transfers
 UNKNOWN_REMOTE = "unknown"
 
 

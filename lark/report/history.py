@@ -174,45 +174,61 @@ def _site_of_host(host: str) -> str:
     return ".".join(labels[1:]) if len(labels) >= 3 else host
 
 
-# Attribute name (as spelt in the ad) -> (0, lower-case name) for plain attributes, or (1 / 2, class key,
-# class display name) for LarkBytesIn<Class> / LarkBytesOut<Class>. Names repeat in every ad, so caching
-# the case folding and prefix tests is most of the per-ad work saved.
-_NAME_CACHE: dict[str, tuple[int, str, str]] = {}
+# How to read an ad with a given attribute-name sequence: which names are plain attributes (and their
+# lower-case form), which are per-class counters, and which tracked attributes it lacks. Ads from one
+# source nearly always share one sequence (condor_history prints a projection in a fixed order), so
+# a plan is computed once and reused; this is most of the per-ad work saved on a million ads.
+class _Plan(NamedTuple):
+    plain: tuple[tuple[str, str], ...]  # (name as spelt, lower-case name)
+    cls_in: tuple[tuple[str, str, str], ...]  # (name as spelt, class key, class as spelt)
+    cls_out: tuple[tuple[str, str, str], ...]
+    absent: tuple[str, ...]  # tracked attributes not in the ad
+    tracked: tuple[tuple[str, str], ...]  # (tracked attribute, lower-case name) present in the ad
+
+
+_PLANS: dict[tuple[str, ...], _Plan] = {}
 _TRACKED_LOWER = tuple((a, a.lower()) for a in TRACKED_MISSING)
 
 
-def _classify(name: str) -> tuple[int, str, str]:
-    low = name.lower()
-    if low.startswith(_OUT_PREFIX) and len(low) > len(_OUT_PREFIX):
-        kind = (2, low[len(_OUT_PREFIX):], name[len(_OUT_PREFIX):])
-    elif low.startswith(_IN_PREFIX) and len(low) > len(_IN_PREFIX):
-        kind = (1, low[len(_IN_PREFIX):], name[len(_IN_PREFIX):])
-    else:
-        kind = (0, low, "")
-    if len(_NAME_CACHE) < 100_000:  # bounded: ads with ever-new names must not grow it without limit
-        _NAME_CACHE[name] = kind
-    return kind
+def _plan(names: tuple[str, ...]) -> _Plan:
+    plain, cls_in, cls_out = [], [], []
+    for name in names:
+        low = name.lower()
+        if low.startswith(_OUT_PREFIX) and len(low) > len(_OUT_PREFIX):
+            cls_out.append((name, low[len(_OUT_PREFIX):], name[len(_OUT_PREFIX):]))
+        elif low.startswith(_IN_PREFIX) and len(low) > len(_IN_PREFIX):
+            cls_in.append((name, low[len(_IN_PREFIX):], name[len(_IN_PREFIX):]))
+        else:
+            plain.append((name, low))
+    lows = {low for _, low in plain}
+    plan = _Plan(tuple(plain), tuple(cls_in), tuple(cls_out),
+                 tuple(a for a, low in _TRACKED_LOWER if low not in lows),
+                 tuple((a, low) for a, low in _TRACKED_LOWER if low in lows))
+    if len(_PLANS) > 10_000:  # bounded: a source with ever-changing attribute sets must not grow it
+        _PLANS.clear()
+    _PLANS[names] = plan
+    return plan
 
 
 def job_from_items(items: Iterable[tuple[str, Any]], stats: HistoryStats, line: int = 0) -> JobRecord:
     """Build a :class:`JobRecord` from (attribute, value) pairs; attribute names are case-insensitive."""
-    v: dict[str, Any] = {}
-    cls_in: dict[str, tuple[str, Any]] = {}
-    cls_out: dict[str, tuple[str, Any]] = {}
-    cache = _NAME_CACHE
-    for name, value in items:
-        kind, key, disp = cache.get(name) or _classify(name)
-        if kind == 0:
-            v[key] = value
-        elif kind == 1:
-            cls_in[key] = (disp, value)
-        else:
-            cls_out[key] = (disp, value)
-    missing = stats.missing
-    for attr, low in _TRACKED_LOWER:
-        if v.get(low) is None:
-            missing[attr] += 1
+    return job_from_mapping(items if isinstance(items, dict) else dict(items), stats, line)
 
+
+def job_from_mapping(ad: dict[str, Any], stats: HistoryStats, line: int = 0) -> JobRecord:
+    """Build a :class:`JobRecord` from {attribute: value}; attribute names are case-insensitive."""
+    names = tuple(ad)
+    plan = _PLANS.get(names) or _plan(names)
+    v = {low: ad[name] for name, low in plan.plain}
+    cls_in = {key: (disp, ad[name]) for name, key, disp in plan.cls_in}
+    cls_out = {key: (disp, ad[name]) for name, key, disp in plan.cls_out}
+    missing = stats.missing
+    for attr in plan.absent:
+        missing[attr] += 1
+    if None in v.values():  # an attribute present without a value (JSON null) counts as missing
+        for attr, low in plan.tracked:
+            if v[low] is None:
+                missing[attr] += 1
     get = v.get
     user = _text(get("owner")) or _text(get("user")) or UNKNOWN
     group = _text(get("acctgroup"))
@@ -284,8 +300,7 @@ def jobs_from_ads(ads: Iterable[tuple[int, Any]], stats: HistoryStats, start: fl
     dated = start is not None or until is not None
     for line, ad in ads:
         stats.ads += 1
-        items = ad.items() if isinstance(ad, dict) else _classad_items(ad)
-        job = job_from_items(items, stats, line)
+        job = job_from_mapping(ad if isinstance(ad, dict) else dict(_classad_items(ad)), stats, line)
         if dated:
             if job.end is None:
                 stats.no_completion_date += 1
@@ -353,16 +368,19 @@ def iter_json_ads(stream: BinaryIO, source: str, stats: HistoryStats, progress: 
             err_line = line + buf.count("\n", pos, err.pos)
             stats.bad(source, err_line, f"JSON syntax error: {err.msg}")
             # resynchronise on the next object, which condor_history starts on a line of its own
+            search = pos + 1
             while True:
-                nxt = buf.find("\n{", pos + 1)
+                nxt = buf.find("\n{", search)
                 if nxt >= 0:
                     line += buf.count("\n", pos, nxt + 1)
                     pos = nxt + 1
                     break
-                line += buf.count("\n", pos, len(buf) - 1)
-                pos = max(len(buf) - 1, pos)
+                keep = max(len(buf) - 1, pos)  # the last character may be the "\n" of a "\n{"
+                line += buf.count("\n", pos, keep)
+                pos = keep
                 if not refill():
                     return
+                search = 0
             continue
         obj_line = line
         line += buf.count("\n", pos, end)

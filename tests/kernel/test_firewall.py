@@ -351,6 +351,45 @@ def test_anti_spoofing_drops_a_spoofed_source(lab: Lab, backend: FirewallBackend
     assert udp_exchange(lab.job, lab.wan, WAN4, 6005, WAN4, src=SPOOF4) == SPOOF4
 
 
+def send_router_advertisement(ns: str, ifname: str) -> None:
+    """A minimal RA (router lifetime 1800 s) to all nodes, as a rogue job could send it."""
+    def send() -> None:
+        with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as sock:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+            # type 134, code 0, checksum (kernel), hop limit 64, flags 0, lifetime, reachable, retrans
+            ra = bytes([134, 0, 0, 0, 64, 0]) + (1800).to_bytes(2, "big") + bytes(8)
+            sock.sendto(ra, ("ff02::1", 0, 0, socket.if_nametoindex(ifname)))
+
+    netns.call_in(ns, send)
+
+
+def ra_default_route(host: str, ifname: str) -> bool:
+    out = subprocess.run(["ip", "-n", os.path.basename(host), "-6", "route", "show", "default", "dev", ifname],
+                         capture_output=True, text=True, check=True).stdout
+    return "proto ra" in out
+
+
+@kernel
+def test_router_advertisements_from_a_job_are_dropped(lab: Lab, backend: FirewallBackend) -> None:
+    job_if = f"{lab.prefix}j0"
+    subprocess.run(["ip", "netns", "exec", os.path.basename(lab.host), "sysctl", "-qw",
+                    f"net.ipv6.conf.{lab.host_if}.accept_ra=2"], check=True)
+
+    def host_took_an_ra(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:  # a rogue job would keep sending, so do we
+            send_router_advertisement(lab.job, job_if)
+            time.sleep(0.2)
+            if ra_default_route(lab.host, lab.host_if):
+                return True
+        return False
+
+    assert host_took_an_ra(5)  # control: without the job's rules the host takes the job's RA
+    ip(lab.host, "-6", "route", "flush", "proto", "ra")
+    backend.add_job(lab.job_spec())
+    assert not host_took_an_ra(1)
+
+
 @kernel
 def test_denied_destination_is_unreachable(lab: Lab, backend: FirewallBackend) -> None:
     backend.add_job(lab.job_spec(deny=(ipaddress.ip_network(f"{DENIED4}/32"),)))
@@ -484,6 +523,25 @@ def test_job_side_backend_counts_inside_the_job_namespace(lab: Lab, backend: Fir
 
 
 @kernel
+def test_nftables_backend_works_without_the_library(lab: Lab) -> None:
+    """The ``nft`` command fallback (hosts without libnftables.so.1) drives the same batches."""
+    fw = nft.NftablesBackend(lab.prefix, lab.host, use_library=False)
+    try:
+        fw.add_job(lab.job_spec())
+        transfer(lab.job, lab.wan, CAMPUS4, 5001, 300_000)
+        c = fw.counters(lab.token)
+        assert_counted(c.bytes_out, c.packets_out, 300_000)
+        assert c.classes["campus"].bytes_out >= 300_000
+        assert reachable(lab.job, lab.wan, WAN4, 7501) == WAN_HOST4
+        fw.remove_job(lab.job_spec())
+        fw.remove_job(lab.job_spec())
+        assert fw.job_tokens() == set()
+    finally:
+        fw.destroy()
+    assert lab.prefix not in dump(fw, lab.host)
+
+
+@kernel
 def test_a_thousand_jobs_are_elements_not_rules(lab: Lab) -> None:
     """nftables only: the per-packet path stays one map lookup whatever the number of jobs."""
     fw = nft.NftablesBackend(lab.prefix, lab.host)
@@ -515,7 +573,7 @@ def test_a_thousand_jobs_are_elements_not_rules(lab: Lab) -> None:
         for name in ("jobs_out", "jobs_in", "nat4", "nat6", "fwd4"):
             assert elements[name] == n + 1, name
         # no per-job anonymous sets (nft would fetch each one on every run)
-        assert set(libnft.set_names(lab.prefix, netns=lab.host)) == {"nd", *nft.MAPS, *nft.SETS}
+        assert set(libnft.set_names(lab.prefix, netns=lab.host)) == {"nd", "router_only", *nft.MAPS, *nft.SETS}
         assert len(fw.all_counters()) == n + 1
         # the real job still works behind 1000 others
         before = fw.counters(lab.token).bytes_out
@@ -557,23 +615,20 @@ def test_nft_base_batch_is_idempotent_shape() -> None:
 
 def test_nft_job_batch_order_and_ownership() -> None:
     job = _job(allow=(ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("192.168.0.0/16")))
-    batch = nft.job_batch("lark", job, job_side=False)
+    batch = nft.job_batch("lark", job, job_side=False, initial={("job-abc123-out", "total"): (5, 500)})
     text = json.dumps(batch)
     rules = [c["add"]["rule"] for c in batch if "rule" in c.get("add", {})]
     out = [r for r in rules if r["chain"] == "job-abc123-out"]
     kinds = [next(iter(r["expr"][-1])) for r in out]
-    # ND, anti-spoof v4 and v6, deny v4, allow v4, no IPv6 in the allow list: drop all IPv6
-    assert kinds[:6] == ["return", "drop", "drop", "drop", "drop", "drop"]
-    assert out[0]["expr"][0]["match"]["right"] == "@nd"
-    assert out[6]["comment"] == "total" and out[6]["expr"] == [{"counter": "job-abc123-out-total"}]
-    assert {r.get("comment") for r in out[7:]} == {"class:campus"}
+    # RA/redirect, ND, anti-spoof v4 and v6, deny v4, allow v4, no IPv6 in the allow list: no IPv6
+    assert kinds[:7] == ["drop", "return", "drop", "drop", "drop", "drop", "drop"]
+    assert [r["expr"][0]["match"]["right"] for r in out[:2]] == ["@router_only", "@nd"]
+    assert out[7]["comment"] == "total" and out[7]["expr"] == [{"counter": {"packets": 5, "bytes": 500}}]
+    assert {r.get("comment") for r in out[8:]} == {"class:campus"}
     # a list of networks is a shared named set; per-job rules hold no anonymous set
     assert '"set": [' not in json.dumps(rules)
     shared = [c["add"]["set"] for c in batch if "set" in c.get("add", {})]
     assert len(shared) == 1 and shared[0]["name"].startswith("net4_") and len(shared[0]["elem"]) == 2
-    counters = {c["add"]["counter"]["name"] for c in batch if "counter" in c.get("add", {})}
-    assert counters == {"job-abc123-out-total", "job-abc123-out-class-campus", "job-abc123-in-total",
-                        "job-abc123-in-class-campus"}
     elems = [c["add"]["element"] for c in batch if "element" in c.get("add", {})]
     assert {e["name"] for e in elems} == {"jobs_out", "jobs_in", "nat4", "nat6", "fwd4"}
     assert text.count('"comment": "abc123"') == 5  # every element names its owner
@@ -591,22 +646,23 @@ def test_nft_removal_deletes_only_owned_elements() -> None:
     ]
     state = nft.parse_objects(listing, "lark")
     state.chains |= {"job-abc123-out", "job-abc123-in", "filter_forward"}
-    state.counters["job-abc123-out-total"] = (1, 2)
     assert state.tokens() == {"abc123", "zzz", "newjob"}
     batch = nft.removal_batch("lark", state, {"abc123"})
     assert batch[0] == {"delete": {"element": {**t, "name": "jobs_out", "elem": ["larkhabc123"]}}}
     assert "10.0.0.2" not in json.dumps(batch)  # the address now belongs to another job
-    assert [list(c)[0] for c in batch[1:]] == ["flush", "delete", "flush", "delete", "delete"]
-    assert batch[-1] == {"delete": {"counter": {**t, "name": "job-abc123-out-total"}}}
+    assert [list(c)[0] for c in batch[1:]] == ["flush", "delete", "flush", "delete"]
 
 
 def test_nft_counters_are_grouped_by_job_and_class() -> None:
-    grouped = nft.job_counters_from({"job-a1-out-total": (3, 300), "job-a1-in-total": (2, 200),
-                                     "job-a1-out-class-campus": (1, 100), "something-else": (9, 9)})
+    rows = [("job-a1-out", "total", 3, 300), ("job-a1-in", "total", 2, 200),
+            ("job-a1-out", "class:campus", 1, 60), ("job-a1-out", "class:campus", 1, 40),  # IPv4 + IPv6 rule
+            ("filter_forward", "total", 9, 9)]
+    grouped = nft.job_counters_from(rows)
     assert list(grouped) == ["a1"]
     a1 = grouped["a1"]
     assert (a1.bytes_out, a1.packets_out, a1.bytes_in, a1.packets_in) == (300, 3, 200, 2)
-    assert a1.classes["campus"].bytes_out == 100 and a1.classes["campus"].bytes_in == 0
+    assert a1.classes["campus"].bytes_out == 100 and a1.classes["campus"].packets_out == 2
+    assert nft.initial_counters(rows)[("job-a1-out", "class:campus")] == (2, 100)
 
 
 def test_iptables_plans() -> None:
@@ -624,6 +680,7 @@ def test_iptables_plans() -> None:
     assert ipt.parse_job_chain("lark", "lark-FORWARD") is None
     with pytest.raises(ValueError):
         ipt.job_plans("lark", _job(token="x" * 20), job_side=False)
+
 
 
 

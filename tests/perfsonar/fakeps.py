@@ -634,6 +634,8 @@ class OpenSearchApp:
         aggs = req.get("aggs") or {}
         if "pairs" in aggs:
             envelope["aggregations"] = {"pairs": self._composite(docs, aggs["pairs"])}
+        if "filter_path" in query:
+            envelope = filter_path(envelope, query["filter_path"][0].split(","))
         return 200, envelope, JSON
 
     def _composite(self, docs: list[dict[str, Any]], spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -665,11 +667,13 @@ class OpenSearchApp:
             if "repeat" in sub:
                 vals = [v for v in (_dig(m, sub["repeat"]["min"]["field"]) for m in members) if v is not None]
                 bucket["repeat"] = {"value": min(vals) if vals else None}
-            if "recent" in sub:
-                th = sub["recent"]["top_hits"]
+            for name in ("names", "recent"):
+                if name not in sub:
+                    continue
+                th = sub[name]["top_hits"]
                 ordered = sorted(members, key=lambda m: _ts(m["pscheduler"]["start_time"]), reverse=True)[: th["size"]]
                 includes = th.get("_source", {}).get("includes", [])
-                bucket["recent"] = {"hits": {"total": {"value": len(members), "relation": "eq"}, "max_score": None,
+                bucket[name] = {"hits": {"total": {"value": len(members), "relation": "eq"}, "max_score": None,
                                              "hits": [{"_index": ".ds-pscheduler-000001", "_id": m["id"],
                                                        "_score": None, "_source": _project(m, includes),
                                                        "sort": [int(_ts(m["pscheduler"]["start_time"]) * 1000)]}
@@ -679,6 +683,32 @@ class OpenSearchApp:
         if buckets:
             out["after_key"] = buckets[-1]["key"]
         return out
+
+
+def filter_path(doc: Any, patterns: list[str]) -> Any:
+    """OpenSearch ``filter_path``: keep only the dotted paths given; arrays are walked through."""
+    def keep(node: Any, paths: list[list[str]]) -> Any:
+        if any(not p for p in paths):
+            return node
+        if isinstance(node, list):
+            kept = [keep(item, paths) for item in node]
+            return [k for k in kept if k is not _DROP]
+        if not isinstance(node, Mapping):
+            return _DROP
+        out = {}
+        for key, value in node.items():
+            sub = [p[1:] for p in paths if p and p[0] in (key, "*")]
+            if sub:
+                kept = keep(value, sub)
+                if kept is not _DROP:
+                    out[key] = kept
+        return out if out else _DROP
+
+    result = keep(doc, [p.split(".") for p in patterns if p])
+    return {} if result is _DROP else result
+
+
+_DROP = object()
 
 
 def write_json(path: Any, doc: Any) -> None:

@@ -191,7 +191,7 @@ def test_carry_forward_keeps_last_values_marked_stale() -> None:
     later = NOW + 600
     # This crawl only got throughput; the latency archive failed.
     fresh = summarise_links([series(THROUGHPUT, throughput=[(later - 60, 8e9)])], site_of, later, POLICY)
-    merged = carry_forward(fresh, old, later, max_age=86400, failed_archives={"http://a/": "HTTP 500"})
+    merged = carry_forward(fresh, old.values(), later, max_age=86400, failed_archives={"http://a/": "HTTP 500"})
     link = merged[LinkKey("ALPHA", "BETA", 4)]
     assert link.metrics[M_THROUGHPUT].latest == 8e9 and not link.metrics[M_THROUGHPUT].carried
     loss = link.metrics[M_LOSS]
@@ -199,9 +199,9 @@ def test_carry_forward_keeps_last_values_marked_stale() -> None:
     assert "archive http://a/ failed: HTTP 500" in loss.reason and "11 min old" in loss.reason
     assert link.quality == STALE
     # A link with no fresh data at all survives too; too old ones are dropped.
-    gone = carry_forward({}, old, later, max_age=86400)
+    gone = carry_forward({}, old.values(), later, max_age=86400)
     assert gone[LinkKey("ALPHA", "BETA", 4)].quality == STALE
-    assert carry_forward({}, old, NOW + 10 * 86400, max_age=86400) == {}
+    assert carry_forward({}, old.values(), NOW + 10 * 86400, max_age=86400) == {}
 
 
 def test_human_duration() -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.pool.harness import Pool, PoolError, ensure_image, raise_interrupt, sweep_stale
+from tests.pool.larkpool import lark_pool  # noqa: F401  (a fixture shared by the pool test modules)
 
 
 @pytest.fixture(scope="session")

@@ -102,3 +102,9 @@ def test_accumulator_charge_equals_sum_of_job_charges():
         acc.add(j)
     assert acc.result()["totals"]["charge"] == pytest.approx(sum(job_charge(j, c)[0] for j in jobs))
     assert sum(r["charge"] for r in acc.result()["by_class"]) == pytest.approx(acc.result()["totals"]["charge"])
+
+
+def test_groupings_match_job_record_field_order():
+    from lark.report.accounting import GROUPINGS
+
+    assert JobRecord._fields[1:6] == GROUPINGS  # HistoryAccumulator.add slices job[1:6]

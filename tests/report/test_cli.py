@@ -166,3 +166,26 @@ def test_wired_into_lark_cli(inputs, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert json.loads(out)["config"]["top"] == 1
+
+
+def test_empty_inputs_still_give_a_report(tmp_path: Path, capsys):
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    code, out, _ = run(["--history-json", str(empty), "--gridftp", str(empty), "--json"], capsys)
+    assert code == 0 and "NaN" not in out
+    r = json.loads(out)
+    assert r["accounting"]["totals"]["jobs"] == 0 and r["transfers"]["sessions"]["count"] == 0
+    assert r["transfers"]["circuit"]["share"] is None and r["transfers"]["concurrency"]["spearman"] is None
+    code, out, _ = run(["--gridftp", str(empty)], capsys)
+    assert code == 0 and "0 transfers" in out
+
+
+def test_zero_duration_transfers_give_null_not_nan(tmp_path: Path, capsys):
+    log = tmp_path / "g.log"
+    log.write_text(gridftp_line("20260101120000.0", "20260101120000.0", 5) + "\n")
+    code, out, _ = run(["--gridftp", str(log), "--json"], capsys)
+    assert code == 0 and "NaN" not in out
+    r = json.loads(out)
+    assert r["inputs"]["gridftp"]["zero_duration"] == 1
+    assert r["transfers"]["distributions"]["transfers"]["bytes_per_second"]["count"] == 0
+    assert r["transfers"]["sessions"]["top"][0]["bytes_per_second"] is None

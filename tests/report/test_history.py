@@ -260,3 +260,38 @@ def test_json_from_real_condor_history_shape_roundtrips():
     ad = lark_job(1, bytes_in=3)
     (_, obj), = list(iter_json_ads(io.BytesIO(json_text([ad]).encode()), "m", HistoryStats()))
     assert obj == json.loads(ad.printJson())
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 8, 13])
+def test_json_resync_across_chunk_boundaries(chunk):
+    text = '[\n{\n"ClusterId": 1,\n"x": bad\n}\n,\n{\n"ClusterId": 2\n}\n]\n'
+    stats = HistoryStats()
+    got = list(iter_json_ads(io.BytesIO(text.encode()), "m", stats, chunk_size=chunk))
+    assert [(line, o["ClusterId"]) for line, o in got] == [(7, 2)] and stats.malformed == 1
+
+
+def test_mangled_inputs_never_raise(sample_ads):
+    import random
+
+    from lark.report.gridftp import LineStats, iter_gridftp
+
+    from .conftest import gridftp_line
+
+    rng = random.Random(11)
+    sources = [history_text(sample_ads).encode(), json_text(sample_ads).encode(),
+               "\n".join(gridftp_line("20260101120000.0", "20260101120001.5", i) for i in range(5)).encode()]
+
+    def mangle(b: bytes) -> bytes:
+        b = bytearray(b)
+        for _ in range(rng.randrange(1, 20)):
+            i = rng.randrange(len(b))
+            b[i:i + rng.randrange(0, 8)] = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 8)))
+        return bytes(b)
+
+    for _ in range(40):
+        h, j, g = (mangle(x) for x in sources)
+        st = HistoryStats()
+        list(jobs_from_ads(iter_history_ads(io.BytesIO(h), "h", st), st))
+        st = HistoryStats()
+        list(jobs_from_ads(iter_json_ads(io.BytesIO(j), "j", st, chunk_size=rng.choice([4, 64, 4096])), st))
+        list(iter_gridftp(io.BytesIO(g), "g", LineStats()))

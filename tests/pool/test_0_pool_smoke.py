@@ -1,4 +1,7 @@
-"""Smoke tests of the real HTCondor test pool itself (no Lark code involved yet)."""
+"""Smoke tests of the real HTCondor test pool itself (no Lark code involved yet).
+
+Named test_0_* so it runs before the modules that turn the shared pool into a Lark node.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,75 @@
+"""The state file: round trip, atomic replacement, and tolerance of damage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from perfsonar.model import M_LOSS, M_THROUGHPUT, STALE, LinkKey, LinkSummary
+from perfsonar.quality import QualityPolicy, link_grade, summarise_metric
+from perfsonar.state import load_state, save_state
+
+NOW = 1_746_200_000.0
+
+
+def links() -> dict[LinkKey, LinkSummary]:
+    p = QualityPolicy()
+    out = {}
+    for i, fam in enumerate((4, 6)):
+        metrics = {M_THROUGHPUT: summarise_metric(M_THROUGHPUT, [(NOW - 60, 9e9 - i)], 1, [(NOW - 90, "err")], 21600,
+                                                  NOW, p),
+                   M_LOSS: summarise_metric(M_LOSS, [(NOW - 60, 0.001)], 1, [], 60, NOW, p)}
+        key = LinkKey("A", "B", fam)
+        out[key] = LinkSummary(key, metrics, *link_grade(metrics), ("a.example",), ("b.example",), ("http://x/",))
+    return out
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "state.json"
+    original = links()
+    save_state(path, original, NOW)
+    assert load_state(path) == original
+    assert [p.name for p in path.parent.iterdir()] == ["state.json"]  # no temporary files left behind
+
+
+def test_missing_and_corrupt_files_mean_empty_state(tmp_path: Path) -> None:
+    assert load_state(tmp_path / "none.json") == {}
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert load_state(bad) == {}
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"version": 0}) + "\n")
+    assert load_state(old) == {}
+
+
+def test_damaged_lines_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    save_state(path, links(), NOW)
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1][: len(lines[1]) // 2]  # truncated (e.g. disk full)
+    entry = json.loads(lines[2])
+    entry["metrics"]["throughput"]["quality"] = "excellent"  # not a grade
+    entry["metrics"]["loss"]["interval"] = -1  # not a cadence
+    lines[2] = json.dumps(entry)
+    lines.append(json.dumps({"src": "C", "dst": "D", "family": 5, "metrics": {}}))
+    path.write_text("\n".join(lines) + "\n")
+    assert load_state(path) == {}
+
+
+def test_carried_flag_and_grades_survive(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    original = links()
+    key = LinkKey("A", "B", 4)
+    m = replace(original[key].metrics[M_THROUGHPUT], quality=STALE, carried=True)
+    original[key] = replace(original[key], metrics={M_THROUGHPUT: m})
+    path = tmp_path / "state.json"
+    save_state(path, original, NOW)
+    again = load_state(path)[key].metrics[M_THROUGHPUT]
+    assert again.carried and again.quality == STALE and again.last_error == "err"
+
+
+def test_unwritable_location_is_logged_not_raised(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    save_state(blocker / "state.json", links(), NOW)  # parent is a file: logged, no exception

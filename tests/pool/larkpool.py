@@ -1,0 +1,235 @@
+"""The ``lark_pool`` fixture: the test pool configured as a Lark execute + submit node.
+
+The pool runs in its own network namespace (the "execute host"); a ``wan`` namespace behind an
+uplink plays the outside world, and a bridge in the pool namespace plays the site LAN. Jobs are
+submitted by ``larkuser`` with condor_submit, exactly as users do. Session-scoped: every pool test
+module shares one configured pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from lark import netns
+from tests.pool.harness import Pool
+
+REPO = Path(__file__).resolve().parents[2]
+WAN_ADDR = "203.0.113.2"
+CAMPUS_ADDR = "203.0.113.2"  # LARK_TRAFFIC_CLASS_CAMPUS = 203.0.113.0/25
+OFFCAMPUS_ADDR = "203.0.113.200"
+
+JOB = r"""#!/usr/bin/python3
+# Reports what the job sees of its network, then sends a payload to a server and reads the reply.
+import json, os, socket, sys, time
+dst, port, nbytes, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+info = {"netns": os.readlink("/proc/self/ns/net"),
+        "ifaces": sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").readlines()[2:]),
+        "env": {k: v for k, v in os.environ.items() if k.startswith("LARK_")}}
+try:
+    import subprocess
+    info["ip_link_down"] = subprocess.run(["ip", "link", "set", "lark0", "down"], capture_output=True,
+                                          text=True).returncode
+except Exception as err:
+    info["ip_link_down"] = str(err)
+if dst != "-":
+    try:
+        t0 = time.monotonic()
+        s = socket.create_connection((dst, port), timeout=10)
+        block = b"x" * 65536
+        left = nbytes
+        while left:
+            left -= s.send(block[:min(left, len(block))])
+        s.shutdown(socket.SHUT_WR)
+        info["reply"] = s.recv(100).decode()
+        info["seconds"] = time.monotonic() - t0
+    except OSError as err:
+        info["error"] = str(err)
+time.sleep(hold)
+print(json.dumps(info))
+"""
+
+
+@dataclass
+class Sink:
+    """A TCP server in a namespace of the test's own; records (peer, bytes) per connection."""
+
+    netns_path: str
+    address: str
+    port: int = 0
+    received: list[tuple[str, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_INET6 if ":" in self.address else socket.AF_INET)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((self.address, self.port))
+            s.listen(64)
+            return s
+
+        self.sock = netns.call_in(self.netns_path, make)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn, peer[0]), daemon=True).start()
+
+    def _one(self, conn: socket.socket, peer: str) -> None:
+        total = 0
+        with conn:
+            conn.settimeout(60)
+            try:
+                while chunk := conn.recv(1 << 16):
+                    total += len(chunk)
+                conn.sendall(b"ok")
+            except OSError:
+                pass
+        self.received.append((peer, total))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class LarkPool:
+    pool: Pool
+    prefix: str
+    wan: str
+    sinks: list[Sink]
+
+    def sink(self, address: str = WAN_ADDR) -> Sink:
+        sink = Sink(self.wan, address)
+        self.sinks.append(sink)
+        return sink
+
+    def submit_job(self, args: str, extra: str = "", transfer: bool = False, count: int = 1) -> int:
+        files = {"job.py": JOB}
+        transfer_lines = ("should_transfer_files = YES\nwhen_to_transfer_output = ON_EXIT\n" if transfer
+                          else "should_transfer_files = NO\n")
+        submit = (f"executable = job.py\narguments = \"{args}\"\noutput = out.$(Process).json\n"
+                  f"error = err.$(Process).txt\nlog = job.log\n{transfer_lines}{extra}\nqueue {count}\n")
+        return self.pool.submit(submit, files=files)
+
+    def output(self, cluster: int, proc: int = 0) -> dict[str, object]:
+        ad = self.pool.history(cluster, ["Iwd"])[0]
+        iwd = self.pool.root / ad["Iwd"].lstrip("/")
+        text = (iwd / f"out.{proc}.json").read_text()
+        if not text.strip():
+            err = (iwd / f"err.{proc}.txt").read_text()
+            raise AssertionError(f"job {cluster}.{proc} printed nothing; stderr:\n{err}\n"
+                                 f"LarkNetdLog:\n{_netd_log(self.pool)}")
+        return json.loads(text)
+
+    def kernel_objects(self) -> list[str]:
+        """Lark's objects in the execute host's namespace: job interfaces and firewall job chains."""
+        out = subprocess.run(["ip", "-n", self.pool.netns_name, "-o", "link"], capture_output=True, text=True,
+                             check=True).stdout
+        found = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()
+                 if line.split(":")[1].strip().startswith(self.prefix + "h")]
+        rules = subprocess.run(["nsenter", f"--net={self.pool.netns_path}", "nft", "list", "table", "inet",
+                                self.prefix], capture_output=True, text=True).stdout
+        found += [line.strip() for line in rules.splitlines() if line.strip().startswith("chain job-")]
+        state = self.pool.root / "var/lib/lark/jobs"
+        found += [p.name for p in state.glob("*.json")] if state.is_dir() else []
+        return found
+
+    def wait_no_objects(self, timeout: float = 15) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while (left := self.kernel_objects()) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        return left
+
+    def broker_pid(self) -> int:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                if any(b"lark-netd" in part for part in cmd[:2]) and self.pool._belongs(int(entry)):
+                    return int(entry)
+            except OSError:
+                continue
+        raise AssertionError("lark-netd is not running")
+
+
+def _ip(ns: str, *args: str) -> None:
+    subprocess.run(["ip", "-n", ns, *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def lark_pool(pool: Pool, run_prefix: str) -> Iterator[LarkPool]:
+    ns = pool.netns_name
+    wan_name = f"{run_prefix}-pwan"
+    wan = str(netns.create_named(wan_name))
+    try:
+        subprocess.run(["ip", "link", "add", "uplink0", "netns", ns, "type", "veth", "peer", "name", "up1",
+                        "netns", wan_name], check=True)
+        _ip(ns, "addr", "add", "203.0.113.1/24", "dev", "uplink0")
+        _ip(ns, "link", "set", "uplink0", "up")
+        _ip(ns, "route", "add", "default", "via", WAN_ADDR)
+        for addr in (f"{WAN_ADDR}/24", f"{OFFCAMPUS_ADDR}/24"):
+            _ip(wan_name, "addr", "add", addr, "dev", "up1")
+        _ip(wan_name, "link", "set", "up1", "up")
+        _ip(wan_name, "link", "set", "lo", "up")
+        _ip(ns, "link", "add", "br-lark", "type", "bridge")
+        _ip(ns, "addr", "add", "198.51.100.1/24", "dev", "br-lark")
+        _ip(ns, "link", "set", "br-lark", "up")
+
+        for name in ("50-lark-execute.conf", "60-lark-submit.conf"):
+            pool.add_config(name, (REPO / "condor_config.d" / name).read_text())
+        pool.add_config("70-lark-test.conf", f"""
+LARK_BIN = /usr/local/bin
+LARK_NAME_PREFIX = {run_prefix}
+LARK_NETWORK_TYPES = nat, bridge, none
+LARK_BRIDGE = br-lark
+LARK_BRIDGE_IPV4_POOL = 198.51.100.0/24 198.51.100.10-198.51.100.50
+LARK_BRIDGE_IPV4_GATEWAY = 198.51.100.1
+LARK_TRAFFIC_CLASSES = campus, offcampus
+LARK_TRAFFIC_CLASS_CAMPUS = 203.0.113.0/25
+LARK_TRAFFIC_CLASS_OFFCAMPUS = 0.0.0.0/0, ::/0
+LARK_MAX_BANDWIDTH_MBIT = 1000
+LARK_INBOUND_PORT_RANGE = 40000-40003
+LARK_MAX_INBOUND_PORTS = 10
+LARK_SWEEP_INTERVAL = 2
+LARK_ACCOUNTING_INTERVAL = 2
+MASTER_BACKOFF_CONSTANT = 1
+NUM_CPUS = 8
+MASTER_NEW_BINARY_RESTART = NEVER
+""")
+        pool.reconfig()  # the master starts LARK_NETD from DAEMON_LIST
+        pool.restart_daemon("startd")  # NO_JOB_NETWORKING is only fully applied at startd start
+        lp = LarkPool(pool, run_prefix, wan, [])
+        deadline = time.monotonic() + 30
+        while not (pool.root / "run/lark/netd.sock").exists():
+            assert time.monotonic() < deadline, "lark-netd did not start:\n" + _netd_log(pool)
+            time.sleep(0.2)
+        yield lp
+    finally:
+        for name in ("70-lark-test.conf", "60-lark-submit.conf", "50-lark-execute.conf"):
+            pool.remove_config(name)
+        try:
+            pool.reconfig()
+        except Exception as err:  # the pool's own teardown follows anyway
+            print(f"reconfig after Lark tests failed: {err}")
+        netns.delete_named(wan_name)
+
+
+def _netd_log(pool: Pool) -> str:
+    path = pool.root / "var/log/condor/LarkNetdLog"
+    return path.read_text()[-3000:] if path.exists() else "(no LarkNetdLog)"
+
+
