@@ -234,6 +234,7 @@ def main() -> None:
                   f"{s.requests} HTTP requests, {s.series} series, {s.samples} samples, {s.links} links "
                   f"({dict(s.grades)}), {s.archives_failed} archives failed, {s.errors} errors; "
                   f"peak RSS so far {rss_mb():.0f} MB")
+            del result  # as the daemon does: a crawl's result is dropped once its ads are published
         spider.close()
         print("spider log (last line):", Path(f"{tmp}/LarkSpiderLog").read_text().splitlines()[-1], sep="\n  ")
     proc.kill()

@@ -295,7 +295,7 @@ class Engine:
             # fast path: the kernel removes the veth (or macvlan) with the namespace
             netns.delete_named(record.netns)
         else:
-            job_ipr = netns.iproute_in(record.netns) if ns_alive else None
+            job_ipr = _open_job_netns(record) if ns_alive else None
             try:
                 module_for(record.mode).down(AttachContext(self.config, self.host, job_ipr, None), record)
             except LarkError as err:
@@ -397,12 +397,13 @@ class Engine:
                 continue
             if record.status != "up":
                 continue
-            job_ipr = netns.iproute_in(record.netns)
+            job_ipr = _open_job_netns(record)
             try:
                 ctx = AttachContext(self.config, self.host, job_ipr, None)
                 problems += [f"{label}: {p}" for p in module_for(record.mode).check(ctx, record)]
             finally:
-                job_ipr.close()
+                if job_ipr is not None:
+                    job_ipr.close()
             if record.mode != "none" and not record.firewall_job_side and record.token not in fw_tokens:
                 problems.append(f"{label}: firewall rules are missing")
         live = {r.token for r in records}
@@ -439,6 +440,14 @@ class Engine:
 
 
 # -------------------------------------------------------------------- helpers
+
+
+def _open_job_netns(record: JobRecord) -> IPRoute | None:
+    """A socket in the job's namespace, or None when it vanished meanwhile (the job just exited)."""
+    try:
+        return netns.iproute_in(record.netns)
+    except (NotFound, KernelError):
+        return None
 
 
 def _netns_matches(record: JobRecord) -> bool:

@@ -20,19 +20,30 @@ import sys
 import time
 
 SOCKET_PATH = "/run/lark/netd.sock"
+# An admin who moves the broker's socket (LARK_SOCKET) writes its path into this file next to the
+# wrapper. Not an environment variable: the job's environment is the user's to set.
+SOCKET_OVERRIDE_FILE = "lark-wrap.socket"
 RETRY_SECONDS = 60.0  # a broker killed mid-job is restarted by condor_master within its back-off
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGCONT, signal.SIGTSTP, signal.SIGALRM)
 
 
-def ask(op: str, retry_for: float) -> dict[str, object]:
+def socket_path() -> str:
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), SOCKET_OVERRIDE_FILE)) as fh:
+            return fh.read().strip() or SOCKET_PATH
+    except OSError:
+        return SOCKET_PATH
+
+
+def ask(op: str, retry_for: float, path: str = SOCKET_PATH) -> dict[str, object]:
     deadline = time.monotonic() + retry_for
     delay = 0.05
     while True:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(30)
-                sock.connect(SOCKET_PATH)
+                sock.connect(path)
                 sock.sendall(json.dumps({"op": op}).encode() + b"\n")
                 data = b""
                 while not data.endswith(b"\n"):
@@ -43,7 +54,7 @@ def ask(op: str, retry_for: float) -> dict[str, object]:
             return json.loads(data)
         except (OSError, ValueError) as err:
             if time.monotonic() > deadline:
-                return {"ok": False, "error": f"cannot reach lark-netd at {SOCKET_PATH}: {err}"}
+                return {"ok": False, "error": f"cannot reach lark-netd at {path}: {err}"}
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
@@ -85,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args:
         print("lark-wrap: no job command given (configure it as USER_JOB_WRAPPER)", file=sys.stderr)
         sys.exit(1)
-    reply = ask("setup", RETRY_SECONDS)
+    path = socket_path()
+    reply = ask("setup", RETRY_SECONDS, path)
     if not reply.get("ok"):
         # the broker recorded LarkSetupError in the job ad; the LarkHold transform holds the job
         print(f"lark-wrap: {reply.get('error')}", file=sys.stderr)
@@ -93,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     env.update({str(k): str(v) for k, v in dict(reply.get("env") or {}).items()})
     status = run_job(args, env)
-    final = ask("finalize", RETRY_SECONDS)
+    final = ask("finalize", RETRY_SECONDS, path)
     if not final.get("ok"):
         print(f"lark-wrap: final accounting failed: {final.get('error')}", file=sys.stderr)
     exit_like(status)

@@ -46,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     root.setLevel(logging.INFO)
     log = logging.getLogger("lark.netd")
 
+    # Import what the first request needs now, not on the first job's start path (~100 ms).
+    import classad2  # noqa: F401
+    import htcondor2.htchirp  # noqa: F401
+
     from lark.broker.server import Broker, BrokerServer
     from lark.engine import Engine
 

@@ -169,23 +169,53 @@ def _run_cli(command: str) -> str:
     return proc.stdout
 
 
-def with_session(netns: str | None, fn: Callable[[Session], T], *, use_library: bool = True) -> T:
-    """Call ``fn(session)`` in a thread that has joined ``netns``; the context lives only there.
+# Long-lived contexts, one per (process, namespace). Freeing a context closes its netlink socket,
+# and after a delete batch the kernel makes that close wait for its deferred cleanup (an RCU grace
+# period, ~13 ms measured): a broker tearing jobs down must not pay that on every job.
+_persistent: dict[tuple[int, str | None, int], Session] = {}
+
+
+def _netns_key(netns: str | None) -> tuple[int, str | None, int]:
+    try:
+        inode = os.stat(netns).st_ino if netns else 0
+    except OSError:
+        inode = -1
+    return os.getpid(), netns, inode
+
+
+def with_session(netns: str | None, fn: Callable[[Session], T], *, use_library: bool = True,
+                 persistent: bool = False) -> T:
+    """Call ``fn(session)`` in a thread that has joined ``netns``.
 
     For read-decide-write sequences (list, then delete only what exists) that should not pay for
-    a namespace switch per step.
+    a namespace switch per step. With ``persistent`` the context (and its socket, opened in
+    ``netns`` on first use) is kept for the next call instead of being freed.
     """
     lib = _load() if use_library else None
 
     def work() -> T:
         with _lock:
-            session = Session(lib)
-            try:
-                return fn(session)
-            finally:
-                session.close()
+            if not persistent or lib is None:
+                session = Session(lib)
+                try:
+                    return fn(session)
+                finally:
+                    session.close()
+            key = _netns_key(netns)
+            session = _persistent.get(key)
+            if session is None:
+                session = _persistent[key] = Session(lib)
+            return fn(session)
 
     return _netns.call_in(netns, work)
+
+
+def forget_session(netns: str | None) -> None:
+    """Free the persistent context of ``netns`` (the namespace is going away, or the table is)."""
+    with _lock:
+        session = _persistent.pop(_netns_key(netns), None)
+    if session is not None:
+        session.close()
 
 
 def run(commands: str | Sequence[str], netns: str | None = None, *, use_library: bool = True) -> list[str]:

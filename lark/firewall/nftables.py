@@ -466,7 +466,8 @@ class NftablesBackend(FirewallBackend):
     # -- helpers (the _-functions taking a session run inside the backend's namespace thread)
 
     def _session(self, fn: Callable[[libnft.Session], T]) -> T:
-        return libnft.with_session(self.netns, fn, use_library=self.use_library)
+        # the host's backend lives as long as the broker: keep its context (see libnft._persistent)
+        return libnft.with_session(self.netns, fn, use_library=self.use_library, persistent=not self.job_side)
 
     def _state(self, session: libnft.Session, element_sets: Iterable[str]) -> TableState | None:
         """Chains and named sets (raw netlink: no nft cache fill), plus the elements of
@@ -568,3 +569,4 @@ class NftablesBackend(FirewallBackend):
 
         self._session(drop)
         self._base_ready = False
+        libnft.forget_session(self.netns)  # its socket would keep a deleted namespace alive
