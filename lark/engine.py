@@ -169,7 +169,8 @@ class Engine:
             first = self.config.inbound_port_range[0]
             record.ports = first, first + request.inbound_ports - 1
             record.public_ipv4 = record.ipv4.split("/")[0]
-        self.store.save(record)
+        # No save here: allocations are files named by this job's token, and a sweep frees the
+        # ones whose token has no live record, so the first and last saves are enough.
 
         if record.mode == "nat" and self.config.enable_forwarding:
             self._ensure_forwarding()
@@ -185,8 +186,7 @@ class Engine:
         if record.mode != "none":
             spec = self._firewall_job(record, request)
             record.firewall_spec = firewall_job_to_dict(spec)
-            self.store.save(record)
-            self._backend_for(record).add_job(spec)
+            self._backend_for(record).add_job(spec)  # orphaned rules are swept by token, like allocations
         record.status = "up"
         self.store.save(record)
 

@@ -72,10 +72,14 @@ class SlotPool:
                 slot = (start + step) % self.count
                 if slot in taken or slot in reserved:
                     continue
-                tmp = self.directory / f".{slot}.{os.getpid()}"
-                tmp.write_text(owner)
-                os.replace(tmp, self.directory / str(slot))
-                cursor_file.write_text(str(slot + 1))
+                # Created in place under the lock (no rename, no truncate: on ext4 both force a
+                # flush). A crash mid-write leaves an empty owner, which a sweep frees.
+                fd = os.open(self.directory / str(slot), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    os.write(fd, owner.encode())
+                finally:
+                    os.close(fd)
+                _write_cursor(cursor_file, slot + 1)
                 return slot
         raise AddressExhausted(f"no free slot left in {self.description} ({self.count} in use)")
 
@@ -184,6 +188,21 @@ class PortPool(SlotPool):
                 return False
 
 
+def _owner(text: str) -> str:
+    """The owner token in an allocation file ("" for a file a crash left empty)."""
+    parts = text.split()
+    return parts[0] if parts else ""
+
+
+def _write_cursor(path: Path, value: int) -> None:
+    """Overwrite a fixed-width number in place: no truncation, so no forced flush."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.pwrite(fd, f"{value:>12}".encode(), 0)
+    finally:
+        os.close(fd)
+
+
 def network_bits(net: IPNetwork) -> int:
     return 32 if net.version == 4 else 128
 
@@ -198,11 +217,11 @@ def release_allocation(state_dir: Path, alloc: Allocation, owner: str) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            if path.read_text().split()[0] != owner:
+            if _owner(path.read_text()) != owner:
                 return False
             path.unlink()
             return True
-        except (FileNotFoundError, IndexError):
+        except FileNotFoundError:
             return False
     finally:
         os.close(fd)
@@ -220,7 +239,7 @@ def all_allocations(state_dir: Path) -> Iterator[tuple[Allocation, str]]:
             if entry.name.startswith(".") or not entry.name.isdigit():
                 continue
             try:
-                owner = Path(entry.path).read_text().split()[0]
-            except (FileNotFoundError, IndexError):
+                owner = _owner(Path(entry.path).read_text())
+            except FileNotFoundError:
                 continue
             yield Allocation(pool.name, entry.name), owner

@@ -73,3 +73,12 @@ def test_port_blocks_are_disjoint(tmp_path: Path) -> None:
         pool.allocate("d", 1)
     assert release_allocation(tmp_path, alloc_b, "b")
     assert pool.allocate("e", 10)[0] == b
+
+
+def test_an_allocation_left_empty_by_a_crash_is_listed_and_freed(tmp_path: Path) -> None:
+    pool = SubnetPool(tmp_path, ipaddress.ip_network("10.7.0.0/29"), 30)
+    _, alloc = pool.allocate("aaaaaa")
+    (pool.directory / alloc.slot).write_text("")  # as if the writer died before writing its token
+    assert [(a, o) for a, o in all_allocations(tmp_path)] == [(alloc, "")]
+    assert release_allocation(tmp_path, alloc, "")
+    assert list(all_allocations(tmp_path)) == []
