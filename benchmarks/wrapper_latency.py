@@ -95,9 +95,9 @@ _marks = {"py": T0, "imported": T1}
 _ask = lark.wrap.ask
 
 
-def _timed_ask(op, retry_for):
+def _timed_ask(op, retry_for, *path):
     _marks[op + "0"] = time.time_ns()
-    reply = _ask(op, retry_for)
+    reply = _ask(op, retry_for, *path)
     _marks[op + "1"] = time.time_ns()
     _marks[op + "_ok"] = bool(reply.get("ok"))
     if not reply.get("ok"):

@@ -85,9 +85,17 @@ def link_ad_name(link: LinkSummary) -> str:
     return link.key.name()
 
 
-def build_link_ad(link: LinkSummary, now: float, lifetime: int) -> classad2.ClassAd:
-    """The ``LarkNetworkLink`` ad of one link, as of ``now`` (UNIX s), expiring after ``lifetime`` s."""
-    ad = classad2.ClassAd()
+def build_link_ad(link: LinkSummary, now: float, lifetime: int, into: classad2.ClassAd | None = None
+                  ) -> classad2.ClassAd:
+    """The ``LarkNetworkLink`` ad of one link, as of ``now`` (UNIX s), expiring after ``lifetime`` s.
+
+    ``into`` is an existing ad to clear and refill instead of allocating one: the htcondor 25.x
+    ``classad2`` bindings never free a ClassAd (~140 bytes each, measured), which a daemon that
+    builds 10^5 ads per crawl cannot afford, so the publisher recycles a fixed pool of ads.
+    """
+    ad = into if into is not None else classad2.ClassAd()
+    if into is not None:
+        ad.clear()
     ad["MyType"] = MY_TYPE
     ad["Name"] = link_ad_name(link)
     ad["LarkSourceSite"] = link.key.src_site

@@ -17,9 +17,11 @@ Parsers are pure functions of the decoded JSON; :func:`discover` does the fetchi
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,7 +72,7 @@ class ArchiveRef:
 
 @dataclass(frozen=True, slots=True)
 class MeshTest:
-    """One directed test between two hosts as a mesh defines it."""
+    """One directed test between two hosts as a mesh defines it (expanded from a :class:`MeshGroup`)."""
 
     test: str
     src: str
@@ -79,21 +81,94 @@ class MeshTest:
     archives: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class MeshGroup:
+    """One task of a mesh: a test kind and cadence over a group of hosts.
+
+    Kept as the group, not as its pairs: a 300-site full mesh is 90,000 directed pairs, and
+    holding each as an object would cost tens of MB that nothing needs at once. Host names are
+    lower case. ``host_archives`` are archives a host's own ``hosts`` entry adds to its tests.
+    """
+
+    test: str
+    interval: float | None
+    kind: str  # "mesh" (every ordered pair of a) or "disjoint" (a x b, and b x a unless unidirectional)
+    a: tuple[str, ...]
+    b: tuple[str, ...] = ()
+    unidirectional: bool = False
+    archives: tuple[str, ...] = ()
+    host_archives: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def _a(self) -> frozenset[str]:
+        return frozenset(self.a)
+
+    @functools.cached_property
+    def _b(self) -> frozenset[str]:
+        return frozenset(self.b)
+
+    def pairs(self) -> Iterator[tuple[str, str]]:
+        if self.kind == "mesh":
+            for src in self.a:
+                for dst in self.a:
+                    if src != dst:
+                        yield src, dst
+            return
+        for src in self.a:
+            for dst in self.b:
+                if src != dst:
+                    yield src, dst
+                    if not self.unidirectional:
+                        yield dst, src
+
+    def count(self) -> int:
+        if self.kind == "mesh":
+            n = len(self._a)
+            return n * (n - 1)
+        n = sum(1 for x in self.a for y in self.b if x != y)
+        return n if self.unidirectional else 2 * n
+
+    def has(self, src: str, dst: str) -> bool:
+        if src == dst:
+            return False
+        if self.kind == "mesh":
+            return src in self._a and dst in self._a
+        if src in self._a and dst in self._b:
+            return True
+        return not self.unidirectional and src in self._b and dst in self._a
+
+    def sources(self) -> frozenset[str]:
+        if self.kind == "mesh" or not self.unidirectional:
+            return self._a | self._b
+        return self._a
+
+    def tests(self) -> Iterator[MeshTest]:
+        for src, dst in self.pairs():
+            extra = self.host_archives.get(src, ()) + self.host_archives.get(dst, ())
+            urls = tuple(dict.fromkeys(self.archives + extra)) if extra else self.archives
+            yield MeshTest(self.test, src, dst, self.interval, urls)
+
+
 @dataclass
 class MeshContent:
     """What one mesh document yields."""
 
-    tests: list[MeshTest] = field(default_factory=list)
+    groups: list[MeshGroup] = field(default_factory=list)
     archives: list[ArchiveRef] = field(default_factory=list)
     includes: list[str] = field(default_factory=list)
     name: str = ""
+
+    @property
+    def tests(self) -> list[MeshTest]:
+        """Every directed test, expanded (for inspection; the crawl works on the groups)."""
+        return [t for g in self.groups for t in g.tests()]
 
 
 @dataclass
 class Inventory:
     """Everything discovery found, merged over all sources."""
 
-    tests: list[MeshTest] = field(default_factory=list)
+    groups: list[MeshGroup] = field(default_factory=list)
     archives: dict[str, ArchiveRef] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     meshes: list[str] = field(default_factory=list)
@@ -101,31 +176,57 @@ class Inventory:
     def add_archive(self, ref: ArchiveRef) -> None:
         self.archives.setdefault(ref.url, ref)
 
+    @property
+    def tests(self) -> list[MeshTest]:
+        return [t for g in self.groups for t in g.tests()]
+
+    def test_count(self) -> int:
+        return sum(g.count() for g in self.groups)
+
     def hosts(self) -> set[str]:
         out: set[str] = set()
-        for t in self.tests:
-            out.add(t.src)
-            out.add(t.dst)
+        for g in self.groups:
+            out.update(g.a)
+            out.update(g.b)
         return out
 
+    def _index(self) -> dict[tuple[str, str], list[MeshGroup]]:
+        index: dict[tuple[str, str], list[MeshGroup]] = {}
+        for g in self.groups:
+            for host in g.sources():
+                index.setdefault((g.test, host), []).append(g)
+        return index
+
     def interval_lookup(self) -> Callable[[str, str | None, str | None], float | None]:
-        """A function (test, src name, dst name) -> cadence from the meshes, for quality grading."""
-        table: dict[tuple[str, str, str], float] = {}
-        for t in self.tests:
-            if t.interval is None:
-                continue
-            key = (t.test, t.src.lower(), t.dst.lower())
-            table[key] = min(t.interval, table.get(key, t.interval))
+        """A function (test, src name, dst name) -> cadence from the meshes, for quality grading.
+
+        With a pair in several tasks the most frequent one sets the expectation.
+        """
+        index = self._index()
 
         def lookup(test: str, src: str | None, dst: str | None) -> float | None:
             if not src or not dst:
                 return None
-            return table.get((test, src.lower(), dst.lower()))
+            s, d = src.lower(), dst.lower()
+            found = [g.interval for g in index.get((test, s), ()) if g.interval is not None and g.has(s, d)]
+            return min(found) if found else None
 
         return lookup
 
-    def pair_set(self) -> set[tuple[str, str]]:
-        return {(t.src.lower(), t.dst.lower()) for t in self.tests}
+    def has_pair(self) -> Callable[[str | None, str | None], bool]:
+        """A function (src name, dst name) -> whether any mesh tests that directed pair."""
+        by_source: dict[str, list[MeshGroup]] = {}
+        for g in self.groups:
+            for host in g.sources():
+                by_source.setdefault(host, []).append(g)
+
+        def check(src: str | None, dst: str | None) -> bool:
+            if not src or not dst:
+                return False
+            s, d = src.lower(), dst.lower()
+            return any(g.has(s, d) for g in by_source.get(s, ()))
+
+        return check
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,36 +354,35 @@ def parse_psconfig(doc: Any, source: str, derive_opensearch: bool = False) -> Me
         if not isinstance(group, Mapping):
             log.debug("%s: task %s names no known group", source, task_name)
             continue
-        for src_ref, dst_ref in _group_pairs(group):
-            src, dst = host_of(src_ref), host_of(dst_ref)
-            if not src or not dst or src == dst:
-                continue
-            names = [r.get("name") if isinstance(r, Mapping) else r for r in (src_ref, dst_ref)]
-            extra = [u for n in names if isinstance(n, str) for u in host_archive_urls(n)]
-            urls = tuple(dict.fromkeys(task_archives + extra))
-            content.tests.append(MeshTest(kind, src, dst, interval, urls))
+        gtype = group.get("type")
+        if gtype == "mesh":
+            a_side, b_side = _members(group.get("addresses"), host_of), ()
+        elif gtype == "disjoint":
+            a_side, b_side = _members(group.get("a-addresses"), host_of), _members(group.get("b-addresses"), host_of)
+        else:
+            continue  # "list" groups are single-ended: no pairs
+        names = {host_of(r): (r.get("name") if isinstance(r, Mapping) else r)
+                 for key in ("addresses", "a-addresses", "b-addresses")
+                 for r in (group.get(key) if isinstance(group.get(key), list) else [])}
+        host_archives = {h: tuple(urls) for h, n in names.items() if h and isinstance(n, str)
+                         and (urls := host_archive_urls(n))}
+        content.groups.append(MeshGroup(kind, interval, str(gtype), a_side, b_side,
+                                        bool(group.get("unidirectional", False)), tuple(dict.fromkeys(task_archives)),
+                                        host_archives))
     includes = doc.get("includes", [])
     if isinstance(includes, list):
         content.includes = [urljoin(source, i) for i in includes if isinstance(i, str)]
     return content
 
 
-def _group_pairs(group: Mapping[str, Any]) -> Iterable[tuple[Any, Any]]:
-    kind = group.get("type")
-    if kind == "mesh":
-        members = [m for m in group.get("addresses", []) if m]
-        for a in members:
-            for b in members:
-                if a is not b and a != b:
-                    yield a, b
-    elif kind == "disjoint":
-        a_side = [m for m in group.get("a-addresses", []) if m]
-        b_side = [m for m in group.get("b-addresses", []) if m]
-        for a in a_side:
-            for b in b_side:
-                yield a, b
-                if not group.get("unidirectional", False):
-                    yield b, a
+def _members(refs: Any, host_of: Callable[[Any], str | None]) -> tuple[str, ...]:
+    """Host names of a group's address references, lower case, interned, in order, without repeats."""
+    out: dict[str, None] = {}
+    for ref in refs if isinstance(refs, list) else []:
+        host = host_of(ref)
+        if host:
+            out[sys.intern(host)] = None
+    return tuple(out)
 
 
 def _display_name(doc: Mapping[str, Any]) -> str | None:
@@ -349,18 +449,23 @@ def parse_meshconfig(doc: Any, source: str) -> MeshContent:
             interval = LATENCYBG_INTERVAL
         members = test.get("members") if isinstance(test.get("members"), Mapping) else {}
         mtype = members.get("type")
-        pairs: list[tuple[str, str]] = []
+
         if mtype in ("mesh", "ordered_mesh"):
-            hosts = [h.strip().lower() for h in members.get("members", []) if isinstance(h, str)]
-            pairs = [(a, b) for a in hosts for b in hosts if a != b]
+            a_side, b_side, gtype = _names(members, "members"), (), "mesh"
         elif mtype == "disjoint":
-            a_side = [h.strip().lower() for h in members.get("a_members", []) if isinstance(h, str)]
-            b_side = [h.strip().lower() for h in members.get("b_members", []) if isinstance(h, str)]
-            pairs = [(a, b) for a in a_side for b in b_side] + [(b, a) for a in a_side for b in b_side]
-        for src, dst in pairs:
-            urls = tuple(dict.fromkeys(host_mas.get(src, []) + host_mas.get(dst, [])))
-            content.tests.append(MeshTest(kind, src, dst, interval, urls))
+            a_side, b_side, gtype = _names(members, "a_members"), _names(members, "b_members"), "disjoint"
+        else:
+            continue
+        urls = {h: tuple(dict.fromkeys(host_mas.get(h, []))) for h in a_side + b_side if host_mas.get(h)}
+        content.groups.append(MeshGroup(kind, interval, gtype, a_side, b_side, False, (), urls))
     return content
+
+
+def _names(members: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    raw = members.get(key, [])
+    if not isinstance(raw, list):
+        return ()
+    return tuple(dict.fromkeys(sys.intern(h.strip().lower()) for h in raw if isinstance(h, str) and h.strip()))
 
 
 def parse_mesh(doc: Any, source: str, fmt: str = "auto", derive_opensearch: bool = False) -> MeshContent:
@@ -506,7 +611,7 @@ def discover(client: HttpClient, publishers: Sequence[str], meshes: Sequence[Mes
             elif cache is not None:
                 cache[src.url] = content
             inv.meshes.append(src.url)
-            inv.tests.extend(content.tests)
+            inv.groups.extend(content.groups)
             for ref in content.archives:
                 inv.add_archive(ref)
             sources.extend(MeshSource(u, "auto") for u in content.includes)

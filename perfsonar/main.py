@@ -26,7 +26,7 @@ from perfsonar.config import SpiderConfig, config_path, load_config
 from perfsonar.crawl import Spider
 from perfsonar.errors import ConfigError, PublishError
 from perfsonar.log import setup_logging
-from perfsonar.publish import publish_ads
+from perfsonar.publish import publish_batches
 
 log = logging.getLogger("lark.spider")
 
@@ -72,7 +72,7 @@ def _crawl_and_publish(spider: Spider) -> bool:
     config = spider.config
     result = spider.crawl()
     try:
-        sent = publish_ads(spider.iter_ads(result), config.collector.address, config.collector.token_dir)
+        sent = publish_batches(spider.ad_batches(result), config.collector.address, config.collector.token_dir)
     except PublishError as err:
         log.error("%s", err)
         return False

@@ -53,9 +53,18 @@ def publish_ads(ads: Iterable[classad2.ClassAd], collector: str | None = None, t
     generator: ads are built and sent in batches, which bounds both one update message and the
     memory held by ClassAds at OSG scale. Raises :class:`PublishError` naming the collector.
     """
+    return publish_batches(_batches(ads, batch_size), collector, token_dir)
+
+
+def publish_batches(batches: Iterable[list[classad2.ClassAd]], collector: str | None = None,
+                    token_dir: str | None = None) -> int:
+    """Like :func:`publish_ads` for ready-made batches (e.g. :meth:`perfsonar.crawl.Spider.ad_batches`).
+
+    Each batch is advertised before the next is requested, so batches may recycle ClassAd objects.
+    """
     import htcondor2
 
-    batches = _batches(ads, batch_size)
+    batches = iter(batches)
     first = next(batches, None)
     if first is None:
         return 0

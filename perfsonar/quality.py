@@ -30,6 +30,7 @@ from perfsonar.model import (
     M_THROUGHPUT,
     RTT,
     STALE,
+    TEST_KINDS,
     THROUGHPUT,
     UNKNOWN,
     HostSeries,
@@ -198,34 +199,45 @@ TEST_METRICS: dict[str, tuple[str, ...]] = {THROUGHPUT: (M_THROUGHPUT,), LATENCY
 class _TestAcc:
     """One test kind of one link: samples as flat ``array('d')`` [ts, v, ts, v, ...] per metric.
 
-    Arrays instead of lists of tuples: at OSG scale (10^5 links) tuples of two boxed floats would
-    cost ~6x the memory of the numbers themselves.
+    Arrays and slots instead of lists of tuples and dicts: at OSG scale (10^5 links) the boxed
+    floats and per-object dicts would cost several times the memory of the numbers themselves.
     """
 
-    __slots__ = ("samples", "contributors", "failures", "successes", "unlisted", "interval")
+    __slots__ = ("a", "b", "na", "nb", "failures", "successes", "unlisted", "interval")
 
     def __init__(self, n_metrics: int) -> None:
-        self.samples: list[array[float]] = [array("d") for _ in range(n_metrics)]
-        self.contributors = [0] * n_metrics
-        self.failures: list[tuple[float, str]] = []
+        self.a = array("d")
+        self.b = array("d") if n_metrics > 1 else None
+        self.na = self.nb = 0  # how many series contributed to each metric (1: no de-duplication needed)
+        self.failures: list[tuple[float, str]] | None = None
         self.successes = 0
         self.unlisted = 0
         self.interval: float | None = None
 
 
 class _LinkAcc:
-    __slots__ = ("tests", "src_hosts", "dst_hosts", "archives")
+    __slots__ = ("throughput", "latency", "rtt", "src_hosts", "dst_hosts", "archives")
 
     def __init__(self) -> None:
-        self.tests: dict[str, _TestAcc] = {}
-        self.src_hosts: list[str] = []
-        self.dst_hosts: list[str] = []
-        self.archives: list[str] = []
+        self.throughput: _TestAcc | None = None
+        self.latency: _TestAcc | None = None
+        self.rtt: _TestAcc | None = None
+        # A single host/archive is stored as a plain string (the common case), several as a tuple.
+        self.src_hosts: str | tuple[str, ...] = ()
+        self.dst_hosts: str | tuple[str, ...] = ()
+        self.archives: str | tuple[str, ...] = ()
 
 
-def _remember(items: list[str], value: str) -> None:
-    if value not in items:
-        items.append(value)
+def _remember(current: str | tuple[str, ...], value: str) -> str | tuple[str, ...]:
+    if current == value or (isinstance(current, tuple) and value in current):
+        return current
+    if current == ():
+        return value
+    return (*((current,) if isinstance(current, str) else current), value)
+
+
+def _as_tuple(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(sorted(value))
 
 
 class LinkAccumulator:
@@ -261,18 +273,27 @@ class LinkAccumulator:
         if acc is None:
             acc = self.links[key] = _LinkAcc()
         metrics = TEST_METRICS[s.test]
-        t = acc.tests.get(s.test)
+        t = getattr(acc, s.test)
         if t is None:
-            t = acc.tests[s.test] = _TestAcc(len(metrics))
+            t = _TestAcc(len(metrics))
+            setattr(acc, s.test, t)
         for i, metric in enumerate(metrics):
             pts = s.samples.get(metric)
-            if pts:
-                t.contributors[i] += 1
-                buf = t.samples[i]
-                for ts, value in pts:
-                    buf.append(ts)
-                    buf.append(value)
-        t.failures.extend(s.failures)
+            if not pts:
+                continue
+            buf = t.a if i == 0 else t.b
+            assert buf is not None
+            if i == 0:
+                t.na += 1
+            else:
+                t.nb += 1
+            for ts, value in pts:
+                buf.append(ts)
+                buf.append(value)
+        if s.failures:
+            if t.failures is None:
+                t.failures = []
+            t.failures.extend(s.failures)
         t.successes += s.successes
         t.unlisted += s.unlisted_failures
         interval = s.interval
@@ -280,9 +301,9 @@ class LinkAccumulator:
             interval = self.mesh_interval(s.test, s.src_name, s.dst_name)
         if interval is not None and interval > 0 and (t.interval is None or interval < t.interval):
             t.interval = interval
-        _remember(acc.src_hosts, _endpoint_label(s.src_name, None if s.src_name else s.src_ip))
-        _remember(acc.dst_hosts, _endpoint_label(s.dst_name, None if s.dst_name else s.dst_ip))
-        _remember(acc.archives, s.archive)
+        acc.src_hosts = _remember(acc.src_hosts, _endpoint_label(s.src_name, None if s.src_name else s.src_ip))
+        acc.dst_hosts = _remember(acc.dst_hosts, _endpoint_label(s.dst_name, None if s.dst_name else s.dst_ip))
+        acc.archives = _remember(acc.archives, s.archive)
 
     def finish(self, now: float, policy: QualityPolicy) -> dict[LinkKey, LinkSummary]:
         """Grade every link; the accumulated samples are released as each link is summarised.
@@ -294,20 +315,24 @@ class LinkAccumulator:
         while self.links:
             key, acc = self.links.popitem()
             metrics: dict[str, MetricSummary] = {}
-            for test, t in acc.tests.items():
+            for test in TEST_KINDS:
+                t = getattr(acc, test)
+                if t is None:
+                    continue
                 interval = t.interval or float(policy.default_intervals.get(test, DEFAULT_INTERVALS[test]))
                 failures: list[tuple[float, str]] = []
                 seen_fail: set[int] = set()
-                for ts, error in t.failures:
+                for ts, error in t.failures or ():
                     if int(ts) not in seen_fail:
                         seen_fail.add(int(ts))
                         failures.append((ts, error))
                 failure_count = len(failures) + t.unlisted
                 for i, metric in enumerate(TEST_METRICS[test]):
-                    buf = t.samples[i]
+                    buf = t.a if i == 0 else t.b
+                    assert buf is not None
                     samples = list(zip(buf[0::2], buf[1::2], strict=True))
                     raw = len(samples)
-                    if t.contributors[i] > 1:
+                    if (t.na if i == 0 else t.nb) > 1:
                         seen: set[tuple[int, float]] = set()
                         unique = []
                         for ts, value in samples:
@@ -328,8 +353,8 @@ class LinkAccumulator:
                 continue
             quality, reason = link_grade(metrics)
             out[key] = LinkSummary(key=key, metrics=metrics, quality=quality, reason=reason,
-                                   src_hosts=tuple(sorted(acc.src_hosts)), dst_hosts=tuple(sorted(acc.dst_hosts)),
-                                   archives=tuple(sorted(acc.archives)))
+                                   src_hosts=_as_tuple(acc.src_hosts), dst_hosts=_as_tuple(acc.dst_hosts),
+                                   archives=_as_tuple(acc.archives))
         return out
 
 

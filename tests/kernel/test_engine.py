@@ -330,3 +330,27 @@ def test_kill_mid_up_then_sweep_leaves_nothing(lab: Lab) -> None:
             lab.engine.down(record.token)
         assert lab.lark_objects() == []
     assert killed_mid_way >= 1, "no kill landed in the middle of an up"
+
+
+def test_ipvlan_job_or_a_clear_reason_why_not(lab: Lab) -> None:
+    from dataclasses import replace
+
+    from lark.errors import UnsupportedFeature
+
+    site = lab.config.site_attachments["macvlan"]
+    config = replace(lab.config, network_types=(*lab.config.network_types, "ipvlan"),
+                     site_attachments={**lab.config.site_attachments, "ipvlan": site})
+    engine = Engine(config, host_netns=lab.host)
+    try:
+        try:
+            record = engine.up(JobRequest("12.0", "ipvlan"))
+        except UnsupportedFeature as err:
+            assert "ipvlan" in str(err)
+            assert engine.records() == []  # nothing half-built is left
+            pytest.skip(f"kernel lacks the feature: {err}")
+        with jobtools.sink(lab.lan, "198.51.101.1", 9012) as server:
+            assert jobtools.send(job_ns(record), "198.51.101.1", 9012, 1000).returncode == 0
+            assert jobtools.result(server)["bytes"] == 1000
+        engine.down(record.token)
+    finally:
+        engine.close()

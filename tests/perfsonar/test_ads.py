@@ -86,3 +86,17 @@ def test_unknown_links_are_not_published_unless_asked() -> None:
 def test_spider_status_ad() -> None:
     ad = build_spider_ad("lark-spider@cm", NOW, 900, {"LarkLinks": 12, "LarkCrawlSeconds": 1.5})
     assert ad["MyType"] == "LarkSpider" and ad["LarkLinks"] == 12 and ad["ClassAdLifetime"] == 900
+
+
+def test_refilling_an_ad_leaves_nothing_of_the_previous_link() -> None:
+    p = QualityPolicy()
+    full = link({M_THROUGHPUT: summarise_metric(M_THROUGHPUT, [(NOW - 60, 9e9)], 1, [], 21600, NOW, p),
+                 M_LOSS: summarise_metric(M_LOSS, [(NOW - 60, 0.01)], 1, [], 60, NOW, p)})
+    ad = build_link_ad(full, NOW, 600)
+    assert "LarkLossFraction" in ad
+    only_owd = LinkSummary(LinkKey("X", "Y", 6), {M_OWDELAY: summarise_metric(M_OWDELAY, [(NOW - 60, 20.0)], 1, [],
+                                                                                 60, NOW, p)}, GOOD, "ok")
+    same = build_link_ad(only_owd, NOW, 600, into=ad)
+    assert same is ad
+    assert ad["Name"] == "X->Y/IPv6" and ad["LarkOneWayDelayMs"] == 20.0
+    assert "LarkLossFraction" not in ad and "LarkThroughputMbps" not in ad

@@ -264,3 +264,17 @@ def test_cli_config_errors_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["--check-config", "-c", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"{path}:2: quality.max_loss" in err
+
+
+def test_ad_batches_recycle_a_fixed_pool(world: World, tmp_path: Path) -> None:
+    sp = spider(world.config(tmp_path), tmp_path)
+    result = sp.crawl()
+    expected = [ad["Name"] for ad in sp.iter_ads(result)]
+    seen: list[str] = []
+    ids: set[int] = set()
+    for batch in sp.ad_batches(result, size=2):
+        assert len(batch) <= 2
+        seen.extend(ad["Name"] for ad in batch)  # read each batch before asking for the next
+        ids.update(id(ad) for ad in batch[:2] if ad["MyType"] == "LarkNetworkLink")
+    assert seen == expected
+    assert len(ids) == 2  # the same two ClassAd objects carried every link

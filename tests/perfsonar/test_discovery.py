@@ -185,3 +185,21 @@ def test_ls_records_parser_prefers_https_names() -> None:
     assert ref.url == "https://ps.example/esmond/perfsonar/archive/"
     with pytest.raises(Exception, match="not a list"):
         parse_ls_archives({"x": 1}, "ls", 0)
+
+
+def test_mesh_groups_stay_compact_but_answer_pair_questions() -> None:
+    from perfsonar.discovery import Inventory, MeshGroup
+
+    mesh = MeshGroup(THROUGHPUT, 21600.0, "mesh", ("a", "b", "c"))
+    one_way = MeshGroup(LATENCY, 60.0, "disjoint", ("a",), ("x", "y"), unidirectional=True)
+    both_ways = MeshGroup(RTT, 300.0, "disjoint", ("a",), ("x",))
+    assert mesh.count() == 6 and len(list(mesh.pairs())) == 6
+    assert one_way.count() == 2 and set(one_way.pairs()) == {("a", "x"), ("a", "y")}
+    assert both_ways.count() == 2 and set(both_ways.pairs()) == {("a", "x"), ("x", "a")}
+    inv = Inventory(groups=[mesh, one_way, both_ways])
+    assert inv.test_count() == 10 and inv.hosts() == {"a", "b", "c", "x", "y"}
+    lookup, has = inv.interval_lookup(), inv.has_pair()
+    assert lookup(THROUGHPUT, "A", "c") == 21600.0 and lookup(THROUGHPUT, "a", "x") is None
+    assert lookup(LATENCY, "a", "y") == 60.0 and lookup(LATENCY, "y", "a") is None
+    assert lookup(RTT, "x", "a") == 300.0
+    assert has("b", "a") and has("x", "a") and not has("y", "a") and not has("a", "a")
