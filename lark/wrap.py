@@ -1,15 +1,19 @@
+#!/bin/sh
+"exec" "/usr/bin/python3" "-I" "-S" "$0" "$@"  # noqa: B018 (sh runs this line; Python sees two strings)
 """``lark-wrap``: HTCondor's USER_JOB_WRAPPER. Asks the broker for the job's network, runs the job.
 
 It runs as the job's user, in the empty network namespace the starter made (NO_JOB_NETWORKING),
 so it can do nothing privileged itself. Standard library only: it is on every job's start path
 (importing pyroute2 alone would cost ~170 ms).
 
+Installed as a plain script (``scripts`` in setup.cfg), not a console-script entry point: the
+first lines above make ``sh`` re-run it with the system ``python3 -I -S``, which skips the
+virtual environment's site-packages and their .pth files (15-25 ms on every job start).
+
 It stays the job's parent instead of exec'ing it, so that after the job exits it can ask the
 broker to finalise the accounting while the namespace is still alive, then exit with the job's
 own status or re-raise the job's signal.
 """
-
-from __future__ import annotations
 
 import json
 import os

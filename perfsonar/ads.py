@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import classad2
 
@@ -57,7 +58,7 @@ def _number(metric: str, value: float | None, factor: float) -> float | None:
     return round(out, 6) if math.isfinite(out) else None
 
 
-def _set_metric(ad: classad2.ClassAd, summary: MetricSummary, now: float) -> None:
+def _metric_attributes(out: dict[str, Any], summary: MetricSummary, now: float) -> None:
     stem, unit, factor = AD_METRICS[summary.metric]
     figures = {
         f"Lark{stem}{unit}": headline(summary),
@@ -68,57 +69,71 @@ def _set_metric(ad: classad2.ClassAd, summary: MetricSummary, now: float) -> Non
     for attr, value in figures.items():
         number = _number(summary.metric, value, factor)
         if number is not None:
-            ad[attr] = number
-    ad[f"Lark{stem}Samples"] = int(summary.n)
+            out[attr] = number
+    out[f"Lark{stem}Samples"] = int(summary.n)
     ratio = summary.success_ratio
     if ratio is not None:
-        ad[f"Lark{stem}SuccessRatio"] = round(ratio, 4)
-    ad[f"Lark{stem}Quality"] = summary.quality
-    ad[f"Lark{stem}QualityReason"] = summary.reason
+        out[f"Lark{stem}SuccessRatio"] = round(ratio, 4)
+    out[f"Lark{stem}Quality"] = summary.quality
+    out[f"Lark{stem}QualityReason"] = summary.reason
     age = summary.age(now)
     if age is not None:
-        ad[f"Lark{stem}AgeSeconds"] = int(round(age))
-    ad[f"Lark{stem}ExpectedIntervalSeconds"] = int(round(summary.expected_interval))
+        out[f"Lark{stem}AgeSeconds"] = int(round(age))
+    out[f"Lark{stem}ExpectedIntervalSeconds"] = int(round(summary.expected_interval))
 
 
 def link_ad_name(link: LinkSummary) -> str:
     return link.key.name()
 
 
+def link_ad_attributes(link: LinkSummary, now: float, lifetime: int) -> dict[str, Any]:
+    """Every attribute of a link's ad as plain Python values (pure; see the module doc for names)."""
+    out: dict[str, Any] = {
+        "MyType": MY_TYPE,
+        "Name": link_ad_name(link),
+        "LarkSourceSite": link.key.src_site,
+        "LarkDestinationSite": link.key.dst_site,
+        "LarkIPFamily": int(link.key.family),
+    }
+    for metric in AD_METRICS:
+        summary = link.metrics.get(metric)
+        if summary is not None:
+            _metric_attributes(out, summary, now)
+    ratios = [m.success_ratio for m in link.metrics.values() if m.success_ratio is not None]
+    if ratios:
+        out["LarkSuccessRatio"] = round(min(ratios), 4)
+    out["LarkQuality"] = link.quality
+    out["LarkQualityReason"] = link.reason
+    measured = link.measured_at
+    if measured is not None:
+        out["LarkMeasuredAt"] = int(measured)
+        out["LarkAgeSeconds"] = int(round(max(0.0, now - measured)))
+    out["LarkUpdatedAt"] = int(now)
+    out["LarkSourceHosts"] = list(link.src_hosts[:MAX_LISTED])
+    out["LarkDestinationHosts"] = list(link.dst_hosts[:MAX_LISTED])
+    out["LarkArchives"] = list(link.archives[:MAX_LISTED])
+    out["ClassAdLifetime"] = int(lifetime)
+    return out
+
+
 def build_link_ad(link: LinkSummary, now: float, lifetime: int, into: classad2.ClassAd | None = None
                   ) -> classad2.ClassAd:
     """The ``LarkNetworkLink`` ad of one link, as of ``now`` (UNIX s), expiring after ``lifetime`` s.
 
-    ``into`` is an existing ad to clear and refill instead of allocating one: the htcondor 25.x
-    ``classad2`` bindings never free a ClassAd (~140 bytes each, measured), which a daemon that
-    builds 10^5 ads per crawl cannot afford, so the publisher recycles a fixed pool of ads.
+    ``into`` is an existing ad to refill instead of allocating one: the htcondor 25.x ``classad2``
+    bindings never free a ClassAd (~140 bytes each, measured), which a daemon that builds 10^5 ads
+    per crawl cannot afford, so the publisher recycles a fixed pool of ads. Attributes the new link
+    does not have are deleted first, so nothing of the previous link survives.
     """
-    ad = into if into is not None else classad2.ClassAd()
-    if into is not None:
-        ad.clear()
-    ad["MyType"] = MY_TYPE
-    ad["Name"] = link_ad_name(link)
-    ad["LarkSourceSite"] = link.key.src_site
-    ad["LarkDestinationSite"] = link.key.dst_site
-    ad["LarkIPFamily"] = int(link.key.family)
-    for metric in AD_METRICS:
-        summary = link.metrics.get(metric)
-        if summary is not None:
-            _set_metric(ad, summary, now)
-    ratios = [s.success_ratio for s in link.metrics.values() if s.success_ratio is not None]
-    if ratios:
-        ad["LarkSuccessRatio"] = round(min(ratios), 4)
-    ad["LarkQuality"] = link.quality
-    ad["LarkQualityReason"] = link.reason
-    measured = link.measured_at
-    if measured is not None:
-        ad["LarkMeasuredAt"] = int(measured)
-        ad["LarkAgeSeconds"] = int(round(max(0.0, now - measured)))
-    ad["LarkUpdatedAt"] = int(now)
-    ad["LarkSourceHosts"] = list(link.src_hosts[:MAX_LISTED])
-    ad["LarkDestinationHosts"] = list(link.dst_hosts[:MAX_LISTED])
-    ad["LarkArchives"] = list(link.archives[:MAX_LISTED])
-    ad["ClassAdLifetime"] = int(lifetime)
+    attrs = link_ad_attributes(link, now, lifetime)
+    if into is None:
+        ad = classad2.ClassAd()
+    else:
+        ad = into
+        for key in [k for k in ad.keys() if k not in attrs]:
+            del ad[key]
+    for key, value in attrs.items():
+        ad[key] = value
     return ad
 
 

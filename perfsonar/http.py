@@ -108,7 +108,8 @@ class HttpClient:
         last: FetchError | None = None
         for attempt in range(attempts):
             if attempt:
-                self.retried += 1
+                with self._lock:
+                    self.retried += 1
                 delay = min(s.backoff_max, s.backoff * (2 ** (attempt - 1)))
                 self._sleep(delay * (0.5 + random.random() / 2))  # jitter spreads retries of many workers
             try:
@@ -125,7 +126,8 @@ class HttpClient:
 
     def _once(self, method: str, url: str, body: bytes | None, verify: bool, ca_bundle: str | None,
               budget: float) -> bytes:
-        self.requests += 1
+        with self._lock:
+            self.requests += 1
         pool = self._pool(verify, ca_bundle)
         deadline = time.monotonic() + budget
         headers = {"Content-Type": "application/json"} if body is not None else None
@@ -142,7 +144,7 @@ class HttpClient:
                 raise FetchError(url, f"connection failed: {_short(err)}", transient=True) from None
             except urllib3.exceptions.TimeoutError:
                 raise FetchError(url, f"timed out after {budget:g} s", transient=True) from None
-            except urllib3.exceptions.HTTPError as err:
+            except (urllib3.exceptions.HTTPError, OSError) as err:
                 raise FetchError(url, f"connection failed: {_short(err)}", transient=True) from None
             consumed = False
             try:
@@ -193,7 +195,7 @@ class HttpClient:
                 chunks.append(chunk)
         except urllib3.exceptions.TimeoutError:
             raise FetchError(url, f"timed out after {budget:g} s while reading", transient=True) from None
-        except urllib3.exceptions.HTTPError as err:
+        except (urllib3.exceptions.HTTPError, OSError) as err:
             raise FetchError(url, f"connection broke while reading: {_short(err)}", transient=True) from None
         return b"".join(chunks)
 

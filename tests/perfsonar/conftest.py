@@ -34,3 +34,18 @@ def server6() -> Iterator[FakePerfSONAR]:
 def now() -> float:
     # Whole seconds: esmond timestamps are integers, so tests compare exactly.
     return float(int(time.time()))
+
+
+@pytest.fixture(autouse=True)
+def _restore_spider_logger() -> Iterator[None]:
+    """``lark-spider``'s main() points the spider logger at a file; undo that after each test."""
+    import logging
+
+    logger = logging.getLogger("lark.spider")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    for handler in logger.handlers:
+        if handler not in saved[0]:
+            handler.close()
+    logger.handlers[:] = saved[0]
+    logger.propagate, logger.level = saved[1], saved[2]

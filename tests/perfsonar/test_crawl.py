@@ -8,6 +8,12 @@ without stopping the crawl or leaking garbage into the ads.
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -278,3 +284,52 @@ def test_ad_batches_recycle_a_fixed_pool(world: World, tmp_path: Path) -> None:
         ids.update(id(ad) for ad in batch[:2] if ad["MyType"] == "LarkNetworkLink")
     assert seen == expected
     assert len(ids) == 2  # the same two ClassAd objects carried every link
+
+
+def _wait_for(path: Path, text: str, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        content = path.read_text() if path.exists() else ""
+        if text in content:
+            return content
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} never appeared in {path}:\n{path.read_text() if path.exists() else ''}")
+
+
+def test_cli_once_exits_3_when_the_collector_refuses(world: World, tmp_path: Path) -> None:
+    path = tmp_path / "spider.yaml"
+    cfg = world.config(tmp_path)
+    cfg["collector"]["address"] = "127.0.0.1:9"  # nothing listens there
+    cfg["spider"]["log"] = str(tmp_path / "SpiderLog")
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["--once", "-c", str(path)]) == 3
+    assert "ERROR: advertising to 127.0.0.1:9 failed" in (tmp_path / "SpiderLog").read_text()
+
+
+def test_daemon_survives_publish_failures_reloads_and_stops_on_sigterm(world: World, tmp_path: Path) -> None:
+    log_file = tmp_path / "LarkSpiderLog"
+    cfg = world.config(tmp_path)
+    cfg["collector"]["address"] = "127.0.0.1:9"
+    cfg["spider"] |= {"log": str(log_file), "interval": 10}
+    path = tmp_path / "spider.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    exe = Path(sys.executable).with_name("lark-spider")
+    env = dict(os.environ, LARK_SPIDER_CONFIG=str(path))
+    proc = subprocess.Popen([str(exe)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        text = _wait_for(log_file, "crawl 1 done")
+        _wait_for(log_file, "advertising to 127.0.0.1:9 failed")
+        assert proc.poll() is None  # a failed publish is logged, the daemon keeps going
+        proc.send_signal(signal.SIGHUP)
+        _wait_for(log_file, "configuration reloaded")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log_file.read_text()
+    assert "lark-spider exiting" in text
+    for line in text.splitlines():
+        if line and not line.startswith((" ", "Traceback")):
+            assert re.match(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d ", line), line

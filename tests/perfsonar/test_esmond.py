@@ -167,3 +167,13 @@ def test_broken_metadata_listing_raises_a_spider_error(server: FakePerfSONAR, no
     server.fault("/a/esmond/perfsonar/archive/", fault)
     with pytest.raises(SpiderError):
         reader(server, "/a", now, tests=(THROUGHPUT,)).list_series()
+
+
+def test_archive_reached_over_ipv6_loopback(server6: FakePerfSONAR, now: float) -> None:
+    app = EsmondApp("elmond", mount="/a")
+    server6.mount("/a", app)
+    app.add(throughput_test(now, src="2001:db8:1::10", dst="2001:db8:2::20"))
+    r = reader(server6, "/a", now, tests=(THROUGHPUT,))
+    assert r.archive.url.startswith("http://[::1]:")
+    [s] = read_all(r, r.list_series())
+    assert s.family == 6 and len(s.samples[M_THROUGHPUT]) == 3

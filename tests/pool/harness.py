@@ -443,6 +443,17 @@ def console_scripts(repo: Path = REPO) -> dict[str, str]:
     return scripts or dict(CONSOLE_SCRIPTS)
 
 
+def plain_scripts(repo: Path = REPO) -> list[Path]:
+    """Files listed as ``scripts`` in setup.cfg's [options] (installed as they are, e.g. lark-wrap)."""
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(repo / "setup.cfg")
+        text = parser.get("options", "scripts")
+    except (configparser.Error, OSError):
+        return []
+    return [repo / line.strip() for line in text.splitlines() if line.strip()]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # a running pool
 
@@ -589,6 +600,11 @@ class Pool:
             shim.write_text(f"#!{VENV}/bin/python3\n# Lark test pool shim: {name} -> {target}\nimport sys\n\n"
                             f"from {module} import {func}\n\nsys.exit({func}())\n")
             shim.chmod(0o755)
+        for script in plain_scripts(self.repo):
+            # as pip installs them: the content (through any symlink), executable
+            target = bin_dir / script.name
+            target.write_bytes(script.read_bytes())
+            target.chmod(0o755)
 
     def _start_master(self) -> None:
         out = _host(["chroot", str(self.root), "condor_config_val", "ENABLE_KERNEL_TUNING"], check=False)
