@@ -16,6 +16,12 @@ class SpiderError(LarkError):
     """Base class of the spider's own errors."""
 
 
+def display_url(url: str, limit: int = 60) -> str:
+    """The URL for log lines: a long query string (OpenSearch filter_path, esmond filters) is elided."""
+    base, sep, query = url.partition("?")
+    return f"{base}?…" if sep and len(query) > limit else url
+
+
 class FetchError(SpiderError):
     """An HTTP request failed: connection refused, timeout, HTTP status, oversized body.
 
@@ -27,7 +33,7 @@ class FetchError(SpiderError):
         self.reason = reason
         self.status = status
         self.transient = transient
-        super().__init__(f"{url}: {reason}")
+        super().__init__(f"{display_url(url)}: {reason}")
 
 
 class ResponseError(SpiderError):
@@ -36,7 +42,7 @@ class ResponseError(SpiderError):
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
         self.reason = reason
-        super().__init__(f"{url}: {reason}")
+        super().__init__(f"{display_url(url)}: {reason}")
 
 
 class RegistryError(SpiderError):

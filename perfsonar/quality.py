@@ -130,7 +130,8 @@ def grade_metric(metric: str, values: list[float], latest_ts: float | None, succ
         spread = (percentile(ordered, 75) - percentile(ordered, 25)) / med
         if spread > policy.max_relative_spread:
             return DEGRADED, f"noisy: interquartile range is {spread:.2f} x the median (> {policy.max_relative_spread})"
-    return GOOD, f"{n} samples, latest {human_duration(age)} old, median {_format_value(metric, med)}"
+    return GOOD, (f"{n} sample{'' if n == 1 else 's'}, latest {human_duration(age)} old, "
+                  f"median {_format_value(metric, med)}")
 
 
 def summarise_metric(metric: str, samples: list[tuple[float, float]], successes: int,

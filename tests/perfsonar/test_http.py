@@ -134,3 +134,12 @@ def test_same_origin_never_leaves_the_archive_host() -> None:
         "http://127.0.0.1:8080/a1/esmond/perfsonar/archive/k/throughput/base"
     assert same_origin(base, "https://internal-name.example/esmond/perfsonar/archive/?offset=10") == \
         "http://127.0.0.1:8080/esmond/perfsonar/archive/?offset=10"
+
+
+def test_error_messages_elide_long_query_strings() -> None:
+    from perfsonar.errors import FetchError as FE
+
+    long = "http://a.example/opensearch/x/_search?filter_path=" + "aggregations.pairs," * 20
+    err = FE(long, "HTTP 500")
+    assert str(err) == "http://a.example/opensearch/x/_search?…: HTTP 500" and err.url == long
+    assert str(FE("http://a.example/x?limit=10", "HTTP 404")) == "http://a.example/x?limit=10: HTTP 404"

@@ -113,3 +113,14 @@ def test_failing_archive_raises(server: FakePerfSONAR, app: OpenSearchApp, now: 
 
 def test_missing_indices_are_ignored(server: FakePerfSONAR, app: OpenSearchApp, now: float) -> None:
     assert reader(server, now).read() == []
+
+
+def test_partial_results_are_refused(server: FakePerfSONAR, now: float) -> None:
+    class TimedOut:
+        def handle(self, method: str, path: str, query: dict, body: bytes, base: str) -> tuple[int, object, str]:
+            return 200, {"took": 30000, "timed_out": True, "aggregations": {"pairs": {"buckets": []}}}, \
+                "application/json"
+
+    server.mount("/opensearch", TimedOut())
+    with pytest.raises(SpiderError, match="timed out on the server"):
+        reader(server, now, tests=(THROUGHPUT,)).read()
