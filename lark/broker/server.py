@@ -195,9 +195,30 @@ class _Handler(socketserver.StreamRequestHandler):
             return
         reply = self.server.broker.handle(raw, peer)
         try:
-            self.wfile.write(json.dumps(reply).encode() + b"\n")
+            self.wfile.write(encode_reply(reply, wants_lines(raw)))
         except OSError:
             pass
+
+
+def wants_lines(raw: bytes) -> bool:
+    """The wrapper asks for the line format (it does not import json on the job's start path)."""
+    try:
+        request = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(request, dict) and request.get("reply") == "lines"
+
+
+def encode_reply(reply: dict[str, object], lines: bool) -> bytes:
+    """JSON (one line), or ``ok`` + ``KEY=VALUE`` lines / ``error <message>`` for the wrapper."""
+    if not lines:
+        return json.dumps(reply).encode() + b"\n"
+    if not reply.get("ok"):
+        message = " ".join(str(reply.get("error", "unknown error")).split())  # one line
+        return f"error {message}\n".encode()
+    env = reply.get("env") or {}
+    body = "".join(f"{k}={' '.join(str(v).split())}\n" for k, v in dict(env).items())  # type: ignore[call-overload]
+    return f"ok\n{body}".encode()
 
 
 class BrokerServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

@@ -1,0 +1,38 @@
+"""The wrapper's line format: what the broker writes is what the stdlib-only wrapper reads."""
+
+from __future__ import annotations
+
+import json
+
+from lark.broker.server import encode_reply, wants_lines
+from lark.wrap import REQUESTS, parse_reply
+
+
+def test_the_wrapper_requests_ask_for_lines() -> None:
+    for op, raw in REQUESTS.items():
+        assert json.loads(raw) == {"op": op, "reply": "lines"}
+        assert wants_lines(raw)
+    assert not wants_lines(b'{"op": "setup"}\n')
+    assert not wants_lines(b"garbage\n")
+
+
+def test_ok_reply_round_trips_the_environment() -> None:
+    env = {"LARK_IPV4_ADDRESS": "10.250.0.2", "LARK_PORT_RANGE": "40000-40009", "LARK_NETWORK_TYPE": "nat"}
+    text = encode_reply({"ok": True, "env": env}, lines=True).decode()
+    assert parse_reply(text) == {"ok": True, "env": env}
+
+
+def test_error_reply_is_one_line_and_keeps_the_message() -> None:
+    message = "Lark could not set up the job's network:\nno address left in pool 10.250.0.0/30"
+    text = encode_reply({"ok": False, "error": message}, lines=True).decode()
+    assert text.count("\n") == 1
+    assert parse_reply(text) == {"ok": False, "error": " ".join(message.split())}
+
+
+def test_json_clients_still_get_json() -> None:
+    assert json.loads(encode_reply({"ok": True, "env": {"A": "b"}}, lines=False)) == {"ok": True, "env": {"A": "b"}}
+
+
+def test_garbage_from_the_socket_is_an_error_not_a_crash() -> None:
+    assert parse_reply("HTTP/1.1 400 Bad Request\n")["ok"] is False
+    assert parse_reply("")["ok"] is False
