@@ -1,7 +1,7 @@
 """Negotiation cycle time on the real HTCondor negotiator with and without Lark's matchmaking policy.
 
     .venv/bin/python benchmarks/negotiation_cycle.py [--slots 1000] [--jobs 1000] [--sites 100]
-                     [--cycles 3] [--rounds 2] [--variants A,B,Bs,C,D,F]
+                     [--cycles 3] [--rounds 2] [--variants A,B,Bs,Ba,C,D,F]
 
 Goal (issue): with >= 1,000 slots and >= 1,000 idle jobs the cycle with Lark's attributes and policy
 takes <= 1.1 x the cycle without them. Needs root; about 6 minutes with the defaults.
@@ -33,6 +33,8 @@ per variant):
   ``LarkSourceSite`` (spread over the sites) and ``LarkInputBytes`` of 2-20 GB, above
   ``LARK_SMALL_INPUT_BYTES``, on good links: the breaker takes its link-lookup branch every time.
 * ``Bs`` as B with 1 MB-1 GB inputs: the breaker returns at its first clause (typical small jobs).
+* ``Ba`` attributes only: B's slot data and jobs, but START without the Lark clause (what carrying
+  the record costs by itself).
 * ``C``  design alternative, precomputed limit: the cron publishes one flat record
   ``LarkMaxInputBytes = [ <site> = <bytes>; ... ]`` (the largest input the breaker lets through
   from that site: max(LARK_SMALL_INPUT_BYTES, Mbps * 1e6 / 8 * LARK_MAX_TRANSFER_SECONDS) for a good
@@ -139,7 +141,7 @@ LarkInputTransferOK = (TARGET.LarkInputBytes ?: 0) <= ($(LARK_MAX_INPUT) ?: \\
 LarkLinkRank = $(LARK_MAX_INPUT) ?: 0
 LARK_PRE_JOB_RANK = $(LARK_MAX_INPUT) ?: 0
 """
-# design alternative D: flat slot attributes, the breaker in the job's Requirements
+# design alternative D: flat slot attributes, the breaker in the job's Requirements (also: the cron alone, for Ba)
 ALT_D = CRON_JOB + """\
 STARTD_CRON_JOBLIST = $(STARTD_CRON_JOBLIST) LARKLINKS
 STARTD_CRON_LARKLINKS_MODE = Periodic
@@ -618,6 +620,8 @@ def build_variants(keys: Sequence[str], sites: Sequence[str], knobs: Knobs, now:
                      "big", lark, shipped),
         "Bs": Variant("Bs", "shipped drop-in, 1 MB-1 GB inputs (breaker stops at its first clause)", "small", lark,
                       shipped),
+        "Ba": Variant("Ba", "Lark attributes only: shipped LarkLinks in slots, Lark job attributes, plain START",
+                      "big", {"71-bench-links.conf": ALT_D}, shipped),
         "C": Variant("C", "alternative: flat LarkMaxInputBytes record (precomputed by the cron), one lookup",
                      "big", {"70-lark-matchmaking.conf": dropin, "71-bench-links.conf": ALT_C},
                      cron_c(LOCAL_SITE, links, knobs, now)),
@@ -655,7 +659,7 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=100, help="remote sites in the slots' link data")
     ap.add_argument("--cycles", type=int, default=3, help="cycles timed per visit")
     ap.add_argument("--rounds", type=int, default=2, help="visits per variant (ABBA order)")
-    ap.add_argument("--variants", default="A,B,Bs,C,D,F", help="A is the baseline; see the module docstring")
+    ap.add_argument("--variants", default="A,B,Bs,Ba,C,D,F", help="A is the baseline; see the module docstring")
     ap.add_argument("--visit-timeout", type=float, default=300, help="seconds allowed per visit")
     args = ap.parse_args()
     if os.geteuid() != 0:

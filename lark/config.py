@@ -84,6 +84,7 @@ KNOBS: dict[str, Knob] = {
         Knob("LARK_SWEEP_INTERVAL", "30", "Seconds between the broker's reconciliation sweeps."),
         Knob("LARK_ACCOUNTING_INTERVAL", "10", "Seconds between periodic counter pushes into running jobs' ads."),
         Knob("LARK_LOG", "$(LOG:/var/log/condor)/LarkNetdLog", "The broker's log file (HTCondor's line format)."),
+        Knob("LARK_PROFILE_DIR", "/etc/condor/profiles.d", "Directory of network profile files (docs/profiles.md)."),
         Knob("LARK_EXECUTE_DIR", "$(EXECUTE:/var/lib/condor/execute)", "HTCondor's EXECUTE directory, where the "
              "broker finds each job's ad and chirp config (derived from the starter's pid, never from the job)."),
     )

@@ -22,13 +22,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lark import names, netns
 from lark.attach import module_for
 from lark.attach.base import AttachContext
-from lark.config import IPNetwork, LarkConfig, TrafficClass
+from lark.config import IPNetwork, LarkConfig, SiteAttachment, TrafficClass
 from lark.errors import KernelError, LarkError, NotFound
 from lark.firewall.base import FirewallBackend, FirewallJob, JobCounters, PortForward, make_backend
 from lark.ipam import PortPool, all_allocations, release_allocation
@@ -120,11 +120,14 @@ class Engine:
 
     @_on_kernel_thread
     def up(self, request: JobRequest, netns_path: str | None = None, holder_pid: int | None = None,
-           owner_uid: int | None = None) -> JobRecord:
-        """Give a job its network. ``netns_path`` None: Lark creates (and later deletes) a named one."""
+           owner_uid: int | None = None, site: SiteAttachment | None = None) -> JobRecord:
+        """Give a job its network. ``netns_path`` None: Lark creates (and later deletes) a named one.
+
+        ``site``: the parent and pools of a network profile, instead of the node's ``LARK_<MODE>_*``.
+        """
         record = self._new_record(request, netns_path, holder_pid, owner_uid)
         try:
-            self._build(record, request)
+            self._build(record, request, site)
         except BaseException:
             self._teardown(record)
             raise
@@ -152,12 +155,14 @@ class Engine:
         self.store.save(record)  # before any kernel object: a crash from here on is swept
         return record
 
-    def _build(self, record: JobRecord, request: JobRequest) -> None:
+    def _build(self, record: JobRecord, request: JobRequest, site: SiteAttachment | None = None) -> None:
         mode = module_for(record.mode)
         if record.netns_owned:
             netns.create_named(os.path.basename(record.netns))
         record.netns_inode = netns.inode(record.netns)
-        mode.allocate(self.config, record)
+        config = self.config if site is None else replace(
+            self.config, site_attachments={**self.config.site_attachments, record.mode: site})
+        mode.allocate(config, record)
         if request.inbound_ports and record.mode == "nat":
             ports, alloc = PortPool(self.config.state_dir, self.config.inbound_port_range).allocate(
                 record.token, request.inbound_ports)

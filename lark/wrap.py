@@ -81,12 +81,26 @@ def ask(op: str, retry_for: float, path: str = SOCKET_PATH) -> dict[str, object]
         delay = min(delay * 2, 1.0)
 
 
+def pin_cpus(cpulist: str | None) -> None:
+    """A network profile's CPU hint (e.g. the NIC's NUMA-local CPUs), within what HTCondor allows."""
+    if not cpulist:
+        return
+    try:
+        want = {n for part in cpulist.split(",") for n in range(int(part.split("-")[0]), int(part.split("-")[-1]) + 1)}
+        allowed = want & os.sched_getaffinity(0)
+        if allowed:
+            os.sched_setaffinity(0, allowed)
+    except (OSError, ValueError):
+        pass  # a hint, never a reason to fail the job
+
+
 def run_job(argv: list[str], env: dict[str, str]) -> int:
     child = os.fork()
     if child == 0:
         try:
             for sig in (*FORWARDED, _signal.SIGPIPE, _signal.SIGXFSZ):
                 _signal.signal(sig, _signal.SIG_DFL)
+            pin_cpus(env.get("LARK_CPUS"))
             os.execvpe(argv[0], argv, env)
         except OSError as err:
             print(f"lark-wrap: cannot execute {argv[0]}: {err.strerror}", file=sys.stderr)

@@ -23,10 +23,10 @@ from lark.broker.condor import Chirp, JobContext, job_context
 from lark.broker.peer import Peer, peer_credentials, starter_of
 from lark.classads import SETUP_ERROR_ATTR, accounting_attributes, network_attributes
 from lark.cli.run import job_environment
-from lark.config import LarkConfig
+from lark.config import LarkConfig, condor_param
 from lark.engine import Engine
 from lark.errors import LarkError
-from lark.policy import request_from_attributes
+from lark.profiles import CatalogCache, profile_dir, request_for_job, user_and_groups
 from lark.state import JobRecord, process_start_time
 
 log = logging.getLogger("lark.netd")
@@ -39,6 +39,8 @@ class Broker:
         self.engine = engine
         self.host_netns_inode = netns.current_inode()
         self.stop = threading.Event()
+        self.profiles = CatalogCache(profile_dir(config, condor_param), config,
+                                     on_reload=lambda c: [log.error("profile: %s", e) for e in c.errors])
 
     # ------------------------------------------------------------ requests
 
@@ -74,14 +76,16 @@ class Broker:
         starter = starter_of(peer, self.host_netns_inode)
         existing = self._record_of(peer)
         if existing is not None and existing.status == "up":
-            return {"ok": True, "env": job_environment(existing), "again": True}
+            env = {**job_environment(existing), **dict(existing.extra.get("profile_env") or {})}  # type: ignore[call-overload]
+            return {"ok": True, "env": env, "again": True}
         ctx = job_context(self.config.execute_dir, starter)
         chirp = Chirp(ctx.chirp_config) if ctx.chirp_config else None
         try:
             _check_owner(ctx, peer)
-            request = request_from_attributes(ctx.ad, self.config, ctx.job_id)
-            record = self.engine.up(request, netns_path=f"/proc/{peer.pid}/ns/net", holder_pid=peer.pid,
-                                    owner_uid=peer.uid)
+            resolved = request_for_job(ctx.ad, self.profiles.get(), self.config, ctx.job_id,
+                                       *user_and_groups(peer.uid))
+            record = self.engine.up(resolved.request, netns_path=f"/proc/{peer.pid}/ns/net", holder_pid=peer.pid,
+                                    owner_uid=peer.uid, site=resolved.site)
         except LarkError as err:
             message = f"Lark could not set up the job's network: {err}"
             log.warning("job %s: %s", ctx.job_id, message)
@@ -91,8 +95,9 @@ class Broker:
                 except LarkError as chirp_err:
                     log.error("job %s: cannot record the setup error: %s", ctx.job_id, chirp_err)
             return {"ok": False, "error": message}
+        profile_env = resolved.extras.job_environment(record.ports, record.public_ipv4) if resolved.extras else {}
         record.extra.update({"chirp": str(ctx.chirp_config) if ctx.chirp_config else None,
-                             "starter_pid": starter})
+                             "starter_pid": starter, "profile_env": profile_env})
         self.engine.store.save(record)
         log.info("job %s: %s network up for pid %d (%s)", ctx.job_id, record.mode, peer.pid,
                  ", ".join(a for a in (record.ipv4, record.ipv6) if a) or "loopback only")
@@ -104,7 +109,7 @@ class Broker:
                     chirp.clear(SETUP_ERROR_ATTR)  # a released job must not be held again
             except LarkError as err:
                 log.warning("job %s: %s", ctx.job_id, err)
-        return {"ok": True, "env": job_environment(record)}
+        return {"ok": True, "env": {**job_environment(record), **profile_env}}
 
     def finalize(self, peer: Peer) -> dict[str, object]:
         record = self._record_of(peer)

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_report_parser(sub)
+    from lark.cli.profiles import add_parser as add_profiles_parser
+
+    add_profiles_parser(sub)
     return parser
 
 
@@ -102,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "report":
+        if args.command in ("report", "profiles"):
             return int(args.func(args))
         if args.command == "config":
             return show_config(load(args))

@@ -8,6 +8,7 @@ validates again (it trusts no hook), so this is about a fast, clear answer, not 
 
 from __future__ import annotations
 
+import os
 import sys
 
 HOLD_CODE = 190  # HoldReasonSubCode the user sees; 1-299 means "hold", >= 300 would retry forever
@@ -19,7 +20,7 @@ def hook_output(ad_text: str) -> tuple[str, int]:
 
     from lark.config import condor_param, load_config
     from lark.errors import ConfigError, LarkError
-    from lark.policy import request_from_attributes
+    from lark.profiles import load_profiles, profile_dir, request_for_job, user_and_groups
 
     try:
         config = load_config(external=condor_param)
@@ -31,7 +32,8 @@ def hook_output(ad_text: str) -> tuple[str, int]:
         ad = classad2.parseOne(ad_text, classad2.ParserType.Old)
         attrs = {key: ad.eval(key) for key in ad.keys() if key.lower().startswith("lark")}
         job_id = f"{ad.get('ClusterId', '?')}.{ad.get('ProcId', '?')}"
-        request_from_attributes(attrs, config, job_id)
+        catalog = load_profiles(profile_dir(config, condor_param), config, missing_ok=True)
+        request_for_job(attrs, catalog, config, job_id, *user_and_groups(os.getuid()))
     except LarkError as err:
         message = f"Lark: {err}"
         return f"HookStatusCode = {HOLD_CODE}\nHookStatusMessage = {classad2.quote(message)}\n", HOLD_CODE

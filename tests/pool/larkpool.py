@@ -34,7 +34,7 @@ import json, os, socket, sys, time
 dst, port, nbytes, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 info = {"netns": os.readlink("/proc/self/ns/net"),
         "ifaces": sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").readlines()[2:]),
-        "env": {k: v for k, v in os.environ.items() if k.startswith("LARK_")}}
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("LARK_", "GLOBUS_", "MOVER_"))}}
 try:
     import subprocess
     info["ip_link_down"] = subprocess.run(["ip", "link", "set", "lark0", "down"], capture_output=True,
