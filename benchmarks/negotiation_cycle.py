@@ -103,7 +103,7 @@ LOCAL_SITE = "BenchLocal"
 CRON_SCRIPT = "/usr/local/libexec/lark-bench-links"
 CRON_OUTPUT = "/etc/lark-bench/links.out"
 HUGE = 1.0e30  # "no limit" (local site, unknown link with policy allow)
-NEVER = "(TARGET.LarkBenchId =?= -1)"
+NEVER = "(MY.LarkBenchId =?= -1)"
 GOAL = 1.1
 
 SCALE_CONFIG = """\
@@ -124,10 +124,6 @@ NEGOTIATOR_MAX_TIME_PER_SCHEDD = 1200
 NEGOTIATOR_MAX_TIME_PER_CYCLE = 1200
 SCHEDD_ENABLE_PER_USER_MATCH_LIMITS = False
 NEGOTIATE_ALL_JOBS_IN_CLUSTER = True
-"""
-NEVER_CONFIG = f"""\
-# every job x slot pair evaluates everything before this clause, and then fails
-START = ($(START)) && {NEVER}
 """
 CRON_JOB = f"""\
 STARTD_CRON_LARKLINKS_EXECUTABLE = {CRON_SCRIPT}
@@ -414,6 +410,7 @@ class Bench:
         self.tail = LogTail(pool.root / "var/log/condor/NegotiatorLog")
         self.clusters: dict[str, int] = {}
         self.ours: set[str] = set()
+        self.defaults = ""
 
     # -- processes
     def pid_of(self, daemon: str) -> int | None:
@@ -455,20 +452,31 @@ class Bench:
     def configure_base(self) -> None:
         slots = self.args.slots
         self.pool.add_config("20-bench-negotiation.conf", SCALE_CONFIG.format(slots=slots, memory=slots * 128 + 1024))
-        self.pool.add_config("80-bench-never.conf", NEVER_CONFIG)
         self.pool.write(CRON_SCRIPT, f"#!/bin/sh\nexec cat {CRON_OUTPUT}\n", owner="root")
         self.pool.reconfig()
         self.restart(["startd"])
+        self.defaults = self.default_requirements()
+
+    def default_requirements(self) -> str:
+        """The Requirements condor_submit writes for these jobs (one held probe job, removed again)."""
+        cluster = self.pool.submit(JOB_SUBMIT + "queue 1\n")
+        text = self.pool.run(["condor_q", str(cluster), "-af:r", "Requirements"]).stdout.strip()
+        self.pool.run(["condor_rm", str(cluster)])
+        if not text or "Arch" not in text:
+            raise PoolError(f"unexpected default Requirements {text!r}")
+        return text
 
     def submit_jobs(self, kind: str, sites: Sequence[str], rnd: random.Random) -> int:
+        """Held jobs whose Requirements are condor_submit's defaults, the job-side Lark clause (D) and,
+        last, the clause that fails: the negotiator evaluates the slot's Requirements (START) first."""
         n = self.args.jobs
+        clauses = [self.defaults, *([job_clause_d("$(site)")] if kind == "jobside" else []), NEVER]
+        text = JOB_SUBMIT + "requirements = " + " && ".join(f"({c})" for c in clauses) + "\n"
         if kind == "plain":
-            return self.pool.submit(JOB_SUBMIT + f"queue {n}\n")
+            return self.pool.submit(text + f"queue {n}\n")
         lo, hi = (2 * 10 ** 9, 2 * 10 ** 10) if kind in ("big", "jobside") else (10 ** 6, 10 ** 9)
         items = "".join(f"{sites[i % len(sites)]},{rnd.randrange(lo, hi)}\n" for i in range(n))
-        text = JOB_SUBMIT + '+LarkSourceSite = "$(site)"\n+LarkInputBytes = $(bytes)\n'
-        if kind == "jobside":
-            text += f"requirements = {job_clause_d('$(site)')}\n"
+        text += '+LarkSourceSite = "$(site)"\n+LarkInputBytes = $(bytes)\n'
         return self.pool.submit(text + "queue site, bytes from items.txt\n", files={"items.txt": items})
 
     # -- one visit
@@ -497,24 +505,29 @@ class Bench:
         return time.monotonic() - t0
 
     def check(self, v: Variant, knobs: Knobs) -> classad2.ClassAd:
-        """Every job passes its Requirements (and the Lark clause), and START rejects every job."""
+        """Every pair passes the slot's Requirements (START, with the Lark clause) and the job's Requirements up
+        to their last clause, which fails: so every clause is evaluated for every job x slot pair."""
         text = self.pool.run(["condor_status", "-long", "-constraint", 'MyType == "Machine" && SlotID == 1']).stdout
         slot = parse_ads(text)[0]
         v.ad_bytes = len(text.encode())
         jobs = parse_ads(self.pool.run(["condor_q", "-long", str(self.clusters[v.jobs])], timeout=120).stdout)
         n = len(jobs)
-        req = sum(bool(slot.matches(job)) for job in jobs)
-        start = Probe(slot, "MY.START")
-        started = sum(start(job) for job in jobs)
-        parts = [f"{req}/{n} jobs pass their Requirements", f"{started}/{n} pass START"]
+        slot_req = Probe(slot, str(slot.lookup("Requirements")))
+        parts = [f"{sum(slot_req(job) for job in jobs)}/{n} jobs pass the slot's Requirements"]
         if slot.get("LarkInputTransferOK") is not None:
             lark = Probe(slot, "MY.LarkInputTransferOK")
-            parts.insert(1, f"{sum(lark(job) for job in jobs)}/{n} pass LarkInputTransferOK")
+            parts.append(f"{sum(lark(job) for job in jobs)}/{n} LarkInputTransferOK")
             if v.key in ("B", "Bs"):
                 short = Probe(slot, f"((TARGET.LarkInputBytes ?: 0) <= {knobs.small}) || "
                                     "(TARGET.LarkSourceSite =?= MY.LarkSite)")
-                looked = n - sum(short(job) for job in jobs)
-                parts.insert(2, f"{looked}/{n} reach the link lookup")
+                parts.append(f"{n - sum(short(job) for job in jobs)}/{n} reach the link lookup")
+        cut = 0
+        for job in jobs:  # with LarkBenchId = -1 the never-match clause holds, and then everything else must too
+            probe = classad2.parseOne(job.printOld())
+            probe["LarkBenchId"] = -1
+            cut += bool(slot.matches(probe))
+        parts.append(f"{cut}/{n} pass their own Requirements but for the never-match clause")
+        parts.append(f"{sum(bool(slot.matches(job)) for job in jobs)}/{n} match")
         v.check = ", ".join(parts)
         return slot
 
