@@ -191,7 +191,14 @@ class Engine:
         if record.mode != "none":
             spec = self._firewall_job(record, request)
             record.firewall_spec = firewall_job_to_dict(spec)
-            self._backend_for(record).add_job(spec)  # orphaned rules are swept by token, like allocations
+            backend = self._backend_for(record)
+            try:
+                backend.add_job(spec)  # orphaned rules are swept by token, like allocations
+            except KernelError:
+                # the shared table may have been removed under us (an admin's `lark run` on an idle
+                # node releases it): recreate it once and retry
+                backend.ensure_base()
+                backend.add_job(spec)
         record.status = "up"
         self.store.save(record)
 

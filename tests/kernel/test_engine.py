@@ -354,3 +354,14 @@ def test_ipvlan_job_or_a_clear_reason_why_not(lab: Lab) -> None:
         engine.down(record.token)
     finally:
         engine.close()
+
+
+def test_a_removed_shared_table_is_recreated_on_the_next_up(lab: Lab) -> None:
+    first = lab.engine.up(JobRequest("13.0", "nat"))
+    lab.engine.down(first.token)
+    subprocess.run(["nsenter", f"--net={lab.host}", "nft", "delete", "table", "inet", lab.prefix], check=True)
+    record = lab.engine.up(JobRequest("13.1", "nat"))
+    with jobtools.sink(lab.wan, "203.0.113.2", 9013) as server:
+        assert jobtools.send(job_ns(record), "203.0.113.2", 9013, 5000).returncode == 0
+        assert jobtools.result(server)["bytes"] == 5000
+    assert lab.engine.counters(record.token).bytes_out >= 5000
