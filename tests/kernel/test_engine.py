@@ -365,3 +365,36 @@ def test_a_removed_shared_table_is_recreated_on_the_next_up(lab: Lab) -> None:
         assert jobtools.send(job_ns(record), "203.0.113.2", 9013, 5000).returncode == 0
         assert jobtools.result(server)["bytes"] == 5000
     assert lab.engine.counters(record.token).bytes_out >= 5000
+
+
+def test_cli_demo_and_run_leave_nothing_behind(lab: Lab) -> None:
+    demo = subprocess.run(lab.cli("demo"), capture_output=True, text=True, timeout=60)
+    assert demo.returncode == 0, demo.stderr
+    assert demo.stdout.count("job: fetched") == 2  # IPv4 and IPv6 pages from the host side
+    assert "lark: cleaned up" in demo.stdout
+    run = subprocess.run(lab.cli("run", "--mode", "none", "--", "cat", "/proc/net/dev"), capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert [line.split(":")[0].strip() for line in run.stdout.splitlines()[2:]] == ["lo"]
+    assert "network none" in run.stderr
+    failing = subprocess.run(lab.cli("run", "--", "sh", "-c", "exit 7"), capture_output=True, text=True, timeout=60)
+    assert failing.returncode == 7  # the command's own status
+    tables = subprocess.run(["nsenter", f"--net={lab.host}", "nft", "list", "tables"], capture_output=True,
+                            text=True, check=True).stdout
+    assert lab.prefix not in tables  # an idle node keeps no Lark table
+    assert lab.lark_objects() == []
+
+
+def test_cli_errors_are_one_line(lab: Lab) -> None:
+    bad = subprocess.run(lab.cli("-D", "LARK_NAT_IPV4_POOL=10.0.0.0/33", "run", "--", "true"), capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "lark: error: override: LARK_NAT_IPV4_POOL: not a CIDR prefix: '10.0.0.0/33' (e.g. 192.0.2.0/24 or "
+        "2001:db8::/48)"]
+    missing = subprocess.run(lab.cli("-D", "LARK_NETWORK_TYPES=nat,bridge", "-D", "LARK_BRIDGE=nosuchbr",
+                                     "-D", "LARK_BRIDGE_IPV4_POOL=198.51.100.0/24", "run", "--mode", "bridge", "--",
+                                     "true"), capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2
+    assert "bridge 'nosuchbr' (LARK_BRIDGE) does not exist on this host" in missing.stderr
+    assert lab.lark_objects() == []
