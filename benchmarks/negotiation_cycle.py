@@ -103,7 +103,8 @@ LOCAL_SITE = "BenchLocal"
 CRON_SCRIPT = "/usr/local/libexec/lark-bench-links"
 CRON_OUTPUT = "/etc/lark-bench/links.out"
 HUGE = 1.0e30  # "no limit" (local site, unknown link with policy allow)
-NEVER = "(MY.LarkBenchId =?= -1)"
+# false for every job (LarkBenchId = $(Process)); its text differs per job, so each job is its own autocluster
+NEVER = "(MY.LarkBenchId =?= -1 - $(Process))"
 GOAL = 1.1
 
 SCALE_CONFIG = """\
@@ -522,9 +523,9 @@ class Bench:
                                     "(TARGET.LarkSourceSite =?= MY.LarkSite)")
                 parts.append(f"{n - sum(short(job) for job in jobs)}/{n} reach the link lookup")
         cut = 0
-        for job in jobs:  # with LarkBenchId = -1 the never-match clause holds, and then everything else must too
+        for job in jobs:  # with LarkBenchId = -1 - ProcId the never-match clause holds, then everything else must too
             probe = classad2.parseOne(job.printOld())
-            probe["LarkBenchId"] = -1
+            probe["LarkBenchId"] = -1 - int(job["ProcId"])
             cut += bool(slot.matches(probe))
         parts.append(f"{cut}/{n} pass their own Requirements but for the never-match clause")
         parts.append(f"{sum(bool(slot.matches(job)) for job in jobs)}/{n} match")
@@ -565,6 +566,7 @@ class Bench:
                         got.append(cur)
                     else:
                         skipped += 1
+                        print("skip", cur.requests, flush=True)
                     cur = None
             time.sleep(0.02)
         for d in ("startd", "collector", "negotiator", "schedd"):
