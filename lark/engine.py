@@ -32,7 +32,7 @@ from lark.config import IPNetwork, LarkConfig, SiteAttachment, TrafficClass
 from lark.errors import KernelError, LarkError, NotFound
 from lark.firewall.base import FirewallBackend, FirewallJob, JobCounters, PortForward, make_backend
 from lark.ipam import PortPool, all_allocations, release_allocation
-from lark.netlink import link_index, link_names, write_sysctl
+from lark.netlink import delete_link, link_index, link_names, write_sysctl
 from lark.policy import JobRequest
 from lark.state import JobRecord, StateStore, holder_alive, process_start_time
 
@@ -381,8 +381,6 @@ class Engine:
         for ifname in link_names(self.host):
             token = names.token_of_ifname(self.prefix, ifname)
             if token and token not in live:
-                from lark.netlink import delete_link
-
                 if delete_link(self.host, ifname):
                     report.removed_links.append(ifname)
         for name in netns.list_named(self.prefix + "-"):

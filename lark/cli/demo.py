@@ -47,8 +47,6 @@ class _V6Server(ThreadingHTTPServer):
 def demo(engine: Engine, config: LarkConfig, mode: str) -> int:
     from lark.cli.run import exit_code, format_summary, run_in_job
 
-    # the page is on the host itself: nothing is routed, so the host's forwarding stays as it is
-    engine._forwarding_done = True
 
     servers: list[ThreadingHTTPServer] = []
 

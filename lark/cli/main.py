@@ -120,7 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace, config: LarkConfig) -> int:
+    from dataclasses import replace
+
     from lark.engine import Engine
+
+    if args.command == "demo":
+        # the page is on the host itself: nothing is routed, so the host's forwarding stays as it is
+        config = replace(config, enable_forwarding=False)
 
     with Engine(config, host_netns=args.host_netns) as engine:
         if args.command == "run":

@@ -79,7 +79,6 @@ HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 CONSOLE_SCRIPTS: dict[str, str] = {
     "lark": "lark.cli.main:main",
     "lark-netd": "lark.broker.main:main",
-    "lark-wrap": "lark.wrap:main",
     "lark-links": "lark.links.cron:main",
     "lark-spider": "perfsonar.main:main",
 }
@@ -743,7 +742,8 @@ class Pool:
             found = []
             for pid in self.processes():
                 with contextlib.suppress(OSError):
-                    if Path(f"/proc/{pid}/comm").read_text().strip() == f"condor_{daemon}":
+                    # comm is cut to 15 characters ("condor_negotiat"): compare the same prefix
+                    if Path(f"/proc/{pid}/comm").read_text().strip() == f"condor_{daemon}"[:15]:
                         found.append(pid)
             return found
 
