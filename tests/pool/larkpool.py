@@ -61,12 +61,21 @@ print(json.dumps(info))
 
 @dataclass
 class Sink:
-    """A TCP server in a namespace of the test's own; records (peer, bytes) per connection."""
+    """A TCP server in a namespace of the test's own; records (peer, bytes) per connection.
+
+    It also counts what arrives on the wire, per connection, with an nft set in its own namespace
+    (``wire_bytes``): the ground truth that a job's accounted bytes must equal, retransmissions and
+    headers included, whatever the machine's load.
+    """
 
     netns_path: str
     address: str
     port: int = 0
     received: list[tuple[str, int]] = field(default_factory=list)
+    wire_table: str = ""
+    # the nft to use there: the pool's namespace needs the pool's own (newer) nft, because the host's
+    # 1.0.6 crashes listing rules that nft 1.1 wrote
+    nft_argv: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         def make() -> socket.socket:
@@ -78,7 +87,26 @@ class Sink:
 
         self.sock = netns.call_in(self.netns_path, make)
         self.port = self.sock.getsockname()[1]
+        self.wire_table = f"{self.wire_table or 'lark'}-sink{self.port}"
+        self.nft_argv = self.nft_argv or ("nsenter", f"--net={self.netns_path}", "nft")
+        family = "ip6" if ":" in self.address else "ip"
+        self._nft(f"""table inet {self.wire_table} {{
+  set conns {{ type inet_service; flags dynamic; size 4096; counter; }}
+  chain in {{ type filter hook input priority 0;
+    {family} daddr {self.address} tcp dport {self.port} update @conns {{ tcp sport }}
+  }}
+}}""")
         threading.Thread(target=self._serve, daemon=True).start()
+
+    def _nft(self, script: str) -> None:
+        subprocess.run([*self.nft_argv, "-f", "-"], input=script, text=True, check=True)
+
+    def wire_bytes(self) -> dict[int, int]:
+        """IP bytes that arrived for this server, per client (post-NAT) source port."""
+        out = subprocess.run([*self.nft_argv, "-j", "list", "set", "inet", self.wire_table, "conns"],
+                             capture_output=True, text=True, check=True).stdout
+        elements = next(item["set"] for item in json.loads(out)["nftables"] if "set" in item).get("elem", [])
+        return {e["elem"]["val"]: e["elem"]["counter"]["bytes"] for e in elements}
 
     def _serve(self) -> None:
         while True:
@@ -102,6 +130,7 @@ class Sink:
 
     def close(self) -> None:
         self.sock.close()
+        subprocess.run([*self.nft_argv, "delete", "table", "inet", self.wire_table], capture_output=True)
 
 
 @dataclass
@@ -112,7 +141,14 @@ class LarkPool:
     sinks: list[Sink]
 
     def sink(self, address: str = WAN_ADDR) -> Sink:
-        sink = Sink(self.wan, address)
+        sink = Sink(self.wan, address, wire_table=self.prefix)
+        self.sinks.append(sink)
+        return sink
+
+    def pool_sink(self, address: str) -> Sink:
+        """A sink in the execute host's own namespace (e.g. on the site LAN bridge)."""
+        sink = Sink(self.pool.netns_path, address, wire_table=self.prefix,
+                    nft_argv=("nsenter", f"--net={self.pool.netns_path}", "chroot", str(self.pool.root), "nft"))
         self.sinks.append(sink)
         return sink
 
@@ -140,9 +176,11 @@ class LarkPool:
                              check=True).stdout
         found = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()
                  if line.split(":")[1].strip().startswith(self.prefix + "h")]
-        rules = subprocess.run(["nsenter", f"--net={self.pool.netns_path}", "nft", "list", "table", "inet",
-                                self.prefix], capture_output=True, text=True).stdout
-        found += [line.strip() for line in rules.splitlines() if line.strip().startswith("chain job-")]
+        # the pool's own nft: the host's (1.0.6) crashes on what the broker's nft 1.1 wrote
+        listed = self.pool.run(["nft", "list", "table", "inet", self.prefix], check=False)
+        if listed.returncode != 0 and "No such file or directory" not in listed.stderr:
+            raise AssertionError(f"cannot list the execute host's nft table: {listed.stderr}")
+        found += [line.strip() for line in listed.stdout.splitlines() if line.strip().startswith("chain job-")]
         state = self.pool.root / "var/lib/lark/jobs"
         found += [p.name for p in state.glob("*.json")] if state.is_dir() else []
         return found

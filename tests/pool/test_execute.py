@@ -10,9 +10,16 @@ import time
 import pytest
 
 from tests.pool.harness import RUNNING, JobHeld
-from tests.pool.larkpool import OFFCAMPUS_ADDR, WAN_ADDR, LarkPool, Sink
+from tests.pool.larkpool import OFFCAMPUS_ADDR, WAN_ADDR, LarkPool
 
 pytestmark = pytest.mark.pool
+
+
+def same_bytes(accounted: int, wire: int) -> bool:
+    """The job's own counter against the sink's wire count of the connection. Equal through NAT
+    (measured); a bridged job's counter also holds its own IPv6 neighbour/router discovery packets,
+    which the sink's per-connection count does not see (76 bytes measured)."""
+    return wire <= accounted <= wire + 512
 
 
 def history_attr(lp: LarkPool, cluster: int, *names: str) -> dict[str, object]:
@@ -39,8 +46,10 @@ def test_job_has_its_own_network_and_its_bytes_reach_history(lark_pool: LarkPool
                       "LarkBytesOutCampus", "LarkNetworkType", "LarkIPv4Address", "ExitCode")
     assert ad["ExitCode"] == 0
     assert ad["LarkNetworkType"] == "nat"
-    assert payload <= ad["LarkBytesOut"] <= payload * 1.07 + 4000
-    assert payload <= ad["LarkBytesOutOffcampus"] <= payload * 1.07 + 4000
+    [wire] = sink.wire_bytes().values()  # what really crossed: headers and any retransmissions
+    assert payload <= ad["LarkBytesOut"]
+    assert same_bytes(ad["LarkBytesOut"], wire), (ad, wire)
+    assert ad["LarkBytesOutOffcampus"] == ad["LarkBytesOut"]
     assert ad["LarkBytesOutCampus"] == 0
     assert 0 < ad["LarkBytesIn"] < 200_000
     assert lark_pool.wait_no_objects() == []
@@ -56,8 +65,7 @@ def test_none_type_has_only_loopback(lark_pool: LarkPool) -> None:
 
 
 def test_bridge_type_is_on_the_site_lan(lark_pool: LarkPool) -> None:
-    sink = Sink(lark_pool.pool.netns_path, "198.51.100.1")
-    lark_pool.sinks.append(sink)
+    sink = lark_pool.pool_sink("198.51.100.1")
     cluster = lark_pool.submit_job(f"198.51.100.1 {sink.port} 100000 0", extra='+LarkNetworkType = "bridge"')
     lark_pool.pool.wait(cluster, timeout=120)
     out = lark_pool.output(cluster)
@@ -67,7 +75,9 @@ def test_bridge_type_is_on_the_site_lan(lark_pool: LarkPool) -> None:
     assert sink.received == [(address, 100000)]
     ad = history_attr(lark_pool, cluster, "LarkBytesOut", "LarkIPv4Address")
     assert ad["LarkIPv4Address"] == address
-    assert 100000 <= ad["LarkBytesOut"] <= 110000
+    [wire] = sink.wire_bytes().values()
+    assert 100000 <= ad["LarkBytesOut"]
+    assert same_bytes(ad["LarkBytesOut"], wire), (ad, wire)
 
 
 def test_bandwidth_limited_job_stays_under_its_cap(lark_pool: LarkPool) -> None:
@@ -119,9 +129,14 @@ def test_broker_killed_while_jobs_run_then_restarted(lark_pool: LarkPool) -> Non
     ads = lark_pool.pool.wait(cluster, timeout=180)
     assert len(ads) == 4
     assert sorted(b for _, b in sink.received) == [payload] * 4
-    for ad in lark_pool.pool.history(cluster, ["ProcId", "LarkBytesOut", "ExitCode"]):
-        assert ad["ExitCode"] == 0
-        assert payload <= ad["LarkBytesOut"] <= payload * 1.07 + 4000, ad
+    ads = lark_pool.pool.history(cluster, ["ProcId", "LarkBytesOut", "ExitCode"])
+    assert [ad["ExitCode"] for ad in ads] == [0] * 4
+    # each job's final counter equals what its connection put on the wire, though the broker that
+    # was keeping it died in between (pairs matched by size: NAT hides which job used which port)
+    counted = sorted(ad["LarkBytesOut"] for ad in ads)
+    wire = sorted(sink.wire_bytes().values())
+    assert len(wire) == 4 and counted[0] >= payload
+    assert all(same_bytes(c, w) for c, w in zip(counted, wire, strict=True)), (counted, wire)
     assert lark_pool.broker_pid()  # the master restarted it
     assert lark_pool.wait_no_objects() == []
 
