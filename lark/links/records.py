@@ -1,23 +1,32 @@
 """What an execute node publishes about its links: pure functions over ``LarkNetworkLink`` ads.
 
 The negotiator cannot join ads, so each execute node copies the links *into* its site into its slot
-ads as one nested record keyed by the remote site::
+ads. It publishes each link already judged, as the largest input the circuit breaker lets through
+from that site, one flat attribute per remote site::
 
     LarkSite = "UNL"
-    LarkLinks = [ FNAL = [ Mbps = 940.0; Loss = 0.0001; MeasuredAt = 1795300000; Quality = "good" ]; ... ]
+    LarkMaxInputBytes_FNAL = 422999999999        (940 Mbit/s for LARK_MAX_TRANSFER_SECONDS)
+    LarkMaxInputBytes_CERN = 1073741824          (stale, lossy or old: small inputs only)
+    LarkMaxInputBytes_UNL = 1.0E300              (this site: no limit)
+    LarkUnknownLinkMaxInputBytes = 1.0E300       (LARK_UNKNOWN_LINK_POLICY = allow)
 
-Only the four fields the circuit breaker and the rank read are copied (a 100-site record costs the
-startd ~67 KB per slot; every extra field multiplies that). Lookups must be written
-``LarkLinks[TARGET.LarkSourceSite]["Mbps"]``: the ``.Mbps`` form yields undefined.
+Why flat, pre-judged attributes and not a record of measurements evaluated in START: the negotiator
+evaluates the breaker for every job x slot pair it considers. A nested ``LarkLinks[site]["Mbps"]``
+record evaluated there made the cycle 3.4x slower on 1000 x 1000 (benchmarks/negotiation_cycle.py);
+a flat attribute named after the site, looked up by an expression the submit side compiled into the
+job (``60-lark-submit.conf``), costs one hash lookup. The judging (loss, age, staleness, transfer
+time) happens here, once a minute, instead of a million times a cycle.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import classad2
 
-# attribute in a LarkNetworkLink ad -> field in the slot's record
+# attribute in a LarkNetworkLink ad -> field of the link record used here
 FIELDS = {
     "LarkThroughputMbps": "Mbps",
     "LarkLossFraction": "Loss",
@@ -25,6 +34,26 @@ FIELDS = {
     "LarkQuality": "Quality",
 }
 PREFERRED_FAMILY = 4  # jobs' transfers use IPv4 unless a site has only IPv6 measurements
+LIMIT_PREFIX = "LarkMaxInputBytes_"
+NO_LIMIT = 1.0e300  # "any size": larger than any input, still a number the negotiator compares
+_NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9_]")
+
+
+@dataclass(frozen=True)
+class BreakerKnobs:
+    """The execute node's circuit-breaker knobs (70-lark-matchmaking.conf)."""
+
+    max_transfer_seconds: float = 3600.0
+    small_input_bytes: int = 1 << 30
+    max_loss: float = 0.02
+    max_link_age: float = 86400.0
+    unknown_link_allowed: bool = True
+
+
+def attribute_suffix(site: str) -> str:
+    """The site as part of an attribute name; the submit transform computes the same with
+    ``replaceAll("[^A-Za-z0-9_]", LarkSourceSite, "_")``."""
+    return _NOT_IN_A_NAME.sub("_", site)
 
 
 def _value(ad: Mapping[str, object], name: str) -> object | None:
@@ -38,7 +67,7 @@ def links_into(site: str, ads: Iterable[Mapping[str, object]], max_sites: int = 
     """One record per remote site for the links whose destination is ``site``.
 
     Where a site pair has both families, the IPv4 link wins; a link graded ``unknown`` carries no
-    figures and is left out (the breaker's unknown-link policy then applies to it).
+    figures and is left out (the unknown-link policy then applies to it).
     """
     chosen: dict[str, tuple[int, dict[str, object]]] = {}
     for ad in ads:
@@ -58,11 +87,58 @@ def links_into(site: str, ads: Iterable[Mapping[str, object]], max_sites: int = 
     return {name: chosen[name][1] for name in names}
 
 
-def cron_output(site: str, links: Mapping[str, Mapping[str, object]], now: int) -> str:
+def why_broken(link: Mapping[str, object], knobs: BreakerKnobs, now: float) -> str | None:
+    """Why large inputs must not cross this link, or None when its measurement can be trusted."""
+    mbps = link.get("Mbps")
+    if not isinstance(mbps, int | float) or mbps <= 0:
+        return "no usable throughput"
+    if link.get("Quality") == "stale":
+        return "graded stale"
+    loss = link.get("Loss") or 0.0
+    if not isinstance(loss, int | float) or loss > knobs.max_loss:
+        return "lossy"
+    measured = link.get("MeasuredAt")
+    if not isinstance(measured, int | float) or now - measured > knobs.max_link_age:
+        return "measurement too old"
+    return None
+
+
+def max_input_bytes(link: Mapping[str, object], knobs: BreakerKnobs, now: float) -> int:
+    """The largest input the breaker lets through this link: what crosses it within
+    ``max_transfer_seconds``, never less than ``small_input_bytes`` (small inputs always pass); a
+    broken link lets only small inputs through."""
+    if why_broken(link, knobs, now):
+        return knobs.small_input_bytes
+    mbps = float(link["Mbps"])  # type: ignore[arg-type]  # why_broken checked it is a positive number
+    return max(knobs.small_input_bytes, int(mbps * 1e6 / 8 * knobs.max_transfer_seconds))
+
+
+def slot_limits(site: str, links: Mapping[str, Mapping[str, object]], knobs: BreakerKnobs,
+                now: float) -> dict[str, float]:
+    """``LarkMaxInputBytes_<site>`` for every measured remote site, and no limit for this site.
+
+    Two site names that differ only in characters an attribute name cannot hold share one
+    attribute; the smaller limit wins, so the collision can only make the breaker stricter.
+    """
+    limits: dict[str, float] = {}
+    for remote, link in links.items():
+        name = LIMIT_PREFIX + attribute_suffix(remote)
+        limit = max_input_bytes(link, knobs, now)
+        limits[name] = min(limit, limits.get(name, limit))
+    limits[LIMIT_PREFIX + attribute_suffix(site)] = NO_LIMIT
+    return limits
+
+
+def cron_output(site: str, links: Mapping[str, Mapping[str, object]], knobs: BreakerKnobs, now: int) -> str:
     """STARTD_CRON output: ``Attr = value`` lines rendered by classad2, then ``- update:true``."""
     ad = classad2.ClassAd()
     ad["LarkSite"] = site
-    ad["LarkLinks"] = classad2.ClassAd({name: classad2.ClassAd(dict(rec)) for name, rec in links.items()})
+    for name, limit in slot_limits(site, links, knobs, now).items():
+        ad[name] = limit
+    ad["LarkUnknownLinkMaxInputBytes"] = NO_LIMIT if knobs.unknown_link_allowed else knobs.small_input_bytes
+    broken = sorted(remote for remote, link in links.items() if why_broken(link, knobs, now))
+    ad["LarkBrokenLinkSites"] = ",".join(broken)
     ad["LarkLinksUpdatedAt"] = int(now)
     ad["LarkLinksCount"] = len(links)
+    ad["LarkLinksError"] = ""  # clears the message of an earlier failed run
     return ad.printOld() + "- update:true\n"

@@ -2,7 +2,8 @@
 
 A 10 GB-input job from a site whose measured link is poor stays Idle and `condor_q -better-analyze`
 names the Lark clause; once the archive reports a good link the job matches and runs. A small-input
-job runs throughout.
+job runs throughout. The submit side's transform (which compiles each job's link lookup) is run by
+HTCondor itself over a matrix of jobs and links, and bad attributes are held at submission.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import classad2
 import pytest
 
 from lark import netns
+from lark.links.records import BreakerKnobs, cron_output, max_input_bytes
 from perfsonar.config import parse_config
 from perfsonar.crawl import Spider
 from perfsonar.publish import configure_security, publish_ads
@@ -26,7 +29,7 @@ from tests.perfsonar.fakeps import (
     psconfig_mesh,
     pub_config_list,
 )
-from tests.pool.harness import COMPLETED, IDLE
+from tests.pool.harness import COMPLETED, IDLE, JobHeld
 from tests.pool.larkpool import LarkPool
 
 pytestmark = pytest.mark.pool
@@ -105,18 +108,19 @@ def crawl_and_publish(archive: Archive, lp: LarkPool, tmp_path: Path) -> list[st
     return [str(ad["Name"]) for ad in ads]
 
 
-def slot_link_mbps(lp: LarkPool) -> list[object]:
-    slots = lp.pool.status('MyType == "Machine"', ["LarkSite", "LarkLinks"])
-    return [(s.get("LarkLinks") or {}).get("FNAL", {}).get("Mbps") for s in slots]
+KNOBS = BreakerKnobs(max_transfer_seconds=600)  # as 75-lark-matchmaking-test.conf sets it
 
 
 def wait_for_slots(lp: LarkPool, mbps: float, timeout: float = 30) -> None:
+    """Until every slot holds FNAL's limit as the cron judges a fresh link of ``mbps``."""
+    expected = max_input_bytes({"Mbps": mbps, "MeasuredAt": time.time(), "Quality": "good"}, KNOBS, time.time())
     deadline = time.monotonic() + timeout
     while True:
-        seen = slot_link_mbps(lp)
-        if seen and all(v is not None and abs(float(v) - mbps) < 0.01 * mbps for v in seen):
+        seen = [s.get("LarkMaxInputBytes_FNAL") for s in lp.pool.status('MyType == "Machine"',
+                                                                         ["LarkMaxInputBytes_FNAL"])]
+        if seen and all(isinstance(v, int) and abs(v - expected) <= 0.02 * expected for v in seen):
             return
-        assert time.monotonic() < deadline, f"slots never showed FNAL at {mbps} Mbps: {seen}"
+        assert time.monotonic() < deadline, f"slots never showed FNAL's limit {expected} ({mbps} Mbps): {seen}"
         time.sleep(0.5)
 
 
@@ -133,6 +137,8 @@ def test_poor_link_gates_big_jobs_until_it_is_good(matchmaking_pool: LarkPool, a
 
     big = lp.submit_job("- 0 0 0", extra='+LarkSourceSite = "FNAL"\n+LarkInputBytes = 10000000000')
     small = lp.submit_job("- 0 0 0", extra='+LarkSourceSite = "FNAL"\n+LarkInputBytes = 1000')
+    [big_ad] = lp.pool.q(f"ClusterId == {big}", ["LarkInputTransferOK", "LarkLinkRank"])
+    assert "LarkMaxInputBytes_FNAL" in str(big_ad["LarkInputTransferOK"])  # compiled by the schedd's transform
     lp.pool.wait(small, timeout=120)  # small jobs pass whatever the link
     time.sleep(8)  # several negotiation cycles (NEGOTIATOR_INTERVAL = 2 s)
     assert [ad["JobStatus"] for ad in lp.pool.q(f"ClusterId == {big}", ["JobStatus"])] == [IDLE]
@@ -145,3 +151,76 @@ def test_poor_link_gates_big_jobs_until_it_is_good(matchmaking_pool: LarkPool, a
     wait_for_slots(lp, 9400.0)
     ads = lp.pool.wait(big, timeout=120)
     assert ads[0]["JobStatus"] == COMPLETED
+
+
+def test_bad_matchmaking_attributes_are_held_at_submission(matchmaking_pool: LarkPool) -> None:
+    lp = matchmaking_pool
+    for extra, says in (('+LarkInputBytes = "lots"', "LarkInputBytes must be a number of bytes"),
+                        ("+LarkSourceSite = 17", "LarkSourceSite must be a site name in quotes")):
+        cluster = lp.submit_job("- 0 0 0", extra=extra)
+        try:
+            with pytest.raises(JobHeld) as info:
+                lp.pool.wait(cluster, timeout=60)
+            assert says in info.value.ads[0]["HoldReason"], info.value.ads
+            [ad] = lp.pool.q(f"ClusterId == {cluster}", ["HoldReasonSubCode", "LarkInputTransferOK"])
+            assert ad["HoldReasonSubCode"] == 4202 and "LarkInputTransferOK" not in ad, ad
+        finally:
+            lp.pool.run(["condor_rm", str(cluster)], check=False)
+
+
+GB = 10**9
+GOOD = {"Mbps": 10000.0, "Loss": 0.0, "Quality": "good"}
+LINK_STATES = {
+    "good": GOOD, "slow": {**GOOD, "Mbps": 5.0}, "lossy": {**GOOD, "Loss": 0.1}, "stale": {**GOOD, "Quality": "stale"},
+    "old": {**GOOD, "age": 3 * 86400}, "zero": {**GOOD, "Mbps": 0.0}, "missing": None,
+}
+# job (source site, input bytes) -> link state -> may it start? (test knobs: 600 s, small <= 1 GiB)
+MATRIX = {
+    ("FNAL", None):       dict.fromkeys(LINK_STATES, True),
+    ("FNAL", 10**6):      dict.fromkeys(LINK_STATES, True),
+    ("FNAL", 10 * GB):    {"good": True, "slow": False, "lossy": False, "stale": False, "old": False, "zero": False,
+                           "missing": True},
+    ("FNAL", 5000 * GB):  {**dict.fromkeys(LINK_STATES, False), "missing": True},  # 10 Gbit/s * 600 s = 750 GB
+    ("UNL", 5000 * GB):   dict.fromkeys(LINK_STATES, True),  # the data is at this site
+    ("FNAL-T1.x", 10 * GB): {"good": True, "slow": False, "lossy": False, "stale": False, "old": False,
+                             "zero": False, "missing": True},  # a name that is no attribute name
+}
+
+
+def transformed_jobs(lp: LarkPool, jobs: list[tuple[str, int | None]]) -> list[classad2.ClassAd]:
+    """The jobs as the schedd's own transforms (the pool's 60-lark-submit.conf) leave them."""
+    text = "\n".join(
+        f'ClusterId = 1\nProcId = {i}\nRequirements = true\nLarkSourceSite = "{site}"\n'
+        + (f"LarkInputBytes = {size}\n" if size is not None else "")
+        for i, (site, size) in enumerate(jobs))
+    # 25.x exits 1 even when every ad was transformed: judge by the output and stderr instead
+    res = lp.pool.run(["condor_transform_ads", "-jobtransforms", "LarkSite LarkLink", "-"], input=text, check=False)
+    ads = list(classad2.parseAds(res.stdout, classad2.ParserType.Old))
+    assert [ad["ProcId"] for ad in ads] == list(range(len(jobs))) and not res.stderr.strip(), res
+    return ads
+
+
+def test_breaker_matrix_through_htcondors_own_transform(matchmaking_pool: LarkPool) -> None:
+    lp = matchmaking_pool
+    start = classad2.ExprTree(lp.pool.run(["condor_config_val", "START"]).stdout.strip())
+    now = time.time()
+    jobs = transformed_jobs(lp, list(MATRIX))
+    for state, link in LINK_STATES.items():
+        links = {"CERN": GOOD}
+        if link is not None:
+            links = {src: {**link, "MeasuredAt": now - link.get("age", 600)} for src in ("FNAL", "FNAL-T1.x")}
+        slot = classad2.parseOne(cron_output("UNL", links, KNOBS, int(now)).replace("- update:true", ""),
+                                 classad2.ParserType.Old)
+        for (key, expected), job in zip(MATRIX.items(), jobs, strict=True):
+            assert (start.eval(slot, job) is True) is expected[state], (key, state, job)
+
+
+def test_unknown_link_policy_deny_refuses_only_large_jobs(matchmaking_pool: LarkPool) -> None:
+    lp = matchmaking_pool
+    start = classad2.ExprTree(lp.pool.run(["condor_config_val", "START"]).stdout.strip())
+    deny = BreakerKnobs(max_transfer_seconds=600, unknown_link_allowed=False)
+    slot = classad2.parseOne(cron_output("UNL", {"CERN": {**GOOD, "MeasuredAt": time.time()}}, deny,
+                                         int(time.time())).replace("- update:true", ""), classad2.ParserType.Old)
+    small, big = transformed_jobs(lp, [("FNAL", 10**6), ("FNAL", 10 * GB)])
+    assert start.eval(slot, small) is True
+    assert start.eval(slot, big) is False

@@ -1,4 +1,9 @@
-"""The circuit breaker and rank from condor_config.d, expanded by HTCondor, evaluated by classad2."""
+"""The execute side of the circuit breaker: links judged into per-site limits by the links cron,
+and the START clause and rank helper from condor_config.d as HTCondor expands them.
+
+The submit side (the ``LarkLink`` job transform) needs HTCondor's transform engine; the whole chain,
+transform included, is checked on the real pool in tests/pool/test_matchmaking.py.
+"""
 
 from __future__ import annotations
 
@@ -11,109 +16,90 @@ from pathlib import Path
 import classad2
 import pytest
 
-from lark.links.records import cron_output, links_into
+from lark.links.cron import KnobError, breaker_knobs
+from lark.links.records import (
+    NO_LIMIT,
+    BreakerKnobs,
+    attribute_suffix,
+    cron_output,
+    links_into,
+    max_input_bytes,
+    slot_limits,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = int(time.time())
 GB = 10**9
-
-
-def expanded(tmp_path: Path, extra: str = "") -> dict[str, str]:
-    """The drop-in's expressions as HTCondor itself expands them (real macro expansion)."""
-    config = tmp_path / "condor_config"
-    config.write_text(f"LOCAL_DIR = {tmp_path}\nLARK_BIN = /opt/lark/bin\nSTART = True\n"
-                      f"include : {REPO / 'condor_config.d' / '70-lark-matchmaking.conf'}\n"
-                      f"LARK_SITE = UNL\n{extra}")
-    code = ("import htcondor2, json; print(json.dumps({k: htcondor2.param[k] for k in "
-            "('START', 'LarkInputTransferOK', 'LarkLinkRank', 'LARK_PRE_JOB_RANK', 'STARTD_ATTRS')}))")
-    out = subprocess.run([sys.executable, "-c", code], env={"CONDOR_CONFIG": str(config)}, capture_output=True,
-                         text=True, check=True)
-    return json.loads(out.stdout)
-
-
-def slot(exprs: dict[str, str], links: dict[str, dict[str, object]]) -> classad2.ClassAd:
-    text = cron_output("UNL", links, NOW).replace("- update:true", "")
-    ad = classad2.parseOne(text, classad2.ParserType.Old)
-    for name in ("LarkInputTransferOK", "LarkLinkRank"):
-        ad[name] = classad2.ExprTree(exprs[name])
-    ad["Start"] = classad2.ExprTree(exprs["START"])
-    return ad
-
-
-def job(size: int | None, source: str = "FNAL") -> classad2.ClassAd:
-    ad = classad2.ClassAd({"LarkSourceSite": source})
-    if size is not None:
-        ad["LarkInputBytes"] = size
-    return ad
-
-
-def starts(slot_ad: classad2.ClassAd, job_ad: classad2.ClassAd) -> bool:
-    return classad2.ExprTree("MY.Start").eval(slot_ad, job_ad) is True
-
+GIB = 1 << 30
+KNOBS = BreakerKnobs()  # the drop-in's defaults: 3600 s, 1 GiB, 2 % loss, 1 day, unknown allowed
 
 GOOD = {"Mbps": 10000.0, "Loss": 0.0, "MeasuredAt": NOW - 600, "Quality": "good"}
-LINKS = {
+LINKS: dict[str, dict[str, object]] = {
     "good": GOOD,
     "slow": {**GOOD, "Mbps": 5.0},                      # 10 GB takes 4.4 h > 1 h
     "lossy": {**GOOD, "Loss": 0.1},
     "stale": {**GOOD, "Quality": "stale"},
     "old": {**GOOD, "MeasuredAt": NOW - 3 * 86400},
-    "zero": {**GOOD, "Mbps": 0.0},                      # division by zero: an error, never a pass
-    "missing": None,
+    "undated": {"Mbps": 10000.0, "Quality": "good"},
+    "zero": {**GOOD, "Mbps": 0.0},
+    "degraded": {**GOOD, "Mbps": 100.0, "Quality": "degraded"},  # slow but trustworthy figures
 }
-# job input -> link state -> starts?  (default knobs: small <= 1 GiB, 3600 s, loss 2 %, 1 day, unknown allow)
-EXPECTED = {
-    None:      {"good": True, "slow": True, "lossy": True, "stale": True, "old": True, "zero": True, "missing": True},
-    10**6:     {"good": True, "slow": True, "lossy": True, "stale": True, "old": True, "zero": True, "missing": True},
-    10 * GB:   {"good": True, "slow": False, "lossy": False, "stale": False, "old": False, "zero": False,
-                "missing": True},
-    1000 * GB: {"good": True, "slow": False, "lossy": False, "stale": False, "old": False, "zero": False,
-                "missing": True},
-    5000 * GB: {"good": False, "slow": False, "lossy": False, "stale": False, "old": False, "zero": False,
-                "missing": True},
+# link state -> the largest input it lets through (default knobs)
+EXPECTED_LIMIT = {
+    "good": int(10000 * 1e6 / 8 * 3600),  # 4.5 TB
+    "slow": int(5 * 1e6 / 8 * 3600),      # 2.25 GB, above the 1 GiB floor
+    "lossy": GIB, "stale": GIB, "old": GIB, "undated": GIB, "zero": GIB,  # broken: small inputs only
+    "degraded": int(100 * 1e6 / 8 * 3600),  # 45 GB: slow, but its figures can be trusted
 }
 
 
-@pytest.fixture(scope="module")
-def exprs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return expanded(tmp_path_factory.mktemp("cm"))
-
-
-@pytest.mark.parametrize("size", list(EXPECTED))
 @pytest.mark.parametrize("state", list(LINKS))
-def test_breaker_matrix(exprs: dict[str, str], size: int | None, state: str) -> None:
-    link = LINKS[state]
-    ad = slot(exprs, {"FNAL": link} if link else {"CERN": GOOD})
-    assert starts(ad, job(size)) is EXPECTED[size][state]
+def test_each_link_state_is_judged_into_a_limit(state: str) -> None:
+    assert max_input_bytes(LINKS[state], KNOBS, NOW) == EXPECTED_LIMIT[state]
 
 
-def test_local_data_always_passes_and_ranks_first(exprs: dict[str, str]) -> None:
-    ad = slot(exprs, {"FNAL": LINKS["slow"]})
-    assert starts(ad, job(1000 * GB, source="UNL"))
-    local = classad2.ExprTree("MY.LarkLinkRank").eval(ad, job(1, source="UNL"))
-    remote = classad2.ExprTree("MY.LarkLinkRank").eval(ad, job(1, source="FNAL"))
-    unknown = classad2.ExprTree("MY.LarkLinkRank").eval(ad, job(1, source="Nowhere"))
-    assert local > remote == 5.0 > unknown == 0
+def test_the_limit_never_drops_below_the_small_input_floor() -> None:
+    assert max_input_bytes({**GOOD, "Mbps": 0.001}, KNOBS, NOW) == GIB
+    assert max_input_bytes(GOOD, BreakerKnobs(small_input_bytes=10**16), NOW) == 10**16
 
 
-def test_unknown_link_policy_deny(tmp_path: Path) -> None:
-    exprs = expanded(tmp_path, "LARK_UNKNOWN_LINK_POLICY = deny\n")
-    ad = slot(exprs, {"CERN": GOOD})
-    assert not starts(ad, job(10 * GB))
-    assert starts(ad, job(10**6))  # small jobs still pass
+def test_knobs_move_the_limit() -> None:
+    slow = LINKS["slow"]
+    assert max_input_bytes(slow, BreakerKnobs(max_transfer_seconds=100000), NOW) == int(5 * 1e6 / 8 * 100000)
+    assert max_input_bytes(LINKS["lossy"], BreakerKnobs(max_loss=0.2), NOW) == EXPECTED_LIMIT["good"]
+    assert max_input_bytes(LINKS["old"], BreakerKnobs(max_link_age=4 * 86400), NOW) == EXPECTED_LIMIT["good"]
 
 
-def test_knobs_move_the_threshold(tmp_path: Path) -> None:
-    exprs = expanded(tmp_path, "LARK_MAX_TRANSFER_SECONDS = 100000\n")
-    assert starts(slot(exprs, {"FNAL": LINKS["slow"]}), job(10 * GB))  # 4.4 h < 27.7 h
+def test_slot_limits_name_sites_safely_and_collisions_only_tighten() -> None:
+    links = {"FNAL-T1.x": GOOD, "FNAL_T1_x": LINKS["slow"], "CERN": GOOD}
+    limits = slot_limits("UNL", links, KNOBS, NOW)
+    assert attribute_suffix("FNAL-T1.x") == "FNAL_T1_x"
+    assert limits == {"LarkMaxInputBytes_FNAL_T1_x": EXPECTED_LIMIT["slow"],
+                      "LarkMaxInputBytes_CERN": EXPECTED_LIMIT["good"],
+                      "LarkMaxInputBytes_UNL": NO_LIMIT}
 
 
-def test_pre_job_rank_prefers_the_better_link(exprs: dict[str, str]) -> None:
-    fast = slot(exprs, {"FNAL": GOOD})
-    slow = slot(exprs, {"FNAL": LINKS["slow"]})
-    rank = classad2.ExprTree(exprs["LARK_PRE_JOB_RANK"])
-    assert rank.eval(fast, job(1)) > rank.eval(slow, job(1))
-    assert "LarkInputTransferOK" in exprs["STARTD_ATTRS"]
+def test_cron_output_is_an_update_the_startd_reads() -> None:
+    text = cron_output("UNL", {"FNAL": LINKS["slow"], "CERN": LINKS["stale"]}, BreakerKnobs(unknown_link_allowed=False),
+                       NOW)
+    assert text.endswith("- update:true\n")
+    ad = classad2.parseOne(text.replace("- update:true", ""), classad2.ParserType.Old)
+    assert ad["LarkMaxInputBytes_FNAL"] == EXPECTED_LIMIT["slow"]
+    assert ad["LarkMaxInputBytes_CERN"] == GIB
+    assert ad["LarkMaxInputBytes_UNL"] == NO_LIMIT
+    assert ad["LarkUnknownLinkMaxInputBytes"] == GIB
+    assert ad["LarkBrokenLinkSites"] == "CERN"
+    assert ad["LarkLinksCount"] == 2 and ad["LarkLinksUpdatedAt"] == NOW and ad["LarkLinksError"] == ""
+
+
+def test_breaker_knobs_from_param_and_bad_values_name_the_knob() -> None:
+    params = {"LARK_MAX_TRANSFER_SECONDS": "600", "LARK_UNKNOWN_LINK_POLICY": "Deny", "LARK_MAX_LOSS": "0.5"}
+    knobs = breaker_knobs(params.get)
+    assert knobs == BreakerKnobs(max_transfer_seconds=600, max_loss=0.5, unknown_link_allowed=False)
+    with pytest.raises(KnobError, match="LARK_MAX_LOSS = 'lots' is not a number"):
+        breaker_knobs({"LARK_MAX_LOSS": "lots"}.get)
+    with pytest.raises(KnobError, match="LARK_UNKNOWN_LINK_POLICY = 'maybe': expected allow or deny"):
+        breaker_knobs({"LARK_UNKNOWN_LINK_POLICY": "maybe"}.get)
 
 
 def test_links_into_prefers_ipv4_and_skips_unknown() -> None:
@@ -127,9 +113,65 @@ def test_links_into_prefers_ipv4_and_skips_unknown() -> None:
         {"LarkSourceSite": "Site-2", "LarkDestinationSite": "UNL", "LarkIPFamily": 6, "LarkThroughputMbps": 50.0,
          "LarkQuality": "degraded"},
     ]
-    links = links_into("UNL", ads)
-    assert links == {"FNAL": {"Mbps": 900.0, "Loss": 0.001, "MeasuredAt": 123, "Quality": "good"},
-                     "Site-2": {"Mbps": 50.0, "Quality": "degraded"}}
-    ad = classad2.parseOne(cron_output("UNL", links, NOW).replace("- update:true", ""), classad2.ParserType.Old)
-    assert classad2.ExprTree('MY.LarkLinks[TARGET.S]["Mbps"]').eval(ad, classad2.ClassAd({"S": "Site-2"})) == 50.0
-    assert ad["LarkLinksCount"] == 2
+    assert links_into("UNL", ads) == {"FNAL": {"Mbps": 900.0, "Loss": 0.001, "MeasuredAt": 123, "Quality": "good"},
+                                      "Site-2": {"Mbps": 50.0, "Quality": "degraded"}}
+    assert list(links_into("UNL", ads, max_sites=1)) == ["FNAL"]
+
+
+# ---------------------------------------------------------------- the drop-in, expanded by HTCondor
+
+
+def expanded(tmp_path: Path) -> dict[str, str]:
+    config = tmp_path / "condor_config"
+    config.write_text(f"LOCAL_DIR = {tmp_path}\nLARK_BIN = /opt/lark/bin\nSTART = True\n"
+                      f"include : {REPO / 'condor_config.d' / '70-lark-matchmaking.conf'}\nLARK_SITE = UNL\n")
+    code = ("import htcondor2, json; print(json.dumps({k: htcondor2.param[k] for k in "
+            "('START', 'LARK_PRE_JOB_RANK', 'STARTD_CRON_JOBLIST')}))")
+    out = subprocess.run([sys.executable, "-c", code], env={"CONDOR_CONFIG": str(config)}, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def exprs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return expanded(tmp_path_factory.mktemp("cm"))
+
+
+def slot(links: dict[str, dict[str, object]]) -> classad2.ClassAd:
+    return classad2.parseOne(cron_output("UNL", links, KNOBS, NOW).replace("- update:true", ""),
+                             classad2.ParserType.Old)
+
+
+def job_with(check: str | None, size: int = 10 * GB, rank: str | None = None) -> classad2.ClassAd:
+    """A job ad as the submit transform leaves it; ``check``: its LarkInputTransferOK text."""
+    ad = classad2.ClassAd({"LarkSourceSite": "FNAL", "LarkInputBytes": size})
+    if check is not None:
+        ad["LarkInputTransferOK"] = classad2.ExprTree(check)
+    if rank is not None:
+        ad["LarkLinkRank"] = classad2.ExprTree(rank)
+    return ad
+
+
+FNAL_CHECK = "(TARGET.LarkMaxInputBytes_FNAL ?: TARGET.LarkUnknownLinkMaxInputBytes ?: 1.0e300) >= MY.LarkInputBytes"
+
+
+def test_start_evaluates_the_jobs_check_against_this_slot(exprs: dict[str, str]) -> None:
+    start = classad2.ExprTree(exprs["START"])
+    assert "LarkInputTransferOK" in exprs["START"]
+    assert "LARKLINKS" in exprs["STARTD_CRON_JOBLIST"]
+    assert start.eval(slot({"FNAL": GOOD}), job_with(FNAL_CHECK)) is True
+    assert start.eval(slot({"FNAL": LINKS["slow"]}), job_with(FNAL_CHECK)) is False
+    assert start.eval(slot({"FNAL": LINKS["slow"]}), job_with(FNAL_CHECK, size=2 * GB)) is True
+    assert start.eval(slot({"CERN": GOOD}), job_with(FNAL_CHECK)) is True  # unknown link, policy allow
+    assert start.eval(slot({"FNAL": LINKS["slow"]}), job_with(None)) is True  # nothing compiled: small job
+    assert start.eval(slot({"FNAL": GOOD}), job_with(FNAL_CHECK, size="lots")) is False  # type: ignore[arg-type]
+
+
+def test_pre_job_rank_prefers_the_better_link(exprs: dict[str, str]) -> None:
+    rank = classad2.ExprTree(exprs["LARK_PRE_JOB_RANK"])
+    job = job_with(None, rank="TARGET.LarkMaxInputBytes_FNAL ?: 0")
+    good, slow, stale, unknown = (rank.eval(slot(links), job) for links in (
+        {"FNAL": GOOD}, {"FNAL": LINKS["slow"]}, {"FNAL": LINKS["stale"]}, {"CERN": GOOD}))
+    assert good > slow > stale > unknown == 0
+    local = classad2.ClassAd({"LarkLinkRank": classad2.ExprTree("TARGET.LarkMaxInputBytes_UNL ?: 0")})
+    assert rank.eval(slot({"FNAL": GOOD}), local) == NO_LIMIT > good
