@@ -6,16 +6,20 @@ Reads ``LarkNetworkLink`` ads (published by ``lark-spider``) whose destination i
 :mod:`lark.links.records`). Runs as the condor user in the host namespace, once per
 ``STARTD_CRON_LARKLINKS_PERIOD``.
 
-On a bad knob or an unreachable collector it prints only ``LarkLinksError``: the startd keeps the
-attributes of the last good run, so the breaker goes on working with them (their age is in
-``LarkLinksUpdatedAt``).
+On a bad knob or an unreachable collector it says so in ``LarkLinksError`` and publishes the last
+good knobs and links (kept in ``LARK_LINKS_CACHE``, default ``$(SPOOL)/lark-links.json``), judged
+again: the startd replaces a cron's attributes on every run, so printing only the error would drop
+the limits. ``LarkLinksUpdatedAt`` is when the links were last read.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
 
 from lark.links.records import BreakerKnobs, cron_output, links_into
 
@@ -48,6 +52,16 @@ def _number(param: Callable[[str], str | None], knob: str, default: float) -> fl
     return value
 
 
+def _flag(param: Callable[[str], str | None], knob: str) -> bool:
+    text = str(param(knob) or "false").strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise KnobError(f"{knob} = {text!r}: expected True or False "
+                    f"(condor_config_val -v {knob} shows where it is set)")
+
+
 def breaker_knobs(param: Callable[[str], str | None]) -> BreakerKnobs:
     """The knobs, or KnobError naming the bad one."""
     policy = str(param("LARK_UNKNOWN_LINK_POLICY") or "allow").strip().lower()
@@ -61,6 +75,7 @@ def breaker_knobs(param: Callable[[str], str | None]) -> BreakerKnobs:
         max_loss=_number(param, "LARK_MAX_LOSS", defaults.max_loss),
         max_link_age=_number(param, "LARK_MAX_LINK_AGE", defaults.max_link_age),
         unknown_link_allowed=policy in ALLOW,
+        publish_record=_flag(param, "LARK_LINKS_PUBLISH_RECORD"),
     )
 
 
@@ -73,6 +88,52 @@ def error_output(message: str, site: str | None = None) -> str:
     return ad.printOld() + "- update:true\n"
 
 
+def load_last_good(path: Path) -> tuple[BreakerKnobs, dict[str, dict[str, object]], int] | None:
+    """The knobs and links of the last run that had both, or None (no file, or a damaged one)."""
+    try:
+        data = json.loads(path.read_text())
+        return BreakerKnobs(**data["knobs"]), dict(data["links"]), int(data["read_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_last_good(path: Path, knobs: BreakerKnobs, links: dict[str, dict[str, object]], read_at: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"knobs": asdict(knobs), "links": links, "read_at": read_at}))
+    tmp.replace(path)  # atomic: a crash mid-write never leaves half a cache
+
+
+def run(site: str, param: Callable[[str], str | None], query: Callable[[], list[dict[str, object]]],
+        cache: Path | None, now: int) -> str:
+    """One cron run. Whatever fails (a knob, the collector) is reported in ``LarkLinksError`` and
+    the part that failed comes from the last good run, judged again now: the limits stay, and old
+    measurements still turn into "broken" links as they age."""
+    errors: list[str] = []
+    last = load_last_good(cache) if cache else None
+    knobs: BreakerKnobs | None
+    try:
+        knobs = breaker_knobs(param)
+        max_sites = int(_number(param, "LARK_LINKS_MAX_SITES", 500))
+    except KnobError as err:
+        errors.append(str(err))
+        knobs, max_sites = (last[0] if last else None), 500
+    links: dict[str, dict[str, object]] | None
+    read_at = now
+    try:
+        links = links_into(site, query(), max_sites)
+    except Exception as err:  # the collector being away must not kill the cron; keep the last data
+        errors.append(f"cannot query the collector: {err}")
+        links, read_at = (last[1], last[2]) if last else (None, now)
+    if knobs is None or links is None:
+        return error_output("; ".join(errors), site)
+    if not errors and cache:
+        try:
+            save_last_good(cache, knobs, links, now)
+        except OSError as err:
+            errors.append(f"cannot keep the last good links in {cache}: {err}")
+    return cron_output(site, links, knobs, now, error="; ".join(errors), links_read_at=read_at)
+
+
 def main() -> int:
     import classad2
     import htcondor2
@@ -82,21 +143,15 @@ def main() -> int:
     if not site:
         sys.stdout.write(error_output("LARK_SITE (or GLIDEIN_Site) is not set on this node"))
         return 0
-    try:
-        knobs = breaker_knobs(param)
-        max_sites = int(_number(param, "LARK_LINKS_MAX_SITES", 500))
-    except KnobError as err:
-        sys.stdout.write(error_output(str(err), site))
-        return 0
-    try:
+
+    def query() -> list[dict[str, object]]:
         ads = htcondor2.Collector().query(
             htcondor2.AdType.Any,
             constraint=f'MyType == "LarkNetworkLink" && LarkDestinationSite == {classad2.quote(site)}')
-    except Exception as err:  # the collector being away must not kill the cron; keep the last data
-        sys.stdout.write(error_output(f"cannot query the collector: {err}", site))
-        return 0
-    links = links_into(site, (dict(ad.items()) for ad in ads), max_sites)
-    sys.stdout.write(cron_output(site, links, knobs, int(time.time())))
+        return [dict(ad.items()) for ad in ads]
+
+    cache_text = param("LARK_LINKS_CACHE") or (f"{param('SPOOL')}/lark-links.json" if param("SPOOL") else "")
+    sys.stdout.write(run(site, param, query, Path(cache_text) if cache_text else None, int(time.time())))
     return 0
 
 

@@ -224,3 +224,27 @@ def test_unknown_link_policy_deny_refuses_only_large_jobs(matchmaking_pool: Lark
     small, big = transformed_jobs(lp, [("FNAL", 10**6), ("FNAL", 10 * GB)])
     assert start.eval(slot, small) is True
     assert start.eval(slot, big) is False
+
+
+def test_a_bad_breaker_knob_is_named_and_the_last_limits_stay(matchmaking_pool: LarkPool, archive: Archive,
+                                                              tmp_path: Path) -> None:
+    lp = matchmaking_pool
+    archive.report(5e6)
+    crawl_and_publish(archive, lp, tmp_path)
+    wait_for_slots(lp, 5.0)
+    lp.pool.add_config("76-lark-bad-knob.conf", "LARK_MAX_LOSS = lots\n")
+    lp.pool.reconfig()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            slots = lp.pool.status('MyType == "Machine"', ["LarkLinksError", "LarkMaxInputBytes_FNAL"])
+            errors = [str(s.get("LarkLinksError", "")) for s in slots]
+            if slots and all("LARK_MAX_LOSS = 'lots' is not a number" in e for e in errors):
+                break
+            assert time.monotonic() < deadline, errors
+            time.sleep(0.5)
+        assert all(isinstance(s.get("LarkMaxInputBytes_FNAL"), int) for s in slots), slots  # nothing lost
+    finally:
+        lp.pool.remove_config("76-lark-bad-knob.conf")
+        lp.pool.reconfig()
+    wait_for_slots(lp, 5.0)

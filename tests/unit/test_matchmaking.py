@@ -16,7 +16,7 @@ from pathlib import Path
 import classad2
 import pytest
 
-from lark.links.cron import KnobError, breaker_knobs
+from lark.links.cron import KnobError, breaker_knobs, run
 from lark.links.records import (
     NO_LIMIT,
     BreakerKnobs,
@@ -90,12 +90,23 @@ def test_cron_output_is_an_update_the_startd_reads() -> None:
     assert ad["LarkUnknownLinkMaxInputBytes"] == GIB
     assert ad["LarkBrokenLinkSites"] == "CERN"
     assert ad["LarkLinksCount"] == 2 and ad["LarkLinksUpdatedAt"] == NOW and ad["LarkLinksError"] == ""
+    assert "LarkLinks" not in ad
+
+
+def test_the_measurement_record_for_people_is_opt_in() -> None:
+    text = cron_output("UNL", {"FNAL": LINKS["slow"]}, BreakerKnobs(publish_record=True), NOW)
+    ad = classad2.parseOne(text.replace("- update:true", ""), classad2.ParserType.Old)
+    # the bracket form evaluates; LarkLinks["FNAL"].Mbps would not
+    assert classad2.ExprTree('MY.LarkLinks[TARGET.S]["Mbps"]').eval(ad, classad2.ClassAd({"S": "FNAL"})) == 5.0
 
 
 def test_breaker_knobs_from_param_and_bad_values_name_the_knob() -> None:
-    params = {"LARK_MAX_TRANSFER_SECONDS": "600", "LARK_UNKNOWN_LINK_POLICY": "Deny", "LARK_MAX_LOSS": "0.5"}
+    params = {"LARK_MAX_TRANSFER_SECONDS": "600", "LARK_UNKNOWN_LINK_POLICY": "Deny", "LARK_MAX_LOSS": "0.5",
+              "LARK_LINKS_PUBLISH_RECORD": "True"}
     knobs = breaker_knobs(params.get)
-    assert knobs == BreakerKnobs(max_transfer_seconds=600, max_loss=0.5, unknown_link_allowed=False)
+    assert knobs == BreakerKnobs(max_transfer_seconds=600, max_loss=0.5, unknown_link_allowed=False,
+                                 publish_record=True)
+    assert breaker_knobs({}.get) == BreakerKnobs()
     with pytest.raises(KnobError, match="LARK_MAX_LOSS = 'lots' is not a number"):
         breaker_knobs({"LARK_MAX_LOSS": "lots"}.get)
     with pytest.raises(KnobError, match="LARK_UNKNOWN_LINK_POLICY = 'maybe': expected allow or deny"):
@@ -116,6 +127,49 @@ def test_links_into_prefers_ipv4_and_skips_unknown() -> None:
     assert links_into("UNL", ads) == {"FNAL": {"Mbps": 900.0, "Loss": 0.001, "MeasuredAt": 123, "Quality": "good"},
                                       "Site-2": {"Mbps": 50.0, "Quality": "degraded"}}
     assert list(links_into("UNL", ads, max_sites=1)) == ["FNAL"]
+
+
+# ---------------------------------------------------------------- one cron run, and its failures
+
+LINK_AD = {"LarkSourceSite": "FNAL", "LarkDestinationSite": "UNL", "LarkIPFamily": 4, "LarkThroughputMbps": 5.0,
+           "LarkQuality": "good", "LarkLossFraction": 0.0, "LarkMeasuredAt": NOW - 600}
+
+
+def parsed(text: str) -> classad2.ClassAd:
+    assert text.endswith("- update:true\n")
+    return classad2.parseOne(text.replace("- update:true", ""), classad2.ParserType.Old)
+
+
+def collector_down() -> list[dict[str, object]]:
+    raise OSError("connection refused")
+
+
+def test_failures_keep_the_last_good_limits_and_say_why(tmp_path: Path) -> None:
+    cache = tmp_path / "lark-links.json"
+    good = parsed(run("UNL", {}.get, lambda: [LINK_AD], cache, NOW))
+    assert good["LarkMaxInputBytes_FNAL"] == EXPECTED_LIMIT["slow"] and good["LarkLinksError"] == ""
+
+    later = NOW + 120
+    down = parsed(run("UNL", {}.get, collector_down, cache, later))
+    assert down["LarkMaxInputBytes_FNAL"] == EXPECTED_LIMIT["slow"]
+    assert down["LarkLinksError"] == "cannot query the collector: connection refused"
+    assert down["LarkLinksUpdatedAt"] == NOW  # when the links were read, not now
+
+    bad_knob = parsed(run("UNL", {"LARK_MAX_LOSS": "lots"}.get, lambda: [LINK_AD], cache, later))
+    assert bad_knob["LarkMaxInputBytes_FNAL"] == EXPECTED_LIMIT["slow"]  # the last good knobs
+    assert "LARK_MAX_LOSS = 'lots' is not a number" in bad_knob["LarkLinksError"]
+
+    # the kept measurement still ages: two days on, the link counts as broken
+    aged = parsed(run("UNL", {}.get, collector_down, cache, NOW + 2 * 86400))
+    assert aged["LarkMaxInputBytes_FNAL"] == GIB and aged["LarkBrokenLinkSites"] == "FNAL"
+
+
+def test_without_a_good_run_a_failure_publishes_only_the_error(tmp_path: Path) -> None:
+    cache = tmp_path / "lark-links.json"
+    cache.write_text("{not json")  # a damaged cache is ignored, not fatal
+    out = parsed(run("UNL", {}.get, collector_down, cache, NOW))
+    assert out["LarkLinksError"] == "cannot query the collector: connection refused" and out["LarkSite"] == "UNL"
+    assert not any(name.startswith("LarkMaxInputBytes_") for name in out.keys())
 
 
 # ---------------------------------------------------------------- the drop-in, expanded by HTCondor
