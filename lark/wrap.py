@@ -32,6 +32,11 @@ FORWARDED = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT, _
 # The broker speaks JSON lines; asked for "lines" it answers "ok" / "error <message>" and then
 # KEY=VALUE lines, which this stdlib-only wrapper reads without importing json.
 REQUESTS = {"setup": b'{"op": "setup", "reply": "lines"}\n', "finalize": b'{"op": "finalize", "reply": "lines"}\n'}
+# Container universe: the starter runs this wrapper around `apptainer exec -C ...` (outside the
+# container), and --containall starts the container with a clean environment; only variables named
+# APPTAINERENV_X (SingularityCE: SINGULARITYENV_X) reach it, as X. Keyed on the runtime's real name:
+# Debian's /usr/bin/singularity, HTCondor's default SINGULARITY, is a link to apptainer.
+CONTAINER_ENV_PREFIX = {"apptainer": "APPTAINERENV_", "singularity": "SINGULARITYENV_"}
 
 
 def socket_path() -> str:
@@ -94,6 +99,13 @@ def pin_cpus(cpulist: str | None) -> None:
         pass  # a hint, never a reason to fail the job
 
 
+def container_environment(argv0: str, lark_env: dict[str, str]) -> dict[str, str]:
+    """The Lark variables once more, prefixed so that a container runtime passes them into the
+    container; nothing when the wrapped command is not apptainer/singularity (vanilla jobs)."""
+    prefix = CONTAINER_ENV_PREFIX.get(os.path.basename(os.path.realpath(argv0)))
+    return {prefix + key: value for key, value in lark_env.items()} if prefix else {}
+
+
 def run_job(argv: list[str], env: dict[str, str]) -> int:
     child = os.fork()
     if child == 0:
@@ -138,8 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         # the broker recorded LarkSetupError in the job ad; the LarkHold transform holds the job
         print(f"lark-wrap: {reply.get('error')}", file=sys.stderr)
         sys.exit(1)
-    env = dict(os.environ)
-    env.update({str(k): str(v) for k, v in dict(reply.get("env") or {}).items()})  # type: ignore[call-overload]
+    lark_env = {str(k): str(v) for k, v in dict(reply.get("env") or {}).items()}  # type: ignore[call-overload]
+    env = {**os.environ, **lark_env, **container_environment(args[0], lark_env)}
     status = run_job(args, env)
     final = ask("finalize", RETRY_SECONDS, path)
     if not final.get("ok"):

@@ -39,6 +39,14 @@ class Broker:
         self.engine = engine
         self.host_netns_inode = netns.current_inode()
         self.stop = threading.Event()
+        # Final counters must win over periodic ones. Periodic values go out as set_job_attr_delayed,
+        # which the starter keeps and sends with its *next* update to the shadow, at the latest at
+        # job exit: after an immediate set_job_attr of the final values, so a delayed value still
+        # pending would overwrite them in the job ad and in condor_history (seen on 25.14.1: the
+        # last interval's bytes were missing). So finalize sends the final values both ways, and
+        # under this lock marks the job final, after which the periodic push no longer sends for it.
+        self._chirp_lock = threading.Lock()
+        self._final: set[str] = set()
         self.profiles = CatalogCache(profile_dir(config, condor_param), config,
                                      on_reload=lambda c: [log.error("profile: %s", e) for e in c.errors])
 
@@ -120,11 +128,15 @@ class Broker:
             counters = self.engine.counters(record.token)
             attrs = dict(accounting_attributes(counters, self.config.traffic_classes))
         chirp_path = record.extra.get("chirp")
-        if chirp_path and attrs:
-            try:
-                Chirp(Path(str(chirp_path))).set(attrs)
-            except (LarkError, OSError) as err:
-                log.warning("job %s: final accounting not recorded: %s", record.job_id, err)
+        with self._chirp_lock:
+            self._final.add(record.token)
+            if chirp_path and attrs:
+                try:
+                    chirp = Chirp(Path(str(chirp_path)))
+                    chirp.set(attrs)
+                    chirp.set(attrs, delayed=True)  # replaces a periodic value the starter still holds
+                except (LarkError, OSError) as err:
+                    log.warning("job %s: final accounting not recorded: %s", record.job_id, err)
         log.info("job %s: finalised %s", record.job_id,
                  ", ".join(f"{k}={v}" for k, v in attrs.items()) if attrs else "(no network)")
         # the reply goes out first; the ~40 ms veth delete happens after the wrapper has gone on
@@ -136,6 +148,9 @@ class Broker:
             self.engine.down(token)
         except LarkError as err:
             log.warning("teardown of %s failed (the sweep will retry): %s", token, err)
+        finally:
+            with self._chirp_lock:
+                self._final.discard(token)
 
     # ------------------------------------------------------------ periodic work
 
@@ -148,11 +163,14 @@ class Broker:
             c = counters.get(record.token)
             if c is None:
                 continue
-            try:
-                Chirp(Path(str(record.extra["chirp"]))).set(
-                    accounting_attributes(c, self.config.traffic_classes), delayed=True)
-            except (LarkError, OSError) as err:
-                log.debug("job %s: periodic update skipped: %s", record.job_id, err)
+            with self._chirp_lock:
+                if record.token in self._final:  # its final values are out; an older one must not follow
+                    continue
+                try:
+                    Chirp(Path(str(record.extra["chirp"]))).set(
+                        accounting_attributes(c, self.config.traffic_classes), delayed=True)
+                except (LarkError, OSError) as err:
+                    log.debug("job %s: periodic update skipped: %s", record.job_id, err)
 
     def sweep(self) -> None:
         report = self.engine.sweep()

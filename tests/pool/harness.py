@@ -59,9 +59,11 @@ PACKAGES: tuple[str, ...] = (
     "procps", "ca-certificates",
     # python-iptables (Lark's optional iptables backend) builds a C extension: take Debian's build (no gcc here)
     "python3-iptables",
-    # later: "apptainer", "busybox-static",
+    # container-universe jobs: apptainer runs them (the startd's HasSingularity/HasSIF tests need it); the
+    # static busybox is the whole userland of the test images, iperf3 the benchmark's traffic tool
+    "apptainer", "busybox-static", "iperf3",
 )
-#: space-separated extra Debian packages, e.g. LARK_TESTPOOL_EXTRA_PACKAGES="apptainer busybox-static"
+#: space-separated extra Debian packages for a one-off try, e.g. LARK_TESTPOOL_EXTRA_PACKAGES="strace tcpdump"
 EXTRA_PACKAGES: tuple[str, ...] = tuple(os.environ.get("LARK_TESTPOOL_EXTRA_PACKAGES", "").split())
 PIP_PACKAGES: tuple[str, ...] = ("pyroute2>=0.9", "pyyaml>=6", "requests>=2.28")
 #: tried one by one, a failure is only logged
@@ -307,6 +309,17 @@ def _build_image(dest: Path, out: IO[str]) -> None:
         _chroot(dest, ["apt-get", "update"], out=out)
         _chroot(dest, ["apt-get", "install", "-y", "--no-install-recommends", *packages], out=out, timeout=1200)
         t_apt = time.monotonic() - t1
+        # The Debian condor package lacks the SIF the startd's apptainer test runs (exit_37.sif): without
+        # it the slot never advertises HasSIF, and condor_submit requires HasSIF of every .sif job. Build
+        # it from the test sandbox the package does ship (a squashfs step only, no namespaces needed).
+        # apptainer looks up the mount point of its temporary directory, and the build tree's /tmp is none.
+        sandbox = "/usr/libexec/condor/singularity_test_sandbox/"
+        if (dest / sandbox.lstrip("/")).is_dir() and not (dest / "usr/libexec/condor/exit_37.sif").exists():
+            _host(["mount", "-t", "tmpfs", "lark-build-tmp", str(dest / "tmp")])
+            try:
+                _chroot(dest, ["apptainer", "build", "/usr/libexec/condor/exit_37.sif", sandbox], out=out)
+            finally:
+                _host(["umount", str(dest / "tmp")], check=False)
         _chroot(dest, ["groupadd", "-g", str(USER_ID), USER], out=out)
         _chroot(dest, ["useradd", "-m", "-u", str(USER_ID), "-g", str(USER_ID), "-s", "/bin/bash", USER], out=out)
         conf_d = dest / "etc/condor/config.d"

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,6 +203,83 @@ class LarkPool:
             except OSError:
                 continue
         raise AssertionError("lark-netd is not running")
+
+
+# ------------------------------------------------------------------ container-universe helpers
+
+#: a file at the root of every test image: a job that can read it really runs inside the image
+IMAGE_MARKER = "/lark-test-image"
+
+
+def build_sif(pool: Pool, dest: str, binaries: Sequence[str] = ()) -> str:
+    """Build a SIF image at ``dest`` (inside the pool) from a directory, without any registry.
+
+    The image is the pool's static busybox (every applet as a symlink: sh, nc, ip, ...), a marker
+    file (:data:`IMAGE_MARKER`) and the given dynamically linked ``binaries`` of the pool with the
+    libraries ``ldd`` names for them and libgcc_s (e.g. iperf3 for the benchmark). Returns ``dest``.
+    """
+    work = f"{dest}.d"
+    root = pool.root / work.lstrip("/")
+    shutil.rmtree(root, ignore_errors=True)
+    for d in ("bin", "etc", "tmp", "proc", "sys", "dev", "root", "home", "srv", "var/tmp"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "tmp").chmod(0o1777)
+    shutil.copy2(pool.root / "bin/busybox", root / "bin/busybox")
+    for applet in pool.run(["busybox", "--list"]).stdout.split():
+        if applet != "busybox" and not (root / "bin" / applet).exists():
+            (root / "bin" / applet).symlink_to("busybox")
+    (root / IMAGE_MARKER.lstrip("/")).write_text("lark test image\n")
+    # glibc dlopens libgcc_s for pthread_cancel (iperf3 uses it); ldd does not list it
+    dlopened = [f"/{p.relative_to(pool.root)}" for p in pool.root.glob("usr/lib/*/libgcc_s.so.1")] if binaries else []
+    for binary in binaries:
+        needed = [binary, *dlopened] + [part for line in pool.run(["ldd", binary]).stdout.splitlines()
+                                        for part in line.split() if part.startswith("/")]
+        for path in needed:
+            target = root / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            real = pool.run(["readlink", "-f", path]).stdout.strip()  # resolved inside the chroot, not the host
+            shutil.copy2(pool.root / real.lstrip("/"), target)
+    # apptainer only packs the directory: it needs neither namespaces nor the pivoted root for this
+    pool.run(["apptainer", "-s", "build", "-F", dest, work], timeout=120)
+    shutil.rmtree(root)
+    (pool.root / dest.lstrip("/")).chmod(0o644)
+    return dest
+
+
+@dataclass
+class DataSegment:
+    """A data LAN behind a macvlan parent of the execute host.
+
+    ``parent`` is a veth in the pool's namespace (the kernel has no dummy driver) whose peer sits in a
+    namespace of this segment's own holding the data server at ``server_address``; jobs get macvlan
+    children of ``parent``. :meth:`close` deletes the namespace, which destroys the veth pair and with it
+    every macvlan child still hanging off the parent.
+    """
+
+    pool: Pool
+    netns_name: str
+    parent: str = "mvpar0"
+    server_if: str = "data0"
+    server_address: str = "10.77.0.1"
+    prefix_len: int = 24
+
+    def __post_init__(self) -> None:
+        self.netns_path = str(netns.create_named(self.netns_name))
+        try:
+            subprocess.run(["ip", "link", "add", self.parent, "netns", self.pool.netns_name, "type", "veth", "peer",
+                            "name", self.server_if, "netns", self.netns_name], check=True)
+            _ip(self.pool.netns_name, "link", "set", self.parent, "up")
+            _ip(self.netns_name, "addr", "add", f"{self.server_address}/{self.prefix_len}", "dev", self.server_if)
+            _ip(self.netns_name, "link", "set", self.server_if, "up")
+            _ip(self.netns_name, "link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        netns.delete_named(self.netns_name)
+        # the veth peer in the pool's namespace goes with it; make sure even when the pair was half made
+        subprocess.run(["ip", "-n", self.pool.netns_name, "link", "del", self.parent], capture_output=True)
 
 
 def _ip(ns: str, *args: str) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from lark.broker.server import encode_reply, wants_lines
-from lark.wrap import REQUESTS, parse_reply
+from lark.wrap import REQUESTS, container_environment, parse_reply
 
 
 def test_the_wrapper_requests_ask_for_lines() -> None:
@@ -36,3 +38,19 @@ def test_json_clients_still_get_json() -> None:
 def test_garbage_from_the_socket_is_an_error_not_a_crash() -> None:
     assert parse_reply("HTTP/1.1 400 Bad Request\n")["ok"] is False
     assert parse_reply("")["ok"] is False
+
+
+def test_container_runtimes_get_the_variables_under_their_pass_through_prefix(tmp_path: Path) -> None:
+    env = {"LARK_PORT_RANGE": "40000-40001", "GLOBUS_TCP_PORT_RANGE": "40000,40001"}
+    runtime = tmp_path / "apptainer"
+    runtime.touch()
+    (tmp_path / "singularity").symlink_to(runtime)  # Debian's alternatives link: it is apptainer
+    expected = {"APPTAINERENV_LARK_PORT_RANGE": "40000-40001", "APPTAINERENV_GLOBUS_TCP_PORT_RANGE": "40000,40001"}
+    assert container_environment(str(runtime), env) == expected
+    assert container_environment(str(tmp_path / "singularity"), env) == expected
+    os.unlink(tmp_path / "singularity")
+    (tmp_path / "singularity").touch()  # SingularityCE itself
+    assert container_environment(str(tmp_path / "singularity"), env) == {
+        "SINGULARITYENV_LARK_PORT_RANGE": "40000-40001", "SINGULARITYENV_GLOBUS_TCP_PORT_RANGE": "40000,40001"}
+    assert container_environment("/home/u/job.sh", env) == {}
+    assert container_environment("./condor_exec.exe", env) == {}
