@@ -1,7 +1,7 @@
 """Negotiation cycle time on the real HTCondor negotiator with and without Lark's matchmaking policy.
 
     .venv/bin/python benchmarks/negotiation_cycle.py [--slots 1000] [--jobs 1000] [--sites 100]
-                     [--cycles 3] [--rounds 2] [--variants A,B,Bs,F]
+                     [--cycles 3] [--rounds 2] [--variants A,B,Bs,F,J]
 
 Goal (issue): with >= 1,000 slots and >= 1,000 idle jobs the cycle with Lark's attributes and policy
 takes <= 1.1 x the cycle without them. Needs root; about 6 minutes with the defaults.
@@ -38,12 +38,13 @@ and its own request (``NEGOTIATE_ALL_JOBS_IN_CLUSTER``, ``NEGOTIATOR_RESOURCE_RE
 5000``: with the default 200 the schedd stopped after 979 of 1000 jobs). The negotiator evaluates the
 slot's Requirements (``START && WithinResourceLimits``) first and the job's only if those hold
 (``symmetricMatch = RIGHT.requirements && LEFT.requirements``; checked: with the failing clause in
-START the jobs' Requirements cost nothing). Lark's clause is in START, so it is evaluated in full for
-every pair; the failing clause is the job's and comes last: its Requirements are condor_submit's
-defaults, then ``(MY.LarkBenchId =?= -1 - $(Process))``, false for every job and textually different
-per job. Everything else is true for every job x slot pair, and the large jobs' compiled check looks
-up an attribute the slot has (checked with classad2 on the live ads before the first measurement of
-each variant; the run stops if not). Each request scans every slot and every pair evaluates both
+START the jobs' Requirements cost nothing). Lark's clause is in the job's Requirements, appended by
+the schedd's ``LarkLink`` transform; the failing clause comes after it, appended by a bench-only
+transform that runs later (``99-bench-never.conf``): ``(MY.LarkBenchId =?= -1 - <ProcId>)``, false
+for every job and textually different per job. So every pair evaluates Lark's clause in full.
+Everything else is true for every job x slot pair, and the large jobs' compiled check looks up an
+attribute the slot has (checked with classad2 on the live ads before the first measurement of each
+variant; the run stops if not). Each request scans every slot and every pair evaluates both
 sides in full: ``jobs x slots`` per cycle.
 
 **Variants** (config files after the drop-in order; jobs are submitted once, on hold, and released
@@ -60,8 +61,16 @@ per variant; the rank helper is not enabled, as in the shipped config):
 * ``Bs`` as B with 1 MB-1 GB inputs: no compiled check (what typical small jobs cost).
 * ``F``  floor of any START-side policy: A plus one trivial START clause reading a job attribute,
   ``((TARGET.LarkBenchId ?: -1) >= 0)``, no Lark data in slots, A's jobs.
+* ``J``  floor of any job-side check: A's config, jobs whose Requirements have one more trivial
+  clause reading a slot attribute, ``((TARGET.Cpus ?: 0) >= 0)``.
 
-Jobs of A and F are submitted before ``60-lark-submit.conf`` is in the schedd's config, those of B
+The first version of the shipped design evaluated the job's compiled check from START
+(``(TARGET.LarkInputTransferOK ?: true) =?= true``): 1.67x (CI 1.38-2.13), Bs 1.26x, F 1.14x in the
+same run; calling an expression of the other ad from START costs ~2.5 us per pair, and the check's
+``MY.LarkInputBytes`` kept jobs of one size class in separate autoclusters. So the check moved into
+the job's Requirements with the size compiled in.
+
+Jobs of A, F and J are submitted before ``60-lark-submit.conf`` is in the schedd's config, those of B
 and Bs with it (the transform acts at submission only).
 
 **Measurement.** Variants are visited ``--rounds`` times, in ABBA order (the second round reversed)
@@ -121,8 +130,18 @@ DROPIN = ROOT / "condor_config.d" / "70-lark-matchmaking.conf"
 LOCAL_SITE = "BenchLocal"
 CRON_SCRIPT = "/usr/local/libexec/lark-bench-links"
 CRON_OUTPUT = "/etc/lark-bench/links.out"
-# false for every job (LarkBenchId = $(Process)); its text differs per job, so each job is its own autocluster
-NEVER = "(MY.LarkBenchId =?= -1 - $(Process))"
+# false for every job (LarkBenchId = $(Process)); its text differs per job, so each job is its own autocluster.
+# A job transform that runs after Lark's appends it, so it is the *last* clause: Lark's clause, which the
+# LarkLink transform appends to the Requirements condor_submit wrote, is evaluated in full before it.
+NEVER_TRANSFORM = """\
+JOB_TRANSFORM_NAMES = $(JOB_TRANSFORM_NAMES) LarkBenchNever
+JOB_TRANSFORM_LarkBenchNever @=end
+   SET Requirements ($(MY.Requirements)) && (MY.LarkBenchId =?= -1 - $(MY.LarkBenchId))
+@end
+"""
+NEVER_CONF = "99-bench-never.conf"  # read after 60-lark-submit.conf: its transform runs after LarkLink
+# J's jobs: one trivial clause of the job's own, true for every slot (the floor of any job-side check)
+JOB_FLOOR = "((TARGET.Cpus ?: 0) >= 0)"
 GOAL = 1.1
 BIG = (2 * 10 ** 9, 2 * 10 ** 10)  # B: above LARK_SMALL_INPUT_BYTES, below every good link's limit
 SMALL = (10 ** 6, 10 ** 9)  # Bs: at most LARK_SMALL_INPUT_BYTES (1 GiB)
@@ -323,7 +342,7 @@ def proc_rss_mb(pid: int | None) -> float:
 class Variant:
     key: str
     title: str
-    jobs: str  # job set: plain (A, F), big (B), small (Bs)
+    jobs: str  # job set: plain (A, F), jfloor (J), big (B), small (Bs)
     files: dict[str, str]  # config.d files besides the scale one
     cron: str | None = None  # static cron output
     cycles: list[Cycle] = field(default_factory=list)
@@ -385,6 +404,9 @@ class Bench:
         self.pool.reconfig()
         self.restart(["startd"])
         self.defaults = self.default_requirements()
+        # after the probe: condor_submit's defaults must not contain the never-match clause
+        self.pool.add_config(NEVER_CONF, NEVER_TRANSFORM)
+        self.pool.reconfig()
 
     def default_requirements(self) -> str:
         """The Requirements condor_submit writes for these jobs (one held probe job, removed again)."""
@@ -411,9 +433,11 @@ class Bench:
         negotiator evaluates the slot's Requirements (START, with Lark's clause) first. Lark jobs name their
         input's site and size as a user would (+LarkSourceSite, +LarkInputBytes); the rest is the transform's."""
         n = self.args.jobs
-        text = JOB_SUBMIT + f"requirements = ({self.defaults}) && {NEVER}\n"
+        text = JOB_SUBMIT + f"requirements = {self.defaults}\n"
         if kind == "plain":
             return self.pool.submit(text + f"queue {n}\n")
+        if kind == "jfloor":
+            return self.pool.submit(JOB_SUBMIT + f"requirements = ({self.defaults}) && {JOB_FLOOR}\nqueue {n}\n")
         text += '+LarkSourceSite = "$(site)"\n+LarkInputBytes = $(bytes)\n'
         return self.pool.submit(text + "queue site, bytes from items.txt\n", files={"items.txt": items})
 
@@ -432,10 +456,13 @@ class Bench:
                 continue
             compiled += 1
             text = str(ok_expr)
+            requirements = str(job.get("Requirements"))
+            # the check is compiled into Requirements, before the never-match clause the bench transform appends
             if (kind != "big" or _LOOKUP.findall(text) != [want] or "LarkUnknownLinkMaxInputBytes" not in text
-                    or "MY.LarkInputBytes" not in text):
+                    or _LOOKUP.findall(requirements) != [want]
+                    or requirements.find(want) > requirements.find("LarkBenchId")):
                 bad.append(f"job {job['ProcId']} ({job.get('LarkSourceSite')}, {job.get('LarkInputBytes')} bytes): "
-                           f"LarkInputTransferOK = {text}")
+                           f"LarkInputTransferOK = {text}, Requirements = {requirements}")
         if ranked != n:
             bad.append(f"{n - ranked}/{n} jobs without LarkLinkRank naming their site's attribute")
         if bad or n != self.args.jobs:
@@ -486,11 +513,11 @@ class Bench:
             return f"{got}/{n} {what}"
 
         start = str(slot.lookup("START"))
-        if ("LarkInputTransferOK" in start) != (v.jobs != "plain"):  # B and Bs have Lark's clause, A and F not
-            failed.append("Lark's clause in START")
+        if ("Lark" in start) != (v.key == "F"):  # Lark leaves START alone; F adds its floor clause there
+            failed.append("START as the variant needs it")
         slot_req = Probe(slot, str(slot.lookup("Requirements")))
         parts = [count("pass the slot's Requirements", sum(slot_req(job) for job in jobs), n)]
-        if v.jobs != "plain":
+        if v.jobs in ("big", "small"):
             has = [job for job in jobs if job.get("LarkInputTransferOK") is not None]
             hits = sum(slot.get(m.group(1)) is not None for job in has
                        if (m := _LOOKUP.search(str(job["LarkInputTransferOK"]))))
@@ -619,10 +646,12 @@ def build_variants(keys: Sequence[str], sites: Sequence[str], shipped: str) -> l
         "A": Variant("A", "baseline: plain START, no Lark attributes, jobs without Lark attributes", "plain", {}),
         "B": Variant("B", f"shipped: 60-/70- drop-ins, {len(sites)} LarkMaxInputBytes_<site>, 2-20 GB inputs "
                      "(every job carries its compiled check)", "big", lark, shipped),
-        "Bs": Variant("Bs", "shipped, 1 MB-1 GB inputs (no compiled check: START's clause finds none)", "small",
+        "Bs": Variant("Bs", "shipped, 1 MB-1 GB inputs (no compiled check, only the larger slot ads)", "small",
                       lark, shipped),
         "F": Variant("F", "floor: A + one START clause reading a job attribute, no Lark data", "plain",
                      {"79-bench-floor.conf": FLOOR}),
+        "J": Variant("J", f"floor: A + one clause in the jobs' Requirements, {JOB_FLOOR}, no Lark data",
+                     "jfloor", {}),
     }
     unknown = [k for k in keys if k not in catalog]
     if unknown:
@@ -654,7 +683,7 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=100, help="remote sites in the slots' link data")
     ap.add_argument("--cycles", type=int, default=3, help="cycles timed per visit")
     ap.add_argument("--rounds", type=int, default=2, help="visits per variant (ABBA order)")
-    ap.add_argument("--variants", default="A,B,Bs,F", help="A is the baseline; see the module docstring")
+    ap.add_argument("--variants", default="A,B,Bs,F,J", help="A is the baseline; see the module docstring")
     ap.add_argument("--visit-timeout", type=float, default=300, help="seconds allowed per visit")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -685,14 +714,15 @@ def main() -> None:
         bench = Bench(pool, args)
         bench.configure_base()
         # plain jobs first, without the submit drop-in; Lark jobs with it, so its transforms act on them
-        kinds = sorted(dict.fromkeys(v.jobs for v in variants), key=lambda k: k != "plain")
+        kinds = sorted(dict.fromkeys(v.jobs for v in variants), key=lambda k: k not in ("plain", "jfloor"))
         for kind in kinds:
-            if kind != "plain" and SUBMIT_DROPIN.name not in bench.ours:
+            if kind in ("big", "small") and SUBMIT_DROPIN.name not in bench.ours:
                 bench.enable_submit_transforms()
             t = time.monotonic()
-            items = "" if kind == "plain" else job_items(sites, args.jobs, BIG if kind == "big" else SMALL, rnd, limits)
+            lark_jobs = kind in ("big", "small")
+            items = job_items(sites, args.jobs, BIG if kind == "big" else SMALL, rnd, limits) if lark_jobs else ""
             bench.clusters[kind] = bench.submit_jobs(kind, items)
-            note = "" if kind == "plain" else "; transform: " + bench.verify_transform(kind)
+            note = "" if kind not in ("big", "small") else "; transform: " + bench.verify_transform(kind)
             print(f"submitted {args.jobs} {kind} jobs (held) as cluster {bench.clusters[kind]} "
                   f"in {time.monotonic() - t:.1f} s{note}")
         order: list[Variant] = []

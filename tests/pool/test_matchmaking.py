@@ -144,7 +144,7 @@ def test_poor_link_gates_big_jobs_until_it_is_good(matchmaking_pool: LarkPool, a
     assert [ad["JobStatus"] for ad in lp.pool.q(f"ClusterId == {big}", ["JobStatus"])] == [IDLE]
     analysis = lp.pool.run(["condor_q", "-better-analyze", "-reverse", str(big)], check=False).stdout
     analysis += lp.pool.run(["condor_q", "-better-analyze", str(big)], check=False).stdout
-    assert "LarkInputTransferOK" in analysis, analysis
+    assert "LarkMaxInputBytes_FNAL" in analysis, analysis  # the job's Lark clause, which no slot satisfies
 
     archive.report(9.4e9)  # the link recovers: 10 GB in 8.5 s
     crawl_and_publish(archive, lp, tmp_path)
@@ -202,7 +202,6 @@ def transformed_jobs(lp: LarkPool, jobs: list[tuple[str, int | None]]) -> list[c
 
 def test_breaker_matrix_through_htcondors_own_transform(matchmaking_pool: LarkPool) -> None:
     lp = matchmaking_pool
-    start = classad2.ExprTree(lp.pool.run(["condor_config_val", "START"]).stdout.strip())
     now = time.time()
     jobs = transformed_jobs(lp, list(MATRIX))
     for state, link in LINK_STATES.items():
@@ -212,18 +211,18 @@ def test_breaker_matrix_through_htcondors_own_transform(matchmaking_pool: LarkPo
         slot = classad2.parseOne(cron_output("UNL", links, KNOBS, int(now)).replace("- update:true", ""),
                                  classad2.ParserType.Old)
         for (key, expected), job in zip(MATRIX.items(), jobs, strict=True):
-            assert (start.eval(slot, job) is True) is expected[state], (key, state, job)
+            # the slot satisfies the job's Requirements, where the transform put the check
+            assert slot.matches(job) is expected[state], (key, state, job)
 
 
 def test_unknown_link_policy_deny_refuses_only_large_jobs(matchmaking_pool: LarkPool) -> None:
     lp = matchmaking_pool
-    start = classad2.ExprTree(lp.pool.run(["condor_config_val", "START"]).stdout.strip())
     deny = BreakerKnobs(max_transfer_seconds=600, unknown_link_allowed=False)
     slot = classad2.parseOne(cron_output("UNL", {"CERN": {**GOOD, "MeasuredAt": time.time()}}, deny,
                                          int(time.time())).replace("- update:true", ""), classad2.ParserType.Old)
     small, big = transformed_jobs(lp, [("FNAL", 10**6), ("FNAL", 10 * GB)])
-    assert start.eval(slot, small) is True
-    assert start.eval(slot, big) is False
+    assert slot.matches(small) is True
+    assert slot.matches(big) is False
 
 
 def test_a_bad_breaker_knob_is_named_and_the_last_limits_stay(matchmaking_pool: LarkPool, archive: Archive,
@@ -248,3 +247,14 @@ def test_a_bad_breaker_knob_is_named_and_the_last_limits_stay(matchmaking_pool: 
         lp.pool.remove_config("76-lark-bad-knob.conf")
         lp.pool.reconfig()
     wait_for_slots(lp, 5.0)
+
+
+def test_jobs_of_one_site_and_size_class_share_their_requirements(matchmaking_pool: LarkPool) -> None:
+    """Requirements compile the size rounded up to two significant digits, not a reference to each
+    job's own LarkInputBytes: such jobs can share an autocluster, and the rounding only tightens."""
+    a, b, c = transformed_jobs(matchmaking_pool, [("FNAL", 10_000_000_001), ("FNAL", 10_950_000_000),
+                                                  ("FNAL", 11_000_000_001)])
+    assert str(a["Requirements"]) == str(b["Requirements"]) != str(c["Requirements"])
+    assert "LarkInputBytes" not in str(a["Requirements"])
+    limit = classad2.ClassAd({"LarkMaxInputBytes_FNAL": 11_000_000_000})
+    assert limit.matches(a) and limit.matches(b) and not limit.matches(c)

@@ -196,34 +196,30 @@ def slot(links: dict[str, dict[str, object]]) -> classad2.ClassAd:
                              classad2.ParserType.Old)
 
 
-def job_with(check: str | None, size: int = 10 * GB, rank: str | None = None) -> classad2.ClassAd:
-    """A job ad as the submit transform leaves it; ``check``: its LarkInputTransferOK text."""
-    ad = classad2.ClassAd({"LarkSourceSite": "FNAL", "LarkInputBytes": size})
-    if check is not None:
-        ad["LarkInputTransferOK"] = classad2.ExprTree(check)
-    if rank is not None:
-        ad["LarkLinkRank"] = classad2.ExprTree(rank)
-    return ad
+# the check the submit transform compiles into a 10 GB job from FNAL (tests/pool runs the real transform)
+FNAL_CHECK = "(TARGET.LarkMaxInputBytes_FNAL ?: TARGET.LarkUnknownLinkMaxInputBytes ?: 1.0e300) >= {size}"
 
 
-FNAL_CHECK = "(TARGET.LarkMaxInputBytes_FNAL ?: TARGET.LarkUnknownLinkMaxInputBytes ?: 1.0e300) >= MY.LarkInputBytes"
+def passes(slot_ad: classad2.ClassAd, size: int = 10 * GB) -> bool:
+    return classad2.ExprTree(FNAL_CHECK.format(size=size)).eval(classad2.ClassAd(), slot_ad) is True
 
 
-def test_start_evaluates_the_jobs_check_against_this_slot(exprs: dict[str, str]) -> None:
-    start = classad2.ExprTree(exprs["START"])
-    assert "LarkInputTransferOK" in exprs["START"]
+def test_the_compiled_check_reads_the_judged_limit(exprs: dict[str, str]) -> None:
+    assert "Lark" not in exprs["START"]  # the breaker is the job's: START stays the admin's
     assert "LARKLINKS" in exprs["STARTD_CRON_JOBLIST"]
-    assert start.eval(slot({"FNAL": GOOD}), job_with(FNAL_CHECK)) is True
-    assert start.eval(slot({"FNAL": LINKS["slow"]}), job_with(FNAL_CHECK)) is False
-    assert start.eval(slot({"FNAL": LINKS["slow"]}), job_with(FNAL_CHECK, size=2 * GB)) is True
-    assert start.eval(slot({"CERN": GOOD}), job_with(FNAL_CHECK)) is True  # unknown link, policy allow
-    assert start.eval(slot({"FNAL": LINKS["slow"]}), job_with(None)) is True  # nothing compiled: small job
-    assert start.eval(slot({"FNAL": GOOD}), job_with(FNAL_CHECK, size="lots")) is False  # type: ignore[arg-type]
+    assert passes(slot({"FNAL": GOOD}))
+    assert not passes(slot({"FNAL": LINKS["slow"]}))
+    assert passes(slot({"FNAL": LINKS["slow"]}), size=2 * GB)
+    assert not passes(slot({"FNAL": LINKS["stale"]}), size=2 * GB)
+    assert passes(slot({"CERN": GOOD}))  # unknown link, policy allow
+    deny = classad2.parseOne(cron_output("UNL", {"CERN": GOOD}, BreakerKnobs(unknown_link_allowed=False), NOW)
+                             .replace("- update:true", ""), classad2.ParserType.Old)
+    assert not passes(deny) and passes(deny, size=GIB)
 
 
 def test_pre_job_rank_prefers_the_better_link(exprs: dict[str, str]) -> None:
     rank = classad2.ExprTree(exprs["LARK_PRE_JOB_RANK"])
-    job = job_with(None, rank="TARGET.LarkMaxInputBytes_FNAL ?: 0")
+    job = classad2.ClassAd({"LarkLinkRank": classad2.ExprTree("TARGET.LarkMaxInputBytes_FNAL ?: 0")})
     good, slow, stale, unknown = (rank.eval(slot(links), job) for links in (
         {"FNAL": GOOD}, {"FNAL": LINKS["slow"]}, {"FNAL": LINKS["stale"]}, {"CERN": GOOD}))
     assert good > slow > stale > unknown == 0
