@@ -15,13 +15,14 @@ the limits. ``LarkLinksUpdatedAt`` is when the links were last read.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from lark.links.records import BreakerKnobs, cron_output, links_into
+from lark.links.records import BreakerKnobs, cron_output, links_into, most_restrictive
 
 ALLOW = ("allow", "true", "yes")
 DENY = ("deny", "false", "no")
@@ -39,16 +40,20 @@ def site_name(param: Callable[[str], str | None]) -> str | None:
     return None
 
 
-def _number(param: Callable[[str], str | None], knob: str, default: float) -> float:
+MAX_BYTES = float(1 << 62)  # byte knobs stay integers the ClassAd library can hold
+
+
+def _number(param: Callable[[str], str | None], knob: str, default: float, maximum: float = 1e12) -> float:
     text = param(knob)
     if text is None or not str(text).strip():
         return default
     try:
         value = float(str(text).strip())
     except ValueError:
-        value = -1.0
-    if value < 0:
-        raise KnobError(f"{knob} = {text!r} is not a number >= 0 (condor_config_val -v {knob} shows where it is set)")
+        value = math.nan
+    if not 0 <= value <= maximum:  # also NaN and infinities
+        raise KnobError(f"{knob} = {text!r} is not a number from 0 to {maximum:g} "
+                        f"(condor_config_val -v {knob} shows where it is set)")
     return value
 
 
@@ -71,8 +76,8 @@ def breaker_knobs(param: Callable[[str], str | None]) -> BreakerKnobs:
     defaults = BreakerKnobs()
     return BreakerKnobs(
         max_transfer_seconds=_number(param, "LARK_MAX_TRANSFER_SECONDS", defaults.max_transfer_seconds),
-        small_input_bytes=int(_number(param, "LARK_SMALL_INPUT_BYTES", defaults.small_input_bytes)),
-        max_loss=_number(param, "LARK_MAX_LOSS", defaults.max_loss),
+        small_input_bytes=int(_number(param, "LARK_SMALL_INPUT_BYTES", defaults.small_input_bytes, MAX_BYTES)),
+        max_loss=_number(param, "LARK_MAX_LOSS", defaults.max_loss, 1.0),
         max_link_age=_number(param, "LARK_MAX_LINK_AGE", defaults.max_link_age),
         unknown_link_allowed=policy in ALLOW,
         publish_record=_flag(param, "LARK_LINKS_PUBLISH_RECORD"),
@@ -107,31 +112,31 @@ def run(site: str, param: Callable[[str], str | None], query: Callable[[], list[
         cache: Path | None, now: int) -> str:
     """One cron run. Whatever fails (a knob, the collector) is reported in ``LarkLinksError`` and
     the part that failed comes from the last good run, judged again now: the limits stay, and old
-    measurements still turn into "broken" links as they age."""
+    measurements still turn into "broken" links as they age. Without a good run to fall back on it
+    publishes the documented default knobs and no links: the unknown-link policy then decides, and
+    this site's own data stays unlimited (never "no attributes", which would let everything pass)."""
     errors: list[str] = []
     last = load_last_good(cache) if cache else None
-    knobs: BreakerKnobs | None
     try:
         knobs = breaker_knobs(param)
-        max_sites = int(_number(param, "LARK_LINKS_MAX_SITES", 500))
+        max_sites = int(_number(param, "LARK_LINKS_MAX_SITES", 500, 100000))
     except KnobError as err:
         errors.append(str(err))
-        knobs, max_sites = (last[0] if last else None), 500
-    links: dict[str, dict[str, object]] | None
+        knobs, max_sites = (last[0] if last else BreakerKnobs()), 500
     read_at = now
     try:
-        links = links_into(site, query(), max_sites)
+        links = links_into(site, query())
     except Exception as err:  # the collector being away must not kill the cron; keep the last data
         errors.append(f"cannot query the collector: {err}")
-        links, read_at = (last[1], last[2]) if last else (None, now)
-    if knobs is None or links is None:
-        return error_output("; ".join(errors), site)
+        links, read_at = (last[1], last[2]) if last else ({}, now)
+    published = most_restrictive(links, knobs, now, max_sites)
     if not errors and cache:
         try:
             save_last_good(cache, knobs, links, now)
         except OSError as err:
             errors.append(f"cannot keep the last good links in {cache}: {err}")
-    return cron_output(site, links, knobs, now, error="; ".join(errors), links_read_at=read_at)
+    return cron_output(site, published, knobs, now, error="; ".join(errors), links_read_at=read_at,
+                       not_published=len(links) - len(published))
 
 
 def main() -> int:
@@ -151,7 +156,10 @@ def main() -> int:
         return [dict(ad.items()) for ad in ads]
 
     cache_text = param("LARK_LINKS_CACHE") or (f"{param('SPOOL')}/lark-links.json" if param("SPOOL") else "")
-    sys.stdout.write(run(site, param, query, Path(cache_text) if cache_text else None, int(time.time())))
+    try:
+        sys.stdout.write(run(site, param, query, Path(cache_text) if cache_text else None, int(time.time())))
+    except Exception as err:  # a cron that dies prints nothing; this at least says why in the slot ads
+        sys.stdout.write(error_output(f"lark-links failed: {type(err).__name__}: {err}", site))
     return 0
 
 

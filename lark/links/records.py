@@ -5,7 +5,7 @@ ads. It publishes each link already judged, as the largest input the circuit bre
 from that site, one flat attribute per remote site::
 
     LarkSite = "UNL"
-    LarkMaxInputBytes_FNAL = 422999999999        (940 Mbit/s for LARK_MAX_TRANSFER_SECONDS)
+    LarkMaxInputBytes_FNAL = 423000000000        (940 Mbit/s for LARK_MAX_TRANSFER_SECONDS)
     LarkMaxInputBytes_CERN = 1073741824          (stale, lossy or old: small inputs only)
     LarkMaxInputBytes_UNL = 1.0E300              (this site: no limit)
     LarkUnknownLinkMaxInputBytes = 1.0E300       (LARK_UNKNOWN_LINK_POLICY = allow)
@@ -20,6 +20,7 @@ time) happens here, once a minute, instead of a million times a cycle.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ FIELDS = {
 PREFERRED_FAMILY = 4  # jobs' transfers use IPv4 unless a site has only IPv6 measurements
 LIMIT_PREFIX = "LarkMaxInputBytes_"
 NO_LIMIT = 1.0e300  # "any size": larger than any input, still a number the negotiator compares
-_NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9_]")
+_NOT_IN_A_NAME = re.compile(rb"[^A-Za-z0-9_]")
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ class BreakerKnobs:
 
 def attribute_suffix(site: str) -> str:
     """The site as part of an attribute name; the submit transform computes the same with
-    ``replaceAll("[^A-Za-z0-9_]", LarkSourceSite, "_")``."""
-    return _NOT_IN_A_NAME.sub("_", site)
+    ``replaceAll("[^A-Za-z0-9_]", LarkSourceSite, "_")``, which works on UTF-8 bytes: so does this
+    ("Sité" -> "Sit__", one "_" per byte)."""
+    return _NOT_IN_A_NAME.sub(b"_", site.encode()).decode()
 
 
 def _value(ad: Mapping[str, object], name: str) -> object | None:
@@ -66,7 +68,7 @@ def _value(ad: Mapping[str, object], name: str) -> object | None:
     return value
 
 
-def links_into(site: str, ads: Iterable[Mapping[str, object]], max_sites: int = 500) -> dict[str, dict[str, object]]:
+def links_into(site: str, ads: Iterable[Mapping[str, object]]) -> dict[str, dict[str, object]]:
     """One record per remote site for the links whose destination is ``site``.
 
     Where a site pair has both families, the IPv4 link wins; a link graded ``unknown`` carries no
@@ -86,22 +88,21 @@ def links_into(site: str, ads: Iterable[Mapping[str, object]], max_sites: int = 
         rank = 0 if family == PREFERRED_FAMILY else 1
         if remote not in chosen or rank < chosen[remote][0]:
             chosen[remote] = (rank, record)
-    names = sorted(chosen)[:max_sites]
-    return {name: chosen[name][1] for name in names}
+    return {name: chosen[name][1] for name in sorted(chosen)}
 
 
 def why_broken(link: Mapping[str, object], knobs: BreakerKnobs, now: float) -> str | None:
     """Why large inputs must not cross this link, or None when its measurement can be trusted."""
     mbps = link.get("Mbps")
-    if not isinstance(mbps, int | float) or mbps <= 0:
+    if not isinstance(mbps, int | float) or not math.isfinite(mbps) or mbps <= 0:
         return "no usable throughput"
     if link.get("Quality") == "stale":
         return "graded stale"
-    loss = link.get("Loss") or 0.0
-    if not isinstance(loss, int | float) or loss > knobs.max_loss:
+    loss = link.get("Loss", 0.0)  # no loss test in the mesh: judged on throughput and age alone
+    if not isinstance(loss, int | float) or not loss <= knobs.max_loss:  # NaN is lossy too
         return "lossy"
     measured = link.get("MeasuredAt")
-    if not isinstance(measured, int | float) or now - measured > knobs.max_link_age:
+    if not isinstance(measured, int | float) or not now - measured <= knobs.max_link_age:
         return "measurement too old"
     return None
 
@@ -120,20 +121,33 @@ def slot_limits(site: str, links: Mapping[str, Mapping[str, object]], knobs: Bre
                 now: float) -> dict[str, float]:
     """``LarkMaxInputBytes_<site>`` for every measured remote site, and no limit for this site.
 
-    Two site names that differ only in characters an attribute name cannot hold share one
-    attribute; the smaller limit wins, so the collision can only make the breaker stricter.
+    Attribute names are case-insensitive, so two sites whose names differ only in case or in
+    characters an attribute name cannot hold share one attribute: the smallest limit wins, so a
+    collision can only make the breaker stricter (also for this site's own jobs, should a remote
+    site collide with it).
     """
-    limits: dict[str, float] = {}
+    limits: dict[str, tuple[str, float]] = {}  # lower-cased name -> (name, limit)
+
+    def put(name: str, limit: float) -> None:
+        key = name.lower()
+        limits[key] = (name, min(limit, limits[key][1]) if key in limits else limit)
+
     for remote, link in links.items():
-        name = LIMIT_PREFIX + attribute_suffix(remote)
-        limit = max_input_bytes(link, knobs, now)
-        limits[name] = min(limit, limits.get(name, limit))
-    limits[LIMIT_PREFIX + attribute_suffix(site)] = NO_LIMIT
-    return limits
+        put(LIMIT_PREFIX + attribute_suffix(remote), max_input_bytes(link, knobs, now))
+    put(LIMIT_PREFIX + attribute_suffix(site), NO_LIMIT)
+    return dict(limits.values())
+
+
+def most_restrictive(links: Mapping[str, Mapping[str, object]], knobs: BreakerKnobs, now: float,
+                     max_sites: int) -> dict[str, Mapping[str, object]]:
+    """At most ``max_sites`` links, the ones with the smallest limits: a site left out counts as
+    unknown, which must be the least harmful kind to leave out."""
+    ranked = sorted(links, key=lambda remote: (max_input_bytes(links[remote], knobs, now), remote))
+    return {remote: links[remote] for remote in sorted(ranked[:max_sites])}
 
 
 def cron_output(site: str, links: Mapping[str, Mapping[str, object]], knobs: BreakerKnobs, now: int,
-                error: str = "", links_read_at: int | None = None) -> str:
+                error: str = "", links_read_at: int | None = None, not_published: int = 0) -> str:
     """STARTD_CRON output: ``Attr = value`` lines rendered by classad2, then ``- update:true``.
 
     ``error``: what went wrong in this run (empty clears an earlier message); ``links_read_at``: when
@@ -149,5 +163,6 @@ def cron_output(site: str, links: Mapping[str, Mapping[str, object]], knobs: Bre
         ad["LarkLinks"] = classad2.ClassAd({name: classad2.ClassAd(dict(rec)) for name, rec in links.items()})
     ad["LarkLinksUpdatedAt"] = int(now if links_read_at is None else links_read_at)
     ad["LarkLinksCount"] = len(links)
+    ad["LarkLinksNotPublished"] = not_published  # the least restrictive links, over LARK_LINKS_MAX_SITES
     ad["LarkLinksError"] = error
     return ad.printOld() + "- update:true\n"

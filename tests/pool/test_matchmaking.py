@@ -187,7 +187,7 @@ MATRIX = {
 }
 
 
-def transformed_jobs(lp: LarkPool, jobs: list[tuple[str, int | None]]) -> list[classad2.ClassAd]:
+def transformed_jobs(lp: LarkPool, jobs: list[tuple[str, int | float | str | None]]) -> list[classad2.ClassAd]:
     """The jobs as the schedd's own transforms (the pool's 60-lark-submit.conf) leave them."""
     text = "\n".join(
         f'ClusterId = 1\nProcId = {i}\nRequirements = true\nLarkSourceSite = "{site}"\n'
@@ -258,3 +258,20 @@ def test_jobs_of_one_site_and_size_class_share_their_requirements(matchmaking_po
     assert "LarkInputBytes" not in str(a["Requirements"])
     limit = classad2.ClassAd({"LarkMaxInputBytes_FNAL": 11_000_000_000})
     assert limit.matches(a) and limit.matches(b) and not limit.matches(c)
+
+
+def test_the_compiled_size_at_the_edges(matchmaking_pool: LarkPool) -> None:
+    """What the transform compiles: an integer, rounded up to two significant digits; nothing at or
+    below LARK_SMALL_INPUT_BYTES; a hold for sizes the integer arithmetic cannot take."""
+    sizes: list[int | float | str | None] = [10**10, "10e9", 9.99e9, 1073741824, 1073741825, 123456789012345678,
+                                             "1e19", "1e40"]
+    jobs = transformed_jobs(matchmaking_pool, [("FNAL", size) for size in sizes])
+    compiled = [str(job.get("LarkInputTransferOK")) for job in jobs]
+    assert compiled[0].endswith(">= 10000000000)") and compiled[1] == compiled[0]  # exact, and from a real
+    assert compiled[2] == compiled[0]  # 9.99e9 rounds up to 1.0e10
+    assert jobs[3].get("LarkInputTransferOK") is None  # exactly the small-input limit: always passes
+    assert compiled[4].endswith(">= 1100000000)")
+    assert compiled[5].endswith(">= 130000000000000000)")
+    for job in jobs[6:]:
+        assert job["JobStatus"] == 5 and "below 1e18" in job["HoldReason"], job
+        assert job.get("LarkInputTransferOK") is None

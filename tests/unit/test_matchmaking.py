@@ -1,5 +1,5 @@
-"""The execute side of the circuit breaker: links judged into per-site limits by the links cron,
-and the START clause and rank helper from condor_config.d as HTCondor expands them.
+"""The execute side of the circuit breaker: links judged into per-site limits by the links cron, its
+failure handling, and the drop-in's expressions as HTCondor expands them.
 
 The submit side (the ``LarkLink`` job transform) needs HTCondor's transform engine; the whole chain,
 transform included, is checked on the real pool in tests/pool/test_matchmaking.py.
@@ -24,6 +24,7 @@ from lark.links.records import (
     cron_output,
     links_into,
     max_input_bytes,
+    most_restrictive,
     slot_limits,
 )
 
@@ -70,6 +71,25 @@ def test_knobs_move_the_limit() -> None:
     assert max_input_bytes(LINKS["old"], BreakerKnobs(max_link_age=4 * 86400), NOW) == EXPECTED_LIMIT["good"]
 
 
+def test_site_names_become_the_attribute_names_the_transform_computes() -> None:
+    for site in ("FNAL", "FNAL-T1.x", "Sité-1", "a b/c", "T2_US_Nebraska"):
+        transform = classad2.ExprTree(f'replaceAll("[^A-Za-z0-9_]", {classad2.quote(site)}, "_")').eval()
+        assert attribute_suffix(site) == transform, site
+
+
+def test_collisions_of_case_or_of_the_local_site_only_tighten() -> None:
+    limits = slot_limits("UNL", {"fnal": LINKS["slow"], "FNAL": GOOD, "unl": LINKS["stale"]}, KNOBS, NOW)
+    assert {k.lower(): v for k, v in limits.items()} == {"larkmaxinputbytes_fnal": EXPECTED_LIMIT["slow"],
+                                                         "larkmaxinputbytes_unl": GIB}
+
+
+def test_non_finite_figures_never_open_the_breaker() -> None:
+    assert max_input_bytes({**GOOD, "Mbps": float("inf")}, KNOBS, NOW) == GIB
+    assert max_input_bytes({**GOOD, "Mbps": float("nan")}, KNOBS, NOW) == GIB
+    assert max_input_bytes({**GOOD, "Loss": float("nan")}, KNOBS, NOW) == GIB
+    assert max_input_bytes({k: v for k, v in GOOD.items() if k != "Loss"}, KNOBS, NOW) == EXPECTED_LIMIT["good"]
+
+
 def test_slot_limits_name_sites_safely_and_collisions_only_tighten() -> None:
     links = {"FNAL-T1.x": GOOD, "FNAL_T1_x": LINKS["slow"], "CERN": GOOD}
     limits = slot_limits("UNL", links, KNOBS, NOW)
@@ -111,6 +131,10 @@ def test_breaker_knobs_from_param_and_bad_values_name_the_knob() -> None:
         breaker_knobs({"LARK_MAX_LOSS": "lots"}.get)
     with pytest.raises(KnobError, match="LARK_UNKNOWN_LINK_POLICY = 'maybe': expected allow or deny"):
         breaker_knobs({"LARK_UNKNOWN_LINK_POLICY": "maybe"}.get)
+    for knob, value in (("LARK_MAX_LOSS", "nan"), ("LARK_MAX_TRANSFER_SECONDS", "inf"), ("LARK_MAX_LOSS", "2"),
+                        ("LARK_SMALL_INPUT_BYTES", "1e30"), ("LARK_MAX_LINK_AGE", "-1")):
+        with pytest.raises(KnobError, match=f"{knob} = '{value}' is not a number from 0 to"):
+            breaker_knobs({knob: value}.get)
 
 
 def test_links_into_prefers_ipv4_and_skips_unknown() -> None:
@@ -126,7 +150,14 @@ def test_links_into_prefers_ipv4_and_skips_unknown() -> None:
     ]
     assert links_into("UNL", ads) == {"FNAL": {"Mbps": 900.0, "Loss": 0.001, "MeasuredAt": 123, "Quality": "good"},
                                       "Site-2": {"Mbps": 50.0, "Quality": "degraded"}}
-    assert list(links_into("UNL", ads, max_sites=1)) == ["FNAL"]
+    assert list(links_into("UNL", ads)) == ["FNAL", "Site-2"]
+
+
+def test_over_the_site_cap_the_least_restrictive_links_are_left_out() -> None:
+    links = {"A": GOOD, "B": LINKS["stale"], "C": LINKS["slow"], "D": LINKS["degraded"]}
+    assert list(most_restrictive(links, KNOBS, NOW, 2)) == ["B", "C"]  # 1 GiB and 2.25 GB; not 45 GB, 4.5 TB
+    text = cron_output("UNL", most_restrictive(links, KNOBS, NOW, 2), KNOBS, NOW, not_published=2)
+    assert parsed(text)["LarkLinksNotPublished"] == 2
 
 
 # ---------------------------------------------------------------- one cron run, and its failures
@@ -146,17 +177,19 @@ def collector_down() -> list[dict[str, object]]:
 
 def test_failures_keep_the_last_good_limits_and_say_why(tmp_path: Path) -> None:
     cache = tmp_path / "lark-links.json"
-    good = parsed(run("UNL", {}.get, lambda: [LINK_AD], cache, NOW))
-    assert good["LarkMaxInputBytes_FNAL"] == EXPECTED_LIMIT["slow"] and good["LarkLinksError"] == ""
+    knobs = {"LARK_MAX_TRANSFER_SECONDS": "7200"}.get
+    two_hours = int(5 * 1e6 / 8 * 7200)
+    good = parsed(run("UNL", knobs, lambda: [LINK_AD], cache, NOW))
+    assert good["LarkMaxInputBytes_FNAL"] == two_hours and good["LarkLinksError"] == ""
 
     later = NOW + 120
-    down = parsed(run("UNL", {}.get, collector_down, cache, later))
-    assert down["LarkMaxInputBytes_FNAL"] == EXPECTED_LIMIT["slow"]
+    down = parsed(run("UNL", knobs, collector_down, cache, later))
+    assert down["LarkMaxInputBytes_FNAL"] == two_hours
     assert down["LarkLinksError"] == "cannot query the collector: connection refused"
     assert down["LarkLinksUpdatedAt"] == NOW  # when the links were read, not now
 
     bad_knob = parsed(run("UNL", {"LARK_MAX_LOSS": "lots"}.get, lambda: [LINK_AD], cache, later))
-    assert bad_knob["LarkMaxInputBytes_FNAL"] == EXPECTED_LIMIT["slow"]  # the last good knobs
+    assert bad_knob["LarkMaxInputBytes_FNAL"] == two_hours  # the last good knobs, not the defaults
     assert "LARK_MAX_LOSS = 'lots' is not a number" in bad_knob["LarkLinksError"]
 
     # the kept measurement still ages: two days on, the link counts as broken
@@ -164,12 +197,16 @@ def test_failures_keep_the_last_good_limits_and_say_why(tmp_path: Path) -> None:
     assert aged["LarkMaxInputBytes_FNAL"] == GIB and aged["LarkBrokenLinkSites"] == "FNAL"
 
 
-def test_without_a_good_run_a_failure_publishes_only_the_error(tmp_path: Path) -> None:
+def test_without_a_good_run_the_unknown_link_policy_decides(tmp_path: Path) -> None:
     cache = tmp_path / "lark-links.json"
     cache.write_text("{not json")  # a damaged cache is ignored, not fatal
-    out = parsed(run("UNL", {}.get, collector_down, cache, NOW))
+    deny = {"LARK_UNKNOWN_LINK_POLICY": "deny"}.get
+    out = parsed(run("UNL", deny, collector_down, cache, NOW))
     assert out["LarkLinksError"] == "cannot query the collector: connection refused" and out["LarkSite"] == "UNL"
-    assert not any(name.startswith("LarkMaxInputBytes_") for name in out.keys())
+    # never "no attributes": a big job's check would fall back to "no limit" and pass
+    assert out["LarkUnknownLinkMaxInputBytes"] == GIB and out["LarkMaxInputBytes_UNL"] == NO_LIMIT
+    bad = parsed(run("UNL", {"LARK_MAX_LOSS": "lots"}.get, lambda: [LINK_AD], None, NOW))
+    assert "LARK_MAX_LOSS" in bad["LarkLinksError"] and bad["LarkMaxInputBytes_FNAL"] == EXPECTED_LIMIT["slow"]
 
 
 # ---------------------------------------------------------------- the drop-in, expanded by HTCondor
