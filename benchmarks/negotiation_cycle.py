@@ -115,7 +115,7 @@ if str(ROOT) not in sys.path:
 import classad2  # noqa: E402
 
 from lark.links.cron import breaker_knobs  # noqa: E402
-from lark.links.records import BreakerKnobs, attribute_suffix, cron_output, slot_limits  # noqa: E402
+from lark.links.records import BreakerKnobs, attribute_suffix, cron_output, judge, slot_limits  # noqa: E402
 from tests.pool.harness import (  # noqa: E402
     IDLE,
     Pool,
@@ -702,7 +702,7 @@ def main() -> None:
     knobs = shipped_knobs()
     sites = site_names(args.sites)
     links = good_links(sites, now, rnd)
-    limits = slot_limits(LOCAL_SITE, links, knobs, now)
+    limits = slot_limits(LOCAL_SITE, judge(links, knobs, now))
     variants = build_variants(keys, sites, cron_output(LOCAL_SITE, links, knobs, now))
     pool = start_pool()
     bench: Bench | None = None

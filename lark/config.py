@@ -240,9 +240,9 @@ def read_settings(path: Path) -> dict[str, Setting]:
 def _is_foreign_lark_knob(name: str) -> bool:
     """Knobs read by other Lark components (spider, links cron, policy, hooks), not the engine."""
     return name in ("LARK_BIN", "LARK_NETD", "LARK_NETD_ARGS") or name.startswith((
-        "LARK_SPIDER", "LARK_LINK", "LARK_HOOK_", "LARK_PRE_JOB", "LARK_PROFILE", "LARK_SITE",
-        "LARK_MAX_TRANSFER", "LARK_SMALL_INPUT", "LARK_UNKNOWN_LINK", "LARK_MAX_LOSS", "LARK_MAX_LINK_AGE",
-        "LARK_MIN_LINK", "LARK_START", "LARK_RANK", "LARK_REPORT_", "LARK_CIRCUIT"))
+        "LARK_SPIDER", "LARK_LINKS_", "LARK_HOOK_", "LARK_PRE_JOB_RANK", "LARK_PROFILE", "LARK_SITE",
+        "LARK_MAX_TRANSFER_SECONDS", "LARK_SMALL_INPUT_BYTES", "LARK_UNKNOWN_LINK_POLICY", "LARK_MAX_LOSS",
+        "LARK_MAX_LINK_AGE", "LARK_REPORT_"))
 
 
 _MACRO = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.]*)(?::([^)]*))?\)")
@@ -290,6 +290,16 @@ def parse_int(text: str, minimum: int = 0, maximum: int | None = None) -> int:
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
         raise ValueError(f"expected a number {bound}, got {value}")
+    return value
+
+
+def parse_float(text: str, minimum: float = 0.0, maximum: float = float("inf")) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not minimum <= value <= maximum:  # NaN fails too
+        raise ValueError(f"expected a number from {minimum:g} to {maximum:g}, got {text.strip()}")
     return value
 
 

@@ -203,9 +203,8 @@ class Spider:
             previous = self._previous.values() if self._previous is not None else stream_state(cfg.state_file)
             links = carry_forward(fresh, previous, now, cfg.keep_state_for, failed)
             del fresh, previous
-            # Without a state file the last links stay in memory; with one, the file is the memory.
-            self._previous = links if cfg.state_file is None else None
-            save_state(cfg.state_file, links, now)
+            # With a state file that was written, the file is the memory; else the links stay in memory.
+            self._previous = None if save_state(cfg.state_file, links, now) else links
             stats.phases["grading"] = time.monotonic() - t1
 
         stats.links = len(links)

@@ -29,7 +29,6 @@ M_OWDELAY = "owdelay"
 M_RTT = "rtt"
 M_RTT_LOSS = "rtt_loss"
 METRICS = (M_THROUGHPUT, M_LOSS, M_OWDELAY, M_RTT, M_RTT_LOSS)
-METRIC_TEST = {M_THROUGHPUT: THROUGHPUT, M_LOSS: LATENCY, M_OWDELAY: LATENCY, M_RTT: RTT, M_RTT_LOSS: RTT}
 METRIC_UNIT = {M_THROUGHPUT: "bit/s", M_LOSS: "fraction", M_OWDELAY: "ms", M_RTT: "ms", M_RTT_LOSS: "fraction"}
 
 # Quality grades, from the consumer's point of view.

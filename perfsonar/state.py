@@ -23,7 +23,7 @@ from perfsonar.model import GRADES, METRICS, LinkKey, LinkSummary, MetricSummary
 
 log = logging.getLogger("lark.spider")
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: JSON Lines (a header line, then one link per line); 1 was one document
 
 
 def _num(value: Any) -> float | None:
@@ -120,10 +120,6 @@ def iter_links(lines: Iterable[str], source: str = "state") -> Iterator[LinkSumm
         log.warning("%s: skipped %d unreadable link entries", source, bad)
 
 
-def read_links(lines: Iterable[str], source: str = "state") -> dict[LinkKey, LinkSummary]:
-    return {link.key: link for link in iter_links(lines, source)}
-
-
 def stream_state(path: Path | None) -> Iterator[LinkSummary]:
     """The saved links one by one, read straight from the file (no 10^5-link dict in memory)."""
     if path is None:
@@ -146,10 +142,11 @@ def load_state(path: Path | None) -> dict[LinkKey, LinkSummary]:
     return {link.key: link for link in stream_state(path)}
 
 
-def save_state(path: Path | None, links: Mapping[LinkKey, LinkSummary], saved_at: float) -> None:
-    """Write the state atomically; a failure is logged, not raised (the next crawl tries again)."""
+def save_state(path: Path | None, links: Mapping[LinkKey, LinkSummary], saved_at: float) -> bool:
+    """Write the state atomically; a failure is logged, not raised (the next crawl tries again).
+    True when the file now holds ``links``."""
     if path is None:
-        return
+        return False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
@@ -164,3 +161,5 @@ def save_state(path: Path | None, links: Mapping[LinkKey, LinkSummary], saved_at
             raise
     except OSError as err:
         log.error("cannot write state file %s: %s", path, err.strerror or err)
+        return False
+    return True

@@ -15,24 +15,43 @@ the limits. ``LarkLinksUpdatedAt`` is when the links were last read.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Mapping
+from dataclasses import fields
 from pathlib import Path
 
-from lark.links.records import BreakerKnobs, cron_output, links_into, most_restrictive
+from lark.config import parse_bool, parse_float, parse_int
+from lark.errors import ConfigError
+from lark.links.records import MAX_BYTES, BreakerKnobs, cron_output, links_into
 
-ALLOW = ("allow", "true", "yes")
-DENY = ("deny", "false", "no")
-
-
-class KnobError(ValueError):
-    pass
+Param = Callable[[str], str | None]
 
 
-def site_name(param: Callable[[str], str | None]) -> str | None:
+def parse_policy(text: str) -> bool:
+    """LARK_UNKNOWN_LINK_POLICY: True for allow."""
+    low = text.strip().lower()
+    if low in ("allow", "true", "yes"):
+        return True
+    if low in ("deny", "false", "no"):
+        return False
+    raise ValueError(f"expected allow or deny, got {text!r}")
+
+
+# knob -> (BreakerKnobs field, parser); a knob that is not set keeps the field's default
+KNOBS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "LARK_MAX_TRANSFER_SECONDS": ("max_transfer_seconds", lambda t: parse_float(t, 0, 1e9)),
+    "LARK_SMALL_INPUT_BYTES": ("small_input_bytes", lambda t: parse_int(t, 0, MAX_BYTES)),
+    "LARK_MAX_LOSS": ("max_loss", lambda t: parse_float(t, 0, 1)),
+    "LARK_MAX_LINK_AGE": ("max_link_age", lambda t: parse_float(t, 0, 1e10)),
+    "LARK_UNKNOWN_LINK_POLICY": ("unknown_link_allowed", parse_policy),
+    "LARK_LINKS_PUBLISH_RECORD": ("publish_record", parse_bool),
+    "LARK_LINKS_MAX_SITES": ("max_sites", lambda t: parse_int(t, 1, 100000)),
+}
+assert {field for field, _ in KNOBS.values()} == {f.name for f in fields(BreakerKnobs)}
+
+
+def site_name(param: Param) -> str | None:
     for knob in ("LARK_SITE", "GLIDEIN_Site"):
         value = param(knob)
         if value:
@@ -40,103 +59,92 @@ def site_name(param: Callable[[str], str | None]) -> str | None:
     return None
 
 
-MAX_BYTES = float(1 << 62)  # byte knobs stay integers the ClassAd library can hold
+def read_knobs(param: Param, fallback: Mapping[str, str] | None = None
+               ) -> tuple[BreakerKnobs, dict[str, str], list[ConfigError]]:
+    """The knobs, the texts that parsed (what a later run may fall back on), and one error per bad
+    knob. A bad knob takes its value from ``fallback`` (the last good run's text), else its default:
+    one typo never discards the other knobs."""
+    values: dict[str, object] = {}
+    good: dict[str, str] = {}
+    errors: list[ConfigError] = []
+    for knob, (field, parse) in KNOBS.items():
+        text = param(knob)
+        if text is None or not str(text).strip():
+            continue
+        try:
+            values[field] = parse(str(text))
+            good[knob] = str(text)
+        except ValueError as err:
+            errors.append(ConfigError(knob, f"{err} (condor_config_val -v {knob} shows where it is set)"))
+            if fallback and knob in fallback:
+                try:
+                    values[field] = parse(fallback[knob])
+                    good[knob] = fallback[knob]
+                except ValueError:
+                    pass
+    return BreakerKnobs(**values), good, errors  # type: ignore[arg-type]
 
 
-def _number(param: Callable[[str], str | None], knob: str, default: float, maximum: float = 1e12) -> float:
-    text = param(knob)
-    if text is None or not str(text).strip():
-        return default
-    try:
-        value = float(str(text).strip())
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= maximum:  # also NaN and infinities
-        raise KnobError(f"{knob} = {text!r} is not a number from 0 to {maximum:g} "
-                        f"(condor_config_val -v {knob} shows where it is set)")
-    return value
-
-
-def _flag(param: Callable[[str], str | None], knob: str) -> bool:
-    text = str(param(knob) or "false").strip().lower()
-    if text in ("true", "yes", "1", "on"):
-        return True
-    if text in ("false", "no", "0", "off"):
-        return False
-    raise KnobError(f"{knob} = {text!r}: expected True or False "
-                    f"(condor_config_val -v {knob} shows where it is set)")
-
-
-def breaker_knobs(param: Callable[[str], str | None]) -> BreakerKnobs:
-    """The knobs, or KnobError naming the bad one."""
-    policy = str(param("LARK_UNKNOWN_LINK_POLICY") or "allow").strip().lower()
-    if policy not in ALLOW + DENY:
-        raise KnobError(f"LARK_UNKNOWN_LINK_POLICY = {policy!r}: expected allow or deny "
-                        "(condor_config_val -v LARK_UNKNOWN_LINK_POLICY shows where it is set)")
-    defaults = BreakerKnobs()
-    return BreakerKnobs(
-        max_transfer_seconds=_number(param, "LARK_MAX_TRANSFER_SECONDS", defaults.max_transfer_seconds),
-        small_input_bytes=int(_number(param, "LARK_SMALL_INPUT_BYTES", defaults.small_input_bytes, MAX_BYTES)),
-        max_loss=_number(param, "LARK_MAX_LOSS", defaults.max_loss, 1.0),
-        max_link_age=_number(param, "LARK_MAX_LINK_AGE", defaults.max_link_age),
-        unknown_link_allowed=policy in ALLOW,
-        publish_record=_flag(param, "LARK_LINKS_PUBLISH_RECORD"),
-    )
+def breaker_knobs(param: Param) -> BreakerKnobs:
+    """The knobs, or the ConfigError of the first bad one."""
+    knobs, _, errors = read_knobs(param)
+    if errors:
+        raise errors[0]
+    return knobs
 
 
 def error_output(message: str, site: str | None = None) -> str:
+    """Only for a run that could not judge anything: it also publishes the small-input limit for
+    unknown links, so that large jobs wait instead of passing a check that finds no attributes."""
     import classad2
 
-    ad = classad2.ClassAd({"LarkLinksError": message})
+    ad = classad2.ClassAd({"LarkLinksError": message, "LarkUnknownLinkMaxInputBytes": BreakerKnobs().small_input_bytes})
     if site:
         ad["LarkSite"] = site
     return ad.printOld() + "- update:true\n"
 
 
-def load_last_good(path: Path) -> tuple[BreakerKnobs, dict[str, dict[str, object]], int] | None:
-    """The knobs and links of the last run that had both, or None (no file, or a damaged one)."""
+def load_last_good(path: Path) -> tuple[dict[str, str], dict[str, dict[str, object]], int] | None:
+    """The knob texts and links of the last good run, or None (no file, or a damaged one). The
+    knob texts are parsed again like the live ones, so a damaged value cannot slip through."""
     try:
         data = json.loads(path.read_text())
-        return BreakerKnobs(**data["knobs"]), dict(data["links"]), int(data["read_at"])
+        knobs, links, read_at = data["knobs"], data["links"], int(data["read_at"])
+        if not (isinstance(knobs, dict) and all(isinstance(v, str) for v in knobs.values())
+                and isinstance(links, dict) and all(isinstance(v, dict) for v in links.values())):
+            return None
+        return knobs, links, read_at
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def save_last_good(path: Path, knobs: BreakerKnobs, links: dict[str, dict[str, object]], read_at: int) -> None:
+def save_last_good(path: Path, knobs: Mapping[str, str], links: Mapping[str, object], read_at: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"knobs": asdict(knobs), "links": links, "read_at": read_at}))
+    tmp.write_text(json.dumps({"knobs": dict(knobs), "links": links, "read_at": read_at}))
     tmp.replace(path)  # atomic: a crash mid-write never leaves half a cache
 
 
-def run(site: str, param: Callable[[str], str | None], query: Callable[[], list[dict[str, object]]],
-        cache: Path | None, now: int) -> str:
+def run(site: str, param: Param, query: Callable[[], list[dict[str, object]]], cache: Path | None, now: int) -> str:
     """One cron run. Whatever fails (a knob, the collector) is reported in ``LarkLinksError`` and
     the part that failed comes from the last good run, judged again now: the limits stay, and old
-    measurements still turn into "broken" links as they age. Without a good run to fall back on it
-    publishes the documented default knobs and no links: the unknown-link policy then decides, and
+    measurements still turn into "broken" links as they age. Without a good run to fall back on, a
+    bad knob keeps its default and the links are none: the unknown-link policy then decides, and
     this site's own data stays unlimited (never "no attributes", which would let everything pass)."""
-    errors: list[str] = []
     last = load_last_good(cache) if cache else None
-    try:
-        knobs = breaker_knobs(param)
-        max_sites = int(_number(param, "LARK_LINKS_MAX_SITES", 500, 100000))
-    except KnobError as err:
-        errors.append(str(err))
-        knobs, max_sites = (last[0] if last else BreakerKnobs()), 500
+    knobs, knob_texts, knob_errors = read_knobs(param, last[0] if last else None)
+    errors = [str(err) for err in knob_errors]
     read_at = now
     try:
         links = links_into(site, query())
     except Exception as err:  # the collector being away must not kill the cron; keep the last data
         errors.append(f"cannot query the collector: {err}")
         links, read_at = (last[1], last[2]) if last else ({}, now)
-    published = most_restrictive(links, knobs, now, max_sites)
     if not errors and cache:
         try:
-            save_last_good(cache, knobs, links, now)
+            save_last_good(cache, knob_texts, links, now)
         except OSError as err:
             errors.append(f"cannot keep the last good links in {cache}: {err}")
-    return cron_output(site, published, knobs, now, error="; ".join(errors), links_read_at=read_at,
-                       not_published=len(links) - len(published))
+    return cron_output(site, links, knobs, now, error="; ".join(errors), links_read_at=read_at)
 
 
 def main() -> int:
@@ -158,7 +166,7 @@ def main() -> int:
     cache_text = param("LARK_LINKS_CACHE") or (f"{param('SPOOL')}/lark-links.json" if param("SPOOL") else "")
     try:
         sys.stdout.write(run(site, param, query, Path(cache_text) if cache_text else None, int(time.time())))
-    except Exception as err:  # a cron that dies prints nothing; this at least says why in the slot ads
+    except Exception as err:  # a cron that dies prints nothing; this at least says why, and fails closed
         sys.stdout.write(error_output(f"lark-links failed: {type(err).__name__}: {err}", site))
     return 0
 

@@ -37,6 +37,7 @@ FIELDS = {
 PREFERRED_FAMILY = 4  # jobs' transfers use IPv4 unless a site has only IPv6 measurements
 LIMIT_PREFIX = "LarkMaxInputBytes_"
 NO_LIMIT = 1.0e300  # "any size": larger than any input, still a number the negotiator compares
+MAX_BYTES = 1 << 62  # the largest limit published as an integer (ClassAd integers are 64-bit)
 _NOT_IN_A_NAME = re.compile(rb"[^A-Za-z0-9_]")
 
 
@@ -52,6 +53,7 @@ class BreakerKnobs:
     #: also publish the measurements as a nested record for people (``LarkLinks[site]["Mbps"]``);
     #: off by default: the record alone made a 1000 x 1000 negotiation cycle 1.12x slower
     publish_record: bool = False
+    max_sites: int = 500
 
 
 def attribute_suffix(site: str) -> str:
@@ -107,19 +109,38 @@ def why_broken(link: Mapping[str, object], knobs: BreakerKnobs, now: float) -> s
     return None
 
 
+@dataclass(frozen=True)
+class Judgement:
+    limit: int  # the largest input the breaker lets through the link
+    broken: str | None  # why only small inputs may cross it, if so
+
+
+def judge_link(link: Mapping[str, object], knobs: BreakerKnobs, now: float) -> Judgement:
+    """What crosses the link within ``max_transfer_seconds``, never less than ``small_input_bytes``
+    (small inputs always pass) nor more than MAX_BYTES (the ClassAd library's integers); a broken
+    link lets only small inputs through."""
+    broken = why_broken(link, knobs, now)
+    if broken:
+        return Judgement(knobs.small_input_bytes, broken)
+    crosses = float(link["Mbps"]) * 1e6 / 8 * knobs.max_transfer_seconds  # type: ignore[arg-type]
+    return Judgement(int(min(MAX_BYTES, max(knobs.small_input_bytes, crosses))), None)
+
+
 def max_input_bytes(link: Mapping[str, object], knobs: BreakerKnobs, now: float) -> int:
-    """The largest input the breaker lets through this link: what crosses it within
-    ``max_transfer_seconds``, never less than ``small_input_bytes`` (small inputs always pass); a
-    broken link lets only small inputs through."""
-    if why_broken(link, knobs, now):
-        return knobs.small_input_bytes
-    mbps = float(link["Mbps"])  # type: ignore[arg-type]  # why_broken checked it is a positive number
-    return max(knobs.small_input_bytes, int(mbps * 1e6 / 8 * knobs.max_transfer_seconds))
+    return judge_link(link, knobs, now).limit
 
 
-def slot_limits(site: str, links: Mapping[str, Mapping[str, object]], knobs: BreakerKnobs,
-                now: float) -> dict[str, float]:
-    """``LarkMaxInputBytes_<site>`` for every measured remote site, and no limit for this site.
+def judge(links: Mapping[str, Mapping[str, object]], knobs: BreakerKnobs, now: float) -> dict[str, Judgement]:
+    """Every link judged once per run; everything published is read from this."""
+    return {remote: judge_link(link, knobs, now) for remote, link in links.items()}
+
+
+def unknown_link_limit(knobs: BreakerKnobs) -> float:
+    return NO_LIMIT if knobs.unknown_link_allowed else knobs.small_input_bytes
+
+
+def slot_limits(site: str, judged: Mapping[str, Judgement]) -> dict[str, float]:
+    """``LarkMaxInputBytes_<site>`` for every judged remote site, and no limit for this site.
 
     Attribute names are case-insensitive, so two sites whose names differ only in case or in
     characters an attribute name cannot hold share one attribute: the smallest limit wins, so a
@@ -132,37 +153,39 @@ def slot_limits(site: str, links: Mapping[str, Mapping[str, object]], knobs: Bre
         key = name.lower()
         limits[key] = (name, min(limit, limits[key][1]) if key in limits else limit)
 
-    for remote, link in links.items():
-        put(LIMIT_PREFIX + attribute_suffix(remote), max_input_bytes(link, knobs, now))
+    for remote, judgement in judged.items():
+        put(LIMIT_PREFIX + attribute_suffix(remote), judgement.limit)
     put(LIMIT_PREFIX + attribute_suffix(site), NO_LIMIT)
     return dict(limits.values())
 
 
-def most_restrictive(links: Mapping[str, Mapping[str, object]], knobs: BreakerKnobs, now: float,
-                     max_sites: int) -> dict[str, Mapping[str, object]]:
-    """At most ``max_sites`` links, the ones with the smallest limits: a site left out counts as
-    unknown, which must be the least harmful kind to leave out."""
-    ranked = sorted(links, key=lambda remote: (max_input_bytes(links[remote], knobs, now), remote))
-    return {remote: links[remote] for remote in sorted(ranked[:max_sites])}
+def published(judged: Mapping[str, Judgement], knobs: BreakerKnobs, max_sites: int) -> dict[str, Judgement]:
+    """At most ``max_sites`` links. A site left out gets the unknown-link limit, so the links left
+    out are those whose limit is closest to it: the fastest under "allow", the most broken under
+    "deny"."""
+    sign = 1 if knobs.unknown_link_allowed else -1  # allow: unknown = no limit; deny: unknown = small
+    ranked = sorted(judged, key=lambda remote: (sign * judged[remote].limit, remote))
+    return {remote: judged[remote] for remote in sorted(ranked[:max_sites])}
 
 
 def cron_output(site: str, links: Mapping[str, Mapping[str, object]], knobs: BreakerKnobs, now: int,
-                error: str = "", links_read_at: int | None = None, not_published: int = 0) -> str:
+                error: str = "", links_read_at: int | None = None) -> str:
     """STARTD_CRON output: ``Attr = value`` lines rendered by classad2, then ``- update:true``.
 
     ``error``: what went wrong in this run (empty clears an earlier message); ``links_read_at``: when
     ``links`` were read from the collector, if not ``now``."""
+    judged = judge(links, knobs, now)
+    shown = published(judged, knobs, knobs.max_sites)
     ad = classad2.ClassAd()
     ad["LarkSite"] = site
-    for name, limit in slot_limits(site, links, knobs, now).items():
+    for name, limit in slot_limits(site, shown).items():
         ad[name] = limit
-    ad["LarkUnknownLinkMaxInputBytes"] = NO_LIMIT if knobs.unknown_link_allowed else knobs.small_input_bytes
-    broken = sorted(remote for remote, link in links.items() if why_broken(link, knobs, now))
-    ad["LarkBrokenLinkSites"] = ",".join(broken)
+    ad["LarkUnknownLinkMaxInputBytes"] = unknown_link_limit(knobs)
+    ad["LarkBrokenLinkSites"] = ",".join(sorted(remote for remote, j in judged.items() if j.broken))
     if knobs.publish_record:
-        ad["LarkLinks"] = classad2.ClassAd({name: classad2.ClassAd(dict(rec)) for name, rec in links.items()})
+        ad["LarkLinks"] = classad2.ClassAd({name: classad2.ClassAd(dict(links[name])) for name in shown})
     ad["LarkLinksUpdatedAt"] = int(now if links_read_at is None else links_read_at)
-    ad["LarkLinksCount"] = len(links)
-    ad["LarkLinksNotPublished"] = not_published  # the least restrictive links, over LARK_LINKS_MAX_SITES
+    ad["LarkLinksCount"] = len(shown)
+    ad["LarkLinksNotPublished"] = len(judged) - len(shown)  # over LARK_LINKS_MAX_SITES
     ad["LarkLinksError"] = error
     return ad.printOld() + "- update:true\n"

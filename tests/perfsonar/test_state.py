@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from perfsonar.model import M_LOSS, M_THROUGHPUT, STALE, LinkKey, LinkSummary
 from perfsonar.quality import QualityPolicy, link_grade, summarise_metric
 from perfsonar.state import load_state, save_state
@@ -69,7 +71,17 @@ def test_carried_flag_and_grades_survive(tmp_path: Path) -> None:
     assert again.carried and again.quality == STALE and again.last_error == "err"
 
 
-def test_unwritable_location_is_logged_not_raised(tmp_path: Path) -> None:
+def test_unwritable_location_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    save_state(blocker / "state.json", links(), NOW)  # parent is a file: logged, no exception
+    assert save_state(blocker / "state.json", links(), NOW) is False  # parent is a file: no exception
+    assert "cannot write state file" in caplog.text
+    assert save_state(tmp_path / "state.json", links(), NOW) is True
+
+
+def test_a_version_1_state_file_is_reported_not_silently_empty(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "state.json"
+    path.write_text('{"version": 1, "links": []}\n')
+    assert load_state(path) == {}
+    assert "version" in caplog.text

@@ -314,12 +314,18 @@ def _build_image(dest: Path, out: IO[str]) -> None:
         # it from the test sandbox the package does ship (a squashfs step only, no namespaces needed).
         # apptainer looks up the mount point of its temporary directory, and the build tree's /tmp is none.
         sandbox = "/usr/libexec/condor/singularity_test_sandbox/"
-        if (dest / sandbox.lstrip("/")).is_dir() and not (dest / "usr/libexec/condor/exit_37.sif").exists():
+        sif = dest / "usr/libexec/condor/exit_37.sif"
+        if not sif.exists():
+            if not (dest / sandbox.lstrip("/")).is_dir():
+                raise PoolError(f"the condor package has neither {sif.name} nor {sandbox} to build it from: "
+                                "container-universe jobs could never match (no HasSIF)")
             _host(["mount", "-t", "tmpfs", "lark-build-tmp", str(dest / "tmp")])
             try:
                 _chroot(dest, ["apptainer", "build", "/usr/libexec/condor/exit_37.sif", sandbox], out=out)
             finally:
                 _host(["umount", str(dest / "tmp")], check=False)
+            if not sif.exists():
+                raise PoolError(f"apptainer build did not produce {sif}")
         _chroot(dest, ["groupadd", "-g", str(USER_ID), USER], out=out)
         _chroot(dest, ["useradd", "-m", "-u", str(USER_ID), "-g", str(USER_ID), "-s", "/bin/bash", USER], out=out)
         conf_d = dest / "etc/condor/config.d"

@@ -10,16 +10,9 @@ import time
 import pytest
 
 from tests.pool.harness import RUNNING, JobHeld
-from tests.pool.larkpool import OFFCAMPUS_ADDR, WAN_ADDR, LarkPool
+from tests.pool.larkpool import OFFCAMPUS_ADDR, WAN_ADDR, LarkPool, same_bytes
 
 pytestmark = pytest.mark.pool
-
-
-def same_bytes(accounted: int, wire: int) -> bool:
-    """The job's own counter against the sink's wire count of the connection. Equal through NAT
-    (measured); a bridged job's counter also holds its own IPv6 neighbour/router discovery packets,
-    which the sink's per-connection count does not see (76 bytes measured)."""
-    return wire <= accounted <= wire + 512
 
 
 def history_attr(lp: LarkPool, cluster: int, *names: str) -> dict[str, object]:
@@ -124,7 +117,10 @@ def test_broker_killed_while_jobs_run_then_restarted(lark_pool: LarkPool) -> Non
     payload = 300_000
     cluster = lark_pool.submit_job(f"{WAN_ADDR} {sink.port} {payload} 12", count=4)
     lark_pool.pool.wait_status(cluster, RUNNING, timeout=120)
-    time.sleep(1.5)  # every job has sent its payload and now sleeps
+    deadline = time.monotonic() + 60  # every job has its network, has sent its payload and now sleeps
+    while len(sink.received) < 4:
+        assert time.monotonic() < deadline, sink.received
+        time.sleep(0.2)
     os.kill(lark_pool.broker_pid(), signal.SIGKILL)
     ads = lark_pool.pool.wait(cluster, timeout=180)
     assert len(ads) == 4

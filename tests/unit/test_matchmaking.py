@@ -16,15 +16,17 @@ from pathlib import Path
 import classad2
 import pytest
 
-from lark.links.cron import KnobError, breaker_knobs, run
+from lark.errors import ConfigError
+from lark.links.cron import breaker_knobs, run
 from lark.links.records import (
     NO_LIMIT,
     BreakerKnobs,
     attribute_suffix,
     cron_output,
+    judge,
     links_into,
     max_input_bytes,
-    most_restrictive,
+    published,
     slot_limits,
 )
 
@@ -78,7 +80,7 @@ def test_site_names_become_the_attribute_names_the_transform_computes() -> None:
 
 
 def test_collisions_of_case_or_of_the_local_site_only_tighten() -> None:
-    limits = slot_limits("UNL", {"fnal": LINKS["slow"], "FNAL": GOOD, "unl": LINKS["stale"]}, KNOBS, NOW)
+    limits = slot_limits("UNL", judge({"fnal": LINKS["slow"], "FNAL": GOOD, "unl": LINKS["stale"]}, KNOBS, NOW))
     assert {k.lower(): v for k, v in limits.items()} == {"larkmaxinputbytes_fnal": EXPECTED_LIMIT["slow"],
                                                          "larkmaxinputbytes_unl": GIB}
 
@@ -92,7 +94,7 @@ def test_non_finite_figures_never_open_the_breaker() -> None:
 
 def test_slot_limits_name_sites_safely_and_collisions_only_tighten() -> None:
     links = {"FNAL-T1.x": GOOD, "FNAL_T1_x": LINKS["slow"], "CERN": GOOD}
-    limits = slot_limits("UNL", links, KNOBS, NOW)
+    limits = slot_limits("UNL", judge(links, KNOBS, NOW))
     assert attribute_suffix("FNAL-T1.x") == "FNAL_T1_x"
     assert limits == {"LarkMaxInputBytes_FNAL_T1_x": EXPECTED_LIMIT["slow"],
                       "LarkMaxInputBytes_CERN": EXPECTED_LIMIT["good"],
@@ -127,13 +129,15 @@ def test_breaker_knobs_from_param_and_bad_values_name_the_knob() -> None:
     assert knobs == BreakerKnobs(max_transfer_seconds=600, max_loss=0.5, unknown_link_allowed=False,
                                  publish_record=True)
     assert breaker_knobs({}.get) == BreakerKnobs()
-    with pytest.raises(KnobError, match="LARK_MAX_LOSS = 'lots' is not a number"):
+    with pytest.raises(ConfigError, match="LARK_MAX_LOSS: expected a number, got 'lots' .condor_config_val -v"):
         breaker_knobs({"LARK_MAX_LOSS": "lots"}.get)
-    with pytest.raises(KnobError, match="LARK_UNKNOWN_LINK_POLICY = 'maybe': expected allow or deny"):
+    with pytest.raises(ConfigError, match="LARK_UNKNOWN_LINK_POLICY: expected allow or deny, got 'maybe'"):
         breaker_knobs({"LARK_UNKNOWN_LINK_POLICY": "maybe"}.get)
+    with pytest.raises(ConfigError, match="LARK_LINKS_MAX_SITES: expected a whole number, got '2.5'"):
+        breaker_knobs({"LARK_LINKS_MAX_SITES": "2.5"}.get)
     for knob, value in (("LARK_MAX_LOSS", "nan"), ("LARK_MAX_TRANSFER_SECONDS", "inf"), ("LARK_MAX_LOSS", "2"),
                         ("LARK_SMALL_INPUT_BYTES", "1e30"), ("LARK_MAX_LINK_AGE", "-1")):
-        with pytest.raises(KnobError, match=f"{knob} = '{value}' is not a number from 0 to"):
+        with pytest.raises(ConfigError, match=f"{knob}: expected a (whole )?number"):
             breaker_knobs({knob: value}.get)
 
 
@@ -155,9 +159,19 @@ def test_links_into_prefers_ipv4_and_skips_unknown() -> None:
 
 def test_over_the_site_cap_the_least_restrictive_links_are_left_out() -> None:
     links = {"A": GOOD, "B": LINKS["stale"], "C": LINKS["slow"], "D": LINKS["degraded"]}
-    assert list(most_restrictive(links, KNOBS, NOW, 2)) == ["B", "C"]  # 1 GiB and 2.25 GB; not 45 GB, 4.5 TB
-    text = cron_output("UNL", most_restrictive(links, KNOBS, NOW, 2), KNOBS, NOW, not_published=2)
-    assert parsed(text)["LarkLinksNotPublished"] == 2
+    # "allow": an unpublished site passes anything, so the fastest links are the ones to leave out
+    assert list(published(judge(links, KNOBS, NOW), KNOBS, 2)) == ["B", "C"]  # 1 GiB, 2.25 GB; not 45 GB, 4.5 TB
+    ad = parsed(cron_output("UNL", links, BreakerKnobs(max_sites=2), NOW))
+    assert ad["LarkLinksNotPublished"] == 2 and ad["LarkLinksCount"] == 2 and "LarkMaxInputBytes_A" not in ad
+    # "deny": an unpublished site takes small inputs only, so the broken and slowest go first
+    deny = BreakerKnobs(unknown_link_allowed=False)
+    assert list(published(judge(links, deny, NOW), deny, 2)) == ["A", "D"]
+
+
+def test_absurd_figures_are_clamped_not_fatal() -> None:
+    huge = {**GOOD, "Mbps": 1e300}
+    assert max_input_bytes(huge, BreakerKnobs(max_transfer_seconds=1e9), NOW) == 1 << 62
+    assert parsed(cron_output("UNL", {"X": huge}, KNOBS, NOW))["LarkMaxInputBytes_X"] == 1 << 62
 
 
 # ---------------------------------------------------------------- one cron run, and its failures
@@ -177,23 +191,25 @@ def collector_down() -> list[dict[str, object]]:
 
 def test_failures_keep_the_last_good_limits_and_say_why(tmp_path: Path) -> None:
     cache = tmp_path / "lark-links.json"
-    knobs = {"LARK_MAX_TRANSFER_SECONDS": "7200"}.get
+    lossy_ad = {**LINK_AD, "LarkLossFraction": 0.1}  # lossy under the default 2 %, fine under 50 %
+    knobs = {"LARK_MAX_TRANSFER_SECONDS": "7200", "LARK_MAX_LOSS": "0.5"}
     two_hours = int(5 * 1e6 / 8 * 7200)
-    good = parsed(run("UNL", knobs, lambda: [LINK_AD], cache, NOW))
+    good = parsed(run("UNL", knobs.get, lambda: [lossy_ad], cache, NOW))
     assert good["LarkMaxInputBytes_FNAL"] == two_hours and good["LarkLinksError"] == ""
 
     later = NOW + 120
-    down = parsed(run("UNL", knobs, collector_down, cache, later))
+    down = parsed(run("UNL", knobs.get, collector_down, cache, later))
     assert down["LarkMaxInputBytes_FNAL"] == two_hours
     assert down["LarkLinksError"] == "cannot query the collector: connection refused"
     assert down["LarkLinksUpdatedAt"] == NOW  # when the links were read, not now
 
-    bad_knob = parsed(run("UNL", {"LARK_MAX_LOSS": "lots"}.get, lambda: [LINK_AD], cache, later))
-    assert bad_knob["LarkMaxInputBytes_FNAL"] == two_hours  # the last good knobs, not the defaults
-    assert "LARK_MAX_LOSS = 'lots' is not a number" in bad_knob["LarkLinksError"]
+    # a typo keeps that knob's last good value (50 %, not the default 2 %) and no other knob is lost
+    bad_knob = parsed(run("UNL", {**knobs, "LARK_MAX_LOSS": "lots"}.get, lambda: [lossy_ad], cache, later))
+    assert bad_knob["LarkMaxInputBytes_FNAL"] == two_hours
+    assert "LARK_MAX_LOSS: expected a number, got 'lots'" in bad_knob["LarkLinksError"]
 
     # the kept measurement still ages: two days on, the link counts as broken
-    aged = parsed(run("UNL", {}.get, collector_down, cache, NOW + 2 * 86400))
+    aged = parsed(run("UNL", knobs.get, collector_down, cache, NOW + 2 * 86400))
     assert aged["LarkMaxInputBytes_FNAL"] == GIB and aged["LarkBrokenLinkSites"] == "FNAL"
 
 
