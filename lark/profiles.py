@@ -829,30 +829,36 @@ def _overlaps(a: AddressPool, b: AddressPool) -> bool:
 
 
 def _pool_conflicts(profiles: Sequence[Profile], config: LarkConfig | None) -> list[tuple[Profile, str, str]]:
-    """Two pools either are the same (same mode: one shared allocation) or do not overlap at all.
+    """Two pools either are the same (same mode and gateway: one shared allocation) or do not
+    overlap at all.
 
-    Lark records allocations per (mode, first, last); overlapping but different pools would hand
-    the same address to two jobs.
+    Lark records allocations per (mode, first, last) and keeps back only its own gateway, so
+    overlapping pools, or the same pool with two gateways, would hand one address to two jobs or a
+    job the other's router address.
     """
-    taken: list[tuple[str, str, AddressPool]] = []  # (owner description, mode, pool)
+    Gateway = ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    taken: list[tuple[str, str, AddressPool, Gateway]] = []  # (owner description, mode, pool, gateway)
     if config is not None:
         for mode, site in config.site_attachments.items():
-            for family, pool in ((4, site.ipv4), (6, site.ipv6)):
+            for family, pool, gateway in ((4, site.ipv4, site.ipv4_gateway), (6, site.ipv6, site.ipv6_gateway)):
                 if pool is not None:
-                    taken.append((f"LARK_{mode.upper()}_IPV{family}_POOL", mode, pool))
+                    taken.append((f"LARK_{mode.upper()}_IPV{family}_POOL", mode, pool, gateway))
     out = []
     for p in profiles:
         for key, pool in p.pools():
-            for owner, mode, other in taken:
-                if not _overlaps(pool, other) or (mode == p.attach and pool == other):
+            gateway = p.ipv4_gateway if key == "ipv4_pool" else p.ipv6_gateway
+            for owner, mode, other, other_gateway in taken:
+                if not _overlaps(pool, other) or (mode == p.attach and pool == other and gateway == other_gateway):
                     continue
                 same = "is the same range" if pool == other else "overlaps"
+                if pool == other and mode == p.attach:
+                    same = f"is the same range with another gateway ({gateway or 'none'} vs {other_gateway or 'none'})"
                 out.append((p, key, f"{format_pool(pool)} {same} as {owner} ({format_pool(other)}, attach "
-                                    f"'{mode}'); pools must be identical with the same attach mode, or disjoint, "
-                                    "or two jobs could get the same address"))
+                                    f"'{mode}'); pools must be identical with the same attach mode and gateway, "
+                                    "or disjoint, or two jobs could get the same address"))
                 break
             else:
-                taken.append((f"profile '{p.name}' ({p.where})", p.attach, pool))
+                taken.append((f"profile '{p.name}' ({p.where})", p.attach, pool, gateway))
     return out
 
 
@@ -1099,13 +1105,18 @@ def resolve_request(attrs: Mapping[str, object], profile: Profile, job_id: str,
     return ResolvedRequest(request, profile.site, extras)
 
 
-def request_for_job(attrs: Mapping[str, object], catalog: Catalog, config: LarkConfig, job_id: str, user: str,
-                    groups: Iterable[str], sysfs: Path = Path("/sys")) -> ResolvedRequest:
-    """The one call for the prepare hook and the broker: a job with or without ``LarkNetworkProfile``."""
+def request_for_job(attrs: Mapping[str, object], catalog: Callable[[], Catalog], config: LarkConfig, job_id: str,
+                    who: Callable[[], tuple[str, Iterable[str]]], sysfs: Path = Path("/sys")) -> ResolvedRequest:
+    """The one call for the prepare hook and the broker: a job with or without ``LarkNetworkProfile``.
+
+    On every job's start path, so the catalogue (``catalog()``) and the user database (``who()``:
+    user name and groups) are only consulted when the job names a profile, and the user database
+    only when that profile restricts its users."""
     name = profile_name(attrs)
     if name is None:
         return ResolvedRequest(request_from_attributes(attrs, config, job_id))
-    profile = catalog.select(name)
-    authorize(profile, user, groups)
+    profile = catalog().select(name)
+    if profile.users or profile.groups:
+        authorize(profile, *who())
     return resolve_request(attrs, profile, job_id, sysfs)
 

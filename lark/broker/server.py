@@ -44,7 +44,8 @@ class Broker:
         # job exit: after an immediate set_job_attr of the final values, so a delayed value still
         # pending would overwrite them in the job ad and in condor_history (seen on 25.14.1: the
         # last interval's bytes were missing). So finalize sends the final values both ways, and
-        # under this lock marks the job final, after which the periodic push no longer sends for it.
+        # under this lock marks the job final, after which the periodic push no longer sends for it;
+        # the mark is dropped only by a push whose copy of the records no longer holds the job.
         self._chirp_lock = threading.Lock()
         self._final: set[str] = set()
         self.profiles = CatalogCache(profile_dir(config, condor_param), config,
@@ -52,12 +53,11 @@ class Broker:
 
     # ------------------------------------------------------------ requests
 
-    def handle(self, raw: bytes, peer: Peer) -> dict[str, object]:
-        try:
-            request = json.loads(raw.decode("utf-8"))
-            op = request.get("op") if isinstance(request, dict) else None
-        except (UnicodeDecodeError, json.JSONDecodeError):
+    def handle(self, request: object, peer: Peer) -> dict[str, object]:
+        """``request``: the line as :func:`parse_request` read it (None: not JSON)."""
+        if request is None:
             return {"ok": False, "error": "malformed request (expected one JSON object per line)"}
+        op = request.get("op") if isinstance(request, dict) else None
         try:
             if op == "setup":
                 return self.setup(peer)
@@ -84,14 +84,13 @@ class Broker:
         starter = starter_of(peer, self.host_netns_inode)
         existing = self._record_of(peer)
         if existing is not None and existing.status == "up":
-            env = {**job_environment(existing), **dict(existing.extra.get("profile_env") or {})}  # type: ignore[call-overload]
-            return {"ok": True, "env": env, "again": True}
+            return {"ok": True, "env": _environment(existing), "again": True}
         ctx = job_context(self.config.execute_dir, starter)
         chirp = Chirp(ctx.chirp_config) if ctx.chirp_config else None
         try:
             _check_owner(ctx, peer)
-            resolved = request_for_job(ctx.ad, self.profiles.get(), self.config, ctx.job_id,
-                                       *user_and_groups(peer.uid))
+            resolved = request_for_job(ctx.ad, self.profiles.get, self.config, ctx.job_id,
+                                       lambda: user_and_groups(peer.uid))
             record = self.engine.up(resolved.request, netns_path=f"/proc/{peer.pid}/ns/net", holder_pid=peer.pid,
                                     owner_uid=peer.uid, site=resolved.site)
         except LarkError as err:
@@ -117,7 +116,7 @@ class Broker:
                     chirp.clear(SETUP_ERROR_ATTR)  # a released job must not be held again
             except LarkError as err:
                 log.warning("job %s: %s", ctx.job_id, err)
-        return {"ok": True, "env": {**job_environment(record), **profile_env}}
+        return {"ok": True, "env": _environment(record)}
 
     def finalize(self, peer: Peer) -> dict[str, object]:
         record = self._record_of(peer)
@@ -148,14 +147,15 @@ class Broker:
             self.engine.down(token)
         except LarkError as err:
             log.warning("teardown of %s failed (the sweep will retry): %s", token, err)
-        finally:
-            with self._chirp_lock:
-                self._final.discard(token)
 
     # ------------------------------------------------------------ periodic work
 
     def push_accounting(self) -> None:
         records = [r for r in self.engine.records() if r.status == "up" and r.extra.get("chirp") and r.mode != "none"]
+        with self._chirp_lock:
+            # A token leaves the "final" set only once a copy of the records no longer holds its job,
+            # so no later iteration can push a value read before finalize (the copy below may still).
+            self._final &= {r.token for r in records}
         if not records:
             return
         counters = self.engine.all_counters()
@@ -216,19 +216,29 @@ class _Handler(socketserver.StreamRequestHandler):
             raw = self.rfile.readline(MAX_REQUEST)
         except OSError:
             return
-        reply = self.server.broker.handle(raw, peer)
+        request = parse_request(raw)
+        reply = self.server.broker.handle(request, peer)
         try:
-            self.wfile.write(encode_reply(reply, wants_lines(raw)))
+            self.wfile.write(encode_reply(reply, wants_lines(request)))
         except OSError:
             pass
 
 
-def wants_lines(raw: bytes) -> bool:
-    """The wrapper asks for the line format (it does not import json on the job's start path)."""
+def _environment(record: JobRecord) -> dict[str, str]:
+    """What the wrapper adds to the job's environment: Lark's variables, then the profile's."""
+    return {**job_environment(record), **dict(record.extra.get("profile_env") or {})}  # type: ignore[call-overload]
+
+
+def parse_request(raw: bytes) -> object:
+    """One request line, parsed once; None when it is not JSON."""
     try:
-        request = json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return False
+        return None
+
+
+def wants_lines(request: object) -> bool:
+    """The wrapper asks for the line format (it does not import json on the job's start path)."""
     return isinstance(request, dict) and request.get("reply") == "lines"
 
 

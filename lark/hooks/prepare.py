@@ -32,8 +32,8 @@ def hook_output(ad_text: str) -> tuple[str, int]:
         ad = classad2.parseOne(ad_text, classad2.ParserType.Old)
         attrs = {key: ad.eval(key) for key in ad.keys() if key.lower().startswith("lark")}
         job_id = f"{ad.get('ClusterId', '?')}.{ad.get('ProcId', '?')}"
-        catalog = load_profiles(profile_dir(config, condor_param), config, missing_ok=True)
-        request_for_job(attrs, catalog, config, job_id, *user_and_groups(os.getuid()))
+        request_for_job(attrs, lambda: load_profiles(profile_dir(config, condor_param), config, missing_ok=True),
+                        config, job_id, lambda: user_and_groups(os.getuid()))
     except LarkError as err:
         message = f"Lark: {err}"
         return f"HookStatusCode = {HOLD_CODE}\nHookStatusMessage = {classad2.quote(message)}\n", HOLD_CODE

@@ -210,11 +210,6 @@ def _plan(names: tuple[str, ...]) -> _Plan:
     return plan
 
 
-def job_from_items(items: Iterable[tuple[str, Any]], stats: HistoryStats, line: int = 0) -> JobRecord:
-    """Build a :class:`JobRecord` from (attribute, value) pairs; attribute names are case-insensitive."""
-    return job_from_mapping(items if isinstance(items, dict) else dict(items), stats, line)
-
-
 def job_from_mapping(ad: dict[str, Any], stats: HistoryStats, line: int = 0) -> JobRecord:
     """Build a :class:`JobRecord` from {attribute: value}; attribute names are case-insensitive."""
     names = tuple(ad)

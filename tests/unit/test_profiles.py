@@ -23,6 +23,7 @@ from lark.profiles import (
     CpuHint,
     Profile,
     ProfileError,
+    ResolvedRequest,
     authorize,
     build_catalog,
     format_cpulist,
@@ -294,15 +295,21 @@ def test_overlapping_pools_are_refused_identical_ones_shared() -> None:
         ("c.yaml", lab.format(name="lab3", mode="bridge", range="192.0.2.150-192.0.2.160")),  # overlaps
         ("d.yaml", lab.format(name="lab4", mode="macvlan", range="192.0.2.100-192.0.2.199")),  # other mode
         ("e.yaml", lab.format(name="lab5", mode="macvlan", range="192.0.2.200-192.0.2.250")),  # disjoint
+        ("f.yaml", lab.format(name="lab6", mode="bridge", range="192.0.2.100-192.0.2.199")
+         + "    ipv4_gateway: 192.0.2.1\n"),  # same range, but a gateway lab does not keep back
     ])
     assert catalog.names == ("lab", "lab2", "lab5")
     assert [str(e) for e in catalog.errors] == [
         "c.yaml:5: profile 'lab3': key 'ipv4_pool' 192.0.2.0/24 192.0.2.150-192.0.2.160 overlaps as profile 'lab' "
         "(a.yaml:2) (192.0.2.0/24 192.0.2.100-192.0.2.199, attach 'bridge'); pools must be identical with the same "
-        "attach mode, or disjoint, or two jobs could get the same address",
+        "attach mode and gateway, or disjoint, or two jobs could get the same address",
         "d.yaml:5: profile 'lab4': key 'ipv4_pool' 192.0.2.0/24 192.0.2.100-192.0.2.199 is the same range as profile "
         "'lab' (a.yaml:2) (192.0.2.0/24 192.0.2.100-192.0.2.199, attach 'bridge'); pools must be identical with the "
-        "same attach mode, or disjoint, or two jobs could get the same address"]
+        "same attach mode and gateway, or disjoint, or two jobs could get the same address",
+        "f.yaml:5: profile 'lab6': key 'ipv4_pool' 192.0.2.0/24 192.0.2.100-192.0.2.199 is the same range with "
+        "another gateway (192.0.2.1 vs none) as profile 'lab' (a.yaml:2) (192.0.2.0/24 192.0.2.100-192.0.2.199, "
+        "attach 'bridge'); pools must be identical with the same attach mode and gateway, or disjoint, or two jobs "
+        "could get the same address"]
 
 
 def test_pool_overlapping_the_node_knobs_is_refused() -> None:
@@ -515,15 +522,30 @@ def test_a_job_may_not_widen_its_profile(shipped: Catalog) -> None:
 
 
 def test_request_for_job(shipped: Catalog, config) -> None:
-    plain = request_for_job({"LarkBandwidthMbit": 5}, shipped, config, "3.0", "bob", [])
+    looked_up: list[str] = []
+
+    def catalog() -> Catalog:
+        looked_up.append("catalog")
+        return shipped
+
+    def resolve(attrs: dict[str, object], groups: tuple[str, ...] = ()) -> ResolvedRequest:
+        def who() -> tuple[str, tuple[str, ...]]:
+            looked_up.append("user database")
+            return "bob", groups
+        return request_for_job(attrs, catalog, config, "3.0", who)
+
+    plain = resolve({"LarkBandwidthMbit": 5})
     assert plain.request == request_from_attributes({"LarkBandwidthMbit": 5}, config, "3.0")
     assert plain.extras is None and plain.site is None
-    assert request_for_job({"LarkNetworkProfile": "Undefined"}, shipped, config, "3.0", "bob", []).extras is None
-    nat = request_for_job({"LarkNetworkProfile": '"nat-callback"'}, shipped, config, "3.0", "bob", [])
+    assert resolve({"LarkNetworkProfile": "Undefined"}).extras is None
+    assert looked_up == []  # no profile: neither the catalogue nor the user database on the job's start path
+    nat = resolve({"LarkNetworkProfile": '"nat-callback"'})
     assert nat.request.network_type == "nat" and nat.request.inbound_ports == 20 and nat.site is None
+    assert looked_up == ["catalog"]  # nat-callback is open to everyone: no user lookup
     with pytest.raises(RequestError, match="may not use profile 'dtn'"):
-        request_for_job({"LarkNetworkProfile": "dtn"}, shipped, config, "3.0", "bob", [])
-    assert request_for_job({"LarkNetworkProfile": "dtn"}, shipped, config, "3.0", "bob", ["dtnops"]).site
+        resolve({"LarkNetworkProfile": "dtn"})
+    assert resolve({"LarkNetworkProfile": "dtn"}, ("dtnops",)).site
+    assert looked_up.count("user database") == 2
 
 
 def test_hold_messages_in_the_docs_are_real(shipped: Catalog) -> None:

@@ -6,16 +6,16 @@ import json
 import os
 from pathlib import Path
 
-from lark.broker.server import encode_reply, wants_lines
+from lark.broker.server import encode_reply, parse_request, wants_lines
 from lark.wrap import REQUESTS, container_environment, parse_reply
 
 
 def test_the_wrapper_requests_ask_for_lines() -> None:
     for op, raw in REQUESTS.items():
         assert json.loads(raw) == {"op": op, "reply": "lines"}
-        assert wants_lines(raw)
-    assert not wants_lines(b'{"op": "setup"}\n')
-    assert not wants_lines(b"garbage\n")
+        assert wants_lines(parse_request(raw))
+    assert not wants_lines(parse_request(b'{"op": "setup"}\n'))
+    assert not wants_lines(parse_request(b"garbage\n"))
 
 
 def test_ok_reply_round_trips_the_environment() -> None:
