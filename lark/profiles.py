@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from lark.config import (
+    ATTACH_MODES_WITH_POOLS,
     NETWORK_TYPES,
     AddressPool,
     IPNetwork,
@@ -61,7 +62,7 @@ DEFAULT_PROFILE_DIR = Path("/etc/condor/profiles.d")
 ATTR_PROFILE = "LarkNetworkProfile"  # job attribute
 ADVERTISED_ATTR = "LarkProfiles"  # slot attribute
 PROFILE_SUFFIXES = (".yaml", ".yml")
-SITE_MODES = ("bridge", "macvlan", "ipvlan")
+SITE_MODES = ATTACH_MODES_WITH_POOLS  # modes that put jobs on an existing L2 segment
 RESERVED_ENV_PREFIXES = ("LARK_", "_CONDOR_")
 DEFAULT_PORT_RANGE_ENV = (("GLOBUS_TCP_PORT_RANGE", "{first},{last}"),)
 TEMPLATE_FIELDS = ("first", "last", "public_address")

@@ -252,7 +252,7 @@ class OpenSearchReader:
             if "error" in answer:
                 raise ResponseError(url, f"search error: {str(answer['error'])[:200]}")
             pairs = _get(answer, "aggregations.pairs")
-            if pairs is None and "timed_out" not in answer and "hits" not in answer:
+            if pairs is None and "timed_out" not in answer:
                 # (filter_path drops empty sections, but timed_out is always there in a real answer)
                 raise ResponseError(url, "not an OpenSearch search response")
             buckets = pairs.get("buckets", []) if isinstance(pairs, Mapping) else []
