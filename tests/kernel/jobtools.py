@@ -93,18 +93,32 @@ def send(netns: str, dst: str, port: int, nbytes: int, proto: str = "tcp", src: 
     return subprocess.run(in_ns(netns, argv), capture_output=True, text=True, timeout=timeout + 10)
 
 
+def wait_listening(netns: str, port: int, timeout: float = 10.0) -> None:
+    """Wait until something listens on TCP ``port`` in ``netns`` (a fixed sleep raced a loaded CI machine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(in_ns(netns, ["ss", "-H", "-ltn", f"sport = :{port}"]), capture_output=True,
+                             text=True).stdout
+        if out.strip():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on TCP port {port} in {netns} after {timeout} s")
+
+
 def iperf_mbit(server_ns: str, server_addr: str, client_ns: str, seconds: int = 3, reverse: bool = False,
                port: int = 5201) -> float:
     """Measured TCP throughput (receiver side) from client to server (or back with reverse)."""
     server = subprocess.Popen(in_ns(server_ns, ["iperf3", "-s", "-1", "-B", server_addr, "-p", str(port)]),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.3)
+        wait_listening(server_ns, port)
         argv = ["iperf3", "-c", server_addr, "-p", str(port), "-t", str(seconds), "-J"]
         if reverse:
             argv.append("-R")
         out = subprocess.run(in_ns(client_ns, argv), capture_output=True, text=True, timeout=seconds + 20)
         data = json.loads(out.stdout)
+        if "error" in data:
+            raise RuntimeError(f"iperf3 client failed: {data['error']}")
         return data["end"]["sum_received"]["bits_per_second"] / 1e6
     finally:
         if server.poll() is None:
