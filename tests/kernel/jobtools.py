@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 SINK = r"""
@@ -91,6 +91,35 @@ def send(netns: str, dst: str, port: int, nbytes: int, proto: str = "tcp", src: 
          timeout: float = 5) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-c", SEND, dst, str(port), str(nbytes), proto, src or "", str(timeout)]
     return subprocess.run(in_ns(netns, argv), capture_output=True, text=True, timeout=timeout + 10)
+
+
+@contextmanager
+def wire_count(netns: str, port: int, table: str) -> Iterator[Callable[[], int]]:
+    """Count the IP bytes that arrive in ``netns`` for TCP ``port`` (either family) with an nft counter
+    in a table of the test's own; yields a function returning the count so far.
+
+    This is the ground truth a job's accounted bytes are compared with: on a loaded machine TCP
+    retransmits, so the payload size alone cannot bound what the wire carried.
+    """
+    name = f"{table}-wire{port}"
+    script = f"""table inet {name} {{
+  counter seen {{ }}
+  chain in {{
+    type filter hook input priority 0;
+    tcp dport {port} counter name seen
+  }}
+}}"""
+    subprocess.run(in_ns(netns, ["nft", "-f", "-"]), input=script, text=True, check=True)
+
+    def seen() -> int:
+        out = subprocess.run(in_ns(netns, ["nft", "-j", "list", "counter", "inet", name, "seen"]),
+                             capture_output=True, text=True, check=True).stdout
+        return next(item["counter"]["bytes"] for item in json.loads(out)["nftables"] if "counter" in item)
+
+    try:
+        yield seen
+    finally:
+        subprocess.run(in_ns(netns, ["nft", "delete", "table", "inet", name]), capture_output=True)
 
 
 def wait_listening(netns: str, port: int, timeout: float = 10.0) -> None:
