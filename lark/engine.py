@@ -32,6 +32,7 @@ from lark.config import IPNetwork, LarkConfig, SiteAttachment, TrafficClass
 from lark.errors import KernelError, LarkError, NotFound
 from lark.firewall.base import FirewallBackend, FirewallJob, JobCounters, PortForward, make_backend
 from lark.ipam import PortPool, all_allocations, release_allocation
+from lark.locks import file_lock
 from lark.netlink import delete_link, link_index, link_names, write_sysctl
 from lark.policy import JobRequest
 from lark.state import JobRecord, StateStore, holder_alive, process_start_time
@@ -83,6 +84,7 @@ class Engine:
         self._worker_ident = self._worker.submit(threading.get_ident).result()
         self._forwarding_done = False
         self._public_ipv4: ipaddress.IPv4Address | None = config.public_address
+        self._base_lock = config.state_dir / ".firewall-base.lock"
 
     # ---------------------------------------------------------------- resources
 
@@ -125,12 +127,15 @@ class Engine:
 
         ``site``: the parent and pools of a network profile, instead of the node's ``LARK_<MODE>_*``.
         """
-        record = self._new_record(request, netns_path, holder_pid, owner_uid)
-        try:
-            self._build(record, request, site)
-        except BaseException:
-            self._teardown(record)
-            raise
+        # shared: jobs set up side by side; ``release_if_idle`` takes it exclusively, so the shared
+        # tables cannot be removed between this job's record and its rules
+        with file_lock(self._base_lock, shared=True):
+            record = self._new_record(request, netns_path, holder_pid, owner_uid)
+            try:
+                self._build(record, request, site)
+            except BaseException:
+                self._teardown(record)
+                raise
         return record
 
     def _new_record(self, request: JobRequest, netns_path: str | None, holder_pid: int | None,
@@ -195,8 +200,10 @@ class Engine:
             try:
                 backend.add_job(spec)  # orphaned rules are swept by token, like allocations
             except KernelError:
-                # the shared table may have been removed under us (an admin's `lark run` on an idle
-                # node releases it): recreate it once and retry
+                # Only a missing base is mended here: someone removed the shared tables under us
+                # (an admin's `nft flush ruleset`). Any other failure is the job's own and stands.
+                if backend.base_present():
+                    raise
                 backend.ensure_base()
                 backend.add_job(spec)
         record.status = "up"
@@ -437,11 +444,12 @@ class Engine:
     @_on_kernel_thread
     def release_if_idle(self) -> bool:
         """Remove the shared tables when no job is recorded (``lark run`` on a node without a broker)."""
-        if self.store.all():
-            return False
-        self.firewall.destroy()
-        self._firewall = None
-        return True
+        with file_lock(self._base_lock):  # waits for jobs being set up (they hold it shared)
+            if self.store.all():
+                return False
+            self.firewall.destroy()
+            self._firewall = None
+            return True
 
     @_on_kernel_thread
     def prefixed_links(self) -> list[str]:

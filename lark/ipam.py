@@ -9,16 +9,16 @@ Next-fit from a persisted cursor spreads allocations so a just-freed subnet is n
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from lark.config import AddressPool, IPAddress, IPNetwork
 from lark.errors import AddressExhausted, LarkError
+from lark.locks import file_lock
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,8 @@ class SlotPool:
         self.description = description
         directory.mkdir(parents=True, exist_ok=True)
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _locked(self) -> AbstractContextManager[None]:
+        return file_lock(self.directory / ".lock")
 
     def _taken(self) -> dict[int, str]:
         out: dict[int, str] = {}
@@ -213,9 +207,7 @@ def release_allocation(state_dir: Path, alloc: Allocation, owner: str) -> bool:
     path = directory / alloc.slot
     if not directory.is_dir():
         return False
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with file_lock(directory / ".lock"):
         try:
             if _owner(path.read_text()) != owner:
                 return False
@@ -223,8 +215,6 @@ def release_allocation(state_dir: Path, alloc: Allocation, owner: str) -> bool:
             return True
         except FileNotFoundError:
             return False
-    finally:
-        os.close(fd)
 
 
 def all_allocations(state_dir: Path) -> Iterator[tuple[Allocation, str]]:

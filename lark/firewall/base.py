@@ -90,6 +90,10 @@ class FirewallBackend(ABC):
         """Create the shared tables, maps, sets and hook chains if they are missing."""
 
     @abstractmethod
+    def base_present(self) -> bool:
+        """Whether the shared tables and hook chains ``ensure_base`` creates are all there."""
+
+    @abstractmethod
     def add_job(self, job: FirewallJob) -> None:
         """Install the job's counters, policy, NAT and port forward in one atomic step."""
 

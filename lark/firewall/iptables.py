@@ -548,6 +548,18 @@ class IptablesBackend(FirewallBackend):
         self._run(self._ensure_base)
         self._base_ready = True
 
+    def base_present(self) -> bool:
+        def check(tables: _Tables) -> bool:
+            for plan in base_plans(self.prefix, self.job_side):
+                if plan.table not in _existing_tables(plan.family):
+                    return False
+                table = tables.get(plan.family, plan.table)
+                if not all(table.is_chain(chain) for chain in plan.chains):
+                    return False
+            return True
+
+        return self._run(check)
+
     def add_job(self, job: FirewallJob) -> None:
         plans = job_plans(self.prefix, job, self.job_side)
 

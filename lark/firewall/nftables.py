@@ -504,6 +504,9 @@ class NftablesBackend(FirewallBackend):
         libnft.run_batch(base_batch(self.prefix, self.job_side), self.netns, use_library=self.use_library)
         self._base_ready = True
 
+    def base_present(self) -> bool:
+        return libnft.table_exists(self.prefix, FAMILY, self.netns)
+
     def add_job(self, job: FirewallJob) -> None:
         if not self._base_ready:
             self.ensure_base()

@@ -25,6 +25,7 @@ from lark import names, netns
 from lark.config import LarkConfig, load_config
 from lark.engine import Engine, wait_links_gone
 from lark.ipam import all_allocations
+from lark.locks import file_lock
 from lark.policy import JobRequest
 from tests.kernel import jobtools
 
@@ -378,6 +379,25 @@ def test_a_removed_shared_table_is_recreated_on_the_next_up(lab: Lab) -> None:
         assert jobtools.send(job_ns(record), "203.0.113.2", 9013, 5000).returncode == 0
         assert jobtools.result(server)["bytes"] == 5000
     assert lab.engine.counters(record.token).bytes_out >= 5000
+
+
+def test_releasing_idle_tables_waits_for_a_job_being_set_up(lab: Lab) -> None:
+    """``lark run`` on a broker's node must not remove the shared tables under a job the broker is
+    setting up (its record may not exist yet when the release looks)."""
+    admin = Engine(lab.config, host_netns=lab.host)  # another process's engine over the same state
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            with file_lock(lab.config.state_dir / ".firewall-base.lock", shared=True):  # an up in progress
+                release = pool.submit(admin.release_if_idle)
+                with pytest.raises(TimeoutError):
+                    release.result(timeout=0.5)  # no record yet, and still it must not act
+                record = lab.engine.up(JobRequest("13.5", "nat"))
+            assert release.result(timeout=30) is False
+        assert lab.engine.counters(record.token).bytes_out == 0  # the job's rules are all there
+        lab.engine.down(record.token)
+        assert admin.release_if_idle() is True
+    finally:
+        admin.close()
 
 
 def test_cli_demo_and_run_leave_nothing_behind(lab: Lab) -> None:

@@ -457,8 +457,10 @@ def test_remove_job_is_idempotent_and_leaves_nothing(lab: Lab, backend: Firewall
     backend.add_job(job)
     assert reachable(lab.job, lab.wan, WAN4, 7201) == WAN_HOST4
     backend.remove_job(job)
+    assert backend.base_present()
     backend.destroy()
     backend.destroy()
+    assert not backend.base_present()  # what tells the engine to rebuild the base before a retry
     backend.remove_job(job)  # nothing at all left: still fine
     assert lab.prefix not in dump(backend, lab.host)
 
