@@ -88,9 +88,10 @@ def request_from_attributes(attrs: Mapping[str, object], config: LarkConfig, job
                                       f"{', '.join(config.network_types)}); require it with "
                                       f"Requirements = stringListMember(\"{network_type}\", LarkNetworkTypes)")
 
-    both = _int_attr(attrs, ATTR_BANDWIDTH)
-    bw_in = _bandwidth(_int_attr(attrs, ATTR_BANDWIDTH_IN), ATTR_BANDWIDTH_IN, both, config)
-    bw_out = _bandwidth(_int_attr(attrs, ATTR_BANDWIDTH_OUT), ATTR_BANDWIDTH_OUT, both, config)
+    cap = config.max_bandwidth_mbit
+    above = f"this node's maximum of {cap} Mbit/s"
+    bw_in = bandwidth_within(asked_bandwidth(attrs, ATTR_BANDWIDTH_IN, config.default_bandwidth_mbit), cap, above)
+    bw_out = bandwidth_within(asked_bandwidth(attrs, ATTR_BANDWIDTH_OUT, config.default_bandwidth_mbit), cap, above)
 
     inbound = _int_attr(attrs, ATTR_INBOUND) or 0
     if inbound > config.max_inbound_ports:
@@ -105,19 +106,22 @@ def request_from_attributes(attrs: Mapping[str, object], config: LarkConfig, job
                       bandwidth_out_mbit=bw_out or 0, allow=allow, deny=deny, inbound_ports=inbound)
 
 
-def _bandwidth(explicit: int | None, explicit_name: str, both: int | None, config: LarkConfig) -> int:
-    """The limit for one direction: explicit > both-directions attribute > node default, capped.
+def asked_bandwidth(attrs: Mapping[str, object], attr: str, default: int | None) -> tuple[str, int | None]:
+    """(attribute that said it, Mbit/s) for one direction: ``attr`` > LarkBandwidthMbit > ``default``."""
+    explicit = _int_attr(attrs, attr)
+    if explicit is not None:
+        return attr, explicit
+    both = _int_attr(attrs, ATTR_BANDWIDTH)
+    return ATTR_BANDWIDTH, both if both is not None else default
 
-    0 means unlimited. On a node with LARK_MAX_BANDWIDTH_MBIT, a job that asks for nothing (or 0)
-    gets the maximum; a job asking for more than the maximum is refused, not silently capped, so
-    the user learns the node's limit.
+
+def bandwidth_within(asked: tuple[str, int | None], cap: int, above: str) -> int:
+    """The limit for one direction under ``cap`` (0: none); 0 means unlimited.
+
+    Under a cap, a job that asks for nothing (or 0) gets the cap; one asking for more is refused,
+    not silently capped, so the user learns the limit (``above`` describes it in the message).
     """
-    name, value = (explicit_name, explicit) if explicit is not None else (ATTR_BANDWIDTH, both)
-    if value is None:
-        value = config.default_bandwidth_mbit
-    cap = config.max_bandwidth_mbit
-    if cap and value > cap:
-        raise RequestError(name, f"{value} Mbit/s is above this node's maximum of {cap} Mbit/s")
-    if cap and value == 0:
-        return cap
-    return value
+    name, value = asked
+    if cap and value and value > cap:
+        raise RequestError(name, f"{value} Mbit/s is above {above}")
+    return value or cap

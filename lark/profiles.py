@@ -43,7 +43,6 @@ from lark.config import (
 from lark.errors import ConfigError, RequestError
 from lark.policy import (
     ATTR_ALLOW,
-    ATTR_BANDWIDTH,
     ATTR_BANDWIDTH_IN,
     ATTR_BANDWIDTH_OUT,
     ATTR_DENY,
@@ -53,6 +52,8 @@ from lark.policy import (
     _int_attr,
     _is_missing,
     _networks_attr,
+    asked_bandwidth,
+    bandwidth_within,
     request_from_attributes,
 )
 from lark.shaping import MAX_TBF_BYTES_PER_S
@@ -1074,15 +1075,10 @@ def resolve_request(attrs: Mapping[str, object], profile: Profile, job_id: str,
     if not _is_missing(raw_type) and str(raw_type).strip().lower() != profile.attach:
         raise RequestError(ATTR_TYPE, f"{raw_type!r} conflicts with {ATTR_PROFILE} {profile.name!r}, which "
                                       f"attaches by {profile.attach}; leave {ATTR_TYPE} out")
-    both = _int_attr(attrs, ATTR_BANDWIDTH)
-    bw = {}
-    for direction, attr, share in (("in", ATTR_BANDWIDTH_IN, profile.bandwidth_in_mbit),
-                                   ("out", ATTR_BANDWIDTH_OUT, profile.bandwidth_out_mbit)):
-        explicit = _int_attr(attrs, attr)
-        name, asked = (attr, explicit) if explicit is not None else (ATTR_BANDWIDTH, both)
-        if asked and share and asked > share:
-            raise RequestError(name, f"{asked} Mbit/s is above the share of profile {profile.name!r} ({share} Mbit/s)")
-        bw[direction] = asked or share
+    bw = {direction: bandwidth_within(asked_bandwidth(attrs, attr, None), share,
+                                      f"the share of profile {profile.name!r} ({share} Mbit/s)")
+          for direction, attr, share in (("in", ATTR_BANDWIDTH_IN, profile.bandwidth_in_mbit),
+                                         ("out", ATTR_BANDWIDTH_OUT, profile.bandwidth_out_mbit))}
 
     inbound = _int_attr(attrs, ATTR_INBOUND)
     if inbound is None:
