@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lark.config import NETWORK_TYPES, LarkConfig, load_config, parse_networks
@@ -64,14 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load(args: argparse.Namespace) -> LarkConfig:
+def load(args: argparse.Namespace, external: Callable[[str], str | None] | None = None) -> LarkConfig:
+    """The knobs from --config and -D KNOB=VALUE (either may be absent from ``args``);
+    ``external`` looks up knobs in HTCondor's configuration (see ``load_config``)."""
     overrides = {}
-    for item in args.overrides:
+    for item in getattr(args, "overrides", None) or []:
         knob, sep, value = item.partition("=")
         if not sep:
             raise LarkError(f"-D expects KNOB=VALUE, got {item!r}")
         overrides[knob.strip()] = value.strip()
-    return load_config(args.config, overrides)
+    return load_config(getattr(args, "config", None), overrides, external=external)
 
 
 def request_from_args(args: argparse.Namespace, config: LarkConfig, job_id: str):  # noqa: ANN201

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from lark.config import LarkConfig, condor_param, load_config
+from lark.cli.main import load
+from lark.config import condor_param
 from lark.errors import LarkError
 from lark.profiles import (
     ADVERTISED_ATTR,
@@ -58,21 +59,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:  # argparse's _SubPa
     return p
 
 
-def _config(args: argparse.Namespace) -> LarkConfig:
-    """The node's knobs, honouring the main CLI's --config and -D when present."""
-    overrides = {}
-    for item in getattr(args, "overrides", None) or []:
-        knob, sep, value = item.partition("=")
-        if not sep:
-            raise LarkError(f"-D expects KNOB=VALUE, got {item!r}")
-        overrides[knob.strip()] = value.strip()
-    return load_config(getattr(args, "config", None), overrides, external=condor_param)
-
-
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
-        config = _config(args)
+        config = load(args, external=condor_param)  # honours the main CLI's --config and -D
         directory = args.directory or profile_dir(config, condor_param)
         # an explicit DIR must exist; the node's default may be absent (a node without profiles)
         catalog = load_profiles(directory, config, missing_ok=args.directory is None)

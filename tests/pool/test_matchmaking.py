@@ -194,14 +194,16 @@ MATRIX = {
 }
 
 
-def transformed_jobs(lp: LarkPool, jobs: list[tuple[str, int | float | str | None]]) -> list[classad2.ClassAd]:
+def transformed_jobs(lp: LarkPool, jobs: list[tuple[str, int | float | str | None]],
+                     env: dict[str, str] | None = None) -> list[classad2.ClassAd]:
     """The jobs as the schedd's own transforms (the pool's 60-lark-submit.conf) leave them."""
     text = "\n".join(
         f'ClusterId = 1\nProcId = {i}\nRequirements = true\nLarkSourceSite = "{site}"\n'
         + (f"LarkInputBytes = {size}\n" if size is not None else "")
         for i, (site, size) in enumerate(jobs))
     # 25.x exits 1 even when every ad was transformed: judge by the output and stderr instead
-    res = lp.pool.run(["condor_transform_ads", "-jobtransforms", "LarkSite LarkLink", "-"], input=text, check=False)
+    res = lp.pool.run(["condor_transform_ads", "-jobtransforms", "LarkSite LarkLink", "-"], input=text, check=False,
+                      env=env)
     ads = list(classad2.parseAds(res.stdout, classad2.ParserType.Old))
     assert [ad["ProcId"] for ad in ads] == list(range(len(jobs))) and not res.stderr.strip(), res
     return ads
@@ -265,6 +267,19 @@ def test_jobs_of_one_site_and_size_class_share_their_requirements(matchmaking_po
     assert "LarkInputBytes" not in str(a["Requirements"])
     limit = classad2.ClassAd({"LarkMaxInputBytes_FNAL": 11_000_000_000})
     assert limit.matches(a) and limit.matches(b) and not limit.matches(c)
+
+
+def test_a_bad_small_input_knob_on_the_schedd_holds_jobs_with_a_site_and_says_why(
+        matchmaking_pool: LarkPool) -> None:
+    """Without a number for LARK_SMALL_INPUT_BYTES the transform cannot tell which jobs need the link
+    check: jobs with a source site are held with a reason naming the knob, the others are untouched."""
+    jobs = transformed_jobs(matchmaking_pool, [("FNAL", 10 * GB), ("FNAL", None), ("", 10 * GB)],
+                            env={"_CONDOR_LARK_SMALL_INPUT_BYTES": "lots"})
+    for job in jobs[:2]:
+        assert job["JobStatus"] == 5 and job["HoldReasonSubCode"] == 4203, job
+        assert "LARK_SMALL_INPUT_BYTES is not a number" in job["HoldReason"], job
+        assert "LarkInputTransferOK" not in job and "LarkLinkRank" not in job, job
+    assert "JobStatus" not in jobs[2] and "LarkInputTransferOK" not in jobs[2], jobs[2]
 
 
 def test_the_compiled_size_at_the_edges(matchmaking_pool: LarkPool) -> None:
