@@ -147,8 +147,15 @@ def test_poor_link_gates_big_jobs_until_it_is_good(matchmaking_pool: LarkPool, a
 
 def gate_then_open(lp: LarkPool, archive: Archive, tmp_path: Path, big: int, small: int) -> None:
     lp.pool.wait(small, timeout=120)  # small jobs pass whatever the link
-    time.sleep(8)  # several negotiation cycles (NEGOTIATOR_INTERVAL = 2 s)
-    assert [ad["JobStatus"] for ad in lp.pool.q(f"ClusterId == {big}", ["JobStatus"])] == [IDLE]
+    # The negotiator has considered the big job and found no slot: the schedd records the rejection.
+    deadline = time.monotonic() + 60
+    while True:
+        [ad] = lp.pool.q(f"ClusterId == {big}", ["JobStatus", "LastRejMatchTime", "LastRejMatchReason"])
+        if ad.get("LastRejMatchTime"):
+            break
+        assert time.monotonic() < deadline, f"the negotiator never rejected the big job: {ad}"
+        time.sleep(0.5)
+    assert ad["JobStatus"] == IDLE, ad
     analysis = lp.pool.run(["condor_q", "-better-analyze", "-reverse", str(big)], check=False).stdout
     analysis += lp.pool.run(["condor_q", "-better-analyze", str(big)], check=False).stdout
     assert "LarkMaxInputBytes_FNAL" in analysis, analysis  # the job's Lark clause, which no slot satisfies
