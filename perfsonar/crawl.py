@@ -232,13 +232,18 @@ class Spider:
     def iter_ads(self, result: CrawlResult) -> Iterator[classad2.ClassAd]:
         """The crawl's ads one at a time, so 10^5 links never need 10^5 ClassAds in memory at once."""
         cfg = self.config
-        keys = sorted(result.links, key=lambda k: (k.src_site, k.dst_site, k.family))
-        for key in keys:
-            link = result.links[key]
-            if cfg.collector.publish_unknown or link.quality != UNKNOWN:
-                yield build_link_ad(link, result.now, cfg.ad_lifetime)
+        for link in self._published_links(result):
+            yield build_link_ad(link, result.now, cfg.ad_lifetime)
         if cfg.collector.status_ad:
             yield build_spider_ad(cfg.name, result.now, cfg.ad_lifetime, result.stats.as_ad_stats())
+
+    def _published_links(self, result: CrawlResult) -> Iterator[LinkSummary]:
+        """The links to advertise, in a stable order (unknown ones only if the admin asked)."""
+        publish_unknown = self.config.collector.publish_unknown
+        for key in sorted(result.links, key=lambda k: (k.src_site, k.dst_site, k.family)):
+            link = result.links[key]
+            if publish_unknown or link.quality != UNKNOWN:
+                yield link
 
     def ads(self, result: CrawlResult) -> list[classad2.ClassAd]:
         return list(self.iter_ads(result))
@@ -254,10 +259,7 @@ class Spider:
         while len(self._ad_pool) < size:
             self._ad_pool.append(classad2.ClassAd())
         batch: list[classad2.ClassAd] = []
-        for key in sorted(result.links, key=lambda k: (k.src_site, k.dst_site, k.family)):
-            link = result.links[key]
-            if not cfg.collector.publish_unknown and link.quality == UNKNOWN:
-                continue
+        for link in self._published_links(result):
             batch.append(build_link_ad(link, result.now, cfg.ad_lifetime, into=self._ad_pool[len(batch)]))
             if len(batch) == size:
                 yield batch
