@@ -190,11 +190,12 @@ class Inventory:
             out.update(g.b)
         return out
 
-    def _index(self) -> dict[tuple[str, str], list[MeshGroup]]:
-        index: dict[tuple[str, str], list[MeshGroup]] = {}
+    def _by_source(self) -> dict[str, list[MeshGroup]]:
+        """The groups in which each host is a source, so a pair is checked against a few groups."""
+        index: dict[str, list[MeshGroup]] = {}
         for g in self.groups:
             for host in g.sources():
-                index.setdefault((g.test, host), []).append(g)
+                index.setdefault(host, []).append(g)
         return index
 
     def interval_lookup(self) -> Callable[[str, str | None, str | None], float | None]:
@@ -202,23 +203,21 @@ class Inventory:
 
         With a pair in several tasks the most frequent one sets the expectation.
         """
-        index = self._index()
+        by_source = self._by_source()
 
         def lookup(test: str, src: str | None, dst: str | None) -> float | None:
             if not src or not dst:
                 return None
             s, d = src.lower(), dst.lower()
-            found = [g.interval for g in index.get((test, s), ()) if g.interval is not None and g.has(s, d)]
+            found = [g.interval for g in by_source.get(s, ())
+                     if g.test == test and g.interval is not None and g.has(s, d)]
             return min(found) if found else None
 
         return lookup
 
     def has_pair(self) -> Callable[[str | None, str | None], bool]:
         """A function (src name, dst name) -> whether any mesh tests that directed pair."""
-        by_source: dict[str, list[MeshGroup]] = {}
-        for g in self.groups:
-            for host in g.sources():
-                by_source.setdefault(host, []).append(g)
+        by_source = self._by_source()
 
         def check(src: str | None, dst: str | None) -> bool:
             if not src or not dst:
