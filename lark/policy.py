@@ -108,10 +108,10 @@ def request_from_attributes(attrs: Mapping[str, object], config: LarkConfig, job
 
 def asked_bandwidth(attrs: Mapping[str, object], attr: str, default: int | None) -> tuple[str, int | None]:
     """(attribute that said it, Mbit/s) for one direction: ``attr`` > LarkBandwidthMbit > ``default``."""
+    both = _int_attr(attrs, ATTR_BANDWIDTH)  # parsed first, even when unused: a malformed value is refused
     explicit = _int_attr(attrs, attr)
     if explicit is not None:
         return attr, explicit
-    both = _int_attr(attrs, ATTR_BANDWIDTH)
     return ATTR_BANDWIDTH, both if both is not None else default
 
 

@@ -556,6 +556,8 @@ class IptablesBackend(FirewallBackend):
                 table = tables.get(plan.family, plan.table)
                 if not all(table.is_chain(chain) for chain in plan.chains):
                     return False
+                if not all(any(r.target == spec.target for r in _rows(table, spec.chain)) for spec in plan.rules):
+                    return False  # a built-in chain lost its jump (an admin's `iptables -F`)
             return True
 
         return self._run(check)

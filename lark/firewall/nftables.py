@@ -505,7 +505,18 @@ class NftablesBackend(FirewallBackend):
         self._base_ready = True
 
     def base_present(self) -> bool:
-        return libnft.table_exists(self.prefix, FAMILY, self.netns)
+        # Only on an error path (a failed add_job), so a listing of every chain, set and map is fine.
+        if not libnft.table_exists(self.prefix, FAMILY, self.netns):
+            return False
+        wanted = {(kind, obj["name"]) for command in base_batch(self.prefix, self.job_side)
+                  for kind, obj in command.get("add", {}).items() if kind in ("chain", "set", "map")}
+
+        def listed(session: libnft.Session) -> set[tuple[str, str]]:
+            return {(kind, obj["name"]) for what in ("chains", "sets", "maps")
+                    for item in session.list(f"list {what} {FAMILY}")
+                    for kind, obj in item.items() if obj.get("table") == self.prefix}
+
+        return wanted <= self._session(listed)
 
     def add_job(self, job: FirewallJob) -> None:
         if not self._base_ready:

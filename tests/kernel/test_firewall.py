@@ -440,6 +440,25 @@ def test_port_forward_reaches_a_server_in_the_job(lab: Lab, backend: FirewallBac
 
 
 @kernel
+def test_base_present_notices_a_lost_hook_and_ensure_base_mends_it(lab: Lab, backend: FirewallBackend) -> None:
+    """What the engine asks before retrying a job's rules: is every shared piece still there?"""
+    assert backend.base_present()
+    if backend.name == "nftables":  # an admin removes one hook chain
+        argv = ["nft", "-f", "-"]
+        script = f"flush chain inet {lab.prefix} filter_input\ndelete chain inet {lab.prefix} filter_input\n"
+    else:  # an admin's `ip6tables -F INPUT` drops the jump into Lark's chain
+        argv = ["ip6tables-legacy", "-D", "INPUT", "-j", f"{lab.prefix}-INPUT"]
+        script = ""
+    subprocess.run(["ip", "netns", "exec", os.path.basename(lab.host), *argv], input=script, text=True,
+                   check=True)
+    assert not backend.base_present()
+    backend.ensure_base()
+    assert backend.base_present()
+    backend.add_job(lab.job_spec())
+    assert reachable(lab.job, lab.wan, WAN4, 7203) == WAN_HOST4
+
+
+@kernel
 def test_remove_job_is_idempotent_and_leaves_nothing(lab: Lab, backend: FirewallBackend) -> None:
     job = lab.job_spec(deny=(ipaddress.ip_network(f"{DENIED4}/32"),), allow=(ipaddress.ip_network("0.0.0.0/0"),))
     backend.add_job(job)

@@ -147,13 +147,18 @@ def test_poor_link_gates_big_jobs_until_it_is_good(matchmaking_pool: LarkPool, a
 
 def gate_then_open(lp: LarkPool, archive: Archive, tmp_path: Path, big: int, small: int) -> None:
     lp.pool.wait(small, timeout=120)  # small jobs pass whatever the link
-    # The negotiator has considered the big job and found no slot: the schedd records the rejection.
+    # Two negotiation cycles after the small job left its slot free have considered the big job and
+    # found no slot for it (the schedd records each rejection; the clock is in whole seconds).
+    since = int(time.time()) + 1
+    rejections: set[int] = set()
     deadline = time.monotonic() + 60
-    while True:
+    while len(rejections) < 2:
         [ad] = lp.pool.q(f"ClusterId == {big}", ["JobStatus", "LastRejMatchTime", "LastRejMatchReason"])
-        if ad.get("LastRejMatchTime"):
-            break
-        assert time.monotonic() < deadline, f"the negotiator never rejected the big job: {ad}"
+        assert ad["JobStatus"] == IDLE, ad
+        if (ad.get("LastRejMatchTime") or 0) >= since:
+            assert ad.get("LastRejMatchReason") == "no match found", ad
+            rejections.add(ad["LastRejMatchTime"])
+        assert time.monotonic() < deadline, f"the negotiator did not reject the big job twice: {ad}"
         time.sleep(0.5)
     assert ad["JobStatus"] == IDLE, ad
     analysis = lp.pool.run(["condor_q", "-better-analyze", "-reverse", str(big)], check=False).stdout
@@ -280,13 +285,15 @@ def test_a_bad_small_input_knob_on_the_schedd_holds_jobs_with_a_site_and_says_wh
         matchmaking_pool: LarkPool) -> None:
     """Without a number for LARK_SMALL_INPUT_BYTES the transform cannot tell which jobs need the link
     check: jobs with a source site are held with a reason naming the knob, the others are untouched."""
-    jobs = transformed_jobs(matchmaking_pool, [("FNAL", 10 * GB), ("FNAL", None), ("", 10 * GB)],
-                            env={"_CONDOR_LARK_SMALL_INPUT_BYTES": "lots"})
-    for job in jobs[:2]:
-        assert job["JobStatus"] == 5 and job["HoldReasonSubCode"] == 4203, job
-        assert "LARK_SMALL_INPUT_BYTES is not a number" in job["HoldReason"], job
-        assert "LarkInputTransferOK" not in job and "LarkLinkRank" not in job, job
-    assert "JobStatus" not in jobs[2] and "LarkInputTransferOK" not in jobs[2], jobs[2]
+    for knob in ("lots", "10GB", "1,073,741,824"):  # ClassAd real() would read the last two as 10 and 1
+        jobs = transformed_jobs(matchmaking_pool, [("FNAL", 10 * GB), ("FNAL", None), ("", 10 * GB)],
+                                env={"_CONDOR_LARK_SMALL_INPUT_BYTES": knob})
+        for job in jobs[:2]:
+            assert job["JobStatus"] == 5 and job["HoldReasonSubCode"] == 4203, (knob, job)
+            assert "LARK_SMALL_INPUT_BYTES is not a number" in job["HoldReason"], job
+            assert "LarkInputTransferOK" not in job and "LarkLinkRank" not in job, job
+            assert job.eval("Requirements") is False, job  # released by mistake, it still never runs
+        assert "JobStatus" not in jobs[2] and "LarkInputTransferOK" not in jobs[2], jobs[2]
 
 
 def test_the_compiled_size_at_the_edges(matchmaking_pool: LarkPool) -> None:

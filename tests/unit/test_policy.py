@@ -39,6 +39,9 @@ def test_full_request(config) -> None:
     ({"LarkBandwidthMbit": 5000}, "LarkBandwidthMbit", "above this node's maximum of 1000"),
     ({"LarkBandwidthInMbit": "fast"}, "LarkBandwidthInMbit", "whole number"),
     ({"LarkBandwidthMbit": -1}, "LarkBandwidthMbit", "must not be negative"),
+    # a malformed both-ways limit is refused even when both directions are given explicitly
+    ({"LarkBandwidthMbit": "lots", "LarkBandwidthInMbit": 5, "LarkBandwidthOutMbit": 5}, "LarkBandwidthMbit",
+     "whole number"),
     ({"LarkAllow": "198.51.100.0/24, not-a-net"}, "LarkAllow", "'not-a-net' is not an address"),
     ({"LarkInboundPorts": 50}, "LarkInboundPorts", "at most 20"),
     ({"LarkNetworkType": "none", "LarkInboundPorts": 2}, "LarkInboundPorts", "cannot receive"),
