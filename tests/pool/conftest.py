@@ -17,6 +17,12 @@ from tests.pool.harness import Pool, PoolError, ensure_image, raise_interrupt, s
 from tests.pool.larkpool import lark_pool  # noqa: F401  (a fixture shared by the pool test modules)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests of the bare pool first: the ``lark_pool`` fixture turns the shared pool into a Lark
+    execute node for the rest of the session. A stable sort keeps the order within each group."""
+    items.sort(key=lambda item: "lark_pool" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def pool(require_root: None, run_prefix: str) -> Iterator[Pool]:
     """A running pool; torn down at the end of the session, on Ctrl-C/SIGTERM, and at interpreter exit."""

@@ -1,6 +1,7 @@
 """Smoke tests of the real HTCondor test pool itself (no Lark code involved yet).
 
-Named test_0_* so it runs before the modules that turn the shared pool into a Lark node.
+They run before every test that uses the ``lark_pool`` fixture, which turns the shared pool into a
+Lark node for the rest of the session (ordered in tests/pool/conftest.py).
 """
 
 from __future__ import annotations
