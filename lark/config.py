@@ -13,6 +13,7 @@ defaults work on a fresh execute node and are what ``lark run`` uses when no fil
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -231,8 +232,7 @@ def read_settings(path: Path) -> dict[str, Setting]:
         name = name.upper()
         if name.startswith("LARK_"):
             if name not in KNOBS and not DYNAMIC_KNOB.match(name) and not _is_foreign_lark_knob(name):
-                raise ConfigError(name, f"unknown Lark knob (known: {', '.join(sorted(KNOBS))})", str(path),
-                                  start + 1)
+                raise ConfigError(name, _unknown_knob(name), str(path), start + 1)
             out[name] = Setting(value.strip(), str(path), start + 1)
     return out
 
@@ -367,6 +367,13 @@ def _ends(net: IPNetwork) -> tuple[IPAddress, IPAddress]:
 # --------------------------------------------------------------------------------------------
 
 
+def _unknown_knob(name: str) -> str:
+    """The message for a LARK_ name Lark does not know: a likely typo first, then every knob."""
+    close = difflib.get_close_matches(name, list(KNOBS), n=1, cutoff=0.8)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"unknown Lark knob ({hint}known: {', '.join(sorted(KNOBS))})"
+
+
 def load_config(sources: Iterable[Path] | None = None, overrides: Mapping[str, str] | None = None,
                 external: Callable[[str], str | None] | None = None) -> LarkConfig:
     """Read the knobs from ``sources`` (files or config.d directories) on top of the defaults.
@@ -387,7 +394,7 @@ def load_config(sources: Iterable[Path] | None = None, overrides: Mapping[str, s
     for name, value in (overrides or {}).items():
         name = name.upper()
         if name not in KNOBS and not DYNAMIC_KNOB.match(name):
-            raise ConfigError(name, "unknown Lark knob")
+            raise ConfigError(name, _unknown_knob(name))
         settings[name] = Setting(value, "override")
     return build_config(settings, external)
 

@@ -54,6 +54,7 @@ def test_knobs_from_a_config_dir_with_macros_and_continuations(tmp_path: Path) -
      "must lie inside"),
     ("LARK_DENY = $(NOT_DEFINED_ANYWHERE)\n", "LARK_DENY", 1, "not defined"),
     ("LARK_MAX_BANDWIDTH = 5\n", "LARK_MAX_BANDWIDTH", 1, "unknown Lark knob"),
+    ("LARK_FIREWAL = nftables\n", "LARK_FIREWAL", 1, "unknown Lark knob (did you mean LARK_FIREWALL?"),
 ])
 def test_bad_values_name_file_line_and_knob(tmp_path: Path, text: str, knob: str, line: int | None,
                                             fragment: str) -> None:
