@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:
 
 from lark import netns  # noqa: E402
 from tests.pool.harness import Pool, PoolError, ensure_image, raise_interrupt, sweep_stale  # noqa: E402
-from tests.pool.larkpool import DataSegment, build_sif  # noqa: E402
+from tests.pool.larkpool import DataSegment, build_sif, container_submit  # noqa: E402
 
 GOAL = 0.9  # "near-native": the issue sets no number; printed against 0.9
 IMAGE = "/srv/lark-img/iperf3.sif"
@@ -125,24 +125,12 @@ def plain_run(pool: Pool, client_ns: str, seconds: float) -> dict[str, object]:
 
 def container_run(pool: Pool, seconds: float) -> tuple[dict[str, object], dict[str, object]]:
     """One container job; its iperf3 JSON and its history ad."""
-    submit = f"""universe = container
-container_image = {IMAGE}
-transfer_container = false
-executable = job.sh
-arguments = "{SERVER} {PORT} {seconds:g}"
-should_transfer_files = YES
-when_to_transfer_output = ON_EXIT
-output = out.json
-error = err.txt
-log = job.log
-+LarkNetworkProfile = "bench-dtn"
-queue
-"""
+    submit = container_submit(IMAGE, f"{SERVER} {PORT} {seconds:g}", "bench-dtn")
     cluster = pool.submit(submit, files={"job.sh": JOB})
     pool.wait(cluster, timeout=seconds + 120)
     ad = pool.history(cluster, ["Iwd", "ExitCode", "LarkBytesOut", "LarkBytesIn", "LarkNetworkType"])[0]
     iwd = pool.root / str(ad["Iwd"]).lstrip("/")
-    return _iperf3_json((iwd / "out.json").read_text(), (iwd / "err.txt").read_text()), ad
+    return _iperf3_json((iwd / "out.0.txt").read_text(), (iwd / "err.0.txt").read_text()), ad
 
 
 def _iperf3_json(stdout: str, stderr: str) -> dict[str, object]:

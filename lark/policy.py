@@ -102,8 +102,8 @@ def request_from_attributes(attrs: Mapping[str, object], config: LarkConfig, job
 
     allow = _networks_attr(attrs, ATTR_ALLOW)
     deny = _networks_attr(attrs, ATTR_DENY)
-    return JobRequest(job_id=job_id, network_type=network_type, bandwidth_in_mbit=bw_in or 0,
-                      bandwidth_out_mbit=bw_out or 0, allow=allow, deny=deny, inbound_ports=inbound)
+    return JobRequest(job_id=job_id, network_type=network_type, bandwidth_in_mbit=bw_in,
+                      bandwidth_out_mbit=bw_out, allow=allow, deny=deny, inbound_ports=inbound)
 
 
 def asked_bandwidth(attrs: Mapping[str, object], attr: str, default: int | None) -> tuple[str, int | None]:

@@ -47,7 +47,6 @@ class _V6Server(ThreadingHTTPServer):
 def demo(engine: Engine, config: LarkConfig, mode: str) -> int:
     from lark.cli.run import exit_code, format_summary, run_in_job
 
-
     servers: list[ThreadingHTTPServer] = []
 
     def command(record: JobRecord) -> list[str]:

@@ -250,6 +250,25 @@ def build_sif(pool: Pool, dest: str, binaries: Sequence[str] = ()) -> str:
     return dest
 
 
+def container_submit(image: str, args: str, profile: str, inputs: Sequence[str] = (), count: int = 1) -> str:
+    """A container-universe submit file running ``job.sh`` in ``image`` with a network profile; each
+    job writes out.<Process>.txt and err.<Process>.txt in its directory."""
+    transfer = f"transfer_input_files = {','.join(inputs)}\n" if inputs else ""
+    return f"""universe = container
+container_image = {image}
+transfer_container = false
+executable = job.sh
+arguments = "{args}"
+should_transfer_files = YES
+when_to_transfer_output = ON_EXIT
+{transfer}output = out.$(Process).txt
+error = err.$(Process).txt
+log = job.log
++LarkNetworkProfile = "{profile}"
+queue {count}
+"""
+
+
 @dataclass
 class DataSegment:
     """A data LAN behind a macvlan parent of the execute host.

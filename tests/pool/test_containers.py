@@ -23,7 +23,7 @@ import pytest
 
 from lark import netns
 from tests.pool.harness import RUNNING, Pool, PoolError
-from tests.pool.larkpool import IMAGE_MARKER, DataSegment, LarkPool, Sink, build_sif, same_bytes
+from tests.pool.larkpool import IMAGE_MARKER, DataSegment, LarkPool, Sink, build_sif, container_submit, same_bytes
 
 pytestmark = pytest.mark.pool
 
@@ -108,21 +108,7 @@ class ContainerPool:
 
     def submit(self, script: str, args: str, profile: str, files: dict[str, str | bytes] | None = None,
                count: int = 1) -> int:
-        inputs = ",".join(files or {})
-        submit = f"""universe = container
-container_image = {IMAGE}
-transfer_container = false
-executable = job.sh
-arguments = "{args}"
-should_transfer_files = YES
-when_to_transfer_output = ON_EXIT
-{f"transfer_input_files = {inputs}" if inputs else ""}
-output = out.$(Process).txt
-error = err.$(Process).txt
-log = job.log
-+LarkNetworkProfile = "{profile}"
-queue {count}
-"""
+        submit = container_submit(IMAGE, args, profile, list(files or {}), count)
         return self.pool.submit(submit, files={"job.sh": script, **(files or {})})
 
     def report(self, cluster: int, proc: int = 0) -> dict[str, str]:
