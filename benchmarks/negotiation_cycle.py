@@ -9,12 +9,12 @@ takes <= 1.1 x the cycle without them. Needs root; about 6 minutes with the defa
 **What is measured: the shipped design** (docs/matchmaking.md). The links cron judges the links once
 a minute and publishes flat limits in every slot ad (``LarkMaxInputBytes_<site>``,
 ``LarkUnknownLinkMaxInputBytes``, ``LarkBrokenLinkSites``, ...); the schedd's ``LarkLink`` job
-transform (``condor_config.d/60-lark-submit.conf``) compiles ``LarkInputTransferOK =
-(TARGET.LarkMaxInputBytes_<site> ?: TARGET.LarkUnknownLinkMaxInputBytes ?: 1.0e300) >= MY.LarkInputBytes``
-into every job with more than ``LARK_SMALL_INPUT_BYTES`` of input; the slot's START
-(``condor_config.d/70-lark-matchmaking.conf``) gains ``((TARGET.LarkInputTransferOK ?: true) =?= true)``.
-Per job x slot pair that is one job-attribute lookup for small jobs, and for large jobs that lookup,
-one slot-attribute lookup and a comparison.
+transform (``condor_config.d/60-lark-submit.conf``) appends, to the Requirements of every job with
+more than ``LARK_SMALL_INPUT_BYTES`` of input, ``((TARGET.LarkMaxInputBytes_<site> ?:
+TARGET.LarkUnknownLinkMaxInputBytes ?: 1.0e300) >= <size>)``, the size an integer rounded up to two
+significant digits (copied to ``LarkInputTransferOK`` for people); START is left alone. Per job x slot
+pair that is nothing for small jobs, and for large jobs one or two slot-attribute lookups and a
+comparison.
 
 **History.** The first version of this script measured the previous design: the cron published the
 measurements as a nested record (``LarkLinks = [ <site> = [ Mbps = ...; Loss = ...; MeasuredAt = ...;
@@ -114,6 +114,7 @@ if str(ROOT) not in sys.path:
 
 import classad2  # noqa: E402
 
+from lark.config import read_settings  # noqa: E402
 from lark.links.cron import breaker_knobs  # noqa: E402
 from lark.links.records import BreakerKnobs, attribute_suffix, cron_output, judge, slot_limits  # noqa: E402
 from tests.pool.harness import (  # noqa: E402
@@ -194,17 +195,12 @@ hold = true
 # knobs, sites, links and the cron output
 
 
-def dropin_knobs(text: str) -> dict[str, str]:
-    """``KNOB = value`` lines of a config file (single-line values only, which is all the knobs here use)."""
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*)$", text,
-                                                                re.MULTILINE)}
-
-
 def shipped_knobs() -> BreakerKnobs:
     """The breaker knobs as the real cron reads them from the drop-in; the submit side's threshold must agree."""
-    execute = dropin_knobs(DROPIN.read_text())
+    execute = {name: setting.value for name, setting in read_settings(DROPIN).items()}
     knobs = breaker_knobs(execute.get)
-    submit = dropin_knobs(SUBMIT_DROPIN.read_text()).get("LARK_SMALL_INPUT_BYTES")
+    submit_setting = read_settings(SUBMIT_DROPIN).get("LARK_SMALL_INPUT_BYTES")
+    submit = submit_setting.value if submit_setting else None
     if submit is None or int(submit) != knobs.small_input_bytes:
         raise SystemExit(f"LARK_SMALL_INPUT_BYTES differs: {SUBMIT_DROPIN.name} {submit}, "
                          f"{DROPIN.name} {knobs.small_input_bytes}")
@@ -430,7 +426,7 @@ class Bench:
 
     def submit_jobs(self, kind: str, items: str) -> int:
         """Held jobs whose Requirements are condor_submit's defaults and, last, the clause that fails: the
-        negotiator evaluates the slot's Requirements (START, with Lark's clause) first. Lark jobs name their
+        negotiator evaluates the slot's Requirements (START) first. Lark jobs name their
         input's site and size as a user would (+LarkSourceSite, +LarkInputBytes); the rest is the transform's."""
         n = self.args.jobs
         text = JOB_SUBMIT + f"requirements = {self.defaults}\n"
@@ -497,7 +493,7 @@ class Bench:
         return time.monotonic() - t0
 
     def check(self, v: Variant) -> None:
-        """Every pair passes the slot's Requirements (START, with Lark's clause) and the job's Requirements up to
+        """Every pair passes the slot's Requirements (START) and the job's Requirements (with Lark's clause) up to
         their last clause, which fails: so every clause is evaluated for every job x slot pair. For B, every
         job's compiled check looks up an attribute the slot has (the full branch) and holds. PoolError if not."""
         text = self.pool.run(["condor_status", "-long", "-constraint", 'MyType == "Machine" && SlotID == 1']).stdout
@@ -524,7 +520,7 @@ class Bench:
             # the job's own expression with the job as MY (its LarkInputBytes) and the slot as TARGET
             passes = sum(Probe(job, "MY.LarkInputTransferOK")(slot) for job in has)
             parts.append(count("carry a compiled check", len(has), n if v.jobs == "big" else 0))
-            if v.jobs == "big":  # small jobs have nothing to look up: START's clause finds no check
+            if v.jobs == "big":  # small jobs carry no check: nothing to look up
                 parts += [count("look up an attribute the slot has", hits, n),
                           count("have LarkInputTransferOK true", passes, n)]
         cut = 0

@@ -283,10 +283,10 @@ def parse_bool(text: str) -> bool:
 
 
 def parse_int(text: str, minimum: int = 0, maximum: int | None = None) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {text!r}") from None
+    # digits only (Python's int() would also take "1_000" and "+5", which ClassAd and HTCondor do not)
+    if not re.fullmatch(r"-?[0-9]+", text.strip()):
+        raise ValueError(f"expected a whole number, got {text!r}")
+    value = int(text.strip())
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
         raise ValueError(f"expected a number {bound}, got {value}")

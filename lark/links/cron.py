@@ -23,25 +23,27 @@ from pathlib import Path
 
 from lark.config import parse_bool, parse_float, parse_int
 from lark.errors import ConfigError
-from lark.links.records import MAX_BYTES, BreakerKnobs, cron_output, links_into
+from lark.links.records import BreakerKnobs, cron_output, links_into
 
 Param = Callable[[str], str | None]
 
 
 def parse_policy(text: str) -> bool:
-    """LARK_UNKNOWN_LINK_POLICY: True for allow."""
+    """LARK_UNKNOWN_LINK_POLICY: True for allow (a boolean is read like any other boolean knob)."""
     low = text.strip().lower()
-    if low in ("allow", "true", "yes"):
-        return True
-    if low in ("deny", "false", "no"):
-        return False
-    raise ValueError(f"expected allow or deny, got {text!r}")
+    if low in ("allow", "deny"):
+        return low == "allow"
+    try:
+        return parse_bool(text)
+    except ValueError:
+        raise ValueError(f"expected allow or deny, got {text!r}") from None
 
 
 # knob -> (BreakerKnobs field, parser); a knob that is not set keeps the field's default
 KNOBS: dict[str, tuple[str, Callable[[str], object]]] = {
     "LARK_MAX_TRANSFER_SECONDS": ("max_transfer_seconds", lambda t: parse_float(t, 0, 1e9)),
-    "LARK_SMALL_INPUT_BYTES": ("small_input_bytes", lambda t: parse_int(t, 0, MAX_BYTES)),
+    # at most 18 digits, as the schedd's LarkLink transform accepts (both sides must read one value)
+    "LARK_SMALL_INPUT_BYTES": ("small_input_bytes", lambda t: parse_int(t, 0, 10**18 - 1)),
     "LARK_MAX_LOSS": ("max_loss", lambda t: parse_float(t, 0, 1)),
     "LARK_MAX_LINK_AGE": ("max_link_age", lambda t: parse_float(t, 0, 1e10)),
     "LARK_UNKNOWN_LINK_POLICY": ("unknown_link_allowed", parse_policy),
@@ -93,34 +95,46 @@ def breaker_knobs(param: Param) -> BreakerKnobs:
     return knobs
 
 
-def error_output(message: str, site: str | None = None) -> str:
+def error_output(message: str, knobs: BreakerKnobs, site: str | None = None) -> str:
     """Only for a run that could not judge anything: it also publishes the small-input limit for
     unknown links, so that large jobs wait instead of passing a check that finds no attributes."""
     import classad2
 
-    ad = classad2.ClassAd({"LarkLinksError": message, "LarkUnknownLinkMaxInputBytes": BreakerKnobs().small_input_bytes})
+    ad = classad2.ClassAd({"LarkLinksError": message, "LarkUnknownLinkMaxInputBytes": knobs.small_input_bytes})
     if site:
         ad["LarkSite"] = site
     return ad.printOld() + "- update:true\n"
 
 
-def load_last_good(path: Path) -> tuple[dict[str, str], dict[str, dict[str, object]], int] | None:
-    """The knob texts and links of the last good run, or None (no file, or a damaged one). The
-    knob texts are parsed again like the live ones, so a damaged value cannot slip through."""
+LastGood = tuple[dict[str, str], dict[str, dict[str, object]], int]  # knob texts, links, when read
+
+
+def load_last_good(path: Path, site: str) -> tuple[LastGood | None, str]:
+    """The knob texts and links of this site's last good run, or None, and what was wrong with the
+    file ("" when it is fine or absent). The knob texts are parsed again like the live ones, so a
+    damaged value cannot slip through; links kept for another site (LARK_SITE changed) are not used."""
     try:
         data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, ""
+    except (OSError, ValueError) as err:
+        return None, f"ignored the damaged cache {path}: {err}"
+    try:
         knobs, links, read_at = data["knobs"], data["links"], int(data["read_at"])
         if not (isinstance(knobs, dict) and all(isinstance(v, str) for v in knobs.values())
                 and isinstance(links, dict) and all(isinstance(v, dict) for v in links.values())):
-            return None
-        return knobs, links, read_at
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+            raise TypeError("unexpected shape")
+    except (KeyError, TypeError, ValueError) as err:
+        return None, f"ignored the damaged cache {path}: {err}"
+    if data.get("site") != site:
+        links = {}  # another site's links mean nothing here; its knob texts still apply
+    return (knobs, links, read_at), ""
 
 
-def save_last_good(path: Path, knobs: Mapping[str, str], links: Mapping[str, object], read_at: int) -> None:
+def save_last_good(path: Path, site: str, knobs: Mapping[str, str], links: Mapping[str, object],
+                   read_at: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"knobs": dict(knobs), "links": links, "read_at": read_at}))
+    tmp.write_text(json.dumps({"site": site, "knobs": dict(knobs), "links": links, "read_at": read_at}))
     tmp.replace(path)  # atomic: a crash mid-write never leaves half a cache
 
 
@@ -130,20 +144,21 @@ def run(site: str, param: Param, query: Callable[[], list[dict[str, object]]], c
     measurements still turn into "broken" links as they age. Without a good run to fall back on, a
     bad knob keeps its default and the links are none: the unknown-link policy then decides, and
     this site's own data stays unlimited (never "no attributes", which would let everything pass)."""
-    last = load_last_good(cache) if cache else None
+    last, cache_problem = load_last_good(cache, site) if cache else (None, "")
     knobs, knob_texts, knob_errors = read_knobs(param, last[0] if last else None)
-    errors = [str(err) for err in knob_errors]
-    read_at = now
+    errors = [str(err) for err in knob_errors] + ([cache_problem] if cache_problem else [])
     try:
-        links = links_into(site, query())
+        answer = query()
     except Exception as err:  # the collector being away must not kill the cron; keep the last data
         errors.append(f"cannot query the collector: {err}")
         links, read_at = (last[1], last[2]) if last else ({}, now)
-    if not errors and cache:
-        try:
-            save_last_good(cache, knob_texts, links, now)
-        except OSError as err:
-            errors.append(f"cannot keep the last good links in {cache}: {err}")
+    else:
+        links, read_at = links_into(site, answer), now
+        if cache:  # fresh links are worth keeping even when a knob is bad (its last good text is kept)
+            try:
+                save_last_good(cache, site, knob_texts, links, now)
+            except OSError as err:
+                errors.append(f"cannot keep the last good links in {cache}: {err}")
     return cron_output(site, links, knobs, now, error="; ".join(errors), links_read_at=read_at)
 
 
@@ -152,9 +167,10 @@ def main() -> int:
     import htcondor2
 
     param = htcondor2.param.get
+    knobs = read_knobs(param)[0]  # for the fail-closed answers below: the node's small-input limit
     site = site_name(param)
     if not site:
-        sys.stdout.write(error_output("LARK_SITE (or GLIDEIN_Site) is not set on this node"))
+        sys.stdout.write(error_output("LARK_SITE (or GLIDEIN_Site) is not set on this node", knobs))
         return 0
 
     def query() -> list[dict[str, object]]:
@@ -167,7 +183,7 @@ def main() -> int:
     try:
         sys.stdout.write(run(site, param, query, Path(cache_text) if cache_text else None, int(time.time())))
     except Exception as err:  # a cron that dies prints nothing; this at least says why, and fails closed
-        sys.stdout.write(error_output(f"lark-links failed: {type(err).__name__}: {err}", site))
+        sys.stdout.write(error_output(f"lark-links failed: {type(err).__name__}: {err}", knobs, site))
     return 0
 
 

@@ -126,10 +126,6 @@ def judge_link(link: Mapping[str, object], knobs: BreakerKnobs, now: float) -> J
     return Judgement(int(min(MAX_BYTES, max(knobs.small_input_bytes, crosses))), None)
 
 
-def max_input_bytes(link: Mapping[str, object], knobs: BreakerKnobs, now: float) -> int:
-    return judge_link(link, knobs, now).limit
-
-
 def judge(links: Mapping[str, Mapping[str, object]], knobs: BreakerKnobs, now: float) -> dict[str, Judgement]:
     """Every link judged once per run; everything published is read from this."""
     return {remote: judge_link(link, knobs, now) for remote, link in links.items()}
@@ -159,13 +155,13 @@ def slot_limits(site: str, judged: Mapping[str, Judgement]) -> dict[str, float]:
     return dict(limits.values())
 
 
-def published(judged: Mapping[str, Judgement], knobs: BreakerKnobs, max_sites: int) -> dict[str, Judgement]:
-    """At most ``max_sites`` links. A site left out gets the unknown-link limit, so the links left
-    out are those whose limit is closest to it: the fastest under "allow", the most broken under
-    "deny"."""
+def published(judged: Mapping[str, Judgement], knobs: BreakerKnobs) -> dict[str, Judgement]:
+    """At most LARK_LINKS_MAX_SITES links. A site left out gets the unknown-link limit, so the links
+    left out are those whose limit is closest to it: the fastest under "allow", the most broken
+    under "deny". (Rank then sees a fastest link left out as unknown, 0: the cap is for the breaker.)"""
     sign = 1 if knobs.unknown_link_allowed else -1  # allow: unknown = no limit; deny: unknown = small
     ranked = sorted(judged, key=lambda remote: (sign * judged[remote].limit, remote))
-    return {remote: judged[remote] for remote in sorted(ranked[:max_sites])}
+    return {remote: judged[remote] for remote in sorted(ranked[:knobs.max_sites])}
 
 
 def cron_output(site: str, links: Mapping[str, Mapping[str, object]], knobs: BreakerKnobs, now: int,
@@ -175,13 +171,14 @@ def cron_output(site: str, links: Mapping[str, Mapping[str, object]], knobs: Bre
     ``error``: what went wrong in this run (empty clears an earlier message); ``links_read_at``: when
     ``links`` were read from the collector, if not ``now``."""
     judged = judge(links, knobs, now)
-    shown = published(judged, knobs, knobs.max_sites)
+    shown = published(judged, knobs)
     ad = classad2.ClassAd()
     ad["LarkSite"] = site
     for name, limit in slot_limits(site, shown).items():
         ad[name] = limit
     ad["LarkUnknownLinkMaxInputBytes"] = unknown_link_limit(knobs)
-    ad["LarkBrokenLinkSites"] = ",".join(sorted(remote for remote, j in judged.items() if j.broken))
+    # for people, and bounded like the limits: the first LARK_LINKS_MAX_SITES names
+    ad["LarkBrokenLinkSites"] = ",".join(sorted(remote for remote, j in judged.items() if j.broken)[:knobs.max_sites])
     if knobs.publish_record:
         ad["LarkLinks"] = classad2.ClassAd({name: classad2.ClassAd(dict(links[name])) for name in shown})
     ad["LarkLinksUpdatedAt"] = int(now if links_read_at is None else links_read_at)

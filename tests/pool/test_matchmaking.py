@@ -16,7 +16,7 @@ import classad2
 import pytest
 
 from lark import netns
-from lark.links.records import BreakerKnobs, cron_output, max_input_bytes
+from lark.links.records import BreakerKnobs, cron_output, judge_link
 from perfsonar.config import parse_config
 from perfsonar.crawl import Spider
 from perfsonar.publish import configure_security, publish_ads
@@ -113,7 +113,7 @@ KNOBS = BreakerKnobs(max_transfer_seconds=600)  # as 75-lark-matchmaking-test.co
 
 def wait_for_slots(lp: LarkPool, mbps: float, timeout: float = 30) -> None:
     """Until every slot holds FNAL's limit as the cron judges a fresh link of ``mbps``."""
-    expected = max_input_bytes({"Mbps": mbps, "MeasuredAt": time.time(), "Quality": "good"}, KNOBS, time.time())
+    expected = judge_link({"Mbps": mbps, "MeasuredAt": time.time(), "Quality": "good"}, KNOBS, time.time()).limit
     deadline = time.monotonic() + timeout
     while True:
         seen = [s.get("LarkMaxInputBytes_FNAL") for s in lp.pool.status('MyType == "Machine"',
@@ -285,7 +285,8 @@ def test_a_bad_small_input_knob_on_the_schedd_holds_jobs_with_a_site_and_says_wh
         matchmaking_pool: LarkPool) -> None:
     """Without a number for LARK_SMALL_INPUT_BYTES the transform cannot tell which jobs need the link
     check: jobs with a source site are held with a reason naming the knob, the others are untouched."""
-    for knob in ("lots", "10GB", "1,073,741,824"):  # ClassAd real() would read the last two as 10 and 1
+    # ClassAd real() would read "10GB" and "1,073,741,824" as 10 and 1; 20 digits overflow a ClassAd integer
+    for knob in ("lots", "10GB", "1,073,741,824", "10" * 10):
         jobs = transformed_jobs(matchmaking_pool, [("FNAL", 10 * GB), ("FNAL", None), ("", 10 * GB)],
                                 env={"_CONDOR_LARK_SMALL_INPUT_BYTES": knob})
         for job in jobs[:2]:

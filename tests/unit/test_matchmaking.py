@@ -17,15 +17,16 @@ import classad2
 import pytest
 
 from lark.errors import ConfigError
-from lark.links.cron import breaker_knobs, run
+from lark.links.cron import KNOBS as CRON_KNOBS
+from lark.links.cron import breaker_knobs, error_output, run
 from lark.links.records import (
     NO_LIMIT,
     BreakerKnobs,
     attribute_suffix,
     cron_output,
     judge,
+    judge_link,
     links_into,
-    max_input_bytes,
     published,
     slot_limits,
 )
@@ -54,6 +55,10 @@ EXPECTED_LIMIT = {
     "lossy": GIB, "stale": GIB, "old": GIB, "undated": GIB, "zero": GIB,  # broken: small inputs only
     "degraded": int(100 * 1e6 / 8 * 3600),  # 45 GB: slow, but its figures can be trusted
 }
+
+
+def max_input_bytes(link: dict[str, object], knobs: BreakerKnobs, now: float) -> int:
+    return judge_link(link, knobs, now).limit
 
 
 @pytest.mark.parametrize("state", list(LINKS))
@@ -128,15 +133,16 @@ def test_breaker_knobs_from_param_and_bad_values_name_the_knob() -> None:
     knobs = breaker_knobs(params.get)
     assert knobs == BreakerKnobs(max_transfer_seconds=600, max_loss=0.5, unknown_link_allowed=False,
                                  publish_record=True)
-    assert breaker_knobs({}.get) == BreakerKnobs()
     with pytest.raises(ConfigError, match="LARK_MAX_LOSS: expected a number, got 'lots' .condor_config_val -v"):
         breaker_knobs({"LARK_MAX_LOSS": "lots"}.get)
+    assert breaker_knobs({"LARK_UNKNOWN_LINK_POLICY": "False"}.get).unknown_link_allowed is False  # a boolean too
     with pytest.raises(ConfigError, match="LARK_UNKNOWN_LINK_POLICY: expected allow or deny, got 'maybe'"):
         breaker_knobs({"LARK_UNKNOWN_LINK_POLICY": "maybe"}.get)
     with pytest.raises(ConfigError, match="LARK_LINKS_MAX_SITES: expected a whole number, got '2.5'"):
         breaker_knobs({"LARK_LINKS_MAX_SITES": "2.5"}.get)
     for knob, value in (("LARK_MAX_LOSS", "nan"), ("LARK_MAX_TRANSFER_SECONDS", "inf"), ("LARK_MAX_LOSS", "2"),
-                        ("LARK_SMALL_INPUT_BYTES", "1e30"), ("LARK_MAX_LINK_AGE", "-1")):
+                        ("LARK_SMALL_INPUT_BYTES", "1e30"), ("LARK_SMALL_INPUT_BYTES", "1_073_741_824"),
+                        ("LARK_SMALL_INPUT_BYTES", "10" * 10), ("LARK_MAX_LINK_AGE", "-1")):
         with pytest.raises(ConfigError, match=f"{knob}: expected a (whole )?number"):
             breaker_knobs({knob: value}.get)
 
@@ -160,12 +166,16 @@ def test_links_into_prefers_ipv4_and_skips_unknown() -> None:
 def test_over_the_site_cap_the_least_restrictive_links_are_left_out() -> None:
     links = {"A": GOOD, "B": LINKS["stale"], "C": LINKS["slow"], "D": LINKS["degraded"]}
     # "allow": an unpublished site passes anything, so the fastest links are the ones to leave out
-    assert list(published(judge(links, KNOBS, NOW), KNOBS, 2)) == ["B", "C"]  # 1 GiB, 2.25 GB; not 45 GB, 4.5 TB
-    ad = parsed(cron_output("UNL", links, BreakerKnobs(max_sites=2), NOW))
+    two = BreakerKnobs(max_sites=2)
+    assert list(published(judge(links, two, NOW), two)) == ["B", "C"]  # 1 GiB, 2.25 GB; not 45 GB, 4.5 TB
+    ad = parsed(cron_output("UNL", links, two, NOW))
     assert ad["LarkLinksNotPublished"] == 2 and ad["LarkLinksCount"] == 2 and "LarkMaxInputBytes_A" not in ad
     # "deny": an unpublished site takes small inputs only, so the broken and slowest go first
-    deny = BreakerKnobs(unknown_link_allowed=False)
-    assert list(published(judge(links, deny, NOW), deny, 2)) == ["A", "D"]
+    deny = BreakerKnobs(unknown_link_allowed=False, max_sites=2)
+    assert list(published(judge(links, deny, NOW), deny)) == ["A", "D"]
+    # the broken-sites list for people is bounded like the limits
+    assert parsed(cron_output("UNL", {f"S{i}": LINKS["stale"] for i in range(5)}, two, NOW))[
+        "LarkBrokenLinkSites"] == "S0,S1"
 
 
 def test_absurd_figures_are_clamped_not_fatal() -> None:
@@ -215,14 +225,30 @@ def test_failures_keep_the_last_good_limits_and_say_why(tmp_path: Path) -> None:
 
 def test_without_a_good_run_the_unknown_link_policy_decides(tmp_path: Path) -> None:
     cache = tmp_path / "lark-links.json"
-    cache.write_text("{not json")  # a damaged cache is ignored, not fatal
+    cache.write_text("{not json")  # a damaged cache is ignored and said, not fatal
     deny = {"LARK_UNKNOWN_LINK_POLICY": "deny"}.get
     out = parsed(run("UNL", deny, collector_down, cache, NOW))
-    assert out["LarkLinksError"] == "cannot query the collector: connection refused" and out["LarkSite"] == "UNL"
+    assert f"ignored the damaged cache {cache}" in out["LarkLinksError"], out
+    assert "cannot query the collector: connection refused" in out["LarkLinksError"] and out["LarkSite"] == "UNL"
     # never "no attributes": a big job's check would fall back to "no limit" and pass
     assert out["LarkUnknownLinkMaxInputBytes"] == GIB and out["LarkMaxInputBytes_UNL"] == NO_LIMIT
     bad = parsed(run("UNL", {"LARK_MAX_LOSS": "lots"}.get, lambda: [LINK_AD], None, NOW))
     assert "LARK_MAX_LOSS" in bad["LarkLinksError"] and bad["LarkMaxInputBytes_FNAL"] == EXPECTED_LIMIT["slow"]
+
+
+def test_fresh_links_are_kept_despite_a_bad_knob_and_only_for_their_own_site(tmp_path: Path) -> None:
+    cache = tmp_path / "lark-links.json"
+    bad = parsed(run("UNL", {"LARK_MAX_LOSS": "lots"}.get, lambda: [LINK_AD], cache, NOW))
+    assert "LARK_MAX_LOSS" in bad["LarkLinksError"]
+    down = parsed(run("UNL", {}.get, collector_down, cache, NOW + 60))  # the typo's run kept its links
+    assert down["LarkMaxInputBytes_FNAL"] == EXPECTED_LIMIT["slow"] and down["LarkLinksUpdatedAt"] == NOW
+    moved = parsed(run("KIT", {}.get, collector_down, cache, NOW + 120))  # LARK_SITE changed meanwhile
+    assert "LarkMaxInputBytes_FNAL" not in moved and moved["LarkMaxInputBytes_KIT"] == NO_LIMIT
+
+
+def test_the_fail_closed_answer_uses_the_nodes_small_input_limit() -> None:
+    out = parsed(error_output("lark-links failed", BreakerKnobs(small_input_bytes=5 * GB), "UNL"))
+    assert out["LarkUnknownLinkMaxInputBytes"] == 5 * GB and out["LarkLinksError"] == "lark-links failed"
 
 
 # ---------------------------------------------------------------- the drop-in, expanded by HTCondor
@@ -232,8 +258,8 @@ def expanded(tmp_path: Path) -> dict[str, str]:
     config = tmp_path / "condor_config"
     config.write_text(f"LOCAL_DIR = {tmp_path}\nLARK_BIN = /opt/lark/bin\nSTART = True\n"
                       f"include : {REPO / 'condor_config.d' / '70-lark-matchmaking.conf'}\nLARK_SITE = UNL\n")
-    code = ("import htcondor2, json; print(json.dumps({k: htcondor2.param[k] for k in "
-            "('START', 'LARK_PRE_JOB_RANK', 'STARTD_CRON_JOBLIST')}))")
+    names = ("START", "LARK_PRE_JOB_RANK", "STARTD_CRON_JOBLIST", *CRON_KNOBS)
+    code = f"import htcondor2, json; print(json.dumps({{k: htcondor2.param.get(k) for k in {names!r}}}))"
     out = subprocess.run([sys.executable, "-c", code], env={"CONDOR_CONFIG": str(config)}, capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout)
@@ -268,6 +294,13 @@ def test_the_compiled_check_reads_the_judged_limit(exprs: dict[str, str]) -> Non
     deny = classad2.parseOne(cron_output("UNL", {"CERN": GOOD}, BreakerKnobs(unknown_link_allowed=False), NOW)
                              .replace("- update:true", ""), classad2.ParserType.Old)
     assert not passes(deny) and passes(deny, size=GIB)
+
+
+def test_the_drop_ins_knobs_are_the_built_in_defaults(exprs: dict[str, str]) -> None:
+    """BreakerKnobs' defaults are what a node without the drop-in (or a fail-closed run) uses: they
+    must be what 70-lark-matchmaking.conf ships."""
+    assert all(exprs[knob] is not None for knob in CRON_KNOBS), exprs
+    assert breaker_knobs(exprs.get) == BreakerKnobs()
 
 
 def test_pre_job_rank_prefers_the_better_link(exprs: dict[str, str]) -> None:
