@@ -15,7 +15,6 @@ that ``finally`` runs, and a second Ctrl-C during cleanup is ignored.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -37,6 +36,7 @@ if str(ROOT) not in sys.path:
 from lark import names, netns  # noqa: E402
 from lark.config import load_config  # noqa: E402
 from lark.engine import Engine  # noqa: E402
+from tests.kernel.jobtools import iperf3_json, wait_listening  # noqa: E402, F401  (also used by the other scripts)
 
 RUN = "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(2))
 SB = f"larkb{RUN}"  # sandbox namespaces and links
@@ -207,17 +207,6 @@ def _quiet(fn: Callable[[], object]) -> None:
 # ---------------------------------------------------------------- traffic
 
 
-def wait_listening(ns: str, port: int, proto: str = "tcp", timeout: float = 5.0) -> None:
-    flag = "-ltn" if proto == "tcp" else "-lun"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(["ip", "netns", "exec", ns_name(ns), "ss", "-H", flag, f"sport = :{port}"],
-                             capture_output=True, text=True).stdout
-        if out.strip():
-            return
-        time.sleep(0.05)
-
-
 def iperf3(sandbox: Sandbox, server_ns: str, server_addr: str, client_ns: str, seconds: float,
            reverse: bool = False, extra: Sequence[str] = (), port: int = 5201) -> dict[str, object]:
     """One iperf3 run (server CPU1, client CPU0, as kernel-baselines.md); returns the client's JSON."""
@@ -229,10 +218,7 @@ def iperf3(sandbox: Sandbox, server_ns: str, server_addr: str, client_ns: str, s
         if reverse:
             argv.append("-R")
         out = subprocess.run(in_ns(client_ns, argv, cpu=0), capture_output=True, text=True, timeout=seconds + 30)
-        data = json.loads(out.stdout)
-        if "error" in data:
-            raise RuntimeError(f"iperf3: {data['error']}")
-        return data
+        return iperf3_json(out.stdout, out.stderr)
     finally:
         sandbox.reap(server)
 

@@ -30,11 +30,9 @@ ones) and removed in ``finally``; processes are killed by PID.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
-import random
 import signal
-import string
 import subprocess
 import sys
 import time
@@ -48,8 +46,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from lark import netns  # noqa: E402
-from tests.pool.harness import Pool, PoolError, ensure_image, raise_interrupt, sweep_stale  # noqa: E402
-from tests.pool.larkpool import DataSegment, build_sif, container_submit  # noqa: E402
+from tests.pool.harness import Pool, PoolError, raise_interrupt, unused_pool  # noqa: E402
+from tests.pool.larkpool import DataSegment, build_sif, container_submit, wait_for_sif  # noqa: E402
 
 GOAL = 0.9  # "near-native": the issue sets no number; printed against 0.9
 IMAGE = "/srv/lark-img/iperf3.sif"
@@ -66,16 +64,6 @@ profiles:
     cpus: "0"
 """
 JOB = '#!/bin/sh\n# $1 server, $2 port, $3 seconds\nexec /usr/bin/iperf3 -c "$1" -p "$2" -t "$3" -J\n'
-
-
-def start_pool() -> Pool:
-    image = ensure_image()
-    sweep_stale()
-    for _ in range(10):
-        pool = Pool("larkc" + random.choice(string.ascii_lowercase + string.digits), image=image)
-        if not (pool.run_dir.exists() or pool.lock_path.exists()):
-            return pool
-    raise SystemExit("no free pool prefix larkc<x>")
 
 
 def configure(pool: Pool) -> None:
@@ -97,14 +85,12 @@ MASTER_BACKOFF_CONSTANT = 1
     pool.reconfig()
     pool.restart_daemon("startd")  # NO_JOB_NETWORKING is only fully applied at startd start
     build_sif(pool, IMAGE, binaries=["/usr/bin/iperf3"])
-    deadline = time.monotonic() + 90
-    while True:
-        slots = pool.status('MyType == "Machine"', ["HasSIF"])
-        if (pool.root / "run/lark/netd.sock").exists() and slots and all(s.get("HasSIF") is True for s in slots):
-            return
+    wait_for_sif(pool)
+    deadline = time.monotonic() + 30
+    while not (pool.root / "run/lark/netd.sock").exists():
         if time.monotonic() > deadline:
-            raise PoolError(f"no lark-netd or no HasSIF after 90 s: {slots}")
-        time.sleep(0.5)
+            raise PoolError("lark-netd did not start within 30 s")
+        time.sleep(0.2)
 
 
 def server(pool: Pool, netns_path: str, address: str) -> subprocess.Popen[bytes]:
@@ -120,7 +106,7 @@ def plain_run(pool: Pool, client_ns: str, seconds: float) -> dict[str, object]:
     out = subprocess.run(["taskset", "-c", "0", "nsenter", f"--net={client_ns}", "chroot", str(pool.root), "iperf3",
                           "-c", PLAIN_B, "-p", str(PORT), "-t", str(seconds), "-J"],
                          capture_output=True, text=True, timeout=seconds + 30)
-    return _iperf3_json(out.stdout, out.stderr)
+    return sb.iperf3_json(out.stdout, out.stderr)
 
 
 def container_run(pool: Pool, seconds: float) -> tuple[dict[str, object], dict[str, object]]:
@@ -128,19 +114,9 @@ def container_run(pool: Pool, seconds: float) -> tuple[dict[str, object], dict[s
     submit = container_submit(IMAGE, f"{SERVER} {PORT} {seconds:g}", "bench-dtn")
     cluster = pool.submit(submit, files={"job.sh": JOB})
     pool.wait(cluster, timeout=seconds + 120)
-    ad = pool.history(cluster, ["Iwd", "ExitCode", "LarkBytesOut", "LarkBytesIn", "LarkNetworkType"])[0]
+    ad = pool.history(cluster, ["Iwd", "ExitCode", "LarkBytesOut", "LarkNetworkType"])[0]
     iwd = pool.root / str(ad["Iwd"]).lstrip("/")
-    return _iperf3_json((iwd / "out.0.txt").read_text(), (iwd / "err.0.txt").read_text()), ad
-
-
-def _iperf3_json(stdout: str, stderr: str) -> dict[str, object]:
-    try:
-        data = json.loads(stdout)
-    except json.JSONDecodeError:
-        raise RuntimeError(f"iperf3 printed no JSON: {stdout[-500:]!r} {stderr[-500:]!r}") from None
-    if "error" in data:
-        raise RuntimeError(f"iperf3: {data['error']}")
-    return data
+    return sb.iperf3_json((iwd / "out.0.txt").read_text(), (iwd / "err.0.txt").read_text()), ad
 
 
 def sender_cpu(data: dict[str, object]) -> float:
@@ -155,7 +131,7 @@ def main() -> None:
     sb.require_root()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, raise_interrupt)  # KeyboardInterrupt: every finally below runs
-    pool = start_pool()
+    pool = unused_pool("larkc")
     segment: DataSegment | None = None
     plain: list[str] = []
     servers: list[subprocess.Popen[bytes]] = []
@@ -224,14 +200,15 @@ def main() -> None:
         sb.summary("container_throughput", "TCP container macvlan / plain veth (per sender CPU)", norm,
                    f">= {GOAL}", norm >= GOAL)
     finally:
-        for proc in servers:
-            proc.kill()
-            proc.wait()
-        for path in plain:
-            netns.delete_named(os.path.basename(path))
-        if segment is not None:
-            segment.close()
-        pool.teardown()
+        with contextlib.ExitStack() as cleanup:  # every step runs even when one before it fails (last in, first out)
+            cleanup.callback(pool.teardown)
+            if segment is not None:
+                cleanup.callback(segment.close)
+            for path in plain:
+                cleanup.callback(netns.delete_named, os.path.basename(path))
+            for proc in servers:
+                cleanup.callback(proc.wait)
+                cleanup.callback(proc.kill)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,6 @@ import random
 import re
 import signal
 import statistics
-import string
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -117,14 +116,7 @@ import classad2  # noqa: E402
 from lark.config import read_settings  # noqa: E402
 from lark.links.cron import breaker_knobs  # noqa: E402
 from lark.links.records import BreakerKnobs, attribute_suffix, cron_output, judge, slot_limits  # noqa: E402
-from tests.pool.harness import (  # noqa: E402
-    IDLE,
-    Pool,
-    PoolError,
-    ensure_image,
-    raise_interrupt,
-    sweep_stale,
-)
+from tests.pool.harness import IDLE, Pool, PoolError, raise_interrupt, unused_pool  # noqa: E402
 
 SUBMIT_DROPIN = ROOT / "condor_config.d" / "60-lark-submit.conf"
 DROPIN = ROOT / "condor_config.d" / "70-lark-matchmaking.conf"
@@ -661,17 +653,6 @@ def condor_version(pool: Pool) -> str:
     return m.group(1) if m else pool.condor_version
 
 
-def start_pool() -> Pool:
-    image = ensure_image()
-    sweep_stale()
-    for _ in range(10):
-        pool = Pool("larkn" + random.choice(string.ascii_lowercase + string.digits), image=image)
-        if pool.run_dir.exists() or pool.lock_path.exists():
-            continue
-        return pool
-    raise SystemExit("no free pool prefix larkn<x>")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--slots", type=int, default=1000)
@@ -700,7 +681,7 @@ def main() -> None:
     links = good_links(sites, now, rnd)
     limits = slot_limits(LOCAL_SITE, judge(links, knobs, now))
     variants = build_variants(keys, sites, cron_output(LOCAL_SITE, links, knobs, now))
-    pool = start_pool()
+    pool = unused_pool("larkn")
     bench: Bench | None = None
     try:
         pool.start()

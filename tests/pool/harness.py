@@ -1003,6 +1003,18 @@ def sweep_stale() -> list[str]:
     return swept
 
 
+def unused_pool(stem: str) -> Pool:
+    """A pool (not started) on the cached image, named ``<stem><x>`` with a prefix no run holds, after
+    sweeping the pools of dead runs: for the benchmark scripts, which run beside the tests."""
+    image = ensure_image()
+    sweep_stale()
+    for _ in range(10):
+        pool = Pool(stem + random.choice(string.ascii_lowercase + string.digits), image=image)
+        if not (pool.run_dir.exists() or pool.lock_path.exists()):
+            return pool
+    raise PoolError(f"no free pool prefix {stem}<x>")
+
+
 def raise_interrupt(signum: int, frame: object) -> None:
     """Signal handler: turn SIGTERM (or an ignored SIGINT) into KeyboardInterrupt so teardown code runs."""
     raise KeyboardInterrupt(f"signal {signum}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from lark import netns
-from tests.pool.harness import Pool
+from tests.pool.harness import Pool, PoolError
 
 REPO = Path(__file__).resolve().parents[2]
 WAN_ADDR = "203.0.113.2"
@@ -73,7 +73,7 @@ class Sink:
     address: str
     port: int = 0
     received: list[tuple[str, int]] = field(default_factory=list)
-    wire_table: str = ""
+    table_prefix: str = "lark"  # the nft table is <table_prefix>-sink<port>
     # the nft to use there: the pool's namespace needs the pool's own (newer) nft, because the host's
     # 1.0.6 crashes listing rules that nft 1.1 wrote
     nft_argv: tuple[str, ...] = ()
@@ -88,7 +88,7 @@ class Sink:
 
         self.sock = netns.call_in(self.netns_path, make)
         self.port = self.sock.getsockname()[1]
-        self.wire_table = f"{self.wire_table or 'lark'}-sink{self.port}"
+        self.wire_table = f"{self.table_prefix}-sink{self.port}"
         self.nft_argv = self.nft_argv or ("nsenter", f"--net={self.netns_path}", "nft")
         family = "ip6" if ":" in self.address else "ip"
         try:
@@ -146,13 +146,13 @@ class LarkPool:
     sinks: list[Sink]
 
     def sink(self, address: str = WAN_ADDR) -> Sink:
-        sink = Sink(self.wan, address, wire_table=self.prefix)
+        sink = Sink(self.wan, address, table_prefix=self.prefix)
         self.sinks.append(sink)
         return sink
 
     def pool_sink(self, address: str) -> Sink:
         """A sink in the execute host's own namespace (e.g. on the site LAN bridge)."""
-        sink = Sink(self.pool.netns_path, address, wire_table=self.prefix,
+        sink = Sink(self.pool.netns_path, address, table_prefix=self.prefix,
                     nft_argv=("nsenter", f"--net={self.pool.netns_path}", "chroot", str(self.pool.root), "nft"))
         self.sinks.append(sink)
         return sink
@@ -250,6 +250,19 @@ def build_sif(pool: Pool, dest: str, binaries: Sequence[str] = ()) -> str:
     return dest
 
 
+def wait_for_sif(pool: Pool, timeout: float = 90) -> None:
+    """The startd tests apptainer at start-up; container jobs of .sif images need HasSIF."""
+    deadline = time.monotonic() + timeout
+    while True:
+        slots = pool.status('MyType == "Machine"', ["HasSingularity", "HasSIF"])
+        if slots and all(s.get("HasSIF") is True for s in slots):
+            return
+        if time.monotonic() > deadline:
+            start_log = (pool.root / "var/log/condor/StartLog").read_text()[-3000:]
+            raise PoolError(f"the startd never advertised HasSIF: {slots}\n{start_log}")
+        time.sleep(0.5)
+
+
 def container_submit(image: str, args: str, profile: str, inputs: Sequence[str] = (), count: int = 1) -> str:
     """A container-universe submit file running ``job.sh`` in ``image`` with a network profile; each
     job writes out.<Process>.txt and err.<Process>.txt in its directory."""
@@ -303,14 +316,6 @@ class DataSegment:
         netns.delete_named(self.netns_name)
         # the veth peer in the pool's namespace goes with it; make sure even when the pair was half made
         subprocess.run(["ip", "-n", self.pool.netns_name, "link", "del", self.parent], capture_output=True)
-
-
-def same_bytes(accounted: int, wire: int) -> bool:
-    """A job's own counter against the wire count of its connections taken at the other end (a
-    Sink's or a SentCount's nft set). Equal through NAT (measured); a bridged or macvlan job's
-    counter also holds its own IPv6 neighbour/router discovery packets, which a per-connection
-    count does not see (76 bytes measured)."""
-    return wire <= accounted <= wire + 512
 
 
 def _ip(ns: str, *args: str) -> None:

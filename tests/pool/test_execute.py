@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from tests.kernel.jobtools import same_bytes
 from tests.pool.harness import RUNNING, JobHeld
-from tests.pool.larkpool import OFFCAMPUS_ADDR, WAN_ADDR, LarkPool, same_bytes
+from tests.pool.larkpool import OFFCAMPUS_ADDR, WAN_ADDR, LarkPool
 
 pytestmark = pytest.mark.pool
 
