@@ -88,6 +88,16 @@ KNOBS: dict[str, Knob] = {
         Knob("LARK_PROFILE_DIR", "/etc/condor/profiles.d", "Directory of network profile files (docs/profiles.md)."),
         Knob("LARK_EXECUTE_DIR", "$(EXECUTE:/var/lib/condor/execute)", "HTCondor's EXECUTE directory, where the "
              "broker finds each job's ad and chirp config (derived from the starter's pid, never from the job)."),
+        Knob("LARK_STARTER", "$(STARTER:/usr/sbin/condor_starter)", "The condor_starter executable: the broker "
+             "serves only processes whose parent runs exactly this root-owned file as root or condor."),
+        Knob("LARK_REQUEST_TIMEOUT", "5", "Seconds a client has to send its whole request line (one deadline "
+             "per request, not per read); slower connections are dropped."),
+        Knob("LARK_BROKER_BACKLOG", "256", "Listen backlog of the broker's socket (burst of job starts it absorbs)."),
+        Knob("LARK_BROKER_WORKERS", "8", "Threads that serve complete requests; waiting connections cost no thread."),
+        Knob("LARK_BROKER_MAX_CONNECTIONS", "4096", "Open client connections the broker holds at once; "
+             "beyond that new ones are closed at once."),
+        Knob("LARK_ACCOUNTING_JOURNAL", "$(LARK_STATE_DIR)/accounting.jsonl", "Durable journal (JSON lines) of "
+             "every job's final counters, kept even when the job ad could not be updated (read by lark report)."),
     )
 }
 
@@ -166,6 +176,12 @@ class LarkConfig:
     accounting_interval: float
     log_path: Path
     execute_dir: Path
+    starter_path: Path = Path("/usr/sbin/condor_starter")
+    request_timeout: float = 5.0
+    broker_backlog: int = 256
+    broker_workers: int = 8
+    broker_max_connections: int = 4096
+    journal_path: Path = Path("/var/lib/lark/accounting.jsonl")
     settings: Mapping[str, Setting] = field(repr=False, default_factory=dict)
 
 
@@ -511,5 +527,12 @@ def build_config(settings: Mapping[str, Setting], external: Callable[[str], str 
         accounting_interval=float(get("LARK_ACCOUNTING_INTERVAL", lambda t: parse_int(t, 1))),  # type: ignore[arg-type]
         log_path=Path(str(get("LARK_LOG", str)).strip()),
         execute_dir=Path(str(get("LARK_EXECUTE_DIR", str)).strip()),
+        starter_path=Path(str(get("LARK_STARTER", str)).strip()),
+        request_timeout=float(get("LARK_REQUEST_TIMEOUT", lambda t: parse_float(t, 0.1, 3600))),  # type: ignore[arg-type]
+        broker_backlog=int(get("LARK_BROKER_BACKLOG", lambda t: parse_int(t, 1, 65535))),  # type: ignore[arg-type]
+        broker_workers=int(get("LARK_BROKER_WORKERS", lambda t: parse_int(t, 1, 256))),  # type: ignore[arg-type]
+        broker_max_connections=int(get("LARK_BROKER_MAX_CONNECTIONS",  # type: ignore[arg-type]
+                                       lambda t: parse_int(t, 16, 1_000_000))),
+        journal_path=Path(str(get("LARK_ACCOUNTING_JOURNAL", str)).strip()),
         settings=dict(settings),
     )
