@@ -23,12 +23,14 @@ import ipaddress
 import os
 import re
 import string
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from lark.classads import classad_text
 from lark.config import (
     ATTACH_MODES_WITH_POOLS,
     NETWORK_TYPES,
@@ -43,20 +45,19 @@ from lark.config import (
 from lark.errors import ConfigError, RequestError
 from lark.policy import (
     ATTR_ALLOW,
-    ATTR_BANDWIDTH_IN,
-    ATTR_BANDWIDTH_OUT,
     ATTR_DENY,
     ATTR_INBOUND,
     ATTR_TYPE,
+    MAX_MBIT,
+    MAX_PORTS,
     JobRequest,
-    _int_attr,
-    _is_missing,
-    _networks_attr,
-    asked_bandwidth,
+    bandwidth_attrs,
     bandwidth_within,
+    networks_attr,
     request_from_attributes,
+    string_attr,
+    whole_number_attr,
 )
-from lark.shaping import MAX_TBF_BYTES_PER_S
 
 PROFILE_DIR_KNOB = "LARK_PROFILE_DIR"
 DEFAULT_PROFILE_DIR = Path("/etc/condor/profiles.d")
@@ -67,9 +68,14 @@ SITE_MODES = ATTACH_MODES_WITH_POOLS  # modes that put jobs on an existing L2 se
 RESERVED_ENV_PREFIXES = ("LARK_", "_CONDOR_")
 DEFAULT_PORT_RANGE_ENV = (("GLOBUS_TCP_PORT_RANGE", "{first},{last}"),)
 TEMPLATE_FIELDS = ("first", "last", "public_address")
-MAX_MBIT = MAX_TBF_BYTES_PER_S * 8 // 1_000_000  # 34359: what one TBF qdisc can express
-MAX_PORTS = 65535
 MAX_CPU = 8191  # highest CPU number Linux builds (NR_CPUS) go up to
+# Bounds on what the loader reads, so a stray or hostile file cannot stall `lark profiles check` or
+# the broker (which reloads the directory on a job's start path): a 4.5 MB file took 19 s and
+# 612 MB. Real profile files are a few KiB with a handful of profiles nested 5 levels deep.
+MAX_FILE_BYTES = 1 << 20  # per file, checked before reading
+MAX_PROFILES = 256  # per node: LarkProfiles lists every name in each slot ad
+MAX_NESTING = 10  # mappings and lists inside each other; PyYAML's composer recurses per level
+MAX_VALUES = 50_000  # per file, every alias (*name) and merge key (<<) expanded: no "billion laughs"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 IFNAME_RE = re.compile(r"[^\s/:]{1,15}")
@@ -230,13 +236,16 @@ class Catalog:
     def select(self, name: str) -> Profile:
         """The profile a job asked for, or a RequestError the user can act on."""
         wanted = name.strip().lower()
+        offered = ", ".join(self.names) or "none"
+        if not NAME_RE.fullmatch(wanted):  # also keeps quotes out of the Requirements hint below
+            raise RequestError(ATTR_PROFILE, f"{classad_text(name)} is not a profile name (1-64 characters of a-z, "
+                                             f"0-9, '.', '_' or '-'); this node offers: {offered}")
         profile = self.get(wanted)
         if profile is not None:
             return profile
         if wanted in self.broken:
             raise RequestError(ATTR_PROFILE, f"profile {wanted!r} is defined on this node but has errors, so it is "
                                              "not offered; the node's admin can see them with 'lark profiles check'")
-        offered = ", ".join(self.names) or "none"
         raise RequestError(ATTR_PROFILE, f"profile {name!r} is not offered on this node (offered: {offered}); "
                                          f"require it with Requirements = stringListMember(\"{wanted}\", "
                                          f"{ADVERTISED_ATTR})")
@@ -345,6 +354,76 @@ def _yaml_error_text(err: yaml.YAMLError) -> str:
     return str(err).splitlines()[0]
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses collections nested deeper than MAX_NESTING while composing.
+
+    Without it a file of 100 000 '[' characters ends in a RecursionError, not a YAML error.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise yaml.composer.ComposerError(
+                    None, None, f"collections are nested more than {MAX_NESTING} levels deep (a profile file "
+                    "needs 5)", self.peek_event().start_mark)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
+def _too_big(root: yaml.Node) -> tuple[yaml.Node, str] | None:
+    """The node where the tree, every alias expanded, passes MAX_VALUES values or refers to itself.
+
+    PyYAML composes an alias as the very node it names, so a few lines of ``&a``/``*a`` (or of
+    ``<<`` merges, which flattening copies) can stand for billions of values. A value containing
+    itself (``&a [*a]``, ``&a {<<: *a}``) means nothing in a profile and cannot be counted, so it
+    is refused too. Counted bottom-up with a memo and an explicit stack: aliases may chain deeper
+    than Python's recursion limit.
+    """
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        return []
+
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # on the path from the root: meeting one again is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        if finished:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children(node))
+            if sizes[id(node)] > MAX_VALUES:
+                return node, (f"holds more than {MAX_VALUES} values, counting what aliases (*name) and merge keys "
+                              "(<<) repeat; a profile file needs a few hundred")
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in open_nodes:
+            return node, "has a value that contains itself through an alias (*name)"
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children(node) if id(c) not in sizes)
+    return None
+
+
+def _size_text(size: int) -> str:
+    return f"{size} bytes ({size / (1 << 20):.1f} MiB)" if size >= 1 << 20 else f"{size} bytes"
+
+
+def too_large(size: int) -> str:
+    """The refusal of a profile file of ``size`` bytes."""
+    return (f"is {_size_text(size)}, more than the {MAX_FILE_BYTES} bytes (1 MiB) a profile file may hold; "
+            "not read, so none of its profiles is offered (split it into several files)")
+
+
 class _FileReader:
     """Walks one file's YAML node tree, keeping every node's line for the error messages."""
 
@@ -367,20 +446,24 @@ class _FileReader:
 
     def pairs(self, node: yaml.MappingNode, profile: str | None, what: str
               ) -> list[tuple[str, yaml.Node, yaml.Node]] | None:
-        """The mapping's (key, key node, value node) triples; duplicate keys are errors, ``<<`` merges."""
+        """The mapping's (key, key node, value node) triples, ``<<`` merged; None if the merge fails.
+
+        Every key written twice is an error (YAML would silently keep the last one) and so is every
+        key that is not a plain name; both are reported and reading goes on, so one pass shows all
+        of a file's problems.
+        """
         seen: dict[str, int] = {}
         for key_node, _value in node.value:
-            if key_node.tag == _MERGE_TAG:
+            if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
                 continue
             key = str(key_node.value)
             if key in seen and what == "'profiles'":
                 self.error(key_node, f"name appears twice in this file (first at line {seen[key]})", key)
-                return None
-            if key in seen:
+            elif key in seen:
                 self.error(key_node, f"appears twice in {what} (first at line {seen[key]}); YAML would silently "
                                      "keep the last one", profile, key)
-                return None
-            seen[key] = key_node.start_mark.line + 1
+            else:
+                seen[key] = key_node.start_mark.line + 1
         try:
             self.loader.flatten_mapping(node)
         except yaml.YAMLError as err:
@@ -390,15 +473,18 @@ class _FileReader:
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 self.error(key_node, f"{what} has a key that is not a plain name", profile)
-                return None
+                continue
             out[str(key_node.value)] = (key_node, value_node)  # after flattening: explicit keys win
         return [(k, kn, vn) for k, (kn, vn) in out.items()]
 
 
 def parse_profiles(text: str, source: str) -> tuple[list[Profile], list[ProfileError]]:
     """Every profile defined in one file's text, and every error in it. Pure."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        return [], [ProfileError(source, None, too_large(size))]
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _BoundedLoader(text)
     except yaml.YAMLError as err:  # the reader refuses control characters up front
         return [], [ProfileError(source, _yaml_error_line(err, text), f"is not valid YAML: {_yaml_error_text(err)}")]
     reader = _FileReader(source, loader)
@@ -408,6 +494,9 @@ def parse_profiles(text: str, source: str) -> tuple[list[Profile], list[ProfileE
         except yaml.YAMLError as err:
             line = _yaml_error_line(err, text)
             return [], [ProfileError(source, line, f"is not valid YAML: {_yaml_error_text(err)}")]
+        if root is not None and (found := _too_big(root)) is not None:
+            reader.error(found[0], found[1])
+            return [], reader.errors
         if root is None or not isinstance(root, yaml.MappingNode):
             reader.error(root, "must be a mapping with one key, 'profiles', that maps profile names to settings")
             return [], reader.errors
@@ -430,8 +519,11 @@ def parse_profiles(text: str, source: str) -> tuple[list[Profile], list[ProfileE
         entries = reader.pairs(profiles_node, None, "'profiles'")
         if entries is None:
             return [], reader.errors
+        written = Counter(str(k.value) for k, _ in profiles_node.value if isinstance(k, yaml.ScalarNode))
         profiles = []
         for name, name_node, body in entries:
+            if written[name] > 1:  # reported by pairs(); which copy was meant is anyone's guess
+                continue
             profile = _parse_profile(reader, name, name_node, body)
             if profile is not None:
                 profiles.append(profile)
@@ -546,9 +638,9 @@ class _ProfileBuilder:
         s: dict[str, object] = {}
         if "description" in self.values:
             s["description"] = self.text("description") or ""
+        # an unknown attach still gets every key type-checked (only what depends on the mode is not),
+        # so one run of `lark profiles check` shows all of a profile's errors
         attach = self._attach()
-        if attach is None:
-            return None
         s["attach"] = attach
         s.update(self._addressing(attach))
         s.update(self._ports(attach))
@@ -561,7 +653,7 @@ class _ProfileBuilder:
                 if not ACCOUNT_RE.fullmatch(n):
                     self.error(key, f"has {n!r}, which is not a user or group name")
             s[key] = tuple(names)
-        return None if self.failed else s
+        return None if self.failed or attach is None else s
 
     def _attach(self) -> str | None:
         if "attach" not in self.values:
@@ -574,12 +666,12 @@ class _ProfileBuilder:
             return None
         return mode
 
-    def _not_for(self, attach: str, keys: Sequence[str], why: str) -> None:
+    def _not_for(self, attach: str | None, keys: Sequence[str], why: str) -> None:
         for key in keys:
             if key in self.values:
                 self.error(key, f"does not apply to attach '{attach}' ({why})")
 
-    def _addressing(self, attach: str) -> dict[str, object]:
+    def _addressing(self, attach: str | None) -> dict[str, object]:
         s: dict[str, object] = {}
         parent = self.text("parent")
         if parent is not None and not IFNAME_RE.fullmatch(parent):
@@ -594,7 +686,7 @@ class _ProfileBuilder:
         if attach == "nat":
             self._not_for(attach, pool_keys, "NAT jobs get their subnets from LARK_NAT_IPV4_POOL/LARK_NAT_IPV6_POOL")
             return s
-        if parent is None and "parent" not in self.values:
+        if attach is not None and parent is None and "parent" not in self.values:
             what = "the bridge jobs join, e.g. br-data" if attach == "bridge" else \
                 f"the interface the {attach} children hang off, e.g. ens1f0"
             self.error("parent", f"is required for attach '{attach}' ({what})", on_name=True)
@@ -624,12 +716,12 @@ class _ProfileBuilder:
                         self.error(gw_key, f"is outside {pool_key}'s prefix {pool.network} (got {gateway}); the "
                                            "gateway must be on the jobs' own subnet")
             s[pool_key], s[gw_key] = pool, gateway
-        if "ipv4_pool" not in self.values and "ipv6_pool" not in self.values:
+        if attach is not None and "ipv4_pool" not in self.values and "ipv6_pool" not in self.values:
             self.error("ipv4_pool", f"or ipv6_pool is required for attach '{attach}' (the addresses jobs get)",
                        on_name=True)
         return s
 
-    def _ports(self, attach: str) -> dict[str, object]:
+    def _ports(self, attach: str | None) -> dict[str, object]:
         s: dict[str, object] = {}
         if attach == "none":
             self._not_for(attach, ["inbound_ports", "port_range_env"], "nothing can connect to the job")
@@ -665,7 +757,7 @@ class _ProfileBuilder:
         s["port_range_env"] = tuple(variables)
         return s
 
-    def _limits(self, attach: str) -> dict[str, object]:
+    def _limits(self, attach: str | None) -> dict[str, object]:
         s: dict[str, object] = {}
         limit_keys = ("bandwidth_mbit", "bandwidth_in_mbit", "bandwidth_out_mbit", "allow", "deny")
         if attach == "none":
@@ -781,7 +873,14 @@ def load_profiles(directory: Path | str | None, config: LarkConfig | None = None
     errors: list[ProfileError] = []
     for path in profile_files(directory):
         try:
-            texts.append((str(path), path.read_bytes().decode("utf-8")))
+            with path.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                # refused by its size before a byte is read; the bounded read covers a file still growing
+                data = f.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else b""
+            if size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
+                errors.append(ProfileError(str(path), None, too_large(max(size, len(data)))))
+                continue
+            texts.append((str(path), data.decode("utf-8")))
         except (OSError, UnicodeDecodeError) as err:
             errors.append(ProfileError(str(path), None, f"cannot be read: {err}"))
     return build_catalog(texts, config, directory, errors)
@@ -818,6 +917,15 @@ def build_catalog(texts: Iterable[tuple[str, str]], config: LarkConfig | None = 
     good = [p for p in parsed if p.name not in broken]
 
     dropped: set[str] = set()
+    if len(good) > MAX_PROFILES:  # in file and line order, so the same ones are offered on every reload
+        good.sort(key=lambda p: (p.source, p.line))
+        over = good[MAX_PROFILES:]
+        names = ", ".join(p.name for p in over[:3]) + (", ..." if len(over) > 3 else "")
+        all_errors.append(ProfileError(over[0].source, over[0].line, f"is past the {MAX_PROFILES} profiles a node "
+                                       f"offers at most ({len(good)} are defined); the last {len(over)} ({names}) "
+                                       "are not offered", over[0].name))
+        dropped.update(p.name for p in over)
+        good = good[:MAX_PROFILES]
     for p, key, message in _pool_conflicts(good, config) + _node_conflicts(good, config):
         all_errors.append(ProfileError(p.source, p.line_of(key), message, p.name, key))
         dropped.add(p.name)
@@ -925,12 +1033,17 @@ def node_advertisement(profiles: Catalog | Iterable[Profile]) -> str:
     return ",".join(sorted(p.name for p in items))
 
 
-def profile_name(attrs: Mapping[str, object]) -> str | None:
-    value = attrs.get(ATTR_PROFILE)
-    if _is_missing(value):
+def profile_name(attrs: Mapping[str, object], offered: Callable[[], str]) -> str | None:
+    """The profile a job names, None when it names none; anything but a non-empty string is refused.
+
+    ``offered()`` lists the node's profiles for the refusal. It is only called when the job names
+    a profile (which needs the catalogue anyway): a job without one never makes the node read its
+    profile directory.
+    """
+    if attrs.get(ATTR_PROFILE) is None:
         return None
-    text = str(value).strip().strip('"').strip()
-    return text or None
+    accepted = f"write the name of a profile this node offers ({offered()}), or leave the attribute out for none"
+    return string_attr(attrs, ATTR_PROFILE, "a profile name", accepted)
 
 
 def authorize(profile: Profile, user: str, groups: Iterable[str]) -> None:
@@ -1071,32 +1184,56 @@ def resolve_request(attrs: Mapping[str, object], profile: Profile, job_id: str,
     profile's value. A profile's limits replace LARK_MAX_BANDWIDTH_MBIT and LARK_MAX_INBOUND_PORTS
     for its jobs: the admin wrote both.
     """
-    raw_type = attrs.get(ATTR_TYPE)
-    if not _is_missing(raw_type) and str(raw_type).strip().lower() != profile.attach:
-        raise RequestError(ATTR_TYPE, f"{raw_type!r} conflicts with {ATTR_PROFILE} {profile.name!r}, which "
-                                      f"attaches by {profile.attach}; leave {ATTR_TYPE} out")
-    bw = {direction: bandwidth_within(asked_bandwidth(attrs, attr, None), share,
-                                      f"the share of profile {profile.name!r} ({share} Mbit/s)")
-          for direction, attr, share in (("in", ATTR_BANDWIDTH_IN, profile.bandwidth_in_mbit),
-                                         ("out", ATTR_BANDWIDTH_OUT, profile.bandwidth_out_mbit))}
+    name = repr(profile.name)
+    leave_out = f"leave {ATTR_TYPE} out"
+    text = string_attr(attrs, ATTR_TYPE, "a network type",
+                       f"{leave_out} ({ATTR_PROFILE} {name} attaches by {profile.attach})")
+    if text is not None and text.lower() != profile.attach:
+        shown = repr(text.lower()) if text.lower() in NETWORK_TYPES else classad_text(text)
+        raise RequestError(ATTR_TYPE, f"{shown} conflicts with {ATTR_PROFILE} {name}, which attaches by "
+                                      f"{profile.attach}; {leave_out}")
 
-    inbound = _int_attr(attrs, ATTR_INBOUND)
+    def ceiling(share: int) -> tuple[int, str]:
+        # a profile without a share (0) still cannot go past what one TBF qdisc expresses
+        if share:
+            return share, f"the share of profile {name} ({share} Mbit/s)"
+        return MAX_MBIT, f"the largest limit Lark can set ({MAX_MBIT} Mbit/s)"
+
+    shares = (profile.bandwidth_in_mbit, profile.bandwidth_out_mbit)
+    def mbit(share: int) -> str:
+        return f"{share} Mbit/s" if share else "no limit"
+
+    share_text = mbit(shares[0]) if shares[0] == shares[1] else f"in {mbit(shares[0])}, out {mbit(shares[1])}"
+    bw_accepted = (f"write a whole number of Mbit/s up to the share of profile {name} ({share_text}), or leave "
+                   "the attribute out for that share") if any(shares) else \
+        f"write a whole number of Mbit/s from 1 to {MAX_MBIT}, or leave the attribute out for no limit"
+    bw_in, bw_out = bandwidth_attrs(attrs, (ceiling(shares[0]), ceiling(shares[1])), None, bw_accepted)
+
+    offer = profile.inbound_ports
+    if offer:
+        offers = f"offers {offer}"
+        ports_accepted = (f"ask for 1 to {offer} ports (what profile {name} offers), or leave the attribute out for "
+                          f"all {offer}")
+    else:
+        offers = "offers no inbound ports"
+        ports_accepted = f"profile {name} offers no inbound ports; leave the attribute out"
+    inbound = whole_number_attr(attrs, ATTR_INBOUND, offer, f"{{value}} ports asked; profile {name} {offers}",
+                                ports_accepted)
     if inbound is None:
-        inbound = profile.inbound_ports
-    elif inbound > profile.inbound_ports:
-        offer = f"offers {profile.inbound_ports}" if profile.inbound_ports else "offers no inbound ports"
-        raise RequestError(ATTR_INBOUND, f"{inbound} ports asked; profile {profile.name!r} {offer}")
+        inbound = offer
 
-    allow = _networks_attr(attrs, ATTR_ALLOW)
+    allow = networks_attr(attrs, ATTR_ALLOW, f"what profile {name} allows" if profile.allow else None) or ()
     if allow and profile.allow:
         for net in allow:
             if not any(net.version == p.version and net.subnet_of(p) for p in profile.allow):  # type: ignore[arg-type]
-                raise RequestError(ATTR_ALLOW, f"{net} is outside what profile {profile.name!r} allows "
+                raise RequestError(ATTR_ALLOW, f"{net} is outside what profile {name} allows "
                                                f"({', '.join(str(p) for p in profile.allow)})")
-    deny = profile.deny + tuple(n for n in _networks_attr(attrs, ATTR_DENY) if n not in profile.deny)
-    request = JobRequest(job_id=job_id, network_type=profile.attach, bandwidth_in_mbit=bw["in"],
-                         bandwidth_out_mbit=bw["out"], allow=allow or profile.allow, deny=deny,
-                         inbound_ports=inbound)
+    denied = networks_attr(attrs, ATTR_DENY, f"what profile {name} and LARK_DENY deny" if profile.deny else None)
+    deny = profile.deny + tuple(n for n in denied or () if n not in profile.deny)
+    request = JobRequest(job_id=job_id, network_type=profile.attach,
+                         bandwidth_in_mbit=bandwidth_within(bw_in, shares[0]),
+                         bandwidth_out_mbit=bandwidth_within(bw_out, shares[1]), allow=allow or profile.allow,
+                         deny=deny, inbound_ports=inbound)
     extras = JobExtras(profile.name, profile.environment, profile.port_range_env if inbound else (),
                        resolve_cpus(profile, sysfs).cpus)
     return ResolvedRequest(request, profile.site, extras)
@@ -1109,10 +1246,17 @@ def request_for_job(attrs: Mapping[str, object], catalog: Callable[[], Catalog],
     On every job's start path, so the catalogue (``catalog()``) and the user database (``who()``:
     user name and groups) are only consulted when the job names a profile, and the user database
     only when that profile restricts its users."""
-    name = profile_name(attrs)
+    loaded: list[Catalog] = []  # read once, and only for a job that names a profile
+
+    def offered() -> Catalog:
+        if not loaded:
+            loaded.append(catalog())
+        return loaded[0]
+
+    name = profile_name(attrs, lambda: ", ".join(offered().names) or "none")
     if name is None:
         return ResolvedRequest(request_from_attributes(attrs, config, job_id))
-    profile = catalog().select(name)
+    profile = offered().select(name)
     if profile.users or profile.groups:
         authorize(profile, *who())
     return resolve_request(attrs, profile, job_id, sysfs)

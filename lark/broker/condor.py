@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lark.classads import expressions
+from lark.classads import expressions, job_attributes
 from lark.errors import LarkError, NotFound
 
 log = logging.getLogger("lark.netd")
@@ -42,7 +42,8 @@ def job_context(execute_dir: Path, starter_pid: int) -> JobContext:
                 ad = classad2.parseOne(ad_path.read_text(), classad2.ParserType.Old)
             except Exception as err:  # classad2 raises its own ClassAdException and ValueError
                 raise LarkError(f"cannot parse the job ad {ad_path}: {err}") from None
-            values = {key: ad.eval(key) for key in ad.keys()}
+            # an attribute that evaluates to undefined/error keeps its expression, for the hold reason
+            values = job_attributes(ad)
             return JobContext(starter_pid, job_dir, ad_path, chirp if chirp.is_file() else None, values)
     raise NotFound(f"no job ad for starter {starter_pid} under {job_dir}")
 

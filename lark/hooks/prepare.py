@@ -18,6 +18,7 @@ def hook_output(ad_text: str) -> tuple[str, int]:
     """The hook's stdout for a job ad, and the code (0: fine)."""
     import classad2
 
+    from lark.classads import job_attributes
     from lark.config import condor_param, load_config
     from lark.errors import ConfigError, LarkError
     from lark.profiles import load_profiles, profile_dir, request_for_job, user_and_groups
@@ -30,7 +31,9 @@ def hook_output(ad_text: str) -> tuple[str, int]:
         return f"HookStatusCode = 0\nHookStatusMessage = {classad2.quote('Lark node config: ' + str(err))}\n", 0
     try:
         ad = classad2.parseOne(ad_text, classad2.ParserType.Old)
-        attrs = {key: ad.eval(key) for key in ad.keys() if key.lower().startswith("lark")}
+        # evaluated, with expressions kept for what evaluates to undefined or error, so the hold
+        # reason can show what the user wrote (the broker reads the same attributes the same way)
+        attrs = job_attributes(ad, prefix="lark")
         job_id = f"{ad.get('ClusterId', '?')}.{ad.get('ProcId', '?')}"
         request_for_job(attrs, lambda: load_profiles(profile_dir(config, condor_param), config, missing_ok=True),
                         config, job_id, lambda: user_and_groups(os.getuid()))

@@ -42,7 +42,7 @@ def test_full_request(config) -> None:
     # a malformed both-ways limit is refused even when both directions are given explicitly
     ({"LarkBandwidthMbit": "lots", "LarkBandwidthInMbit": 5, "LarkBandwidthOutMbit": 5}, "LarkBandwidthMbit",
      "whole number"),
-    ({"LarkAllow": "198.51.100.0/24, not-a-net"}, "LarkAllow", "'not-a-net' is not an address"),
+    ({"LarkAllow": "198.51.100.0/24, not-a-net"}, "LarkAllow", '"not-a-net" is not an address'),
     ({"LarkInboundPorts": 50}, "LarkInboundPorts", "at most 20"),
     ({"LarkNetworkType": "none", "LarkInboundPorts": 2}, "LarkInboundPorts", "cannot receive"),
 ])

@@ -10,8 +10,10 @@ import os
 import re
 from pathlib import Path
 
+import classad2
 import pytest
 
+from lark.classads import job_attributes
 from lark.cli import profiles as cli
 from lark.config import load_config
 from lark.errors import ConfigError, RequestError
@@ -486,12 +488,15 @@ def test_resolve_takes_the_profile_as_is(shipped: Catalog, sysfs: Path) -> None:
 def test_a_job_may_narrow_its_profile(shipped: Catalog, sysfs: Path) -> None:
     dtn = shipped.get("dtn")
     assert dtn is not None
-    attrs = {"LarkNetworkType": "MACVLAN", "LarkBandwidthMbit": 1000, "LarkBandwidthOutMbit": 0,
-             "LarkInboundPorts": 0, "LarkAllow": "203.0.113.0/24", "LarkDeny": "198.51.100.0/28, 192.0.2.0/24"}
+    attrs = {"LarkNetworkType": "MACVLAN", "LarkBandwidthMbit": 1000, "LarkBandwidthOutMbit": 2000,
+             "LarkInboundPorts": 10, "LarkAllow": "203.0.113.0/24", "LarkDeny": "198.51.100.0/28, 192.0.2.0/24"}
     resolved = resolve_request(attrs, dtn, "1.0", sysfs)
     req = resolved.request
-    assert (req.bandwidth_in_mbit, req.bandwidth_out_mbit) == (1000, 25000)  # 0 = "no limit of my own"
-    assert req.inbound_ports == 0 and resolved.extras is not None and resolved.extras.port_range_env == ()
+    assert (req.bandwidth_in_mbit, req.bandwidth_out_mbit) == (1000, 2000)  # out overrides the both-ways 1000
+    assert req.inbound_ports == 10 and resolved.extras is not None
+    assert resolved.extras.port_range_env == dtn.port_range_env
+    unset = resolve_request({"LarkBandwidthMbit": 1000}, dtn, "1.0", sysfs).request
+    assert (unset.bandwidth_in_mbit, unset.bandwidth_out_mbit, unset.inbound_ports) == (1000, 1000, 100)
     assert req.allow == (ipaddress.ip_network("203.0.113.0/24"),)
     assert req.deny == (ipaddress.ip_network("198.51.100.0/28"), ipaddress.ip_network("192.0.2.0/24"))
 
@@ -513,7 +518,9 @@ def test_a_job_may_not_widen_its_profile(shipped: Catalog) -> None:
         ({"LarkInboundPorts": 1}, none, "LarkInboundPorts: 1 ports asked; profile 'quiet' offers no inbound ports"),
         ({"LarkAllow": "198.51.100.0/25, 10.0.0.0/8"}, walled,
          "LarkAllow: 10.0.0.0/8 is outside what profile 'walled' allows (198.51.100.0/24)"),
-        ({"LarkBandwidthMbit": -1}, dtn, "LarkBandwidthMbit: must not be negative, got -1"),
+        ({"LarkBandwidthMbit": -1}, dtn, "LarkBandwidthMbit: must not be negative, got -1; write a whole number "
+                                         "of Mbit/s up to the share of profile 'dtn' (25000 Mbit/s), or leave the "
+                                         "attribute out for that share"),
     ]
     for attrs, profile, message in cases:
         with pytest.raises(RequestError) as info:
@@ -537,7 +544,8 @@ def test_request_for_job(shipped: Catalog, config) -> None:
     plain = resolve({"LarkBandwidthMbit": 5})
     assert plain.request == request_from_attributes({"LarkBandwidthMbit": 5}, config, "3.0")
     assert plain.extras is None and plain.site is None
-    assert resolve({"LarkNetworkProfile": "Undefined"}).extras is None
+    # LarkNetworkProfile = undefined is ClassAd for "not set" (condor_qedit's way to clear it)
+    assert resolve(job_attributes(classad2.parseOne("[LarkNetworkProfile = undefined]"))).extras is None
     assert looked_up == []  # no profile: neither the catalogue nor the user database on the job's start path
     nat = resolve({"LarkNetworkProfile": '"nat-callback"'})
     assert nat.request.network_type == "nat" and nat.request.inbound_ports == 20 and nat.site is None
