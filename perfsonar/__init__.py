@@ -2,11 +2,15 @@
 
 Layout (one concern per module; pure functions decide, thin edges do I/O):
 
-* :mod:`perfsonar.discovery` — pSConfig/MeshConfig publishers and the Lookup Service -> test pairs, archives
+* :mod:`perfsonar.discovery` — fetching publishers, meshes and the Lookup Service -> one inventory
+* :mod:`perfsonar.meshes` — pSConfig/MeshConfig documents -> test pairs, cadences, archives, hosts' sites (pure)
+* :mod:`perfsonar.meshindex` — measured series -> their mesh pair (by name or address): cadence, coverage
 * :mod:`perfsonar.esmond`, :mod:`perfsonar.opensearch` — archive readers -> :class:`~perfsonar.model.HostSeries`
 * :mod:`perfsonar.normalise` — units and plausibility (pure)
 * :mod:`perfsonar.quality` — statistics and grades per site pair (pure)
-* :mod:`perfsonar.sites` — host -> site from rules and registries (pure, injectable resolver)
+* :mod:`perfsonar.sites` — host -> site from every source in order, each decision explained (pure)
+* :mod:`perfsonar.registries` — OSG Topology, GOCDB and CRIC exports -> registry entries (pure)
+* :mod:`perfsonar.pool` — the HTCondor pool's slot ads -> perfSONAR hosts and domains per site
 * :mod:`perfsonar.ads` — ``LarkNetworkLink`` ClassAds (pure, real ``classad2``)
 * :mod:`perfsonar.publish` — advertising to the collector with IDTOKENS
 * :mod:`perfsonar.state` — last good values across outages

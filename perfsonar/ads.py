@@ -5,14 +5,17 @@ One generic ad per directed site pair and IP family. Attribute names carry their
 units. A figure the spider does not have is left out of the ad (``undefined`` in ClassAd terms),
 never written as 0 or -1, so a policy cannot mistake "unknown" for "terrible" or "perfect".
 
-Per metric ``<M>`` (Throughput, Loss, OneWayDelay, Rtt, RttLoss) the ad carries:
+Per metric ``<M>`` (Throughput, ThroughputLoss, Retransmit, Loss, OneWayDelay, Rtt, RttLoss) the ad
+carries:
 
 * ``Lark<M><Unit>``       headline figure: median (mean for the two loss fractions),
 * ``Lark<M><Unit>P25``/``P75``/``Latest``,
 * ``Lark<M>Samples``, ``Lark<M>SuccessRatio``, ``Lark<M>Quality``, ``Lark<M>QualityReason``,
   ``Lark<M>AgeSeconds``, ``Lark<M>ExpectedIntervalSeconds``.
 
-and per link: ``LarkQuality`` / ``LarkQualityReason`` (worst metric), ``LarkSuccessRatio`` (lowest
+and per link: ``LarkLossFraction`` / ``LarkLossTest`` (one-way loss from the latency test, else the
+throughput test's own loss, and which test it came from: the figure the circuit breaker reads),
+``LarkQuality`` / ``LarkQualityReason`` (worst metric), ``LarkSuccessRatio`` (lowest
 per-test ratio), ``LarkMeasuredAt`` (newest sample, UNIX s), ``LarkAgeSeconds`` (age of that sample
 when the ad was built; consumers wanting the live age use ``time() - LarkMeasuredAt``),
 ``LarkUpdatedAt``, ``ClassAdLifetime``.
@@ -26,7 +29,18 @@ from typing import Any
 
 import classad2
 
-from perfsonar.model import M_LOSS, M_OWDELAY, M_RTT, M_RTT_LOSS, M_THROUGHPUT, LinkSummary, MetricSummary
+from perfsonar.model import (
+    M_LOSS,
+    M_OWDELAY,
+    M_RETRANSMITS,
+    M_RTT,
+    M_RTT_LOSS,
+    M_THROUGHPUT,
+    M_TP_LOSS,
+    METRIC_TEST,
+    LinkSummary,
+    MetricSummary,
+)
 from perfsonar.normalise import plausible
 from perfsonar.quality import headline
 
@@ -35,6 +49,8 @@ MY_TYPE = "LarkNetworkLink"
 # metric -> (attribute stem, unit suffix, factor from the internal unit to the ad's unit)
 AD_METRICS: dict[str, tuple[str, str, float]] = {
     M_THROUGHPUT: ("Throughput", "Mbps", 1e-6),
+    M_TP_LOSS: ("ThroughputLoss", "Fraction", 1.0),
+    M_RETRANSMITS: ("Retransmit", "Fraction", 1.0),
     M_LOSS: ("Loss", "Fraction", 1.0),
     M_OWDELAY: ("OneWayDelay", "Ms", 1.0),
     M_RTT: ("Rtt", "Ms", 1.0),
@@ -99,6 +115,12 @@ def link_ad_attributes(link: LinkSummary, now: float, lifetime: int) -> dict[str
         summary = link.metrics.get(metric)
         if summary is not None:
             _metric_attributes(out, summary, now)
+    loss_metric = next((m for m in (M_LOSS, M_TP_LOSS) if m in link.metrics and link.metrics[m].n), None)
+    if loss_metric is not None:
+        loss = _number(loss_metric, headline(link.metrics[loss_metric]), 1.0)
+        if loss is not None:
+            out["LarkLossFraction"] = loss
+            out["LarkLossTest"] = METRIC_TEST[loss_metric]
     ratios = [m.success_ratio for m in link.metrics.values() if m.success_ratio is not None]
     if ratios:
         out["LarkSuccessRatio"] = round(min(ratios), 4)

@@ -33,11 +33,14 @@ from perfsonar.esmond import ReadSettings
 from perfsonar.http import HttpSettings
 from perfsonar.model import ARCHIVE_APIS, LATENCY, RTT, TEST_KINDS, THROUGHPUT
 from perfsonar.normalise import canonical_ip, parse_iso_duration
+from perfsonar.pool import PoolSettings
 from perfsonar.quality import DEFAULT_INTERVALS, QualityPolicy
-from perfsonar.sites import OSG_SITE_KEYS, REGISTRY_TYPES, SiteRule
+from perfsonar.registries import OSG_SITE_KEYS, REGISTRY_TYPES
+from perfsonar.sites import DomainRule, SiteRule
 
 DEFAULT_CONFIG_PATH = Path("/etc/lark/spider.yaml")
 DEFAULT_WINDOWS = {THROUGHPUT: 86400.0, LATENCY: 1800.0, RTT: 3600.0}
+DEFAULT_LOOKBACK = 7 * 86400.0
 MESH_FORMATS = ("auto", "psconfig", "meshconfig")
 
 KNOBS: dict[str, str] = {
@@ -56,8 +59,13 @@ _KNOB_PATHS = {"LARK_SPIDER_INTERVAL": ("spider", "interval"), "LARK_SPIDER_LOG"
 @dataclass(frozen=True)
 class RegistrySource:
     kind: str
-    path: Path
+    path: Path | None
     site_key: str = "resource_group"
+    url: str | None = None
+
+    @property
+    def where(self) -> str:
+        return self.url or str(self.path)
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ class CollectorSettings:
     token_dir: str | None = None
     ad_lifetime: int | None = None  # None: three crawl intervals
     publish_unknown: bool = False
+    publish_stale: bool = True
     status_ad: bool = True
 
 
@@ -86,11 +95,14 @@ class SpiderConfig:
     lookup: LookupSettings = field(default_factory=LookupSettings)
     archives: tuple[ArchiveRef, ...] = ()
     archive_preference: tuple[str, ...] = ("opensearch", "esmond")
-    read: ReadSettings = field(default_factory=lambda: ReadSettings(windows=dict(DEFAULT_WINDOWS)))
+    read: ReadSettings = field(default_factory=lambda: ReadSettings(windows=dict(DEFAULT_WINDOWS),
+                                                                    lookback=DEFAULT_LOOKBACK))
     quality: QualityPolicy = field(default_factory=QualityPolicy)
     site_rules: tuple[SiteRule, ...] = ()
     registries: tuple[RegistrySource, ...] = ()
     static_hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    site_domains: tuple[DomainRule, ...] = ()
+    pool: PoolSettings = field(default_factory=PoolSettings)
     resolve_dns: bool = True
     sites_refresh: float = 86400.0
     collector: CollectorSettings = field(default_factory=CollectorSettings)
@@ -318,7 +330,7 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
             url += "/"
         endpoints.append(ArchiveRef(url, api, "config", verify, c.string(e, (*p, "ca_bundle"), None)))
 
-    ms = c.section(data, ("measurements",), ("tests", "windows"))
+    ms = c.section(data, ("measurements",), ("tests", "windows", "lookback"))
     tests = c.str_list(ms, ("measurements", "tests")) or list(TEST_KINDS)
     for i, t in enumerate(tests):
         if t not in TEST_KINDS:
@@ -332,13 +344,18 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
         max_metadata_pages=c.integer(a, ("archives", "max_metadata_pages"), 200, 1),
         max_data_pages=c.integer(a, ("archives", "max_data_pages"), 20, 1),
         max_docs_per_pair=c.integer(a, ("archives", "max_docs_per_pair"), 100, 1, 10000),
+        lookback=c.duration(ms, ("measurements", "lookback"), DEFAULT_LOOKBACK) or 0.0,
     )
+    if read.lookback and read.lookback < max(windows.values()):
+        raise c.fail(("measurements", "lookback"), f"expected 0 (off) or at least the longest window "
+                                                   f"({max(windows.values()):g} s), got {ms.get('lookback')!r}")
 
     q = c.section(data, ("quality",), ("stale_after_intervals", "min_stale_seconds", "min_samples",
                                        "min_success_ratio", "max_loss", "max_rtt_loss", "min_throughput_mbps",
-                                       "max_relative_spread", "default_intervals"))
+                                       "max_relative_spread", "max_retransmits", "default_intervals"))
     di = c.section(q, ("quality", "default_intervals"), TEST_KINDS)
     spread = q.get("max_relative_spread")
+    retrans = q.get("max_retransmits")
     policy = QualityPolicy(
         stale_after_intervals=c.number(q, ("quality", "stale_after_intervals"), 3.0, 1.0, 1000.0),
         min_stale_seconds=c.duration(q, ("quality", "min_stale_seconds"), 900.0) or 0.0,
@@ -348,11 +365,13 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
         max_rtt_loss=c.number(q, ("quality", "max_rtt_loss"), 0.02, 0.0, 1.0),
         min_throughput_mbps=c.number(q, ("quality", "min_throughput_mbps"), 0.0, 0.0, 4e6),
         max_relative_spread=None if spread is None else c.number(q, ("quality", "max_relative_spread"), 0, 0.0),
+        max_retransmits=None if retrans is None else c.number(q, ("quality", "max_retransmits"), 0, 0.0, 1.0),
         default_intervals={t: c.duration(di, ("quality", "default_intervals", t), DEFAULT_INTERVALS[t], 1.0) or 1.0
                            for t in TEST_KINDS},
     )
 
-    s = c.section(data, ("sites",), ("rules", "registries", "hosts", "resolve_dns", "refresh_interval"))
+    s = c.section(data, ("sites",), ("rules", "registries", "hosts", "domains", "pool", "resolve_dns",
+                                     "refresh_interval"))
     rules: list[SiteRule] = []
     raw_rules = s.get("rules") or []
     if not isinstance(raw_rules, list):
@@ -381,7 +400,7 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
                     raise c.fail((*p, "hosts", j), f"bad regular expression: {err}") from None
         if not nets and not patterns:
             raise c.fail(p, "a rule needs cidrs, hosts, or both")
-        rules.append(SiteRule(site, tuple(nets), tuple(patterns)))
+        rules.append(SiteRule(site, tuple(nets), tuple(patterns), f"sites.rules[{i}]"))
     registries: list[RegistrySource] = []
     raw_regs = s.get("registries") or []
     if not isinstance(raw_regs, list):
@@ -391,16 +410,19 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
         p = ("sites", "registries", i)
         if not isinstance(r, Mapping):
             raise c.fail(p, f"expected a mapping with type and path, got {r!r}")
-        rr = c.section({i: r}, (i,), ("type", "path", "site_name"))  # type: ignore[dict-item]
+        rr = c.section({i: r}, (i,), ("type", "path", "url", "site_name"))  # type: ignore[dict-item]
         kind = c.string(rr, (*p, "type"), None, REGISTRY_TYPES)
         path = c.string(rr, (*p, "path"), None)
-        if kind is None or path is None:
-            raise c.fail(p, f"needs type ({', '.join(REGISTRY_TYPES)}) and path")
+        url = c.url(rr["url"], (*p, "url")) if rr.get("url") is not None else None
+        if kind is None or (path is None) == (url is None):
+            raise c.fail(p, f"needs type ({', '.join(REGISTRY_TYPES)}) and either path or url")
         site_key = c.string(rr, (*p, "site_name"), "resource_group", OSG_SITE_KEYS) or "resource_group"
-        full = Path(path) if Path(path).is_absolute() else base_dir / path
-        if not full.exists():
-            raise c.fail((*p, "path"), f"no such file or directory: {full}")
-        registries.append(RegistrySource(kind, full, site_key))
+        full = None
+        if path is not None:
+            full = Path(path) if Path(path).is_absolute() else base_dir / path
+            if not full.exists():
+                raise c.fail((*p, "path"), f"no such file or directory: {full}")
+        registries.append(RegistrySource(kind, full, site_key, url))
     hosts_raw = s.get("hosts") or {}
     if not isinstance(hosts_raw, Mapping):
         raise c.fail(("sites", "hosts"), "expected a mapping of host name -> list of addresses")
@@ -413,13 +435,34 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
                 raise c.fail((*p, j), f"not an IP address: {addr!r}")
         static_hosts[str(host_name).lower().rstrip(".")] = tuple(addrs_list)
 
-    col = c.section(data, ("collector",), ("address", "token_dir", "ad_lifetime", "publish_unknown", "status_ad"))
+    domains_raw = s.get("domains") or {}
+    if not isinstance(domains_raw, Mapping):
+        raise c.fail(("sites", "domains"), "expected a mapping of DNS domain -> site, e.g. {unl.edu: UNL}")
+    domains: list[DomainRule] = []
+    for dom, site_name in domains_raw.items():
+        p = ("sites", "domains", str(dom))
+        text = str(dom).strip().lower().removeprefix("*.").strip(".")
+        if not re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+", text):
+            raise c.fail(p, f"expected a DNS domain of at least two labels, e.g. unl.edu, got {dom!r}")
+        if not isinstance(site_name, str) or not site_name.strip():
+            raise c.fail(p, f"expected a site name, got {site_name!r}")
+        domains.append(DomainRule(text, site_name.strip(), f"sites.domains.{text}"))
+    pl = c.section(s, ("sites", "pool"), ("enabled", "collector", "constraint"))
+    pool = PoolSettings(
+        enabled=c.boolean(pl, ("sites", "pool", "enabled"), False),
+        collector=c.string(pl, ("sites", "pool", "collector"), None),
+        constraint=c.string(pl, ("sites", "pool", "constraint"), PoolSettings.constraint) or PoolSettings.constraint,
+    )
+
+    col = c.section(data, ("collector",), ("address", "token_dir", "ad_lifetime", "publish_unknown", "publish_stale",
+                                           "status_ad"))
     lifetime = c.duration(col, ("collector", "ad_lifetime"), None, minimum=10.0)
     collector = CollectorSettings(
         address=c.string(col, ("collector", "address"), None),
         token_dir=c.string(col, ("collector", "token_dir"), None),
         ad_lifetime=None if lifetime is None else int(lifetime),
         publish_unknown=c.boolean(col, ("collector", "publish_unknown"), False),
+        publish_stale=c.boolean(col, ("collector", "publish_stale"), True),
         status_ad=c.boolean(col, ("collector", "status_ad"), True),
     )
 
@@ -435,6 +478,7 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
         restrict_to_mesh=c.boolean(d, ("discovery", "restrict_to_mesh"), False),
         lookup=lookup, archives=tuple(endpoints), archive_preference=tuple(dict.fromkeys(prefer)), read=read,
         quality=policy, site_rules=tuple(rules), registries=tuple(registries), static_hosts=static_hosts,
+        site_domains=tuple(domains), pool=pool,
         resolve_dns=c.boolean(s, ("sites", "resolve_dns"), True),
         sites_refresh=c.duration(s, ("sites", "refresh_interval"), 86400.0, minimum=60.0) or 86400.0,
         collector=collector,
@@ -464,19 +508,32 @@ def config_path(explicit: str | None, lookup: Callable[[str], str | None] = knob
     return Path(from_knob) if from_knob else DEFAULT_CONFIG_PATH
 
 
-def load_config(path: Path, knobs: Callable[[str], str | None] | None = knob_lookup_default) -> SpiderConfig:
-    """Read, validate and return the config at ``path``, with LARK_SPIDER_* knob overrides applied."""
+def load_config(path: Path, knobs: Callable[[str], str | None] | None = knob_lookup_default,
+                overrides: Callable[[dict[str, Any]], None] | None = None, missing_ok: bool = False) -> SpiderConfig:
+    """Read, validate and return the config at ``path``, with LARK_SPIDER_* knob overrides applied.
+
+    ``overrides`` edits the decoded document before validation (the command line's ``--psconfig``,
+    ``--site`` and friends); with ``missing_ok`` a missing file counts as an empty one, so a crawl can
+    be described on the command line alone.
+    """
+    text = ""
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if not missing_ok:
+            raise ConfigError("LARK_SPIDER_CONFIG", f"cannot read {path}: no such file (give --config, or "
+                                                    "--psconfig/--esmond/--opensearch URLs)") from None
     except OSError as err:
         raise ConfigError("LARK_SPIDER_CONFIG", f"cannot read {path}: {err.strerror or err}") from None
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        root = yaml.compose(text) if text else None
+        data = yaml.safe_load(text) if text else {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise ConfigError("(syntax)", f"not valid YAML: {getattr(err, 'problem', None) or err}", str(path),
                           mark.line + 1 if mark else None) from None
+    if data is None:
+        data = {}
     if knobs is not None and isinstance(data, dict):
         for knob, (section, key) in _KNOB_PATHS.items():
             value = knobs(knob)
@@ -485,7 +542,9 @@ def load_config(path: Path, knobs: Callable[[str], str | None] | None = knob_loo
                 if not isinstance(data[section], dict):
                     continue
                 data[section][key] = _knob_value(value)
-    return parse_config(data, str(path), root)
+    if overrides is not None and isinstance(data, dict):
+        overrides(data)
+    return parse_config(data, str(path) if text else "<command line>", root)
 
 
 def _knob_value(text: str) -> Any:

@@ -32,11 +32,23 @@ from perfsonar.discovery import ArchiveRef, Inventory, MeshContent, discover
 from perfsonar.errors import SpiderError
 from perfsonar.esmond import EsmondReader, SeriesSpec
 from perfsonar.http import HttpClient
-from perfsonar.model import ESMOND, GRADES, OPENSEARCH, UNKNOWN, HostSeries, LinkKey, LinkSummary
+from perfsonar.meshindex import MeshIndex
+from perfsonar.model import ESMOND, GRADES, OPENSEARCH, STALE, UNKNOWN, HostSeries, LinkKey, LinkSummary, SiteClaim
 from perfsonar.normalise import canonical_ip
 from perfsonar.opensearch import OpenSearchReader
+from perfsonar.pool import PoolSource, collector_source, pool_knowledge
 from perfsonar.quality import LinkAccumulator, SummaryReport, carry_forward
-from perfsonar.sites import RegistryEntry, Resolver, SiteMap, load_registry, static_resolver, system_resolver
+from perfsonar.registries import RegistryEntry, load_registry, parse_registry
+from perfsonar.sites import (
+    DomainRule,
+    Resolver,
+    ReverseResolver,
+    SiteMap,
+    registry_claims,
+    static_resolver,
+    system_resolver,
+    system_reverse_resolver,
+)
 from perfsonar.state import save_state, stream_state
 
 log = logging.getLogger("lark.spider")
@@ -95,6 +107,7 @@ class CrawlStats:
     carried: int = 0
     grades: Counter[str] = field(default_factory=Counter)
     unmapped: int = 0
+    mesh_missing: int = 0
     requests: int = 0
     retried: int = 0
     errors: int = 0
@@ -115,6 +128,7 @@ class CrawlStats:
             "LarkCrawlStarted": int(self.started), "LarkArchives": self.archives,
             "LarkArchivesFailed": self.archives_failed, "LarkSeries": self.series, "LarkSamples": self.samples,
             "LarkLinks": self.links, "LarkUnmappedHosts": self.unmapped, "LarkErrors": self.errors,
+            "LarkMeshPairsWithoutData": self.mesh_missing,
         }
         for grade in GRADES:
             out[f"LarkLinks{grade.capitalize()}"] = self.grades.get(grade, 0)
@@ -129,20 +143,33 @@ class CrawlResult:
     errors: list[str]
     failed_archives: dict[str, str]
     now: float
+    site_map: SiteMap | None = None  # for --explain-sites
+    hosts: list[tuple[str | None, str | None]] = field(default_factory=list)  # every mesh and measured endpoint
+    missing: list[tuple[str, str, str]] = field(default_factory=list)  # (test, src, dst) mesh pairs without data
+    discovered: int = 0  # hosts discovered in meshes and measurements
 
 
 class Spider:
     """Holds what survives between crawls: HTTP pools, mesh cache, resolved names, last links."""
 
     def __init__(self, config: SpiderConfig, resolver: Resolver | None = None, clock: Callable[[], float] = time.time,
-                 client: HttpClient | None = None) -> None:
+                 client: HttpClient | None = None, pool_source: PoolSource | None = None,
+                 reverse: ReverseResolver | None = None) -> None:
         self.config = config
         self.clock = clock
         self.client = client or HttpClient(config.http)
         self.resolver = resolver or self._default_resolver()
+        if reverse is None and config.resolve_dns and resolver is None:
+            reverse = system_reverse_resolver
+        self.reverse = reverse
+        if pool_source is None and config.pool.enabled:
+            pool_source = collector_source(config.pool)
+        self.pool_source = pool_source
         self.mesh_cache: dict[str, MeshContent] = {}
         self._resolved: dict[str, tuple[float, list[str]]] = {}
+        self._reversed: dict[str, tuple[float, str | None]] = {}
         self._registry: tuple[float, list[RegistryEntry]] | None = None
+        self._pool: tuple[float, list[SiteClaim], list[DomainRule]] | None = None
         self._previous: dict[LinkKey, LinkSummary] | None = None
         self._ad_pool: list[classad2.ClassAd] = []
         self.crawls = 0
@@ -164,8 +191,12 @@ class Spider:
 
     # ----------------------------------------------------------------------------------------
 
-    def crawl(self) -> CrawlResult:
-        """Run one crawl and persist its result. Never raises for remote failures."""
+    def crawl(self, persist: bool = True) -> CrawlResult:
+        """Run one crawl and (with ``persist``) save its result. Never raises for remote failures.
+
+        ``persist=False`` (dry runs) reads the state file but never writes it, so a dry run changes
+        nothing that a later crawl would see.
+        """
         cfg = self.config
         self.crawls += 1
         now = self.clock()
@@ -173,6 +204,7 @@ class Spider:
         t0 = time.monotonic()
         req0, retry0 = self.client.requests, self.client.retried
         errors: list[str] = []
+        endpoints: set[tuple[str | None, str | None]] = set()
         with _gc_paused(), ThreadPoolExecutor(max_workers=cfg.concurrency,
                                               thread_name_prefix="lark-spider") as pool:
             inv = discover(self.client, cfg.publishers, cfg.meshes, cfg.archives, cfg.lookup, pool, now,
@@ -180,10 +212,12 @@ class Spider:
             errors.extend(inv.errors)
             stats.meshes, stats.mesh_tests = len(inv.meshes), inv.test_count()
             site_map = self.site_map(inv, pool, now, errors)
+            mesh_hosts = inv.hosts()
+            mesh = MeshIndex(inv.groups, {h: self._resolved[h][1] for h in mesh_hosts if h in self._resolved})
             stats.phases["discovery"] = time.monotonic() - t0
             report = SummaryReport()
-            acc = LinkAccumulator(site_map.site_of, inv.interval_lookup(), report)
-            in_mesh = inv.has_pair() if cfg.restrict_to_mesh and inv.groups else None
+            acc = LinkAccumulator(site_map.site_of, mesh.interval, report)
+            in_mesh = mesh.has_pair if cfg.restrict_to_mesh and inv.groups else None
 
             def sink(series: HostSeries) -> None:
                 # Called on the crawl's own thread as each series arrives; the series is dropped
@@ -191,7 +225,10 @@ class Spider:
                 stats.series += 1
                 stats.samples += sum(len(v) for v in series.samples.values())
                 stats.rejected += series.rejected
-                if in_mesh is not None and not in_mesh(series.src_name, series.dst_name):
+                endpoints.add((series.src_name, series.src_ip))
+                endpoints.add((series.dst_name, series.dst_ip))
+                if in_mesh is not None and not in_mesh(series.src_name, series.src_ip, series.dst_name,
+                                                       series.dst_ip):
                     return
                 acc.add(series)
 
@@ -199,14 +236,21 @@ class Spider:
             stats.phases["reading"] = time.monotonic() - t0 - stats.phases["discovery"]
             del inv
             t1 = time.monotonic()
+            missing = mesh.missing()
+            del mesh
             fresh = acc.finish(now, cfg.quality)
             previous = self._previous.values() if self._previous is not None else stream_state(cfg.state_file)
             links = carry_forward(fresh, previous, now, cfg.keep_state_for, failed)
             del fresh, previous
             # With a state file that was written, the file is the memory; else the links stay in memory.
-            self._previous = None if save_state(cfg.state_file, links, now) else links
+            self._previous = None if persist and save_state(cfg.state_file, links, now) else links
             stats.phases["grading"] = time.monotonic() - t1
 
+        hosts = sorted({(n, None) for n in mesh_hosts} | endpoints, key=lambda e: (e[0] or "", e[1] or ""))
+        identities: set[str] = set()
+        for name, ip in hosts:
+            identities.add(name or ip or "")
+        stats.mesh_missing = len(missing)
         stats.links = len(links)
         stats.carried = sum(1 for link in links.values() if any(m.carried for m in link.metrics.values()))
         stats.grades = Counter(link.quality for link in links.values())
@@ -225,24 +269,32 @@ class Spider:
             log.warning("hosts mapped to no site (add a sites.rules entry or a registry): %s%s",
                         ", ".join(shown), more)
         for conflict in site_map.conflicts[:MAX_LOGGED_ERRORS]:
-            log.warning("site registry conflict: %s", conflict)
+            log.warning("site mapping conflict: %s", conflict)
+        if missing:
+            shown_pairs = ", ".join(f"{src} -> {dst} ({test})" for test, src, dst in missing[:MAX_LISTED_UNMAPPED])
+            more = f" and {len(missing) - MAX_LISTED_UNMAPPED} more" if len(missing) > MAX_LISTED_UNMAPPED else ""
+            log.warning("%d mesh pairs have no data in any archive (lark-spider --explain-links lists them): %s%s",
+                        len(missing), shown_pairs, more)
         log.info("%s", stats.line())
-        return CrawlResult(links, stats, report.unmapped, errors, failed, now)
+        return CrawlResult(links, stats, report.unmapped, errors, failed, now, site_map, hosts, missing,
+                           len(identities - {""}))
 
     def iter_ads(self, result: CrawlResult) -> Iterator[classad2.ClassAd]:
         """The crawl's ads one at a time, so 10^5 links never need 10^5 ClassAds in memory at once."""
         cfg = self.config
-        for link in self._published_links(result):
+        for link in self.published_links(result):
             yield build_link_ad(link, result.now, cfg.ad_lifetime)
         if cfg.collector.status_ad:
             yield build_spider_ad(cfg.name, result.now, cfg.ad_lifetime, result.stats.as_ad_stats())
 
-    def _published_links(self, result: CrawlResult) -> Iterator[LinkSummary]:
-        """The links to advertise, in a stable order (unknown ones only if the admin asked)."""
+    def published_links(self, result: CrawlResult) -> Iterator[LinkSummary]:
+        """The links to advertise, in a stable order (unknown ones only if the admin asked, stale ones
+        unless the admin said not to)."""
         publish_unknown = self.config.collector.publish_unknown
+        publish_stale = self.config.collector.publish_stale
         for key in sorted(result.links, key=lambda k: (k.src_site, k.dst_site, k.family)):
             link = result.links[key]
-            if publish_unknown or link.quality != UNKNOWN:
+            if (publish_unknown or link.quality != UNKNOWN) and (publish_stale or link.quality != STALE):
                 yield link
 
     def ads(self, result: CrawlResult) -> list[classad2.ClassAd]:
@@ -259,7 +311,7 @@ class Spider:
         while len(self._ad_pool) < size:
             self._ad_pool.append(classad2.ClassAd())
         batch: list[classad2.ClassAd] = []
-        for link in self._published_links(result):
+        for link in self.published_links(result):
             batch.append(build_link_ad(link, result.now, cfg.ad_lifetime, into=self._ad_pool[len(batch)]))
             if len(batch) == size:
                 yield batch
@@ -272,24 +324,49 @@ class Spider:
     # ----------------------------------------------------------------------------------------
 
     def site_map(self, inv: Inventory, pool: Executor, now: float, errors: list[str]) -> SiteMap:
-        """Rules + registries + addresses of every registry and mesh host (refreshed daily)."""
+        """Every source of site knowledge, in precedence order, with the addresses of every host
+        they name (registries, the pool and DNS are refreshed every ``sites.refresh_interval``)."""
         cfg = self.config
         if self._registry is None or now - self._registry[0] > cfg.sites_refresh:
             entries: list[RegistryEntry] = []
             for reg in cfg.registries:
                 try:
-                    entries.extend(load_registry(reg.kind, reg.path, reg.site_key))
+                    if reg.url:
+                        entries.extend(parse_registry(reg.kind, self.client.get_text(reg.url), reg.url, reg.site_key))
+                    else:
+                        assert reg.path is not None
+                        entries.extend(load_registry(reg.kind, reg.path, reg.site_key))
                 except SpiderError as err:
-                    errors.append(f"site registry: {err}")
+                    errors.append(f"site registry {reg.where}: {err}")
             self._registry = (now, entries)
-        entries = self._registry[1]
-        names = {e.host for e in entries} | inv.hosts() | set(cfg.static_hosts)
+        if self.pool_source is not None and (self._pool is None or now - self._pool[0] > cfg.sites_refresh):
+            try:
+                self._pool = (now, *pool_knowledge(self.pool_source()))
+            except SpiderError as err:
+                errors.append(f"site mapping from the pool: {err}")
+        pool_claims, pool_domains = (self._pool[1], self._pool[2]) if self._pool else ([], [])
+        claims = [*pool_claims, *registry_claims(self._registry[1]), *inv.sites]
+        names = {c.host for c in claims} | inv.hosts() | set(cfg.static_hosts)
         todo = [n for n in names if canonical_ip(n) is None
                 and (n not in self._resolved or now - self._resolved[n][0] > cfg.sites_refresh)]
         for name, ips in zip(todo, pool.map(self.resolver, todo), strict=True):
             self._resolved[name] = (now, [ip for ip in (canonical_ip(a) for a in ips) if ip])
         addresses = {name: ips for name, (_, ips) in self._resolved.items()}
-        return SiteMap(rules=cfg.site_rules, entries=entries, addresses=addresses)
+        domains = [*cfg.site_domains, *pool_domains]
+        reverse = self._cached_reverse(now) if domains and self.reverse is not None else None
+        return SiteMap(rules=cfg.site_rules, claims=claims, domains=domains, addresses=addresses, reverse=reverse)
+
+    def _cached_reverse(self, now: float) -> ReverseResolver:
+        assert self.reverse is not None
+        reverse = self.reverse
+
+        def lookup(ip: str) -> str | None:
+            hit = self._reversed.get(ip)
+            if hit is None or now - hit[0] > self.config.sites_refresh:
+                hit = self._reversed[ip] = (now, reverse(ip))
+            return hit[1]
+
+        return lookup
 
     def read_archives(self, inv: Inventory, pool: Executor, now: float, stats: CrawlStats, errors: list[str],
                       sink: Callable[[HostSeries], None]) -> dict[str, str]:

@@ -10,7 +10,16 @@ right on both. Dialect differences handled here:
 * parameter values: strings in esmond (``"0.001"``), native numbers in elmond;
 * ``tool-name``: ``pscheduler/<tool>`` for pScheduler data, whose latency histograms are in units of
   ``sample-bucket-width`` and get rescaled to ms (P10);
-* data paging by ``time-start = last ts + 1`` (works on esmond's 1500 and elmond's 1000 defaults).
+* data paging by ``time-start = last ts + 1`` (works on esmond's 1500 and elmond's 1000 defaults);
+* ``time-updated``: trustworthy in esmond (a series whose newest datum is older than the window is
+  not fetched, only reported with that age), the *scheduling* time of the newest run in elmond (P17),
+  so elmond series are always fetched; a null ``time-updated`` means the event type never received
+  data (nothing to fetch).
+
+Throughput tests list their own loss and TCP retransmits next to ``throughput``: ``packet-loss-rate``
+(UDP tests; a 0..1 fraction) and ``packet-retransmits`` (a count per run), turned into a rate per
+segment sent with the run's volume (throughput x ``time-duration``) and an MSS of
+:data:`ASSUMED_MSS` bytes, since esmond does not archive the MSS.
 
 Parsing is done by pure functions (``series_spec``, ``convert_points``) so it is testable without a
 server; :class:`EsmondReader` only adds the HTTP calls.
@@ -30,9 +39,11 @@ from perfsonar.model import (
     LATENCY,
     M_LOSS,
     M_OWDELAY,
+    M_RETRANSMITS,
     M_RTT,
     M_RTT_LOSS,
     M_THROUGHPUT,
+    M_TP_LOSS,
     RTT,
     THROUGHPUT,
     HostSeries,
@@ -53,13 +64,28 @@ log = logging.getLogger("lark.spider")
 PRIMARY_EVENT = {THROUGHPUT: "throughput", LATENCY: "histogram-owdelay", RTT: "histogram-rtt"}
 
 # Event types read per test kind: (event type, metric, how to read the value).
+# The first one is the test's primary event; the others are read only when the archive has data for them.
 WANTED: dict[str, tuple[tuple[str, str, str], ...]] = {
-    THROUGHPUT: (("throughput", M_THROUGHPUT, "number"),),
+    THROUGHPUT: (("throughput", M_THROUGHPUT, "number"), ("packet-loss-rate", M_TP_LOSS, "fraction"),
+                 ("packet-retransmits", M_RETRANSMITS, "count")),
     LATENCY: (("histogram-owdelay", M_OWDELAY, "histogram"), ("packet-loss-rate", M_LOSS, "fraction")),
     RTT: (("histogram-rtt", M_RTT, "histogram"), ("packet-loss-rate-bidir", M_RTT_LOSS, "fraction")),
 }
 # Ping tests archived by old tools may store round-trip loss under the one-way name.
 FALLBACK_EVENT = {"packet-loss-rate-bidir": "packet-loss-rate"}
+# Bytes per TCP segment for turning a retransmit count into a rate where the archive does not say
+# (esmond keeps no MSS): a 1500-byte Ethernet MTU less 52 bytes of IPv4 + TCP headers with
+# timestamps. On jumbo-frame paths the real segments are larger and fewer, so the rate is a lower bound.
+ASSUMED_MSS = 1448.0
+
+
+def retransmit_rate(retransmits: float | None, bits_per_second: float | None, duration: float | None,
+                    mss: float | None = None) -> float | None:
+    """Retransmitted segments per segment sent, from one run's count, throughput and duration (s)."""
+    if retransmits is None or bits_per_second is None or duration is None or retransmits < 0:
+        return None
+    segments = bits_per_second * duration / 8.0 / (mss if mss and mss > 0 else ASSUMED_MSS)
+    return retransmits / segments if segments >= 1 else None
 
 
 @dataclass(frozen=True)
@@ -72,6 +98,7 @@ class ReadSettings:
     max_metadata_pages: int = 200
     max_data_pages: int = 20
     max_docs_per_pair: int = 100
+    lookback: float = 0.0  # how far back to look for tests with no run in the window (0: not at all)
 
 
 @dataclass(frozen=True)
@@ -80,7 +107,7 @@ class DataRef:
 
     event_type: str
     metric: str
-    kind: str  # number | fraction | histogram | statistics | failures
+    kind: str  # number | fraction | count | histogram | statistics | failures
     uri: str
 
 
@@ -97,6 +124,9 @@ class SeriesSpec:
     scale: float
     refs: tuple[DataRef, ...]
     key: str
+    duration: float | None = None  # seconds per run (``time-duration``), for the retransmit rate
+    last_seen: float | None = None  # newest datum when it is older than the window (nothing to fetch)
+    updated: float | None = None  # the primary event's time-updated (elmond: when the newest run was scheduled)
 
 
 def _name(value: Any) -> str | None:
@@ -133,10 +163,16 @@ def series_spec(md: Any, test: str, window_start: float) -> SeriesSpec | None:
         if isinstance(et, Mapping) and isinstance(et.get("event-type"), str):
             events[et["event-type"]] = et
     refs: list[DataRef] = []
-    for event_type, metric, kind in WANTED[test]:
+    listed: list[float] = []  # time-updated of the wanted events that have (had) data
+    for i, (event_type, metric, kind) in enumerate(WANTED[test]):
         et = events.get(event_type) or events.get(FALLBACK_EVENT.get(event_type, ""))
         if et is None:
             continue
+        updated = to_float(et.get("time-updated"))
+        if i > 0 and "time-updated" in et and updated is None:
+            continue  # a secondary event type that never received data: nothing to fetch
+        if updated is not None:
+            listed.append(updated)
         if not elmond_like and _stale_event(et, window_start):
             continue
         if kind == "histogram":
@@ -147,8 +183,15 @@ def series_spec(md: Any, test: str, window_start: float) -> SeriesSpec | None:
         base = et.get("base-uri")
         if isinstance(base, str) and base:
             refs.append(DataRef(event_type, metric, kind, base))
-    if not refs:
-        return None
+    primary = events.get(WANTED[test][0][0]) or {}
+    primary_updated = to_float(primary.get("time-updated"))
+    last_seen = None
+    if not any(r.metric == WANTED[test][0][1] for r in refs):
+        if elmond_like or not listed:
+            return None
+        # Legacy esmond lists the test, but its newest datum is older than the window: report its age.
+        refs = []
+        last_seen = max(listed)
     failures = events.get("failures")
     if failures is not None and isinstance(failures.get("base-uri"), str):
         updated = to_float(failures.get("time-updated"))
@@ -156,8 +199,9 @@ def series_spec(md: Any, test: str, window_start: float) -> SeriesSpec | None:
         if updated is not None and (elmond_like or updated >= window_start):
             refs.append(DataRef("failures", "", "failures", failures["base-uri"]))
     scale = owd_scale(tool, md.get("sample-bucket-width")) if test == LATENCY else 1.0
+    duration = to_float(md.get("time-duration")) if test == THROUGHPUT else None
     return SeriesSpec(test, fam_src, _name(md.get("input-source")), src_ip, _name(md.get("input-destination")),
-                      dst_ip, scale, tuple(refs), key)
+                      dst_ip, scale, tuple(refs), key, duration, last_seen, primary_updated)
 
 
 def _stale_event(et: Mapping[str, Any], window_start: float) -> bool:
@@ -198,6 +242,13 @@ def convert_points(points: Any, ref: DataRef, scale: float, series: HostSeries, 
             good += 1
             continue
         value = _value(ref, val, scale)
+        if ref.kind == "count":
+            if value is None or value < 0:
+                series.rejected += 1
+                continue
+            series.add(RAW_COUNT, ts, value)  # turned into a rate once the run's throughput is known
+            good += 1
+            continue
         checked = plausible(ref.metric, value)
         if checked is None:
             series.rejected += 1
@@ -208,7 +259,7 @@ def convert_points(points: Any, ref: DataRef, scale: float, series: HostSeries, 
 
 
 def _value(ref: DataRef, val: Any, scale: float) -> float | None:
-    if ref.kind == "number":
+    if ref.kind in ("number", "count"):
         return to_float(val)
     if ref.kind == "fraction":
         if isinstance(val, Mapping):  # the stored {numerator, denominator} form
@@ -228,6 +279,23 @@ def _value(ref: DataRef, val: Any, scale: float) -> float | None:
     return None
 
 
+RAW_COUNT = "_retransmit_count"
+
+
+def finish_retransmits(series: HostSeries, duration: float | None, mss: float | None = None) -> None:
+    """Replace the raw retransmit counts of a throughput series by rates per segment sent."""
+    counts = series.samples.pop(RAW_COUNT, None)
+    if not counts:
+        return
+    throughput = dict(series.samples.get(M_THROUGHPUT, ()))
+    for ts, count in counts:
+        rate = plausible(M_RETRANSMITS, retransmit_rate(count, throughput.get(ts), duration, mss))
+        if rate is None:
+            series.rejected += 1
+        else:
+            series.add(M_RETRANSMITS, ts, rate)
+
+
 class EsmondReader:
     """Reads one esmond/elmond archive: :meth:`list_series` then :meth:`read` per series."""
 
@@ -241,12 +309,16 @@ class EsmondReader:
         return self.client.get_json(url, params, verify=self.archive.verify_tls, ca_bundle=self.archive.ca_bundle)
 
     def list_series(self) -> list[SeriesSpec]:
-        """All usable metadata for the configured tests. Raises if the archive cannot be listed."""
+        """All usable metadata for the configured tests. Raises if the archive cannot be listed.
+
+        The metadata search reaches back ``lookback`` (when longer than the window), so tests whose
+        newest run is older than the window are listed too and reported as stale.
+        """
         out: list[SeriesSpec] = []
         for test in self.settings.tests:
             window = float(self.settings.windows[test])
             start = self.now - window
-            for md in self._metadata(test, window):
+            for md in self._metadata(test, max(window, self.settings.lookback)):
                 spec = series_spec(md, test, start)
                 if spec is not None:
                     out.append(spec)
@@ -285,7 +357,7 @@ class EsmondReader:
         window = float(self.settings.windows[spec.test])
         start = self.now - window
         series = HostSeries(archive=self.archive.url, test=spec.test, family=spec.family, src_name=spec.src_name,
-                            src_ip=spec.src_ip, dst_name=spec.dst_name, dst_ip=spec.dst_ip)
+                            src_ip=spec.src_ip, dst_name=spec.dst_name, dst_ip=spec.dst_ip, last_seen=spec.last_seen)
         primary = WANTED[spec.test][0][1]
         for ref in spec.refs:
             url = same_origin(self.archive.url, ref.uri)
@@ -301,7 +373,12 @@ class EsmondReader:
                 if last < time_start:
                     break  # a server ignoring time-start would loop forever
                 time_start = int(last) + 1
+        if spec.test == THROUGHPUT:
+            finish_retransmits(series, spec.duration)
         series.successes = len(series.samples.get(primary, ()))
+        if (not series.samples.get(primary) and not series.failures and spec.updated is not None
+                and spec.updated < start and series.last_seen is None):
+            series.last_seen = spec.updated  # elmond: when the newest run (before the window) was scheduled
         return series
 
 

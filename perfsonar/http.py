@@ -94,6 +94,11 @@ class HttpClient:
         """GET ``url`` (+ ``params``) and return the decoded JSON body."""
         return self._request("GET", with_params(url, params), None, verify, ca_bundle, timeout, retries)
 
+    def get_text(self, url: str, *, timeout: float | None = None) -> str:
+        """GET ``url`` and return the body as text (site registry exports: XML or JSON)."""
+        return self._request("GET", url, None, None, None, timeout, None,
+                             lambda _url, raw: raw.decode("utf-8", errors="replace"))
+
     def post_json(self, url: str, body: object, params: Mapping[str, object] | None = None, *,
                   verify: bool | None = None, ca_bundle: str | None = None, timeout: float | None = None,
                   retries: int | None = None) -> Any:
@@ -102,7 +107,8 @@ class HttpClient:
         return self._request("POST", with_params(url, params), data, verify, ca_bundle, timeout, retries)
 
     def _request(self, method: str, url: str, body: bytes | None, verify: bool | None, ca_bundle: str | None,
-                 timeout: float | None, retries: int | None) -> Any:
+                 timeout: float | None, retries: int | None,
+                 decode: Callable[[str, bytes], Any] | None = None) -> Any:
         s = self.settings
         attempts = 1 + (s.retries if retries is None else retries)
         last: FetchError | None = None
@@ -120,7 +126,7 @@ class HttpClient:
                 if err.transient:
                     continue
                 raise
-            return decode_json(url, raw)
+            return (decode or decode_json)(url, raw)
         assert last is not None
         raise last
 

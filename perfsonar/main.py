@@ -1,18 +1,14 @@
 """``lark-spider``: crawl perfSONAR and advertise ``LarkNetworkLink`` ads to the collector.
 
-    lark-spider --once --dry-run      crawl once and print the ads instead of publishing them
-    lark-spider --once                crawl once, publish, exit
-    lark-spider                       daemon: crawl every spider.interval seconds (under condor_master)
-    lark-spider --check-config        validate the YAML and exit
-
-Exit status: 0 success (a crawl with unreachable archives is still a success: their links are
-carried over as stale), 1 configuration error, 3 the collector refused the ads (``--once`` only).
-In daemon mode nothing but SIGTERM/SIGINT/SIGQUIT ends the process; SIGHUP re-reads the config.
+The command line (see :data:`DESCRIPTION` and :data:`EPILOG`, which ``--help`` prints) can describe a
+one-off crawl without any configuration file: ``--psconfig``, ``--esmond``, ``--opensearch`` and
+``--site`` add to (or stand in for) the YAML file's sources and rules.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 import sys
@@ -21,24 +17,63 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
-from perfsonar.config import SpiderConfig, config_path, load_config
-from perfsonar.crawl import Spider
+from perfsonar.config import config_path, load_config
+from perfsonar.crawl import CrawlResult, Spider
 from perfsonar.errors import ConfigError, PublishError
 from perfsonar.log import setup_logging
 from perfsonar.publish import publish_batches
 
 log = logging.getLogger("lark.spider")
 
+EXIT_OK = 0
+EXIT_CONFIG = 1
+EXIT_COLLECTOR = 3
+EXIT_NO_LINKS = 4
+
+DESCRIPTION = "Crawl perfSONAR meshes and archives and advertise LarkNetworkLink ads to the HTCondor collector."
+EPILOG = """examples:
+  lark-spider --once --dry-run --json --psconfig https://psconfig.example.org/pub/config
+  lark-spider --once --dry-run --esmond https://ps.example.org/esmond/perfsonar/archive/ --site ps.example.org=EXAMPLE
+  lark-spider --explain-sites -c /etc/lark/spider.yaml
+  lark-spider                       (the daemon, under condor_master)
+
+exit status:
+  0  success (unreachable archives are not an error: their links are carried over as stale)
+  1  configuration error
+  3  the collector refused the ads (--once)
+  4  hosts were discovered but no link could be published (--once, --dry-run); the reason,
+     naming the unmapped hosts, is printed on stderr
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lark-spider", description=__doc__.split("\n\n")[0])
-    p.add_argument("-c", "--config", help="YAML config (default: $LARK_SPIDER_CONFIG or /etc/lark/spider.yaml)")
+    p = argparse.ArgumentParser(prog="lark-spider", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="YAML configuration (default: $LARK_SPIDER_CONFIG or /etc/lark/spider.yaml; optional "
+                        "when --psconfig, --esmond or --opensearch is given)")
     p.add_argument("--once", action="store_true", help="run one crawl and exit")
-    p.add_argument("--dry-run", action="store_true", help="print the ads instead of advertising them")
+    p.add_argument("--dry-run", action="store_true",
+                   help="crawl once and print the ads instead of advertising them; never writes the state file")
     p.add_argument("--json", action="store_true", help="with --dry-run: print the ads as JSON")
+    p.add_argument("--psconfig", action="append", default=[], metavar="URL",
+                   help="a pSConfig/MeshConfig mesh or a publisher's pub/config list (repeatable)")
+    p.add_argument("--esmond", action="append", default=[], metavar="URL",
+                   help="an esmond or elmond archive, .../esmond/perfsonar/archive/ (repeatable)")
+    p.add_argument("--opensearch", action="append", default=[], metavar="URL",
+                   help="a perfSONAR 5 OpenSearch archive, https://HOST/opensearch (repeatable)")
+    p.add_argument("--site", action="append", default=[], metavar="HOST=SITE",
+                   help="map a host name, glob, address or CIDR prefix to a site, before any other rule "
+                        "(repeatable)")
+    p.add_argument("--explain-sites", action="store_true",
+                   help="crawl once (dry) and print every host with its site and the source that decided it")
+    p.add_argument("--explain-links", action="store_true",
+                   help="crawl once (dry) and print every link with its grade and reason, and the mesh pairs "
+                        "without data")
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
-    p.add_argument("--log", help="log file ('-' for stderr); default spider.log / LARK_SPIDER_LOG")
+    p.add_argument("--log", metavar="FILE", help="log file ('-' for stderr); default spider.log / LARK_SPIDER_LOG")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     # condor_master passes -f/-t/-local-name to DaemonCore daemons; accept them harmlessly.
     p.add_argument("-f", action="store_true", help=argparse.SUPPRESS)
@@ -47,8 +82,44 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_ads(spider: Spider, config: SpiderConfig, as_json: bool) -> None:
-    result = spider.crawl()
+def site_rule(text: str) -> dict[str, Any]:
+    """``HOST=SITE`` -> a ``sites.rules`` entry (an address or CIDR prefix becomes ``cidrs``)."""
+    host, sep, site = text.partition("=")
+    host, site = host.strip(), site.strip()
+    if not sep or not host or not site:
+        raise ConfigError("--site", f"expected HOST=SITE, got {text!r}")
+    try:
+        return {"site": site, "cidrs": [str(ipaddress.ip_network(host.strip("[]"), strict=False))]}
+    except ValueError:
+        return {"site": site, "hosts": [host]}
+
+
+def command_line_overrides(args: argparse.Namespace) -> Any:
+    """A function that adds the command line's sources and site rules to the decoded YAML document."""
+
+    def apply(data: dict[str, Any]) -> None:
+        def section(name: str) -> dict[str, Any]:
+            value = data.setdefault(name, {})
+            if not isinstance(value, dict):
+                raise ConfigError(name, "expected a mapping")
+            return value
+
+        if args.psconfig:
+            discovery = section("discovery")
+            discovery["meshes"] = list(discovery.get("meshes") or []) + list(args.psconfig)
+        endpoints = [{"url": u, "type": "esmond"} for u in args.esmond]
+        endpoints += [{"url": u, "type": "opensearch"} for u in args.opensearch]
+        if endpoints:
+            archives = section("archives")
+            archives["endpoints"] = list(archives.get("endpoints") or []) + endpoints
+        if args.site:
+            sites = section("sites")
+            sites["rules"] = [site_rule(t) for t in args.site] + list(sites.get("rules") or [])
+
+    return apply
+
+
+def _print_ads(spider: Spider, result: CrawlResult, as_json: bool) -> int:
     out = sys.stdout
     count = 0
     if as_json:
@@ -58,13 +129,60 @@ def _print_ads(spider: Spider, config: SpiderConfig, as_json: bool) -> None:
             out.write((",\n" if count else "") + ad.printJson().strip())
         else:
             out.write(ad.printOld().strip() + "\n\n")
-        count += 1
+        if ad.get("MyType") == "LarkNetworkLink":
+            count += 1
     if as_json:
         out.write("\n]\n")
-    out.write(f"# {count} ads would be advertised to {config.collector.address or 'the local collector'}\n")
+    out.write(f"# {count} link ads would be advertised to {spider.config.collector.address or 'the local collector'}"
+              "\n")
     if result.unmapped:
         out.write(f"# unmapped hosts: {', '.join(sorted(result.unmapped))}\n")
+    if result.missing:
+        out.write(f"# {len(result.missing)} mesh pairs have no data (--explain-links lists them)\n")
     out.flush()
+    return count
+
+
+def no_links_reason(result: CrawlResult, published: int) -> str | None:
+    """The one-line reason for exit status 4, or None when there is nothing to complain about."""
+    if published or not result.discovered:
+        return None
+    if result.unmapped:
+        shown = sorted(result.unmapped)
+        more = f" and {len(shown) - 10} more" if len(shown) > 10 else ""
+        return (f"{result.discovered} hosts discovered but no link could be published: no site for "
+                f"{', '.join(shown[:10])}{more} (add --site HOST=SITE, sites.rules or a registry; "
+                "--explain-sites shows every decision)")
+    if not result.stats.series:
+        return (f"{result.discovered} hosts discovered but no link could be published: the archives returned no "
+                f"measurements ({result.stats.archives} archives, {result.stats.archives_failed} failed)")
+    return (f"{result.discovered} hosts discovered but no link could be published: no measurement between hosts of "
+            "two different sites (--explain-links shows every link)")
+
+
+def explain_sites(result: CrawlResult) -> None:
+    assert result.site_map is not None
+    rows = []
+    for name, ip in result.hosts:
+        decision = result.site_map.explain(name, ip)
+        host = name if name and (ip is None or name == ip) else (f"{name} ({ip})" if name else ip or "?")
+        rows.append((host, decision.site or "-", decision.source))
+    width = max((len(r[0]) for r in rows), default=4)
+    swidth = max((len(r[1]) for r in rows), default=4)
+    for host, site, source in rows:
+        sys.stdout.write(f"{host:<{width}}  {site:<{swidth}}  {source}\n")
+
+
+def explain_links(result: CrawlResult) -> None:
+    for key in sorted(result.links, key=lambda k: (k.src_site, k.dst_site, k.family)):
+        link = result.links[key]
+        sys.stdout.write(f"{key.name()}  {link.quality}  {link.reason}\n")
+    site_of = result.site_map.site_of if result.site_map is not None else (lambda _n, _i: None)
+    if result.missing:
+        sys.stdout.write(f"# {len(result.missing)} mesh pairs without data in any archive:\n")
+        for test, src, dst in result.missing:
+            sys.stdout.write(f"{src} ({site_of(src, None) or 'no site'}) -> {dst} ({site_of(dst, None) or 'no site'})"
+                             f"  {test}  no data\n")
 
 
 def _crawl_and_publish(spider: Spider) -> bool:
@@ -83,33 +201,63 @@ def _crawl_and_publish(spider: Spider) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     path: Path = config_path(args.config)
+    from_command_line = bool(args.psconfig or args.esmond or args.opensearch)
     try:
-        config = load_config(path)
+        config = load_config(path, overrides=command_line_overrides(args),
+                             missing_ok=from_command_line and args.config is None)
     except ConfigError as err:
         print(f"lark-spider: configuration error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_CONFIG
     if args.check_config:
-        print(f"{path}: OK ({len(config.publishers)} publishers, {len(config.meshes)} meshes, "
+        print(f"{config.source}: OK ({len(config.publishers)} publishers, {len(config.meshes)} meshes, "
               f"{len(config.archives)} archive endpoints, {len(config.site_rules)} site rules, "
               f"{len(config.registries)} registries)")
-        return 0
-    log_target = args.log if args.log is not None else (config.log_file if not args.dry_run else "-")
+        return EXIT_OK
+    dry = args.dry_run or args.explain_sites or args.explain_links
+    log_target = args.log if args.log is not None else (config.log_file if not dry else "-")
     try:
         setup_logging(log_target, args.verbose)
     except OSError as err:
         print(f"lark-spider: cannot open log {log_target}: {err.strerror}", file=sys.stderr)
-        return 1
+        return EXIT_CONFIG
 
     spider = Spider(config)
     try:
-        if args.dry_run:
-            _print_ads(spider, config, args.json)
-            return 0
+        if dry:
+            result = spider.crawl(persist=False)
+            if args.explain_sites:
+                explain_sites(result)
+            if args.explain_links:
+                explain_links(result)
+            if args.explain_sites or args.explain_links:
+                return EXIT_OK
+            reason = no_links_reason(result, _print_ads(spider, result, args.json))
+            if reason:
+                print(f"lark-spider: {reason}", file=sys.stderr)
+                return EXIT_NO_LINKS
+            return EXIT_OK
         if args.once:
-            return 0 if _crawl_and_publish(spider) else 3
+            return _once(spider)
         return _daemon(spider, path)
     finally:
         spider.close()
+
+
+def _once(spider: Spider) -> int:
+    result = spider.crawl()
+    try:
+        sent = publish_batches(spider.ad_batches(result), spider.config.collector.address,
+                               spider.config.collector.token_dir)
+    except PublishError as err:
+        log.error("%s", err)
+        return EXIT_COLLECTOR
+    log.info("advertised %d ads to %s", sent, spider.config.collector.address or "the local collector")
+    reason = no_links_reason(result, sum(1 for _ in spider.published_links(result)))
+    if reason:
+        log.error("%s", reason)
+        print(f"lark-spider: {reason}", file=sys.stderr)
+        return EXIT_NO_LINKS
+    return EXIT_OK
 
 
 def _daemon(spider: Spider, path: Path) -> int:

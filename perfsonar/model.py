@@ -22,14 +22,24 @@ RTT = "rtt"
 TEST_KINDS = (THROUGHPUT, LATENCY, RTT)
 
 # Metrics and the test kind that produces each. One-way loss (OWAMP) and round-trip loss (ping) are
-# kept apart on purpose: they measure different things and mixing them hides problems.
+# kept apart on purpose: they measure different things and mixing them hides problems. A throughput
+# test reports its own loss (``packet-loss-rate`` of UDP tests, and of some TCP tools) and TCP
+# retransmits, kept apart from OWAMP loss too: they are loss *under load*.
 M_THROUGHPUT = "throughput"
+M_TP_LOSS = "throughput_loss"  # packets lost / sent by the throughput test (UDP), fraction
+M_RETRANSMITS = "retransmits"  # TCP retransmits per segment sent by the throughput test, fraction
 M_LOSS = "loss"
 M_OWDELAY = "owdelay"
 M_RTT = "rtt"
 M_RTT_LOSS = "rtt_loss"
-METRICS = (M_THROUGHPUT, M_LOSS, M_OWDELAY, M_RTT, M_RTT_LOSS)
-METRIC_UNIT = {M_THROUGHPUT: "bit/s", M_LOSS: "fraction", M_OWDELAY: "ms", M_RTT: "ms", M_RTT_LOSS: "fraction"}
+METRICS = (M_THROUGHPUT, M_TP_LOSS, M_RETRANSMITS, M_LOSS, M_OWDELAY, M_RTT, M_RTT_LOSS)
+METRIC_UNIT = {M_THROUGHPUT: "bit/s", M_TP_LOSS: "fraction", M_RETRANSMITS: "fraction", M_LOSS: "fraction",
+               M_OWDELAY: "ms", M_RTT: "ms", M_RTT_LOSS: "fraction"}
+# Metrics whose headline is the mean (rare events), not the median.
+MEAN_METRICS = frozenset({M_TP_LOSS, M_RETRANSMITS, M_LOSS, M_RTT_LOSS})
+# The test kind that measures each metric (named in the ads: where a loss figure came from).
+METRIC_TEST = {M_THROUGHPUT: THROUGHPUT, M_TP_LOSS: THROUGHPUT, M_RETRANSMITS: THROUGHPUT, M_LOSS: LATENCY,
+               M_OWDELAY: LATENCY, M_RTT: RTT, M_RTT_LOSS: RTT}
 
 # Quality grades, from the consumer's point of view.
 GOOD = "good"
@@ -67,6 +77,9 @@ class HostSeries:
     successes: int = 0
     unlisted_failures: int = 0  # failed runs the archive counted but did not return one by one
     rejected: int = 0
+    # When the archive lists the test but has no run in the window: its newest run (UNIX s), from
+    # esmond's ``time-updated`` or the newest OpenSearch ``pscheduler.start_time`` before the window.
+    last_seen: float | None = None
 
     def add(self, metric: str, ts: float, value: float) -> None:
         self.samples.setdefault(metric, []).append((ts, value))
@@ -129,3 +142,18 @@ class LinkSummary:
     def measured_at(self) -> float | None:
         stamps = [m.latest_ts for m in self.metrics.values() if m.latest_ts is not None]
         return max(stamps) if stamps else None
+
+
+@dataclass(frozen=True, slots=True)
+class SiteClaim:
+    """A source's statement that ``host`` (a name or an IP literal) belongs to ``site``.
+
+    ``kind`` is the kind of source (``pool``, ``registry``, ``meshconfig``, ``psconfig``), which sets its
+    precedence; ``source`` says who said so, for ``--explain-sites`` (e.g.
+    ``mesh <url>: addresses.<name>._meta.display-name``).
+    """
+
+    site: str
+    host: str
+    source: str
+    kind: str = ""

@@ -16,13 +16,15 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from perfsonar.model import M_LOSS, M_OWDELAY, M_RTT, M_RTT_LOSS, M_THROUGHPUT
+from perfsonar.model import M_LOSS, M_OWDELAY, M_RETRANSMITS, M_RTT, M_RTT_LOSS, M_THROUGHPUT, M_TP_LOSS
 
 # Plausible ranges in fixed units. Outside them a value is garbage (wrong units, a broken tool,
 # a corrupted archive), and publishing it would mislead the matchmaker.
 BOUNDS: dict[str, tuple[float, float]] = {
     M_THROUGHPUT: (0.0, 4.0e12),  # 0 .. 4 Tbit/s: no perfSONAR host tests faster
     M_LOSS: (0.0, 1.0),
+    M_TP_LOSS: (0.0, 1.0),
+    M_RETRANSMITS: (0.0, 1.0),  # retransmitted segments per segment sent
     M_RTT_LOSS: (0.0, 1.0),
     M_OWDELAY: (0.0, 60_000.0),  # a negative delay is a clock error (P19); > 60 s is not a network
     M_RTT: (0.0, 60_000.0),

@@ -8,6 +8,14 @@ test's cadence, already in seconds), and ``top_hits`` returns the newest runs (s
 failed) with only the fields the spider needs. Time filtering uses ``pscheduler.start_time`` — the
 measurement time — never ``@timestamp``, which is ingest time (P16).
 
+Pairs whose runs are all older than the window are found by a second, light query over
+``[now - lookback, now - window)`` that returns per pair only the newest start time (and the names):
+they are reported as stale with that age instead of vanishing.
+
+Throughput documents carry the test's own loss (UDP: flat ``result.packets_lost`` /
+``result.packets_sent``) and TCP ``result.retransmits``, turned into a rate per segment sent with the
+run's volume (throughput x ``test.spec.duration``) and ``result.mss``.
+
 Units (P10, P11): ``result.throughput`` is bit/s; ``result.latency.*`` is in units of
 ``test.spec.bucket-width`` (ms for the default 0.001 s, rescaled otherwise); ``result.rtt.*`` is in
 **seconds**; ``result.packets.loss`` is a 0..1 fraction.
@@ -21,9 +29,21 @@ from typing import Any
 
 from perfsonar.discovery import ArchiveRef
 from perfsonar.errors import ResponseError
-from perfsonar.esmond import ReadSettings
+from perfsonar.esmond import ReadSettings, retransmit_rate
 from perfsonar.http import HttpClient
-from perfsonar.model import LATENCY, M_LOSS, M_OWDELAY, M_RTT, M_RTT_LOSS, M_THROUGHPUT, RTT, THROUGHPUT, HostSeries
+from perfsonar.model import (
+    LATENCY,
+    M_LOSS,
+    M_OWDELAY,
+    M_RETRANSMITS,
+    M_RTT,
+    M_RTT_LOSS,
+    M_THROUGHPUT,
+    M_TP_LOSS,
+    RTT,
+    THROUGHPUT,
+    HostSeries,
+)
 from perfsonar.normalise import (
     canonical_ip,
     owd_scale,
@@ -41,9 +61,9 @@ INDICES = {THROUGHPUT: ("pscheduler_throughput",), LATENCY: ("pscheduler_latency
 # keeps responses ~3x smaller at OSG scale, where decoding JSON is most of the crawl's CPU.
 RUN_FIELDS = ["pscheduler.start_time", "result.succeeded", "result.error"]
 NAME_FIELDS = ["meta.source.hostname", "meta.destination.hostname", "test.spec.source", "test.spec.dest",
-               "meta.ip_version"]
+               "meta.ip_version", "test.spec.duration", "result.mss"]
 TEST_FIELDS = {
-    THROUGHPUT: ["result.throughput"],
+    THROUGHPUT: ["result.throughput", "result.retransmits", "result.packets_lost", "result.packets_sent"],
     LATENCY: ["result.latency.median", "result.latency.min", "result.packets.loss", "test.spec.bucket-width"],
     RTT: ["result.rtt.mean", "result.rtt.min", "result.packets.loss"],
 }
@@ -59,6 +79,7 @@ FILTER_PATH = ",".join([
     "aggregations.pairs.buckets.doc_count",
     "aggregations.pairs.buckets.ok.doc_count",
     "aggregations.pairs.buckets.repeat.value",
+    "aggregations.pairs.buckets.last.value",
     "aggregations.pairs.buckets.names.hits.hits._source",
     "aggregations.pairs.buckets.recent.hits.hits._source",
 ])
@@ -108,6 +129,35 @@ def build_query(test: str, now: float, window: float, docs_per_pair: int, after:
     }
 
 
+def build_stale_query(now: float, window: float, lookback: float, after: Mapping[str, Any] | None = None
+                      ) -> dict[str, Any]:
+    """The ``_search`` body listing pairs with runs in ``[now - lookback, now - window)``: newest run only.
+
+    Every active pair has runs before the window too, so this lists (nearly) every pair again: it asks
+    only for the keys, the newest start time and the schedule (~120 bytes per pair), and the pairs'
+    host names are taken from the main query's answer.
+    """
+    composite: dict[str, Any] = {"size": 1000, "sources": build_query(THROUGHPUT, now, window, 1)["aggs"]["pairs"]
+                                 ["composite"]["sources"]}
+    if after:
+        composite["after"] = dict(after)
+    return {
+        "size": 0,
+        "track_total_hits": False,
+        "query": {"bool": {"filter": [
+            {"range": {"pscheduler.start_time": {"gte": _iso(now - lookback), "lt": _iso(now - window),
+                                                 "format": "strict_date_optional_time"}}},
+        ]}},
+        "aggs": {"pairs": {
+            "composite": composite,
+            "aggs": {
+                "last": {"max": {"field": "pscheduler.start_time"}},
+                "repeat": {"min": {"field": "schedule.repeat"}},
+            },
+        }},
+    }
+
+
 def _get(doc: Any, dotted: str) -> Any:
     """``a.b.c`` from a nested ``_source`` (also accepts flattened ``"a.b.c"`` keys)."""
     if isinstance(doc, Mapping) and dotted in doc:
@@ -120,8 +170,13 @@ def _get(doc: Any, dotted: str) -> Any:
     return cur
 
 
-def series_from_bucket(bucket: Any, test: str, archive: str, now: float, oldest: float) -> HostSeries | None:
-    """One composite bucket (a host pair in one family) -> a :class:`HostSeries` in fixed units."""
+def series_from_bucket(bucket: Any, test: str, archive: str, now: float, oldest: float, stale: bool = False
+                       ) -> HostSeries | None:
+    """One composite bucket (a host pair in one family) -> a :class:`HostSeries` in fixed units.
+
+    ``stale``: a bucket of :func:`build_stale_query`, which yields a series with no samples and the
+    newest run's time as ``last_seen``.
+    """
     if not isinstance(bucket, Mapping) or not isinstance(bucket.get("key"), Mapping):
         return None
     key = bucket["key"]
@@ -146,6 +201,13 @@ def series_from_bucket(bucket: Any, test: str, archive: str, now: float, oldest:
         return None
     repeat = parse_seconds(_get(bucket, "repeat.value"))
     series.interval = repeat if repeat and repeat > 0 else None
+    if stale:
+        last = parse_timestamp(_get(bucket, "last.value_as_string") or _get(bucket, "last.value"))
+        if last is None or not now - 10 * 365 * 86400 < last <= now + 600:
+            return None
+        series.last_seen = last
+        return series
+    volume = _volume(named[0]) if named and test == THROUGHPUT else (None, None)
     doc_count = int(to_float(bucket.get("doc_count")) or 0)
     ok_count = int(to_float(_get(bucket, "ok.doc_count")) or 0)
     listed_ok = listed_failed = listed_ok_docs = 0
@@ -160,7 +222,7 @@ def series_from_bucket(bucket: Any, test: str, archive: str, now: float, oldest:
             listed_failed += 1
             continue
         listed_ok_docs += 1
-        if _add_values(series, doc, test, ts):
+        if _add_values(series, doc, test, ts, volume):
             listed_ok += 1
     failed_total = max(0, doc_count - ok_count)
     series.unlisted_failures = max(0, failed_total - listed_failed)
@@ -189,7 +251,16 @@ def _names(docs: list[Mapping[str, Any]]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _add_values(series: HostSeries, doc: Mapping[str, Any], test: str, ts: float) -> bool:
+def _volume(doc: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """(seconds per run, MSS in bytes) of a throughput test, from its newest document."""
+    duration = to_float(_get(doc, "test.spec.duration"))
+    if duration is None:
+        duration = parse_seconds(_get(doc, "test.spec.duration"))  # an ISO-8601 duration Logstash left as is
+    return duration, to_float(_get(doc, "result.mss"))
+
+
+def _add_values(series: HostSeries, doc: Mapping[str, Any], test: str, ts: float,
+                volume: tuple[float | None, float | None] = (None, None)) -> bool:
     added = False
 
     def put(metric: str, value: float | None) -> None:
@@ -203,7 +274,21 @@ def _add_values(series: HostSeries, doc: Mapping[str, Any], test: str, ts: float
         added = True
 
     if test == THROUGHPUT:
-        put(M_THROUGHPUT, to_float(_get(doc, "result.throughput")))
+        result = doc.get("result")
+        if not isinstance(result, Mapping):  # flattened keys
+            result = {k: _get(doc, f"result.{k}") for k in ("throughput", "packets_lost", "packets_sent",
+                                                              "retransmits")}
+        bps = to_float(result.get("throughput"))
+        put(M_THROUGHPUT, bps)
+        lost = result.get("packets_lost")
+        if lost is not None:
+            sent = to_float(result.get("packets_sent"))
+            if sent and to_float(lost) is not None:
+                put(M_TP_LOSS, float(lost) / sent)
+        if volume[0] is not None and added:
+            retransmits = to_float(result.get("retransmits"))
+            if retransmits is not None:
+                put(M_RETRANSMITS, retransmit_rate(retransmits, bps, volume[0], volume[1]))
     elif test == LATENCY:
         scale = owd_scale(None, _get(doc, "test.spec.bucket-width"))
         median, minimum = to_float(_get(doc, "result.latency.median")), to_float(_get(doc, "result.latency.min"))
@@ -261,6 +346,41 @@ class OpenSearchReader:
             for bucket in buckets:
                 series = series_from_bucket(bucket, test, self.archive.url, self.now, oldest)
                 if series is not None:
+                    out.append(series)
+            after = pairs.get("after_key") if isinstance(pairs, Mapping) else None
+            if not buckets or not isinstance(after, Mapping):
+                break
+        if self.settings.lookback > window:
+            names: dict[str, str] = {}
+            for series in out:
+                if series.src_ip and series.src_name:
+                    names[series.src_ip] = series.src_name
+                if series.dst_ip and series.dst_name:
+                    names[series.dst_ip] = series.dst_name
+            out.extend(self._stale(test, window, url, params, names))
+        return out
+
+    def _stale(self, test: str, window: float, url: str, params: Mapping[str, str], names: Mapping[str, str]
+               ) -> list[HostSeries]:
+        """Pairs whose newest run is older than the window but within ``lookback`` (host names, where
+        known, from the pairs of this archive that do have runs in the window)."""
+        out: list[HostSeries] = []
+        after: Mapping[str, Any] | None = None
+        for _page in range(self.settings.max_metadata_pages):
+            body = build_stale_query(self.now, window, self.settings.lookback, after)
+            answer = self.client.post_json(url, body, params, verify=self.archive.verify_tls,
+                                           ca_bundle=self.archive.ca_bundle)
+            if not isinstance(answer, Mapping) or "error" in answer or answer.get("timed_out") is True:
+                raise ResponseError(url, "stale-pair search failed")
+            pairs = _get(answer, "aggregations.pairs")
+            buckets = pairs.get("buckets", []) if isinstance(pairs, Mapping) else []
+            if not isinstance(buckets, list):
+                raise ResponseError(url, "aggregations.pairs.buckets is not a list")
+            for bucket in buckets:
+                series = series_from_bucket(bucket, test, self.archive.url, self.now, 0.0, stale=True)
+                if series is not None:
+                    series.src_name = series.src_name or names.get(series.src_ip or "")
+                    series.dst_name = series.dst_name or names.get(series.dst_ip or "")
                     out.append(series)
             after = pairs.get("after_key") if isinstance(pairs, Mapping) else None
             if not buckets or not isinstance(after, Mapping):

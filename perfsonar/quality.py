@@ -25,9 +25,12 @@ from perfsonar.model import (
     LATENCY,
     M_LOSS,
     M_OWDELAY,
+    M_RETRANSMITS,
     M_RTT,
     M_RTT_LOSS,
     M_THROUGHPUT,
+    M_TP_LOSS,
+    MEAN_METRICS,
     RTT,
     STALE,
     TEST_KINDS,
@@ -47,8 +50,8 @@ DEFAULT_INTERVALS: dict[str, float] = {THROUGHPUT: 21600.0, LATENCY: 60.0, RTT: 
 # Worst first: the link grade is the worst grade among its metrics that have data.
 _SEVERITY = {DEGRADED: 3, STALE: 2, GOOD: 1, UNKNOWN: 0}
 
-METRIC_LABEL = {M_THROUGHPUT: "throughput", M_LOSS: "loss", M_OWDELAY: "one-way delay", M_RTT: "RTT",
-                M_RTT_LOSS: "RTT loss"}
+METRIC_LABEL = {M_THROUGHPUT: "throughput", M_TP_LOSS: "throughput-test loss", M_RETRANSMITS: "retransmits",
+                M_LOSS: "loss", M_OWDELAY: "one-way delay", M_RTT: "RTT", M_RTT_LOSS: "RTT loss"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class QualityPolicy:
     max_rtt_loss: float = 0.02
     min_throughput_mbps: float = 0.0
     max_relative_spread: float | None = None  # (p75 - p25) / median; None disables the check
+    max_retransmits: float | None = None  # retransmits per segment sent; None: reported, not graded
     default_intervals: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_INTERVALS))
 
     def stale_after(self, interval: float) -> float:
@@ -84,22 +88,29 @@ def human_duration(seconds: float) -> str:
 def _format_value(metric: str, value: float) -> str:
     if metric == M_THROUGHPUT:
         return f"{value / 1e6:.0f} Mbps"
-    if metric in (M_LOSS, M_RTT_LOSS):
+    if metric in MEAN_METRICS:
         return f"{value * 100:.2f} %"
     return f"{value:.2f} ms"
 
 
 def headline(summary: MetricSummary) -> float | None:
     """The figure a consumer should use: mean for loss (rare events), median for everything else."""
-    return summary.mean if summary.metric in (M_LOSS, M_RTT_LOSS) else summary.median
+    return summary.mean if summary.metric in MEAN_METRICS else summary.median
 
 
 def grade_metric(metric: str, values: list[float], latest_ts: float | None, successes: int, failures: int,
                  last_error: str | None, interval: float, now: float, policy: QualityPolicy
                  ) -> tuple[str, str]:
-    """Grade one metric of one link; ``values`` are the window's samples in fixed units."""
+    """Grade one metric of one link; ``values`` are the window's samples in fixed units.
+
+    With no values and no failures but a ``latest_ts``, the archive still lists the test and its
+    newest run is older than the window: ``stale``, with that run's age.
+    """
     n = len(values)
     total = successes + failures
+    if n == 0 and failures == 0 and latest_ts is not None:
+        return STALE, (f"no run in the window; newest run {human_duration(now - latest_ts)} old, test runs every "
+                       f"{human_duration(interval)}")
     if n == 0 and failures == 0:
         return UNKNOWN, "no measurements in the window"
     if n == 0:
@@ -122,6 +133,11 @@ def grade_metric(metric: str, values: list[float], latest_ts: float | None, succ
     mean = math.fsum(values) / n
     if metric == M_LOSS and mean > policy.max_loss:
         return DEGRADED, f"packet loss {mean * 100:.2f} % > {policy.max_loss * 100:.2f} %"
+    if metric == M_TP_LOSS and mean > policy.max_loss:
+        return DEGRADED, f"throughput-test packet loss {mean * 100:.2f} % > {policy.max_loss * 100:.2f} %"
+    if metric == M_RETRANSMITS and policy.max_retransmits is not None and mean > policy.max_retransmits:
+        return DEGRADED, (f"TCP retransmits {mean * 100:.3f} % of segments > "
+                          f"{policy.max_retransmits * 100:.3f} %")
     if metric == M_RTT_LOSS and mean > policy.max_rtt_loss:
         return DEGRADED, f"round-trip loss {mean * 100:.2f} % > {policy.max_rtt_loss * 100:.2f} %"
     if metric == M_THROUGHPUT and med < policy.min_throughput_mbps * 1e6:
@@ -136,14 +152,17 @@ def grade_metric(metric: str, values: list[float], latest_ts: float | None, succ
 
 def summarise_metric(metric: str, samples: list[tuple[float, float]], successes: int,
                      failures: list[tuple[float, str]], interval: float, now: float, policy: QualityPolicy,
-                     failure_count: int | None = None) -> MetricSummary:
+                     failure_count: int | None = None, last_seen: float | None = None) -> MetricSummary:
     """Statistics and grade of one metric from ``(ts, value)`` samples and ``(ts, error)`` failures.
 
     ``failure_count`` (default: ``len(failures)``) may be larger when the archive counted more failed
-    runs than it listed.
+    runs than it listed. ``last_seen`` is the newest run of a test the archive lists without any run
+    in the window (used only when there are no samples).
     """
     values = [v for _, v in samples]
     latest_ts, latest = (max(samples) if samples else (None, None))
+    if latest_ts is None and not failures and not failure_count and last_seen is not None:
+        latest_ts = last_seen
     last_error = max(failures)[1] if failures else None
     n_failed = max(len(failures), failure_count or 0)
     quality, reason = grade_metric(metric, values, latest_ts, successes, n_failed, last_error, interval,
@@ -175,7 +194,8 @@ def link_grade(metrics: Mapping[str, MetricSummary]) -> tuple[str, str]:
 
 
 SiteLookup = Callable[[str | None, str | None], str | None]
-IntervalLookup = Callable[[str, str | None, str | None], float | None]
+# (test, src name, src ip, dst name, dst ip) -> the mesh's cadence for that pair, if any
+IntervalLookup = Callable[[str, str | None, str | None, str | None, str | None], float | None]
 
 
 @dataclass
@@ -193,8 +213,8 @@ def _endpoint_label(name: str | None, ip: str | None) -> str:
     return name or ip or "?"
 
 
-TEST_METRICS: dict[str, tuple[str, ...]] = {THROUGHPUT: (M_THROUGHPUT,), LATENCY: (M_LOSS, M_OWDELAY),
-                                             RTT: (M_RTT, M_RTT_LOSS)}
+TEST_METRICS: dict[str, tuple[str, ...]] = {THROUGHPUT: (M_THROUGHPUT, M_TP_LOSS, M_RETRANSMITS),
+                                             LATENCY: (M_LOSS, M_OWDELAY), RTT: (M_RTT, M_RTT_LOSS)}
 
 
 class _TestAcc:
@@ -202,18 +222,34 @@ class _TestAcc:
 
     Arrays and slots instead of lists of tuples and dicts: at OSG scale (10^5 links) the boxed
     floats and per-object dicts would cost several times the memory of the numbers themselves.
+    Only the first metric's array always exists; the others are made when a value arrives.
     """
 
-    __slots__ = ("a", "b", "na", "nb", "failures", "successes", "unlisted", "interval")
+    __slots__ = ("a", "b", "c", "na", "nb", "nc", "failures", "successes", "unlisted", "interval")
 
-    def __init__(self, n_metrics: int) -> None:
+    def __init__(self) -> None:
         self.a = array("d")
-        self.b = array("d") if n_metrics > 1 else None
-        self.na = self.nb = 0  # how many series contributed to each metric (1: no de-duplication needed)
+        self.b: array[float] | None = None
+        self.c: array[float] | None = None
+        self.na = self.nb = self.nc = 0  # series that contributed to each metric (1: no de-duplication needed)
         self.failures: list[tuple[float, str]] | None = None
         self.successes = 0
         self.unlisted = 0
         self.interval: float | None = None
+
+    def buffer(self, i: int, create: bool) -> array[float] | None:
+        if i == 0:
+            return self.a
+        name = "b" if i == 1 else "c"
+        buf = getattr(self, name)
+        if buf is None and create:
+            buf = array("d")
+            setattr(self, name, buf)
+        return buf
+
+
+_COUNT = ("na", "nb", "nc")
+_METRIC_INDEX = {test: {m: i for i, m in enumerate(metrics)} for test, metrics in TEST_METRICS.items()}
 
 
 class _LinkAcc:
@@ -247,7 +283,8 @@ class LinkAccumulator:
     Streaming keeps the crawl's memory at one copy of the numbers: each :class:`HostSeries` can be
     dropped as soon as it is added. Series whose ends map to no site are reported in
     ``report.unmapped``, never guessed; series inside one site are not links and are skipped. The
-    expected cadence of each series is resolved here (the data's own schedule, else the mesh's).
+    expected cadence of each series is resolved here (the data's own schedule, else the mesh's);
+    ``mesh_interval`` is asked about every series (it also notes which mesh pairs have data).
     """
 
     def __init__(self, site_of: SiteLookup, mesh_interval: IntervalLookup | None = None,
@@ -256,8 +293,12 @@ class LinkAccumulator:
         self.mesh_interval = mesh_interval
         self.report = report if report is not None else SummaryReport()
         self.links: dict[LinkKey, _LinkAcc] = {}
+        # (link, test) -> newest run of tests the archives list with no run in the window (rare)
+        self.last_seen: dict[tuple[LinkKey, str], float] = {}
 
     def add(self, s: HostSeries) -> None:
+        mesh_interval = (self.mesh_interval(s.test, s.src_name, s.src_ip, s.dst_name, s.dst_ip)
+                         if self.mesh_interval is not None else None)
         src = self.site_of(s.src_name, s.src_ip)
         dst = self.site_of(s.dst_name, s.dst_ip)
         if src is None:
@@ -273,21 +314,25 @@ class LinkAccumulator:
         acc = self.links.get(key)
         if acc is None:
             acc = self.links[key] = _LinkAcc()
-        metrics = TEST_METRICS[s.test]
         t = getattr(acc, s.test)
         if t is None:
-            t = _TestAcc(len(metrics))
+            t = _TestAcc()
             setattr(acc, s.test, t)
-        for i, metric in enumerate(metrics):
-            pts = s.samples.get(metric)
-            if not pts:
+        index = _METRIC_INDEX[s.test]
+        for metric, pts in s.samples.items():
+            i = index.get(metric)
+            if i is None or not pts:
                 continue
-            buf = t.a if i == 0 else t.b
-            assert buf is not None
             if i == 0:
+                buf = t.a
                 t.na += 1
             else:
-                t.nb += 1
+                buf = t.buffer(i, True)
+                if i == 1:
+                    t.nb += 1
+                else:
+                    t.nc += 1
+            assert buf is not None
             for ts, value in pts:
                 buf.append(ts)
                 buf.append(value)
@@ -297,9 +342,9 @@ class LinkAccumulator:
             t.failures.extend(s.failures)
         t.successes += s.successes
         t.unlisted += s.unlisted_failures
-        interval = s.interval
-        if interval is None and self.mesh_interval is not None:
-            interval = self.mesh_interval(s.test, s.src_name, s.dst_name)
+        if s.last_seen is not None and s.last_seen > self.last_seen.get((key, s.test), 0.0):
+            self.last_seen[(key, s.test)] = s.last_seen
+        interval = s.interval if s.interval is not None else mesh_interval
         if interval is not None and interval > 0 and (t.interval is None or interval < t.interval):
             t.interval = interval
         acc.src_hosts = _remember(acc.src_hosts, _endpoint_label(s.src_name, None if s.src_name else s.src_ip))
@@ -310,7 +355,9 @@ class LinkAccumulator:
         """Grade every link; the accumulated samples are released as each link is summarised.
 
         A run stored in two archives (a host's own archive and a central one) is counted once:
-        samples are de-duplicated on (start time, value), failures on start time.
+        samples are de-duplicated on (start time, value), failures on start time. A test the
+        archives list with no run in the window becomes its primary metric graded ``stale``, with
+        the age of its newest run and no figures.
         """
         out: dict[LinkKey, LinkSummary] = {}
         while self.links:
@@ -328,12 +375,14 @@ class LinkAccumulator:
                         seen_fail.add(int(ts))
                         failures.append((ts, error))
                 failure_count = len(failures) + t.unlisted
+                last_seen = self.last_seen.pop((key, test), None) if self.last_seen else None
                 for i, metric in enumerate(TEST_METRICS[test]):
-                    buf = t.a if i == 0 else t.b
-                    assert buf is not None
-                    samples = list(zip(buf[0::2], buf[1::2], strict=True))
+                    buf = t.a if i == 0 else t.buffer(i, False)
+                    if buf is None and test == THROUGHPUT:
+                        continue  # a throughput test's loss and retransmits only when measured
+                    samples = list(zip(buf[0::2], buf[1::2], strict=True)) if buf is not None else []
                     raw = len(samples)
-                    if (t.na if i == 0 else t.nb) > 1:
+                    if getattr(t, _COUNT[i]) > 1:
                         seen: set[tuple[int, float]] = set()
                         unique = []
                         for ts, value in samples:
@@ -343,13 +392,16 @@ class LinkAccumulator:
                                 unique.append((ts, value))
                         self.report.duplicates += raw - len(unique)
                         samples = unique
-                    if not samples and not failure_count:
-                        continue
+                    if not samples:
+                        if test == THROUGHPUT and i > 0:
+                            continue  # a throughput test's loss and retransmits only when measured
+                        if not failure_count and (last_seen is None or i > 0):
+                            continue
                     # Successful runs: what the archives counted, minus the copies removed above,
                     # and never fewer than the samples actually kept.
                     successes = max(len(samples), t.successes - (raw - len(samples)))
                     metrics[metric] = summarise_metric(metric, samples, successes, failures, interval, now, policy,
-                                                       failure_count)
+                                                       failure_count, last_seen)
             if not metrics:
                 continue
             quality, reason = link_grade(metrics)

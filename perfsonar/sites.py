@@ -1,45 +1,53 @@
-"""Map perfSONAR hosts to grid sites without hand-maintained host lists.
+"""Map perfSONAR hosts to grid sites without hand-maintained host lists, and say why.
 
-Sources, in order of precedence:
+Sources, in order of precedence (the first that knows a host decides; :meth:`SiteMap.explain` names it):
 
-1. ``sites.rules`` in the spider config: CIDR prefixes and host-name patterns per site;
-2. site registries: OSG Topology YAML (the ``topology/`` tree or single resource-group files),
-   GOCDB service endpoints (XML as served by the GOCDB PI, or the same records as JSON) and CRIC /
-   AGIS PerfSonar service records (JSON).
+1. ``sites.rules`` in the spider config (and ``--site HOST=SITE``): CIDR prefixes (longest wins),
+   then host-name patterns;
+2. the HTCondor pool (``sites.pool``): perfSONAR hosts that execute nodes of a site list in their
+   slot ads (:mod:`perfsonar.pool`);
+3. site registries: OSG Topology, GOCDB, CRIC (:mod:`perfsonar.registries`);
+4. legacy MeshConfig meshes: the ``organizations[].sites[]`` entry that lists the host;
+5. pSConfig meshes: the address's ``_meta`` (a site key, else ``display-name``) (:mod:`perfsonar.meshes`);
+6. domain rules, last: ``sites.domains`` and the DNS domains the pool's execute nodes of one site
+   share, matched against the host's name or, for a bare address, its reverse DNS name.
+
+Within one source the first statement about a host wins and a contradicting one is logged as a
+conflict (e.g. one host in two meshes under two display names: the first mesh's name is kept).
 
 Measurements name their ends by IP (esmond, ``meta.*.ip``) and often by name too. Like WLCG's own
-ingest (reference §3, P3), every registry and mesh host name is resolved to **all** its addresses
-so a measurement is mapped by the IP it was taken on; IPv6 text is canonicalised first. A host that
+ingest (``sand-ci/ps-ingest``), every host a source names is resolved to **all** its addresses, so a
+measurement is mapped by the IP it was taken on; IPv6 text is canonicalised first. A host that
 matches nothing is reported as unmapped — never guessed from a similar name.
 
-Parsing functions are pure (text in, entries out); resolution goes through an injectable
-``Resolver`` so tests use a static table and never send DNS queries.
+Site names are normalised once, as matchmaking needs them: surrounding and repeated white space
+removed, and names that matchmaking cannot tell apart — the same after ``[^A-Za-z0-9_]`` -> ``_``
+and ignoring case, which is how the submit transform turns a site into an attribute name — are one
+site, spelled as the highest-precedence source spells it.
+
+Resolution goes through injectable resolvers so tests use static tables and send no DNS queries.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import ipaddress
-import json
 import re
 import socket
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-import yaml
-
-from perfsonar.errors import RegistryError
+from lark.links.records import attribute_suffix
+from perfsonar.model import SiteClaim
 from perfsonar.normalise import canonical_ip
+from perfsonar.registries import RegistryEntry
 
 Resolver = Callable[[str], Sequence[str]]
+ReverseResolver = Callable[[str], str | None]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-PERFSONAR_SERVICE_TYPES = ("net.perfSONAR.Bandwidth", "net.perfSONAR.Latency")
-REGISTRY_TYPES = ("osg-topology", "gocdb", "cric")
-OSG_SITE_KEYS = ("resource_group", "site", "wlcg")
+# Claim kinds in order of precedence (after the rules, before the domain rules).
+CLAIM_KINDS = ("pool", "registry", "meshconfig", "psconfig")
 
 
 @dataclass(frozen=True)
@@ -49,179 +57,52 @@ class SiteRule:
     site: str
     networks: tuple[IPNetwork, ...] = ()
     patterns: tuple[str, ...] = ()
+    source: str = "sites.rules"
 
-    def matches_name(self, name: str) -> bool:
+    def matching_pattern(self, name: str) -> str | None:
         low = name.lower().rstrip(".")
         for pattern in self.patterns:
             if pattern.startswith("re:"):
                 if re.fullmatch(pattern[3:], low, flags=re.IGNORECASE):
-                    return True
+                    return pattern
             elif fnmatch.fnmatchcase(low, pattern.lower()):
-                return True
-        return False
+                return pattern
+        return None
+
+    def matches_name(self, name: str) -> bool:
+        return self.matching_pattern(name) is not None
 
 
 @dataclass(frozen=True)
-class RegistryEntry:
-    """A perfSONAR host a registry assigns to a site."""
+class DomainRule:
+    """Hosts whose (forward or reverse DNS) name ends in ``domain`` belong to ``site``."""
 
+    domain: str
     site: str
-    host: str
     source: str
-    flavour: str | None = None
 
 
-# --------------------------------------------------------------------------------------------
-# Registry parsers (pure)
+@dataclass(frozen=True)
+class Decision:
+    """A host's site and the source that decided it (``site`` None: unmapped)."""
+
+    site: str | None
+    source: str
 
 
-def parse_osg_resource_group(doc: Any, source: str, resource_group: str, site_dir: str | None = None,
-                             site_key: str = "resource_group") -> list[RegistryEntry]:
-    """perfSONAR hosts of one OSG Topology resource-group YAML document.
-
-    The site is the resource group (the file name, as OSG's own XML calls it ``GroupName``), the
-    site directory, or the WLCG accounting name of the group's resources (``site_key``). Inactive
-    resources are skipped. A perfSONAR service's ``Details.endpoint`` wins over the resource FQDN.
-    """
-    if not isinstance(doc, Mapping):
-        raise RegistryError(f"{source}: not an OSG Topology resource group (expected a mapping)")
-    resources = doc.get("Resources")
-    if not isinstance(resources, Mapping):
-        return []
-    wlcg_names = [r.get("WLCGInformation", {}).get("AccountingName") for r in resources.values()
-                  if isinstance(r, Mapping) and isinstance(r.get("WLCGInformation"), Mapping)]
-    wlcg = next((n for n in wlcg_names if isinstance(n, str) and n), None)
-    if site_key == "site":
-        site = site_dir or resource_group
-    elif site_key == "wlcg":
-        site = wlcg or resource_group
-    else:
-        site = resource_group
-    out: list[RegistryEntry] = []
-    for res in resources.values():
-        if not isinstance(res, Mapping) or res.get("Active") is False:
-            continue
-        services = res.get("Services")
-        if not isinstance(services, Mapping):
-            continue
-        for stype, svc in services.items():
-            if stype not in PERFSONAR_SERVICE_TYPES:
-                continue
-            details = svc.get("Details") if isinstance(svc, Mapping) else None
-            endpoint = details.get("endpoint") if isinstance(details, Mapping) else None
-            host = endpoint if isinstance(endpoint, str) and endpoint else res.get("FQDN")
-            if isinstance(host, str) and host:
-                out.append(RegistryEntry(site, _host_only(host), source, stype))
-    return out
+def normalise_site(name: str) -> str:
+    """A site name with surrounding and repeated white space removed."""
+    return " ".join(name.split())
 
 
-def parse_gocdb(text: str, source: str) -> list[RegistryEntry]:
-    """perfSONAR endpoints from GOCDB ``get_service_endpoint`` output (XML, or the same as JSON)."""
-    records: list[Mapping[str, Any]] = []
-    stripped = text.lstrip()
-    if stripped.startswith("<"):
-        try:
-            root = ET.fromstring(text)
-        except ET.ParseError as err:
-            raise RegistryError(f"{source}: not valid GOCDB XML: {err}") from None
-        for ep in root.iter("SERVICE_ENDPOINT"):
-            records.append({child.tag: (child.text or "").strip() for child in ep})
-    else:
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise RegistryError(f"{source}: not valid JSON: {err}") from None
-        if isinstance(doc, Mapping):
-            doc = doc.get("SERVICE_ENDPOINT", doc.get("results", list(doc.values())))
-        if not isinstance(doc, list):
-            raise RegistryError(f"{source}: expected a list of GOCDB SERVICE_ENDPOINT records")
-        records = [r for r in doc if isinstance(r, Mapping)]
-    out = []
-    for rec in records:
-        stype = str(rec.get("SERVICE_TYPE", ""))
-        host, site = rec.get("HOSTNAME"), rec.get("SITENAME")
-        if stype not in PERFSONAR_SERVICE_TYPES or not isinstance(host, str) or not isinstance(site, str):
-            continue
-        if str(rec.get("IN_PRODUCTION", "Y")).upper() in ("N", "FALSE", "0"):
-            continue
-        if host and site:
-            out.append(RegistryEntry(site, _host_only(host), source, stype))
-    return out
+def site_key(name: str) -> str:
+    """What matchmaking can tell apart: the attribute-name form of the site, ignoring case."""
+    return attribute_suffix(normalise_site(name)).lower()
 
 
-def parse_cric(text: str, source: str) -> list[RegistryEntry]:
-    """PerfSonar service records from CRIC (``rcsite``) or its predecessor AGIS (``rc_site``).
-
-    CRIC answers ``?json`` queries with an object keyed by service name, AGIS with a list; both are
-    accepted. Records whose ``state``/``status`` says they are not active are skipped.
-    """
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise RegistryError(f"{source}: not valid JSON: {err}") from None
-    records = list(doc.values()) if isinstance(doc, Mapping) else doc
-    if not isinstance(records, list):
-        raise RegistryError(f"{source}: expected a list or an object of CRIC service records")
-    out = []
-    for rec in records:
-        if not isinstance(rec, Mapping):
-            continue
-        stype = str(rec.get("type", "PerfSonar"))
-        if stype.lower() != "perfsonar":
-            continue
-        if str(rec.get("state", "ACTIVE")).upper() not in ("ACTIVE", ""):
-            continue
-        site = rec.get("rcsite") or rec.get("rc_site") or rec.get("site")
-        host = rec.get("endpoint") or rec.get("hostname")
-        if isinstance(site, Mapping):
-            site = site.get("name")
-        if isinstance(site, str) and site and isinstance(host, str) and host:
-            flavour = rec.get("flavour")
-            out.append(RegistryEntry(site, _host_only(host), source, flavour if isinstance(flavour, str) else None))
-    return out
-
-
-def _host_only(endpoint: str) -> str:
-    """``https://ps.example:443/x`` or ``ps.example:8085`` -> ``ps.example`` (lower case)."""
-    text = endpoint.strip()
-    if "://" in text:
-        text = text.split("://", 1)[1]
-    text = text.split("/", 1)[0]
-    if text.startswith("["):
-        return text[1:].split("]", 1)[0].lower()
-    if text.count(":") == 1:
-        text = text.split(":", 1)[0]
-    return text.lower().rstrip(".")
-
-
-# --------------------------------------------------------------------------------------------
-# Registry loaders (file reads only)
-
-
-def load_registry(kind: str, path: Path, site_key: str = "resource_group") -> list[RegistryEntry]:
-    """Entries of one registry file or directory. Raises :class:`RegistryError` naming the file."""
-    try:
-        if kind == "osg-topology":
-            files = sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
-            out: list[RegistryEntry] = []
-            for f in files:
-                if f.name.endswith("_downtime.yaml") or f.name == "SITE.yaml":
-                    continue  # downtime and site-description files list no resources
-                try:
-                    doc = yaml.safe_load(f.read_text(encoding="utf-8"))
-                except yaml.YAMLError as err:
-                    raise RegistryError(f"{f}: not valid YAML: {err}") from None
-                site_dir = f.parent.name if path.is_dir() and f.parent != path else None
-                out.extend(parse_osg_resource_group(doc, str(f), f.stem, site_dir, site_key))
-            return out
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise RegistryError(f"{path}: cannot read registry: {err.strerror or err}") from None
-    if kind == "gocdb":
-        return parse_gocdb(text, str(path))
-    if kind == "cric":
-        return parse_cric(text, str(path))
-    raise RegistryError(f"{path}: unknown registry type {kind!r} (accepted: {', '.join(REGISTRY_TYPES)})")
+def registry_claims(entries: Iterable[RegistryEntry]) -> list[SiteClaim]:
+    return [SiteClaim(e.site, e.host, f"registry {e.source}" + (f" ({e.flavour})" if e.flavour else ""),
+                      "registry") for e in entries]
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,6 +123,14 @@ def system_resolver(name: str) -> list[str]:
     return out
 
 
+def system_reverse_resolver(ip: str) -> str | None:
+    """The reverse DNS (PTR) name of ``ip``, or None."""
+    try:
+        return socket.gethostbyaddr(ip)[0].lower().rstrip(".")
+    except (OSError, UnicodeError):
+        return None
+
+
 def static_resolver(table: Mapping[str, Sequence[str]]) -> Resolver:
     """A resolver that answers from a fixed table (tests, benchmarks, air-gapped sites)."""
     lowered = {k.lower().rstrip("."): list(v) for k, v in table.items()}
@@ -258,85 +147,129 @@ def static_resolver(table: Mapping[str, Sequence[str]]) -> Resolver:
 
 @dataclass
 class SiteMap:
-    """Answers "which site is this host?" from rules, registries and resolved addresses.
+    """Answers "which site is this host, and who says so?" from every source, in precedence order.
 
     ``addresses`` maps a (lower-case) host name to its canonical IPs; build it with
     :func:`resolve_names`. Lookups are cached, so a crawl of 90,000 series costs one decision per
-    distinct endpoint.
+    distinct endpoint. ``reverse`` (IP -> name) is only consulted for the domain rules.
     """
 
     rules: Sequence[SiteRule] = ()
-    entries: Sequence[RegistryEntry] = ()
+    claims: Sequence[SiteClaim] = ()
+    domains: Sequence[DomainRule] = ()
     addresses: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    reverse: ReverseResolver | None = None
     conflicts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        nets = [(net, rule.site) for rule in self.rules for net in rule.networks]
+        self._spelling: dict[str, str] = {}
+        nets = [(net, self._name(rule.site), f"{rule.source} cidr {net}") for rule in self.rules
+                for net in rule.networks]
         # Longest prefix first, so a /28 carve-out beats the campus /16 of another rule.
         self._networks = sorted(nets, key=lambda item: -item[0].prefixlen)
-        self._by_name: dict[str, str] = {}
-        for entry in self.entries:
-            host = entry.host.lower()
-            known = self._by_name.get(host)
-            if known is not None and known != entry.site:
-                self.conflicts.append(f"{host} is listed for {known} and {entry.site} ({entry.source}); "
-                                      f"keeping {known}")
-                continue
-            self._by_name[host] = entry.site
-        self._by_ip: dict[str, str] = {}
+        self._patterns = [(rule, self._name(rule.site)) for rule in self.rules if rule.patterns]
         self._names_by_ip: dict[str, list[str]] = {}
         for name, ips in self.addresses.items():
             for ip in ips:
                 self._names_by_ip.setdefault(ip, []).append(name)
-        for host, site in self._by_name.items():
-            literal = canonical_ip(host)
-            for ip in ([literal] if literal else self.addresses.get(host, ())):
-                known = self._by_ip.get(ip)
-                if known is not None and known != site:
-                    self.conflicts.append(f"address {ip} belongs to hosts of {known} and {site}; keeping {known}")
+        # One (by name, by IP) table per claim kind, in precedence order.
+        self._tiers: list[tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str]]]] = []
+        for kind in CLAIM_KINDS:
+            by_name: dict[str, tuple[str, str]] = {}
+            for claim in self.claims:
+                if claim.kind != kind:
                     continue
-                self._by_ip[ip] = site
-        self._cache: dict[tuple[str | None, str | None], str | None] = {}
+                host = canonical_ip(claim.host) or claim.host.lower().rstrip(".")
+                site = self._name(claim.site)
+                known = by_name.get(host)
+                if known is not None:
+                    if known[0] != site:
+                        self.conflicts.append(f"{host} is {known[0]} ({known[1]}) and {site} ({claim.source}); "
+                                              f"keeping {known[0]}")
+                    continue
+                by_name[host] = (site, claim.source)
+            by_ip: dict[str, tuple[str, str]] = {}
+            for host, (site, source) in by_name.items():
+                literal = canonical_ip(host)
+                for ip in ([literal] if literal else self.addresses.get(host, ())):
+                    known = by_ip.get(ip)
+                    if known is not None and known[0] != site:
+                        self.conflicts.append(f"address {ip} belongs to hosts of {known[0]} and {site}; "
+                                              f"keeping {known[0]}")
+                        continue
+                    by_ip.setdefault(ip, (site, f"{source}, by address {ip} of {host}" if not literal else source))
+            self._tiers.append((by_name, by_ip))
+        self._domains = sorted(((d.domain.lower().strip(".").removeprefix("*."), self._name(d.site), d.source)
+                                for d in self.domains), key=lambda item: -len(item[0]))
+        self._cache: dict[tuple[str | None, str | None], Decision] = {}
+
+    def _name(self, site: str) -> str:
+        """The one spelling of a site (the first source's, in precedence order)."""
+        return self._spelling.setdefault(site_key(site), normalise_site(site))
 
     def site_of(self, name: str | None, ip: str | None) -> str | None:
         """The site of an endpoint known by host name, IP, or both; None when nothing matches."""
-        key = (name.lower().rstrip(".") if name else None, canonical_ip(ip) if ip else None)
-        if key in self._cache:
-            return self._cache[key]
-        site = self._decide(*key)
-        self._cache[key] = site
-        return site
+        return self.explain(name, ip).site
 
-    def _decide(self, name: str | None, ip: str | None) -> str | None:
+    def explain(self, name: str | None, ip: str | None) -> Decision:
+        """The site of an endpoint and the source that decided it."""
+        key = (name.lower().rstrip(".") if name else None, canonical_ip(ip) if ip else None)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = self._decide(*key)
+        return found
+
+    def _decide(self, name: str | None, ip: str | None) -> Decision:
         if name and ip is None and canonical_ip(name):
             name, ip = None, canonical_ip(name)
         ips: list[str] = [ip] if ip else []
         if name:
             ips.extend(a for a in self.addresses.get(name, ()) if a not in ips)
         for addr in ips:
-            site = self._by_network(addr)
-            if site:
-                return site
+            hit = self._by_network(addr)
+            if hit:
+                return hit
         names: list[str] = [name] if name else []
+        via: dict[str, str] = {}  # names found through an address -> that address
         for addr in ips:
-            names.extend(n for n in self._names_by_ip.get(addr, ()) if n not in names)
-        for candidate in names:
-            for rule in self.rules:
-                if rule.patterns and rule.matches_name(candidate):
-                    return rule.site
-        for candidate in names:
-            if candidate in self._by_name:
-                return self._by_name[candidate]
-        for addr in ips:
-            if addr in self._by_ip:
-                return self._by_ip[addr]
-        return None
+            for other in self._names_by_ip.get(addr, ()):
+                if other not in names:
+                    names.append(other)
+                    via[other] = addr
 
-    def _by_network(self, ip: str) -> str | None:
+        def how(candidate: str) -> str:
+            return f", by address {via[candidate]} of {candidate}" if candidate in via else ""
+
+        for candidate in names:
+            for rule, site in self._patterns:
+                pattern = rule.matching_pattern(candidate)
+                if pattern is not None:
+                    return Decision(site, f"{rule.source} host pattern {pattern!r}{how(candidate)}")
+        for by_name, by_ip in self._tiers:
+            for candidate in names:
+                if candidate in by_name:
+                    site, source = by_name[candidate]
+                    return Decision(site, source + how(candidate))
+            for addr in ips:
+                if addr in by_ip:
+                    return Decision(*by_ip[addr])
+        if self._domains:
+            candidates = list(names)
+            if self.reverse is not None:
+                candidates.extend(r for r in (self.reverse(a) for a in ips) if r and r not in candidates)
+            for candidate in candidates:
+                low = candidate.lower().rstrip(".")
+                for domain, site, source in self._domains:
+                    if low == domain or low.endswith("." + domain):
+                        how = "" if candidate in names else " (reverse DNS)"
+                        return Decision(site, f"{source}: {candidate}{how} is in {domain}")
+        return Decision(None, "no rule, pool, registry, mesh or domain knows it")
+
+    def _by_network(self, ip: str) -> Decision | None:
         addr = ipaddress.ip_address(ip)
-        for net, site in self._networks:
+        for net, site, source in self._networks:
             if addr.version == net.version and addr in net:
-                return site
+                return Decision(site, source)
         return None
 
 

@@ -1,7 +1,7 @@
 """A real loopback HTTP server that speaks perfSONAR, plus generators of perfSONAR-shaped data.
 
-Shapes follow ``shared/reference/perfsonar-apis.md`` (esmond §4, elmond §4.6, OpenSearch §5, pSConfig
-and MeshConfig §2, Lookup Service §1). Nothing is a mock of the client: the spider talks HTTP to a
+Shapes follow the public sources of the software that produces them, listed in docs/spider.md ("Test
+fixtures and where their shapes come from"). Nothing is a mock of the client: the spider talks HTTP to a
 ``ThreadingHTTPServer`` on 127.0.0.1 (or ::1) with an ephemeral port. Apps are mounted under path
 prefixes so one server can host several archives; faults (HTTP errors, sleeping past the client's
 timeout, truncated JSON, oversized bodies, HTML answers) can be injected per path prefix.
@@ -19,10 +19,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+# The OpenSearch archive lives in tests/perfsonar/fakeos.py; its names are part of this module's surface.
+from tests.perfsonar.fakeos import OpenSearchApp as OpenSearchApp
+from tests.perfsonar.fakeos import filter_path as filter_path
+from tests.perfsonar.fakeos import os_doc as os_doc
 
 Response = tuple[int, Any, str]  # status, JSON-able object or raw bytes, content type
 JSON = "application/json"
@@ -236,12 +241,18 @@ class StaticApp:
         if meshconfig is not None:
             self.alternatives[(path, "meshconfig")] = meshconfig
 
+    def put_raw(self, path: str, text: str, content_type: str) -> None:
+        """A document served as is (registry exports: XML)."""
+        self.docs[path] = (text.encode(), content_type)
+
     def handle(self, method: str, path: str, query: dict[str, list[str]], body: bytes, base: str) -> Response:
         fmt = query.get("format", [""])[0]
         if (path, fmt) in self.alternatives:
             return 200, self.alternatives[(path, fmt)], JSON
         if path in self.docs:
             doc = self.docs[path]
+            if isinstance(doc, tuple):
+                return 200, doc[0], doc[1]
             return 200, doc(query) if callable(doc) else doc, JSON
         return 404, {"detail": "Not found."}, JSON
 
@@ -366,11 +377,15 @@ def md_key(dialect: str, *parts: object) -> str:
 
 EVENTS = {
     "throughput": ["throughput", "packet-retransmits", "failures", "pscheduler-run-href"],
+    # UDP throughput tests report loss instead of retransmits (elmond's event tables)
+    "throughput-udp": ["throughput", "packet-loss-rate", "packet-count-lost", "packet-count-sent", "failures",
+                       "pscheduler-run-href"],
+    "trace": ["packet-trace", "path-mtu", "failures"],
     "latency": ["histogram-owdelay", "packet-loss-rate", "packet-count-lost", "packet-count-sent", "histogram-ttl",
                 "time-error-estimates", "failures"],
     "rtt": ["histogram-rtt", "packet-loss-rate-bidir", "histogram-ttl-reverse", "failures"],
 }
-TOOLS = {"throughput": "iperf3", "latency": "powstream", "rtt": "ping"}
+TOOLS = {"throughput": "iperf3", "latency": "powstream", "rtt": "ping", "trace": "traceroute"}
 
 
 @dataclass
@@ -386,6 +401,9 @@ class EsmondTest:
     tool: str | None = None
     bucket_width: float | None = None
     stats_summary: bool = False
+    protocol: str = "tcp"  # throughput: "udp" lists packet-loss-rate instead of packet-retransmits
+    duration: int = 30  # throughput: time-duration of each run, seconds
+    updated: dict[str, int | None] = field(default_factory=dict)  # time-updated per event type, if not the newest ts
 
 
 class EsmondApp:
@@ -427,17 +445,22 @@ class EsmondApp:
             "subject-type": "point-to-point", "source": t.src_ip, "destination": t.dst_ip,
             "measurement-agent": t.src_ip, "input-source": t.src_name or t.src_ip,
             "input-destination": t.dst_name or t.dst_ip, "tool-name": tool,
-            "pscheduler-test-type": {"throughput": "throughput", "latency": "latencybg", "rtt": "rtt"}[t.test],
+            "pscheduler-test-type": {"throughput": "throughput", "latency": "latencybg", "rtt": "rtt",
+                                     "trace": "trace"}[t.test],
             "event-types": [],
         }
         if t.test == "throughput":
-            md |= {"time-duration": value(30), "ip-transport-protocol": "tcp", "bw-parallel-streams": value(1)}
+            md |= {"time-duration": value(t.duration), "ip-transport-protocol": t.protocol,
+                   "bw-parallel-streams": value(1)}
+        elif t.test == "trace":
+            md |= {"trace-first-ttl": value(1), "trace-max-ttl": value(30), "trace-num-queries": value(1)}
         elif t.test == "latency":
             md |= {"sample-size": value(600), "time-probe-interval": value(0.1),
                    "sample-bucket-width": value(t.bucket_width if t.bucket_width is not None else 0.001)}
         else:
             md |= {"ip-packet-size": value(64), "sample-size": value(10)}
-        for et in EVENTS[t.test]:
+        events = EVENTS["throughput-udp" if t.test == "throughput" and t.protocol == "udp" else t.test]
+        for et in events:
             pts = sorted(t.points.get(et, []), key=lambda p: p[0])
             base = f"{rel}{et}/base" + ("/0" if elmond else "")
             summaries = []
@@ -446,8 +469,9 @@ class EsmondApp:
                 summaries.append({"summary-type": "statistics", "summary-window": 0 if elmond else "0",
                                   "time-updated": pts[-1][0] if pts else None, "uri": self.mount + stats_rel})
                 self.data[stats_rel] = [(ts, histogram_stats(v)) for ts, v in pts]
+            updated = t.updated[et] if et in t.updated else (pts[-1][0] if pts else None)
             md["event-types"].append({"event-type": et, "base-uri": self.mount + base,
-                                      "time-updated": pts[-1][0] if pts else None, "summaries": summaries})
+                                      "time-updated": updated, "summaries": summaries})
             self.data[base] = pts
         self.tests.append((md, t))
         return md
@@ -516,199 +540,6 @@ def owd_histogram(median_ms: float, bucket_width: float = 0.001, n: int = 600) -
     unit = bucket_width / 0.001
     center = median_ms / unit
     return {f"{center - 0.01:.2f}": n // 4, f"{center:.2f}": n // 2, f"{center + 0.01:.2f}": n - n // 4 - n // 2}
-
-
-# ============================================================================================
-# OpenSearch
-
-
-def os_doc(test_type: str, src: tuple[str, str], dst: tuple[str, str], ip_version: int, start: float, *,
-           succeeded: bool = True, error: str | None = None, throughput: float | None = None,
-           latency_median: float | None = None, loss: float | None = None, rtt_mean_s: float | None = None,
-           bucket_width: float = 0.001, repeat: float | None = None, tz_hours: int = 0,
-           rtt_as_iso: bool = False) -> dict[str, Any]:
-    """One ``pscheduler_<type>`` document as the perfSONAR 5 Logstash pipeline stores it."""
-    tz = timezone(timedelta(hours=tz_hours))
-    started = datetime.fromtimestamp(start, UTC).astimezone(tz)
-    spec: dict[str, Any] = {"schema": 1, "source": src[0], "dest": dst[0], "ip-version": ip_version}
-    tool = {"throughput": "iperf3", "latencybg": "powstream", "latency": "owping", "rtt": "ping"}[test_type]
-    if test_type in ("latencybg", "latency"):
-        spec |= {"packet-count": 600, "packet-interval": 0.1, "bucket-width": bucket_width}
-    doc: dict[str, Any] = {
-        "@timestamp": (started + timedelta(seconds=40)).isoformat(),
-        "id": hashlib.md5(f"{src}{dst}{start}{test_type}".encode()).hexdigest(),
-        "test": {"type": test_type, "spec": spec},
-        "pscheduler": {"start_time": started.isoformat(timespec="seconds"),
-                       "end_time": (started + timedelta(seconds=35)).isoformat(timespec="seconds"),
-                       "tool": tool, "test_checksum": hashlib.sha256(f"{src}{dst}{test_type}".encode()).hexdigest()},
-        "meta": {"ip_version": ip_version, "source": {"ip": src[1], "hostname": src[0]},
-                 "destination": {"ip": dst[1], "hostname": dst[0]},
-                 "observer": {"ip": src[1], "hostname": src[0]}},
-        "result": {"succeeded": succeeded},
-    }
-    if repeat is not None:
-        doc["schedule"] = {"repeat": repeat, "slip": repeat, "sliprand": True}
-    r = doc["result"]
-    if not succeeded:
-        r["error"] = error or "run failed"
-        return doc
-    if test_type == "throughput":
-        r |= {"throughput": throughput, "retransmits": 3, "mtu": 9000}
-    elif test_type in ("latencybg", "latency"):
-        med = latency_median
-        r |= {"max_clock_error": 1.2,
-              "packets": {"sent": 600, "received": 600 - round((loss or 0) * 600), "lost": round((loss or 0) * 600),
-                          "duplicated": 0, "reordered": 0, "loss": loss},
-              "latency": {"min": med, "max": med, "mean": med, "median": med, "p_25": med, "p_75": med}}
-    elif test_type == "rtt":
-        mean: Any = f"PT{rtt_mean_s}S" if rtt_as_iso else rtt_mean_s
-        r |= {"packets": {"sent": 10, "received": 10, "lost": 0, "loss": loss or 0.0},
-              "rtt": {"min": mean, "max": mean, "mean": mean, "stddev": 0.0}}
-    return doc
-
-
-def _dig(doc: Any, dotted: str) -> Any:
-    cur = doc
-    for part in dotted.split("."):
-        if not isinstance(cur, Mapping):
-            return None
-        cur = cur.get(part)
-    return cur
-
-
-def _project(doc: Mapping[str, Any], includes: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path in includes:
-        value = _dig(doc, path)
-        if value is None:
-            continue
-        cur = out
-        parts = path.split(".")
-        for p in parts[:-1]:
-            cur = cur.setdefault(p, {})
-        cur[parts[-1]] = value
-    return out
-
-
-def _ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-class OpenSearchApp:
-    """The ``/opensearch`` proxy of a perfSONAR 5 archive, evaluating the queries the spider sends.
-
-    Supports: index lists with ``ignore_unavailable``, a ``range`` filter on ``pscheduler.start_time``,
-    and a ``composite`` aggregation over field terms (with ``after`` paging and ``missing_bucket``)
-    with ``filter``/``min``/``top_hits`` sub-aggregations — the documented response envelope.
-    """
-
-    def __init__(self) -> None:
-        self.indices: dict[str, list[dict[str, Any]]] = {}
-        self.bodies: list[Any] = []
-
-    def add(self, doc: dict[str, Any]) -> None:
-        self.indices.setdefault(f"pscheduler_{doc['test']['type']}", []).append(doc)
-
-    def handle(self, method: str, path: str, query: dict[str, list[str]], body: bytes, base: str) -> Response:
-        parts = [p for p in path.split("/") if p]
-        if len(parts) != 2 or parts[1] != "_search":
-            return 404, {"error": {"type": "not_found"}, "status": 404}, JSON
-        names = parts[0].split(",")
-        ignore = query.get("ignore_unavailable", ["false"])[0] == "true"
-        missing = [n for n in names if n not in self.indices]
-        if missing and not ignore:
-            return 404, {"error": {"type": "index_not_found_exception", "index": missing[0]}, "status": 404}, JSON
-        req = json.loads(body or b"{}")
-        self.bodies.append(req)
-        docs = [d for n in names for d in self.indices.get(n, [])]
-        for flt in _dig(req, "query.bool.filter") or []:
-            rng = (flt.get("range") or {}).get("pscheduler.start_time")
-            if rng:
-                lo = _ts(rng["gte"]) if "gte" in rng else float("-inf")
-                hi = _ts(rng["lte"]) if "lte" in rng else float("inf")
-                docs = [d for d in docs if lo <= _ts(d["pscheduler"]["start_time"]) <= hi]
-        envelope: dict[str, Any] = {"took": 3, "timed_out": False,
-                                    "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-                                    "hits": {"total": {"value": len(docs), "relation": "eq"}, "max_score": None,
-                                             "hits": []}}
-        aggs = req.get("aggs") or {}
-        if "pairs" in aggs:
-            envelope["aggregations"] = {"pairs": self._composite(docs, aggs["pairs"])}
-        if "filter_path" in query:
-            envelope = filter_path(envelope, query["filter_path"][0].split(","))
-        return 200, envelope, JSON
-
-    def _composite(self, docs: list[dict[str, Any]], spec: Mapping[str, Any]) -> dict[str, Any]:
-        comp = spec["composite"]
-        sources = [(name, cfg["terms"]["field"]) for src in comp["sources"] for name, cfg in src.items()]
-        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-        for d in docs:
-            groups.setdefault(tuple(_dig(d, f) for _, f in sources), []).append(d)
-
-        def order(key: tuple[Any, ...]) -> tuple[Any, ...]:
-            return tuple((v is not None, str(v)) for v in key)
-
-        keys = sorted(groups, key=order)
-        after = comp.get("after")
-        if after:
-            marker = order(tuple(after.get(n) for n, _ in sources))
-            keys = [k for k in keys if order(k) > marker]
-        keys = keys[: comp["size"]]
-        buckets = []
-        sub = spec.get("aggs", {})
-        for key in keys:
-            members = groups[key]
-            bucket: dict[str, Any] = {"key": {n: v for (n, _), v in zip(sources, key, strict=True)},
-                                      "doc_count": len(members)}
-            if "ok" in sub:
-                term = sub["ok"]["filter"]["term"]
-                field_name, wanted = next(iter(term.items()))
-                bucket["ok"] = {"doc_count": sum(1 for m in members if _dig(m, field_name) == wanted)}
-            if "repeat" in sub:
-                vals = [v for v in (_dig(m, sub["repeat"]["min"]["field"]) for m in members) if v is not None]
-                bucket["repeat"] = {"value": min(vals) if vals else None}
-            for name in ("names", "recent"):
-                if name not in sub:
-                    continue
-                th = sub[name]["top_hits"]
-                ordered = sorted(members, key=lambda m: _ts(m["pscheduler"]["start_time"]), reverse=True)[: th["size"]]
-                includes = th.get("_source", {}).get("includes", [])
-                bucket[name] = {"hits": {"total": {"value": len(members), "relation": "eq"}, "max_score": None,
-                                             "hits": [{"_index": ".ds-pscheduler-000001", "_id": m["id"],
-                                                       "_score": None, "_source": _project(m, includes),
-                                                       "sort": [int(_ts(m["pscheduler"]["start_time"]) * 1000)]}
-                                                      for m in ordered]}}
-            buckets.append(bucket)
-        out: dict[str, Any] = {"buckets": buckets}
-        if buckets:
-            out["after_key"] = buckets[-1]["key"]
-        return out
-
-
-def filter_path(doc: Any, patterns: list[str]) -> Any:
-    """OpenSearch ``filter_path``: keep only the dotted paths given; arrays are walked through."""
-    def keep(node: Any, paths: list[list[str]]) -> Any:
-        if any(not p for p in paths):
-            return node
-        if isinstance(node, list):
-            kept = [keep(item, paths) for item in node]
-            return [k for k in kept if k is not _DROP]
-        if not isinstance(node, Mapping):
-            return _DROP
-        out = {}
-        for key, value in node.items():
-            sub = [p[1:] for p in paths if p and p[0] in (key, "*")]
-            if sub:
-                kept = keep(value, sub)
-                if kept is not _DROP:
-                    out[key] = kept
-        return out if out else _DROP
-
-    result = keep(doc, [p.split(".") for p in patterns if p])
-    return {} if result is _DROP else result
-
-
-_DROP = object()
 
 
 def write_json(path: Any, doc: Any) -> None:

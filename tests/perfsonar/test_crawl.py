@@ -243,7 +243,8 @@ def test_esmond_fallback_when_opensearch_fails(world: World, tmp_path: Path) -> 
 
 
 def test_restrict_to_mesh_pairs(world: World, tmp_path: Path) -> None:
-    world.esmond.add(EsmondTest("throughput", v4(BW["BETA"]), v4(BW["GAMMA"]), "ps-other.beta.example", BW["GAMMA"],
+    # A BETA host that no mesh lists (by name or by address).
+    world.esmond.add(EsmondTest("throughput", "10.2.0.99", v4(BW["GAMMA"]), "ps-other.beta.example", BW["GAMMA"],
                                 points={"throughput": [(int(world.now) - 60, 1e9)]}))
     cfg = world.config(tmp_path, discovery={"restrict_to_mesh": True})
     result = spider(cfg, tmp_path).crawl()

@@ -18,6 +18,7 @@ from perfsonar.discovery import (
     parse_psconfig,
 )
 from perfsonar.http import HttpClient, HttpSettings
+from perfsonar.meshindex import MeshIndex
 from perfsonar.model import LATENCY, RTT, THROUGHPUT
 from tests.perfsonar.fakeps import (
     FakePerfSONAR,
@@ -120,9 +121,9 @@ def test_discover_publishers_meshes_includes_and_meshconfig(server: FakePerfSONA
     assert set(inv.archives) == {esmond_url, server.url("/opensearch"), server.url("/legacy/esmond/perfsonar/archive/"),
                                  "http://static.example/opensearch"}
     assert len(inv.errors) == 1 and "missing" in inv.errors[0] and "404" in inv.errors[0]
-    lookup = inv.interval_lookup()
-    assert lookup(THROUGHPUT, HOSTS[0], HOSTS[1]) == 21600.0
-    assert lookup(LATENCY, HOSTS[0].upper(), HOSTS[1]) == 60.0
+    index = MeshIndex(inv.groups)
+    assert index.interval(THROUGHPUT, HOSTS[0], None, HOSTS[1], None) == 21600.0
+    assert index.interval(LATENCY, HOSTS[0].upper(), None, HOSTS[1], None) == 60.0
 
 
 def test_failed_mesh_uses_the_last_good_copy(server: FakePerfSONAR, now: float) -> None:
@@ -198,7 +199,14 @@ def test_mesh_groups_stay_compact_but_answer_pair_questions() -> None:
     assert both_ways.count() == 2 and set(both_ways.pairs()) == {("a", "x"), ("x", "a")}
     inv = Inventory(groups=[mesh, one_way, both_ways])
     assert inv.test_count() == 10 and inv.hosts() == {"a", "b", "c", "x", "y"}
-    lookup, has = inv.interval_lookup(), inv.has_pair()
+    index = MeshIndex(inv.groups)
+
+    def lookup(test: str, src: str, dst: str) -> float | None:
+        return index.interval(test, src, None, dst, None)
+
+    def has(src: str, dst: str) -> bool:
+        return index.has_pair(src, None, dst, None)
+
     assert lookup(THROUGHPUT, "A", "c") == 21600.0 and lookup(THROUGHPUT, "a", "x") is None
     assert lookup(LATENCY, "a", "y") == 60.0 and lookup(LATENCY, "y", "a") is None
     assert lookup(RTT, "x", "a") == 300.0

@@ -82,7 +82,7 @@ def test_cadence_from_the_data_beats_mesh_and_default() -> None:
     assert m.quality == STALE and m.expected_interval == 3600.0
     s2 = series(THROUGHPUT, throughput=[(NOW - 5 * 3600, 5e9)])
     mesh = {(THROUGHPUT, None, None): 14400.0}
-    m2 = summarise_links([s2], site_of, NOW, POLICY, lambda t, a, b: mesh.get((t, a, b)))[
+    m2 = summarise_links([s2], site_of, NOW, POLICY, lambda t, a, _ai, b, _bi: mesh.get((t, a, b)))[
         LinkKey("ALPHA", "BETA", 4)].metrics[M_THROUGHPUT]
     assert m2.expected_interval == 14400.0 and m2.quality == GOOD
 

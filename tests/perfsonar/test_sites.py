@@ -10,17 +10,8 @@ import pytest
 import yaml
 
 from perfsonar.errors import RegistryError
-from perfsonar.sites import (
-    RegistryEntry,
-    SiteMap,
-    SiteRule,
-    load_registry,
-    parse_cric,
-    parse_gocdb,
-    parse_osg_resource_group,
-    resolve_names,
-    static_resolver,
-)
+from perfsonar.registries import RegistryEntry, load_registry, parse_cric, parse_gocdb, parse_osg_resource_group
+from perfsonar.sites import SiteMap, SiteRule, registry_claims, resolve_names, static_resolver
 
 
 def osg_resource_group(resources: dict[str, tuple[str, str | None, bool]], accounting: str | None = None) -> dict:
@@ -117,7 +108,7 @@ def test_site_map_precedence_and_resolution() -> None:
     addresses = resolve_names(["psmsu02.aglt2.org", "psum01.aglt2.org", "ps-mesh.fnal.gov", "192.0.2.1"],
                               static_resolver(table))
     assert "192.0.2.1" not in addresses  # literals are not resolved
-    smap = SiteMap(rules, entries, addresses)
+    smap = SiteMap(rules, registry_claims(entries), addresses=addresses)
     assert smap.site_of(None, "129.93.1.1") == "UNL"
     assert smap.site_of(None, "129.93.5.7") == "UNL-HCC"
     assert smap.site_of("PS-MESH.FNAL.GOV.", None) == "FNAL"
@@ -136,6 +127,6 @@ def test_site_map_precedence_and_resolution() -> None:
 
 def test_conflicting_registries_keep_first_and_report() -> None:
     entries = [RegistryEntry("A", "ps.example", "one"), RegistryEntry("B", "ps.example", "two")]
-    smap = SiteMap((), entries, {"ps.example": ["192.0.2.7"]})
+    smap = SiteMap((), registry_claims(entries), addresses={"ps.example": ["192.0.2.7"]})
     assert smap.site_of(None, "192.0.2.7") == "A"
-    assert smap.conflicts and "ps.example is listed for A and B" in smap.conflicts[0]
+    assert smap.conflicts and "ps.example is A (registry one) and B (registry two); keeping A" in smap.conflicts[0]
