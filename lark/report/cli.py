@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--match", type=int, default=-1, metavar="N", help="--schedd: at most N jobs")
     src.add_argument("--classes", default="", metavar="A,B",
                      help="traffic classes to project from a schedd (found automatically in recent jobs)")
+    src.add_argument("--journal", action="append", default=[], metavar="FILE",
+                     help="an execute node's accounting journal (LARK_ACCOUNTING_JOURNAL): final counters of "
+                          "jobs whose job ad missed them (needs a history input)")
     src.add_argument("--gridftp", action="append", default=[], metavar="FILE",
                      help="GridFTP server transfer log (log_transfer file or main log) (repeatable)")
     when = p.add_argument_group("period (UTC; jobs by CompletionDate, transfers by end time)")
@@ -243,7 +246,10 @@ def _run(args: argparse.Namespace) -> int:
     elif args.pool or args.constraint or args.since:
         raise ReportError("--pool, --constraint and --since apply to --schedd only "
                           "(for files, filter with condor_history -constraint)")
-    inputs = Inputs(args.history, args.history_json, schedd, args.gridftp)
+    inputs = Inputs(args.history, args.history_json, schedd, args.gridftp, args.journal)
+    if inputs.journals and not (inputs.history_files or inputs.history_json or inputs.schedd):
+        raise ReportError("--journal completes the accounting of jobs read from a history: give --history, "
+                          "--history-json or --schedd too")
     if not (inputs.history_files or inputs.history_json or inputs.schedd or inputs.gridftp):
         raise ReportError("no input: give --history FILE, --history-json FILE, --schedd or --gridftp FILE")
     if sum(1 for p in (*inputs.history_files, *inputs.history_json, *inputs.gridftp) if str(p) == "-") > 1:

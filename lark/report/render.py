@@ -146,6 +146,14 @@ def _inputs(inputs: Row, w: Callable[[str], Any]) -> None:
             w("    unusable values (not numbers): "
               + ", ".join(f"{k} {v:,}" for k, v in h["invalid_attributes"].items()) + "\n")
         _malformed(h["malformed"] + h["partially_parsed"], h["malformed_examples"], "ads", w)
+    j = inputs.get("journal")
+    if j is not None:
+        w(f"  accounting journal: {len(j['sources'])} source(s), {j['entries']:,} entries, final counters taken "
+          f"for {j['jobs_completed_from_journal']:,} job(s) whose job ad missed them")
+        ignored = [f"{j['damaged_lines']:,} damaged lines skipped"] if j["damaged_lines"] else []
+        if j["entries_of_another_owner"]:
+            ignored.append(f"{j['entries_of_another_owner']:,} entries naming another owner's job ignored")
+        w(f" ({'; '.join(ignored)})\n" if ignored else "\n")
     g = inputs.get("gridftp")
     if g is not None:
         w(f"  gridftp: {len(g['sources'])} source(s), {g['lines']:,} lines, {g['transfers']:,} transfers in the "

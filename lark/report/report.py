@@ -47,6 +47,7 @@ class Inputs:
     history_json: Sequence[str | Path] = ()
     schedd: ScheddQuery | None = None
     gridftp: Sequence[str | Path] = ()
+    journals: Sequence[str | Path] = ()  # execute nodes' accounting journals (final counters)
 
 
 @dataclass
@@ -117,13 +118,22 @@ def produce(inputs: Inputs, config: ReportConfig, start: float | None = None, un
     data = ReportData(report)
     if inputs.history_files or inputs.history_json or inputs.schedd is not None:
         hstats = HistoryStats()
-        acc = accumulate_jobs(_jobs(inputs, hstats, start, until, progress), config, job_sink)
+        jobs = _jobs(inputs, hstats, start, until, progress)
+        jstats = None
+        if inputs.journals:
+            from lark.report import journal
+
+            found, jstats = journal.load(inputs.journals)
+            jobs = journal.complete(jobs, found, jstats)
+        acc = accumulate_jobs(jobs, config, job_sink)
         if progress is not None:
             progress.finish()
         sources = [str(p) for p in (*inputs.history_files, *inputs.history_json)]
         if inputs.schedd is not None:
             sources.append(f"schedd:{inputs.schedd.name or 'local'}")
         report["inputs"]["history"] = {"sources": sources, **hstats.as_dict()}
+        if jstats is not None:
+            report["inputs"]["journal"] = jstats.as_dict()
         report["accounting"] = acc.result()
         data.job_rates = acc.job_rates
     if inputs.gridftp:
