@@ -8,8 +8,9 @@ checks what a starter provides, so the script plays the starter itself.
   broker's nftables table is ``inet lw<xy>``, inside the sandbox only.
 * ``lark-netd --stderr -D ...`` runs inside that namespace (``nsenter --net``), with its socket,
   state, execute dir and log under a temporary directory.
-* Fake starter: a copy of the venv's interpreter binary named ``<tmp>/bin/condor_starter`` (the
-  broker checks the basename of the wrapper's *parent*'s /proc/<pid>/exe) runs a driver, also in the
+* Fake starter: a root-owned copy of the venv's interpreter binary, ``<tmp>/bin/condor_starter``,
+  configured as the broker's ``LARK_STARTER`` (the broker checks that the wrapper's *parent* runs
+  exactly that file as root) runs a driver, also in the
   sandbox host. Per job it writes ``<execute>/dir_<its pid>/scratch/.job.ad`` (old ClassAd syntax,
   made with classad2) owned by the job user, forks a child that unshares a fresh, empty network
   namespace (as NO_JOB_NETWORKING does), drops to the job user and execs either the job directly
@@ -137,6 +138,30 @@ ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(SCRATCH), "LANG": "C.
        "_CONDOR_SCRATCH_DIR": str(SCRATCH)}
 JOB = CFG["job"]
 proc_id = 0
+
+
+def as_new_starter(fn):
+    """Run fn() in a forked child that plays a new starter (a real starter runs one job, and the
+    broker gives each starter's job exactly one network): its own dir_<pid> and job ad."""
+    global JOB_DIR, SCRATCH, ENV
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            JOB_DIR = Path(CFG["execute"]) / f"dir_{os.getpid()}"
+            SCRATCH = JOB_DIR / "scratch"
+            ENV = {**ENV, "HOME": str(SCRATCH), "_CONDOR_SCRATCH_DIR": str(SCRATCH)}
+            write_ad()
+            res = fn()
+        except BaseException as err:
+            res = {"error": repr(err)}
+        os.write(w, json.dumps(res).encode())
+        os._exit(0)
+    os.close(w)
+    data = read_all(r)
+    os.waitpid(pid, 0)
+    return json.loads(data or '{"error": "the starter child died"}')
 
 
 def write_ad():
@@ -285,17 +310,16 @@ def main():
         kinds = ["baseline", "wrapper", "raw", "wrapper_S", "script"]
         kinds = kinds[i % 5:] + kinds[:i % 5]
         for kind in kinds:
-            write_ad()
             if kind == "raw":
-                res = raw_setup()
+                res = as_new_starter(raw_setup)
             elif kind == "baseline":
-                res = spawn(JOB)
+                res = as_new_starter(lambda: spawn(JOB))
             elif kind == "wrapper":
-                res = spawn(launcher, timing=True)
+                res = as_new_starter(lambda: spawn(launcher, timing=True))
             elif kind == "script":  # the installed lark-wrap itself (sh -> python3 -I -S), no timing marks
-                res = spawn([CFG["script"], *JOB])
+                res = as_new_starter(lambda: spawn([CFG["script"], *JOB]))
             else:
-                res = spawn([launcher[0], "-S", *launcher[1:]], timing=True, env=no_site)
+                res = as_new_starter(lambda: spawn([launcher[0], "-S", *launcher[1:]], timing=True, env=no_site))
             if kind != "raw":
                 res["job"] = job_started(res)
             if not settle():
@@ -450,8 +474,9 @@ def main() -> int:
         job = build_job(tmp)
         execute, state, sock = tmp / "execute", tmp / "state", tmp / "netd.sock"
         execute.mkdir(mode=0o755)
+        # the broker trusts only the configured, root-owned starter executable: this copy
         overrides = {"LARK_SOCKET": str(sock), "LARK_STATE_DIR": str(state), "LARK_EXECUTE_DIR": str(execute),
-                     "LARK_NAME_PREFIX": PREFIX, "LARK_LOG": str(tmp / "log")}
+                     "LARK_NAME_PREFIX": PREFIX, "LARK_LOG": str(tmp / "log"), "LARK_STARTER": str(starter)}
         ad = job_ad(args.user)
 
         print(f"== wrapper start latency and broker setup time ==  ({time.strftime('%Y-%m-%d %H:%M')}, kernel "

@@ -116,12 +116,17 @@ def _short_real(value: float) -> str:
     return text if any(c in text for c in ".e") else text + ".0"
 
 
-def accounting_attributes(counters: JobCounters, classes: Iterable[TrafficClass]) -> dict[str, int]:
-    attrs = {
+def accounting_attributes(counters: JobCounters, classes: Iterable[TrafficClass]) -> dict[str, int | float]:
+    attrs: dict[str, int | float] = {
         "LarkBytesIn": counters.bytes_in,
         "LarkBytesOut": counters.bytes_out,
         "LarkPacketsIn": counters.packets_in,
         "LarkPacketsOut": counters.packets_out,
+        # HTCondor's own names (the docker universe sets them; MB = 10^6 bytes), so condor_history
+        # -af NetworkInputMb, condor_adstash's typed mapping and every existing accounting tool
+        # see Lark's figures too
+        "NetworkInputMb": counters.bytes_in / 1e6,
+        "NetworkOutputMb": counters.bytes_out / 1e6,
     }
     for cls in classes:
         c = counters.classes.get(cls.name)

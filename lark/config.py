@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lark.errors import ConfigError
+from lark.firewall.isolation import HostAllow, parse_host_allow, parse_job_to_job
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -96,6 +97,19 @@ KNOBS: dict[str, Knob] = {
         Knob("LARK_BROKER_WORKERS", "8", "Threads that serve complete requests; waiting connections cost no thread."),
         Knob("LARK_BROKER_MAX_CONNECTIONS", "4096", "Open client connections the broker holds at once; "
              "beyond that new ones are closed at once."),
+        Knob("LARK_ISOLATE_JOBS", "True", "NAT jobs reach neither the execute host's own services nor other "
+             "jobs on the node, except where LARK_JOB_HOST_ALLOW / LARK_JOB_TO_JOB_ALLOW open a hole "
+             "(replies to connections the host opened always pass)."),
+        Knob("LARK_JOB_HOST_ALLOW", "", "Host services NAT jobs may reach: comma list of tcp/PORT, udp/PORT, "
+             "tcp/FIRST-LAST, a CIDR of host addresses (every port), or 'CIDR tcp/PORT'."),
+        Knob("LARK_JOB_TO_JOB_ALLOW", "False", "Whether NAT jobs reach each other: False, True, or a CIDR list of "
+             "job addresses other jobs may reach."),
+        Knob("LARK_FIREWALL_CHECK_INTERVAL", "5", "Seconds between the broker's checks that the host's Lark "
+             "firewall table is intact (an admin's 'nft flush ruleset'); missing rules are restored."),
+        Knob("LARK_METRICS_ADDRESS", "", "HOST:PORT where lark-netd serves Prometheus metrics (e.g. 127.0.0.1:9810); "
+             "empty: no endpoint."),
+        Knob("LARK_METRICS_TEXTFILE", "", "File lark-netd rewrites with its Prometheus metrics every "
+             "LARK_ACCOUNTING_INTERVAL, for node_exporter's textfile collector; empty: none."),
         Knob("LARK_ACCOUNTING_JOURNAL", "$(LARK_STATE_DIR)/accounting.jsonl", "Durable journal (JSON lines) of "
              "every job's final counters, kept even when the job ad could not be updated (read by lark report)."),
     )
@@ -182,6 +196,12 @@ class LarkConfig:
     broker_workers: int = 8
     broker_max_connections: int = 4096
     journal_path: Path = Path("/var/lib/lark/accounting.jsonl")
+    metrics_address: tuple[str, int] | None = None
+    metrics_textfile: Path | None = None
+    isolate_jobs: bool = True
+    job_host_allow: tuple[HostAllow, ...] = ()
+    job_to_job_allow: bool | tuple[IPNetwork, ...] = False
+    firewall_check_interval: float = 5.0
     settings: Mapping[str, Setting] = field(repr=False, default_factory=dict)
 
 
@@ -383,6 +403,17 @@ def _ends(net: IPNetwork) -> tuple[IPAddress, IPAddress]:
 # --------------------------------------------------------------------------------------------
 
 
+def _listen_address(text: str) -> tuple[str, int] | None:
+    """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT``; empty: None (off)."""
+    text = text.strip()
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:9810 or [::1]:9810), got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 def _unknown_knob(name: str) -> str:
     """The message for a LARK_ name Lark does not know: a likely typo first, then every knob."""
     close = difflib.get_close_matches(name, list(KNOBS), n=1, cutoff=0.8)
@@ -534,5 +565,12 @@ def build_config(settings: Mapping[str, Setting], external: Callable[[str], str 
         broker_max_connections=int(get("LARK_BROKER_MAX_CONNECTIONS",  # type: ignore[arg-type]
                                        lambda t: parse_int(t, 16, 1_000_000))),
         journal_path=Path(str(get("LARK_ACCOUNTING_JOURNAL", str)).strip()),
+        metrics_address=get("LARK_METRICS_ADDRESS", _listen_address),  # type: ignore[arg-type]
+        metrics_textfile=get("LARK_METRICS_TEXTFILE", optional(lambda t: Path(t.strip()))),  # type: ignore[arg-type]
+        isolate_jobs=bool(get("LARK_ISOLATE_JOBS", parse_bool)),
+        job_host_allow=get("LARK_JOB_HOST_ALLOW", parse_host_allow),  # type: ignore[arg-type]
+        job_to_job_allow=get("LARK_JOB_TO_JOB_ALLOW", parse_job_to_job),  # type: ignore[arg-type]
+        firewall_check_interval=float(get("LARK_FIREWALL_CHECK_INTERVAL",  # type: ignore[arg-type]
+                                          lambda t: parse_float(t, 0.1, 3600))),
         settings=dict(settings),
     )

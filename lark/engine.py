@@ -1,9 +1,16 @@
 """The per-job network engine: ``up``, ``down``, ``counters``, ``sweep`` and ``check``.
 
 Order of ``up`` (every step recorded before it touches the kernel, so a crash at any point is
-undone by ``sweep``): record (status ``setting-up``) -> namespace (when Lark owns it) -> addresses
-and ports from IPAM -> attachment -> bandwidth limits -> one firewall batch -> status ``up``.
-``down`` reverses it from the record alone and is idempotent.
+undone by ``sweep``): record (status ``setting-up``) -> namespace (created when Lark owns it,
+else pinned) -> addresses and ports from IPAM -> attachment -> bandwidth limits -> the job-side
+firewall batch (counters and policy, inside the job's namespace) -> the host-side batch
+(masquerade, port forwards) -> status ``up``. ``down`` reverses it from the record alone and is
+idempotent.
+
+A namespace Lark does not own (the wrapper's ``/proc/<pid>/ns/net``) is pinned at
+``/run/netns/<prefix>-<token>`` for the job's life: when the job's processes die (a killed
+wrapper included) the namespace, and with it the job's counters, stays readable until the
+teardown, which reads the final counters first (``sweep(on_final=...)``, ``final_counters``).
 
 The engine keeps one netlink socket in the host namespace and opens a short-lived one in each
 job's namespace (see :mod:`lark.netns`); it never forks. All kernel work runs on one worker thread
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 import os
 import threading
 import time
@@ -28,9 +36,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from lark import names, netns
 from lark.attach import module_for
 from lark.attach.base import AttachContext
-from lark.config import IPNetwork, LarkConfig, SiteAttachment, TrafficClass
+from lark.config import LarkConfig, SiteAttachment
 from lark.errors import KernelError, LarkError, NotFound
-from lark.firewall.base import FirewallBackend, FirewallJob, JobCounters, PortForward, make_backend
+from lark.firewall.base import (
+    FirewallBackend,
+    FirewallJob,
+    JobCounters,
+    PortForward,
+    firewall_job_from_dict,
+    firewall_job_to_dict,
+    make_backend,
+    needs_host_part,
+)
+from lark.firewall.isolation import Isolation
 from lark.ipam import PortPool, all_allocations, release_allocation
 from lark.locks import file_lock
 from lark.netlink import delete_link, link_index, link_names, write_sysctl
@@ -42,6 +60,8 @@ if TYPE_CHECKING:
 
 VETH_MODES = ("nat", "bridge")
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("lark.engine")
+FinalCallback = Callable[[JobRecord, JobCounters | None], None]
 
 
 def _on_kernel_thread(method: F) -> F:
@@ -54,9 +74,11 @@ def _on_kernel_thread(method: F) -> F:
         return self._worker.submit(method, self, *args, **kwargs).result()
 
     return wrapper  # type: ignore[return-value]
-# Bridged traffic reaches the host's inet hooks with the *bridge* as interface, and macvlan leaves
-# no host-side interface at all: these modes count and police inside the job's own namespace.
-JOB_SIDE_FIREWALL_MODES = ("bridge", "macvlan", "ipvlan")
+# Every mode with an interface counts and polices at the job's boundary, inside its namespace:
+# bridged traffic reaches the host's inet hooks with the *bridge* as interface, macvlan leaves no
+# host-side interface, and for NAT the host's output hook names the original route's device
+# (lo) for connections the host opens to a job's forwarded port (see lark.firewall.nftables).
+JOB_SIDE_FIREWALL_MODES = ("nat", "bridge", "macvlan", "ipvlan")
 
 
 @dataclass
@@ -81,10 +103,15 @@ class Engine:
         self._host: IPRoute | None = None
         self._firewall: FirewallBackend | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lark-kernel")
+        self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lark-jobside")  # see _build
         self._worker_ident = self._worker.submit(threading.get_ident).result()
         self._forwarding_done = False
         self._public_ipv4: ipaddress.IPv4Address | None = config.public_address
         self._base_lock = config.state_dir / ".firewall-base.lock"
+        # Last counters read per job: what a job-side table lost to a flush inside the job's
+        # namespace is rebuilt from (the bytes since that read are lost, and logged as such).
+        self._last_counters: dict[str, JobCounters] = {}
+        self.isolation = Isolation(config.isolate_jobs, config.job_host_allow, config.job_to_job_allow)
 
     # ---------------------------------------------------------------- resources
 
@@ -97,8 +124,10 @@ class Engine:
     @property
     def firewall(self) -> FirewallBackend:
         if self._firewall is None:
-            backend = make_backend(self.config.firewall, self.prefix, self.host_netns)
-            backend.ensure_base()
+            backend = make_backend(self.config.firewall, self.prefix, self.host_netns, isolation=self.isolation)
+            # An intact base stays as it is: the node's isolation is the broker's (its start
+            # rewrites it: restore_host_rules(force=True)), not that of any engine opened later.
+            backend.ensure_base(keep_existing=True)
             self._firewall = backend
         return self._firewall
 
@@ -111,6 +140,7 @@ class Engine:
     def close(self) -> None:
         self._close_sockets()
         self._worker.shutdown(wait=True)
+        self._side.shutdown(wait=True)
 
     def __enter__(self) -> Engine:
         return self
@@ -145,9 +175,10 @@ class Engine:
             token = names.new_token()
         owned = netns_path is None
         record = JobRecord(
+            # owned: created there; else the caller's namespace is pinned there (see _build)
             token=token, job_id=request.job_id, mode=request.network_type, status="setting-up",
-            netns=str(netns.NETNS_RUN_DIR / names.netns_name(self.prefix, token)) if owned else netns_path,
-            netns_owned=owned, holder_pid=holder_pid,
+            netns=str(netns.NETNS_RUN_DIR / names.netns_name(self.prefix, token)),
+            netns_owned=owned, netns_source=netns_path, holder_pid=holder_pid,
             holder_start=process_start_time(holder_pid) if holder_pid else None,
             host_ifname=names.host_ifname(self.prefix, token) if request.network_type in VETH_MODES else None,
             job_ifname=names.JOB_IFNAME if request.network_type != "none" else None,
@@ -164,6 +195,8 @@ class Engine:
         mode = module_for(record.mode)
         if record.netns_owned:
             netns.create_named(os.path.basename(record.netns))
+        elif record.netns_source is not None:
+            netns.pin(record.netns_source, os.path.basename(record.netns))
         record.netns_inode = netns.inode(record.netns)
         config = self.config if site is None else replace(
             self.config, site_attachments={**self.config.site_attachments, record.mode: site})
@@ -184,28 +217,28 @@ class Engine:
 
         if record.mode == "nat" and self.config.enable_forwarding:
             self._ensure_forwarding()
-        job_ipr = netns.iproute_in(record.netns)
-        fd = os.open(record.netns, os.O_RDONLY | os.O_CLOEXEC)
+        spec = self._firewall_job(record, request) if record.mode != "none" else None
+        # The job side's batch (~1 ms of libnftables work, most of it outside the GIL) runs while
+        # the interfaces are made: its rules match the job's interface by name, so they need not
+        # wait for it, and they are in place before the job runs. Its namespace goes with the job.
+        job_side = None if spec is None else self._side.submit(self._backend_for(record).add_job, spec)
         try:
-            ctx = AttachContext(self.config, self.host, job_ipr, fd)
-            mode.up(ctx, record)
-            self._apply_limits(ctx, record)
-        finally:
-            os.close(fd)
-            job_ipr.close()
-        if record.mode != "none":
-            spec = self._firewall_job(record, request)
-            record.firewall_spec = firewall_job_to_dict(spec)
-            backend = self._backend_for(record)
+            job_ipr = netns.iproute_in(record.netns)
+            fd = os.open(record.netns, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                backend.add_job(spec)  # orphaned rules are swept by token, like allocations
-            except KernelError:
-                # Only a missing base is mended here: someone removed the shared tables under us
-                # (an admin's `nft flush ruleset`). Any other failure is the job's own and stands.
-                if backend.base_present():
-                    raise
-                backend.ensure_base()
-                backend.add_job(spec)
+                ctx = AttachContext(self.config, self.host, job_ipr, fd)
+                mode.up(ctx, record)
+                self._apply_limits(ctx, record)
+            finally:
+                os.close(fd)
+                job_ipr.close()
+        finally:
+            if job_side is not None:
+                job_side.result()  # its failure fails the job too (and is awaited either way)
+        if spec is not None:
+            record.firewall_spec = firewall_job_to_dict(spec)
+            if needs_host_part(spec):
+                self._add_host_part(spec)  # orphaned elements are swept by token, like allocations
         record.status = "up"
         self.store.save(record)
 
@@ -253,11 +286,26 @@ class Engine:
             port_forward=forward,
         )
 
+    def _add_host_part(self, spec: FirewallJob) -> None:
+        try:
+            self.firewall.add_job(spec)
+        except KernelError:
+            # Only a missing base is mended here: someone removed the shared tables under us
+            # (an admin's `nft flush ruleset`). Any other failure is the job's own and stands.
+            if self.firewall.base_present():
+                raise
+            self.firewall.ensure_base()
+            self.firewall.add_job(spec)
+
     def _backend_for(self, record: JobRecord) -> FirewallBackend:
+        """Where the job's counters and policy live (its namespace; the host for old records)."""
         if record.firewall_job_side:
             return make_backend(record.firewall, self.prefix, record.netns, job_side=True)
+        return self._host_backend_for(record)
+
+    def _host_backend_for(self, record: JobRecord) -> FirewallBackend:
         if record.firewall != self.config.firewall:
-            return make_backend(record.firewall, self.prefix, self.host_netns)
+            return make_backend(record.firewall, self.prefix, self.host_netns, isolation=self.isolation)
         return self.firewall
 
     def _ensure_forwarding(self) -> None:
@@ -305,9 +353,15 @@ class Engine:
         """Remove everything the record names. Every step tolerates "already gone"."""
         errors: list[str] = []
         ns_alive = _netns_matches(record)
-        if record.firewall_spec and not (record.firewall_job_side and (record.netns_owned or not ns_alive)):
+        self._last_counters.pop(record.token, None)
+        # Only the host part is removed. The job-side table is left in place: the job's interface
+        # goes below, and the table goes with the namespace once its last process is gone (pin
+        # removed). Deleting it would cost 6-17 ms per job end (an nf_tables delete waits for the
+        # kernel's deferred cleanup); a later job in the same namespace replaces it (add_job).
+        spec = firewall_job_from_dict(record.firewall_spec) if record.firewall_spec else None
+        if spec is not None and (needs_host_part(spec) or not record.firewall_job_side):
             try:
-                self._backend_for(record).remove_job(firewall_job_from_dict(record.firewall_spec))
+                self._host_backend_for(record).remove_job(spec)
             except LarkError as err:
                 errors.append(str(err))
         if record.netns_owned:
@@ -322,6 +376,11 @@ class Engine:
             finally:
                 if job_ipr is not None:
                     job_ipr.close()
+            if record.netns_source is not None:
+                try:
+                    netns.delete_named(record.netns)  # the pin; idempotent
+                except LarkError as err:
+                    errors.append(str(err))
         for alloc in record.allocations:
             release_allocation(self.config.state_dir, alloc, record.token)
         if errors:
@@ -347,19 +406,118 @@ class Engine:
         record = self.find(job)
         if record.mode == "none":
             return JobCounters()
-        return self._backend_for(record).counters(record.token)
+        found = self._backend_for(record).counters(record.token)
+        self._last_counters[record.token] = found
+        return found
+
+    @_on_kernel_thread
+    def final_counters(self, job: str) -> JobCounters | None:
+        """The job's counters right before ``down`` (None when they cannot be read any more).
+
+        Readable after the job's processes are gone: its namespace is pinned until teardown.
+        """
+        record = self.store.find(job)
+        return None if record is None else self._read_final(record)
+
+    def _read_final(self, record: JobRecord) -> JobCounters | None:
+        if record.mode == "none":
+            return JobCounters()
+        if record.firewall_job_side and not _netns_matches(record):
+            return None
+        try:
+            return self._backend_for(record).counters(record.token)
+        except LarkError as err:
+            log.warning("job %s (%s): final counters unreadable: %s", record.job_id, record.token, err)
+            return None
 
     @_on_kernel_thread
     def all_counters(self) -> dict[str, JobCounters]:
-        """Counters of every host-side job in one listing, plus job-side ones individually."""
-        out = self.firewall.all_counters()
-        for record in self.store.all():
-            if record.firewall_job_side and record.status == "up" and _netns_matches(record):
+        """Counters of every job that is up: one raw netlink dump in each job's namespace.
+
+        A job whose job-side table vanished (someone flushed the ruleset inside its namespace)
+        gets its rules back here, counting on from the last value read.
+        """
+        out: dict[str, JobCounters] = {}
+        records = [r for r in self.store.all() if r.status == "up" and r.mode != "none"]
+        if any(not r.firewall_job_side for r in records):  # records from before job-side counting
+            out.update(self.firewall.all_counters())
+        inside = [r for r in records if r.firewall_job_side and _netns_matches(r)]
+        read: dict[str, JobCounters | BaseException] = {}
+        # nftables: one thread visits every job's namespace (a thread per job cost 0.4 ms each)
+        nft = [r for r in inside if r.firewall == "nftables"]
+        if nft:
+            from lark.firewall.nftables import job_side_counters
+
+            read.update(job_side_counters(self.prefix, [(r.token, r.netns) for r in nft]))
+        for record in inside:
+            if record.token not in read:
                 try:
-                    out[record.token] = self._backend_for(record).counters(record.token)
-                except LarkError:
-                    continue
+                    read[record.token] = self._backend_for(record).counters(record.token)
+                except LarkError as err:
+                    read[record.token] = err
+        for record in inside:
+            found = read[record.token]
+            if isinstance(found, JobCounters):
+                out[record.token] = found
+            elif isinstance(found, NotFound) and _netns_matches(record):  # the table went, not the job
+                restored = self._restore_job_side(record, self._backend_for(record))
+                if restored is not None:
+                    out[record.token] = restored
+        self._last_counters.update(out)
         return out
+
+    def _restore_job_side(self, record: JobRecord, backend: FirewallBackend) -> JobCounters | None:
+        if not record.firewall_spec:
+            return None
+        last = self._last_counters.get(record.token, JobCounters())
+        try:
+            backend.add_job(firewall_job_from_dict(record.firewall_spec), carry=last)
+        except LarkError as err:
+            log.error("job %s (%s): its firewall table inside its namespace is gone and could not be "
+                      "restored: %s", record.job_id, record.token, err)
+            return None
+        log.warning("job %s (%s): its firewall table inside its namespace was gone (flushed?); restored, "
+                    "counting on from the last value read (%d bytes in, %d out); bytes since then are lost",
+                    record.job_id, record.token, last.bytes_in, last.bytes_out)
+        return last
+
+    @_on_kernel_thread
+    def restore_host_rules(self, force: bool = False) -> list[str]:
+        """Re-apply the host-side rules when the host's Lark table was removed (an admin's
+        ``nft flush ruleset``, a firewall service restart); returns the tokens re-applied.
+
+        Cheap when nothing is missing (a few raw netlink requests with nftables), so the broker
+        calls it every ``LARK_FIREWALL_CHECK_INTERVAL`` seconds; ``force`` re-applies every job's
+        host part even so (a broker starting up cannot know what happened while it was down).
+        Counters are not affected: they live in the jobs' own namespaces. Connections already
+        translated keep their NAT (conntrack holds it); new ones need the restored elements.
+        """
+        with file_lock(self._base_lock, shared=True):  # not while release_if_idle removes the tables
+            # Not self.firewall: its first use builds the base, which would hide what is missing.
+            firewall = self._firewall or make_backend(self.config.firewall, self.prefix, self.host_netns,
+                                                      isolation=self.isolation)
+            if firewall.base_present() and not force:
+                return []
+            if not force:
+                log.warning("firewall: the host's Lark rules (table %s) are gone; restoring them", self.prefix)
+            firewall.ensure_base()
+            self._firewall = firewall
+            restored: list[str] = []
+            for record in self.store.all():
+                if record.status != "up" or not record.firewall_spec:
+                    continue
+                spec = firewall_job_from_dict(record.firewall_spec)
+                if not needs_host_part(spec) and record.firewall_job_side:
+                    continue
+                try:
+                    self._host_backend_for(record).add_job(spec)
+                except LarkError as err:
+                    log.error("job %s (%s): host rules not restored: %s", record.job_id, record.token, err)
+                    continue
+                restored.append(record.token)
+            log.log(logging.INFO if force else logging.WARNING, "firewall: re-applied the host rules of %d jobs: %s",
+                    len(restored), " ".join(restored) or "-")
+            return restored
 
     # ---------------------------------------------------------------- sweep and check
 
@@ -371,14 +529,29 @@ class Engine:
             if isinstance(creator, int) and process_start_time(creator) != record.extra.get("creator_start"):
                 return False
             return True  # still being built by a live process
+        if record.netns_source is not None:
+            # The pin keeps the namespace whatever happens to the job: liveness follows the path
+            # it was pinned from (the holder's /proc/<pid>/ns/net: the holder still in it).
+            return holder_alive(record) and _path_matches(record.netns_source, record.netns_inode)
         return holder_alive(record) and _netns_matches(record)
 
     @_on_kernel_thread
-    def sweep(self) -> SweepReport:
-        """Remove dead jobs, then every prefixed kernel object and allocation no record owns."""
+    def sweep(self, on_final: FinalCallback | None = None) -> SweepReport:
+        """Remove dead jobs, then every prefixed kernel object and allocation no record owns.
+
+        ``on_final(record, counters)`` is called for every dead job that was up, with its
+        counters read just before its teardown (None when unreadable); its exceptions are
+        logged and do not stop the sweep.
+        """
         report = SweepReport()
         for record in self.store.all():
             if not self.is_alive(record):
+                if on_final is not None and record.status == "up":
+                    counters = self._read_final(record)
+                    try:
+                        on_final(record, counters)
+                    except Exception:  # noqa: BLE001 - the callback's failure must not stop the sweep
+                        log.exception("job %s (%s): final-counters callback failed", record.job_id, record.token)
                 try:
                     self._teardown(record)
                     report.removed_jobs.append(record.token)
@@ -421,8 +594,16 @@ class Engine:
             finally:
                 if job_ipr is not None:
                     job_ipr.close()
-            if record.mode != "none" and not record.firewall_job_side and record.token not in fw_tokens:
-                problems.append(f"{label}: firewall rules are missing")
+            if record.mode == "none" or not record.firewall_spec:
+                continue
+            if (needs_host_part(firewall_job_from_dict(record.firewall_spec)) or not record.firewall_job_side) \
+                    and record.token not in fw_tokens:
+                problems.append(f"{label}: host firewall rules (masquerade, port forwards) are missing")
+            if record.firewall_job_side:
+                try:
+                    self._backend_for(record).counters(record.token)
+                except NotFound:
+                    problems.append(f"{label}: firewall rules inside the job's namespace are missing")
         live = {r.token for r in records}
         for ifname in link_names(self.host):
             token = names.token_of_ifname(self.prefix, ifname)
@@ -469,8 +650,12 @@ def _open_job_netns(record: JobRecord) -> IPRoute | None:
 
 
 def _netns_matches(record: JobRecord) -> bool:
+    return _path_matches(record.netns, record.netns_inode)
+
+
+def _path_matches(path: str, inode: int) -> bool:
     try:
-        return netns.inode(record.netns) == record.netns_inode
+        return netns.inode(path) == inode
     except NotFound:
         return False
 
@@ -489,39 +674,6 @@ def detect_public_ipv4(ipr: IPRoute, prefix: str) -> ipaddress.IPv4Address:
     except NetlinkError:
         pass
     raise KernelError("cannot tell the host's public IPv4 address (no IPv4 default route); set LARK_PUBLIC_ADDRESS")
-
-
-def firewall_job_to_dict(job: FirewallJob) -> dict[str, object]:
-    return {
-        "token": job.token, "ifname": job.ifname, "addresses": [str(a) for a in job.addresses],
-        "masquerade_ipv4": job.masquerade_ipv4, "masquerade_ipv6": job.masquerade_ipv6,
-        "anti_spoof": job.anti_spoof, "allow": [str(n) for n in job.allow], "deny": [str(n) for n in job.deny],
-        "classes": [[c.name, [str(n) for n in c.networks]] for c in job.classes],
-        "port_forward": None if job.port_forward is None else {
-            "first": job.port_forward.first, "last": job.port_forward.last,
-            "job_ipv4": str(job.port_forward.job_ipv4) if job.port_forward.job_ipv4 else None,
-            "job_ipv6": str(job.port_forward.job_ipv6) if job.port_forward.job_ipv6 else None},
-    }
-
-
-def firewall_job_from_dict(data: dict[str, object]) -> FirewallJob:
-    def nets(items: object) -> tuple[IPNetwork, ...]:
-        return tuple(ipaddress.ip_network(n) for n in items)  # type: ignore[union-attr]
-
-    pf = data.get("port_forward")
-    forward = None
-    if isinstance(pf, dict):
-        forward = PortForward(int(pf["first"]), int(pf["last"]),
-                              ipaddress.IPv4Address(pf["job_ipv4"]) if pf.get("job_ipv4") else None,
-                              ipaddress.IPv6Address(pf["job_ipv6"]) if pf.get("job_ipv6") else None)
-    return FirewallJob(
-        token=str(data["token"]), ifname=str(data["ifname"]),
-        addresses=tuple(ipaddress.ip_address(a) for a in data["addresses"]),  # type: ignore[union-attr]
-        masquerade_ipv4=bool(data["masquerade_ipv4"]), masquerade_ipv6=bool(data["masquerade_ipv6"]),
-        anti_spoof=bool(data["anti_spoof"]), allow=nets(data["allow"]), deny=nets(data["deny"]),
-        classes=tuple(TrafficClass(name, nets(ns)) for name, ns in data["classes"]),  # type: ignore[union-attr]
-        port_forward=forward,
-    )
 
 
 def wait_links_gone(engine: Engine, timeout: float = 3.0) -> list[str]:

@@ -42,11 +42,12 @@ class JournalEntry:
     attributes: Mapping[str, object]  # LarkBytesIn, LarkBytesOut, ... as in the job ad
     time: float = 0.0
     final: bool = True
+    owner: str | None = None  # the uid's account name; looked up when not given
 
     def to_line(self) -> str:
         data = {"time": round(self.time or time.time(), 3), "job_id": self.job_id,
                 "global_job_id": self.global_job_id, "owner_uid": self.owner_uid,
-                "owner": user_name(self.owner_uid), "token": self.token,
+                "owner": self.owner or user_name(self.owner_uid), "token": self.token,
                 "final": self.final, "reason": self.reason, "in_job_ad": self.in_job_ad, **self.attributes}
         return json.dumps(data, sort_keys=True) + "\n"
 
@@ -64,9 +65,16 @@ def user_name(uid: int | None) -> str | None:
 def append(path: Path, entry: JournalEntry) -> None:
     """Append one entry durably (root-only file: it names users' jobs)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    # no link: the knob may point into a directory someone else can write
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
     try:
-        os.write(fd, entry.to_line().encode())
+        line = entry.to_line().encode()
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line  # a line cut short by a crash stays on its own (and is skipped)
+        while line:
+            written = os.write(fd, line)
+            line = line[written:]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -102,8 +110,12 @@ def read(path: Path) -> JournalRead:
 
 
 def latest_by_job(entries: list[dict[str, object]]) -> Iterator[tuple[str, dict[str, object]]]:
-    """The last entry of each job id (a job that ran twice on this node keeps its last run)."""
-    last: dict[str, dict[str, object]] = {}
+    """The last entry of each job, a job being its GlobalJobId (else Cluster.Proc) *and* its owner:
+    two schedds' job 5.0 are two jobs, and an entry whose job id a user forged in the job ad they
+    own cannot replace another user's entry."""
+    last: dict[tuple[str, object], dict[str, object]] = {}
     for item in entries:
-        last[str(item["job_id"])] = item
-    yield from last.items()
+        job = item.get("global_job_id") or item["job_id"]
+        last[(str(job), item.get("owner_uid"))] = item
+    for item in last.values():
+        yield str(item["job_id"]), item

@@ -17,7 +17,7 @@ import errno
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -69,6 +69,36 @@ def call_in(netns: str | os.PathLike[str] | None, fn: Callable[[], T]) -> T:
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["result"]  # type: ignore[return-value]
+
+
+def call_in_each(paths: Sequence[str], fn: Callable[[str], T]) -> list[T | BaseException]:
+    """``fn(path)`` inside each namespace of ``paths`` in turn, all on one fresh thread.
+
+    For periodic reads across every job's namespace: a thread start costs 0.1-0.6 ms on a busy
+    host, a ``setns`` a few microseconds. Each result is ``fn``'s value or the exception it (or
+    entering the namespace) raised; ``fn`` never runs in a namespace it did not ask for.
+    """
+    results: list[T | BaseException] = []
+
+    def run() -> None:
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                results.append(NotFound(f"network namespace {path} does not exist"))
+                continue
+            try:
+                _check(_libc.setns(fd, CLONE_NEWNET), f"setns({path})")
+                results.append(fn(path))
+            except BaseException as exc:  # handed back with the others
+                results.append(exc)
+            finally:
+                os.close(fd)
+
+    thread = threading.Thread(target=run, name="lark-netns-each")
+    thread.start()
+    thread.join()
+    return results
 
 
 def netlink_socket_in(netns: str | os.PathLike[str] | None, proto: int = 0) -> socket.socket:
@@ -127,6 +157,28 @@ def create_named(name: str) -> Path:
     if "error" in box:
         path.unlink(missing_ok=True)
         raise box["error"]
+    return path
+
+
+def pin(source: str | os.PathLike[str], name: str) -> Path:
+    """Bind-mount the namespace ``source`` (e.g. ``/proc/<pid>/ns/net``) at ``/run/netns/<name>``.
+
+    The pin keeps the namespace, its interfaces and its nftables table (the job's counters)
+    alive after its last process exits, until :func:`delete_named` removes it. Names carry the
+    prefix and the job's token, so ``ip netns`` shows them and a sweep finds orphans.
+    """
+    _ensure_run_dir()
+    path = NETNS_RUN_DIR / name
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
+    except FileExistsError:
+        raise KernelError(f"network namespace {name} already exists") from None
+    if _libc.mount(os.fsencode(source), bytes(path), b"none", MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        path.unlink(missing_ok=True)
+        if err == errno.ENOENT:
+            raise NotFound(f"network namespace {source} does not exist")
+        raise KernelError(f"bind-mount netns {source} at {path}: {os.strerror(err)}")
     return path
 
 

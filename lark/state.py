@@ -25,6 +25,10 @@ class JobRecord:
     status: str  # "setting-up" | "up"
     netns: str  # path of the job's namespace
     netns_owned: bool  # Lark created it (lark run / lark up) and deletes it on down
+    # The path the caller gave (``/proc/<pid>/ns/net``) when Lark pinned that namespace at
+    # ``netns`` (``/run/netns/<prefix>-<token>``): the pin keeps the job's counters readable
+    # after its processes are gone; liveness still follows the source (see Engine.is_alive).
+    netns_source: str | None = None
     netns_inode: int = 0
     holder_pid: int | None = None  # the process whose life bounds the job (wrapper, lark run)
     holder_start: int | None = None  # its start time in clock ticks, so a reused pid is not taken for it

@@ -23,10 +23,21 @@ import sys
 import time
 
 SOCKET_PATH = "/run/lark/netd.sock"
-# An admin who moves the broker's socket (LARK_SOCKET) writes its path into this file next to the
-# wrapper. Not an environment variable: the job's environment is the user's to set.
+# The admin's settings for the wrapper live in a file next to it (root-owned, like the wrapper):
+# ``socket = PATH`` when the broker's socket moved (LARK_SOCKET), ``retry_seconds = N``. Not
+# environment variables: the job's environment is the user's to set. ``lark-wrap.socket`` (the
+# path alone) is still read, as earlier releases documented it.
+CONFIG_FILE = "lark-wrap.conf"
 SOCKET_OVERRIDE_FILE = "lark-wrap.socket"
-RETRY_SECONDS = 60.0  # a broker killed mid-job is restarted by condor_master within its back-off
+# A broker killed mid-job is restarted by condor_master within its back-off, which the execute
+# drop-in bounds (MASTER_LARK_NETD_BACKOFF_CEILING) below this.
+RETRY_SECONDS = 60.0
+# The exit status of a wrapper that did not run the job because it got no network: 117 when the
+# broker could not be reached, 118 when it refused. The submit transform holds such a job (sub-code
+# 4204 or 4205) unless the broker recorded a reason of its own (LarkSetupError, 4201) or this run's
+# network was set up (then the job itself exited with that code).
+UNREACHABLE_EXIT = 117
+REFUSED_EXIT = 118
 FORWARDED = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2,
              _signal.SIGCONT, _signal.SIGTSTP, _signal.SIGALRM)
 # The broker speaks JSON lines; asked for "lines" it answers "ok" / "error <message>" and then
@@ -39,12 +50,36 @@ REQUESTS = {"setup": b'{"op": "setup", "reply": "lines"}\n', "finalize": b'{"op"
 CONTAINER_ENV_PREFIX = {"apptainer": "APPTAINERENV_", "singularity": "SINGULARITYENV_"}
 
 
-def socket_path() -> str:
+def settings(directory: str | None = None) -> tuple[str, float]:
+    """(socket path, retry seconds) from the files next to the wrapper; defaults when absent or bad."""
+    here = directory or os.path.dirname(os.path.abspath(sys.argv[0]))
+    path, retry = SOCKET_PATH, RETRY_SECONDS
     try:
-        with open(os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), SOCKET_OVERRIDE_FILE)) as fh:
-            return fh.read().strip() or SOCKET_PATH
+        with open(os.path.join(here, SOCKET_OVERRIDE_FILE)) as fh:
+            path = fh.read().strip() or path
     except OSError:
-        return SOCKET_PATH
+        pass
+    try:
+        with open(os.path.join(here, CONFIG_FILE)) as fh:
+            for line in fh:
+                key, sep, value = line.partition("#")[0].partition("=")
+                key, value = key.strip().lower(), value.strip()
+                if not sep:
+                    continue
+                if key == "socket" and value:
+                    path = value
+                elif key == "retry_seconds":
+                    try:
+                        number = float(value)
+                    except ValueError:
+                        number = float("nan")
+                    if number == number and abs(number) != float("inf"):  # not NaN, not infinite
+                        retry = min(max(number, 0.0), 3600.0)
+                    else:
+                        print(f"lark-wrap: ignoring retry_seconds = {value!r} in {CONFIG_FILE}", file=sys.stderr)
+    except OSError:
+        pass
+    return path, retry
 
 
 def parse_reply(text: str) -> dict[str, object]:
@@ -81,7 +116,7 @@ def ask(op: str, retry_for: float, path: str = SOCKET_PATH) -> dict[str, object]
         finally:
             sock.close()
         if time.monotonic() > deadline:
-            return {"ok": False, "error": f"cannot reach lark-netd at {path}: {err}"}
+            return {"ok": False, "error": f"cannot reach lark-netd at {path}: {err}", "unreachable": True}
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
 
@@ -144,16 +179,17 @@ def main(argv: list[str] | None = None) -> None:
     if not args:
         print("lark-wrap: no job command given (configure it as USER_JOB_WRAPPER)", file=sys.stderr)
         sys.exit(1)
-    path = socket_path()
-    reply = ask("setup", RETRY_SECONDS, path)
+    path, retry = settings()
+    reply = ask("setup", retry, path)
     if not reply.get("ok"):
-        # the broker recorded LarkSetupError in the job ad; the LarkHold transform holds the job
-        print(f"lark-wrap: {reply.get('error')}", file=sys.stderr)
-        sys.exit(1)
+        # The job does not run. Either the broker recorded LarkSetupError in the job ad, or it
+        # could not be reached at all; the LarkHold transform holds the job in both cases.
+        print(f"lark-wrap: {reply.get('error')}; the job was not started", file=sys.stderr)
+        sys.exit(UNREACHABLE_EXIT if reply.get("unreachable") else REFUSED_EXIT)
     lark_env = {str(k): str(v) for k, v in dict(reply.get("env") or {}).items()}  # type: ignore[call-overload]
     env = {**os.environ, **lark_env, **container_environment(args[0], lark_env)}
     status = run_job(args, env)
-    final = ask("finalize", RETRY_SECONDS, path)
+    final = ask("finalize", retry, path)
     if not final.get("ok"):
         print(f"lark-wrap: final accounting failed: {final.get('error')}", file=sys.stderr)
     exit_like(status)

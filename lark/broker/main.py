@@ -19,6 +19,10 @@ HTCONDOR_DATE_FORMAT = "%m/%d/%y %H:%M:%S"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # condor_master sends SIGHUP on every condor_reconfig to daemons that are not DaemonCore ones;
+    # its default action would kill the broker (counted as a crash, and backed off). Ignored from
+    # the first instant; a logging handler replaces this once the log is open.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     parser = argparse.ArgumentParser(prog="lark-netd", description="Lark's root network broker.")
     parser.add_argument("--config", action="append", type=Path, metavar="PATH")
     parser.add_argument("-D", dest="overrides", action="append", default=[], metavar="KNOB=VALUE")
@@ -55,11 +59,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     engine = Engine(config)
     broker = Broker(config, engine)
+    if config.metrics_address is not None or config.metrics_textfile is not None:
+        try:
+            from lark.metrics import NodeMetrics
+
+            broker.metrics = NodeMetrics(config.state_dir)
+            if config.metrics_address is not None:
+                broker.metrics.serve(*config.metrics_address)
+                log.info("metrics on http://%s:%d/metrics", *config.metrics_address)
+        except (ImportError, OSError) as err:
+            # the broker's job comes first: jobs get their networks without metrics
+            log.error("metrics are off: %s (LARK_METRICS_ADDRESS needs prometheus-client: pip install "
+                      "'htcondor-lark[metrics]')", err)
+            broker.metrics = None
+    try:
+        # the host's rules as this broker's knobs say (isolation may have changed), and every running
+        # job's host part, whatever happened while no broker was watching
+        restored = engine.restore_host_rules(force=True)
+        if restored:
+            log.info("host firewall rules applied for %d running jobs", len(restored))
+    except LarkError as err:
+        log.error("cannot apply the host's firewall rules: %s", err)
     try:
         broker.sweep()  # reconcile with the kernel after a crash or restart
     except LarkError as err:
         log.error("initial sweep failed: %s", err)
-    server = BrokerServer(config.socket_path, broker)
+    _raise_open_file_limit(log)
+    server = BrokerServer(config.socket_path, broker, backlog=config.broker_backlog, workers=config.broker_workers,
+                          max_connections=config.broker_max_connections, request_timeout=config.request_timeout)
 
     def shutdown(signum: int, _frame: object) -> None:
         # running jobs keep their networks; the next broker reconciles and finalises them
@@ -69,6 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
         signal.signal(sig, shutdown)
+
+    def reconfig(_signum: int, _frame: object) -> None:
+        # profiles are re-read when their files change; knobs only at start
+        log.info("SIGHUP (condor_reconfig): profiles are re-read when they change; restart lark-netd "
+                 "(condor_restart -daemon LARK_NETD) to apply changed LARK_ knobs")
+
+    signal.signal(signal.SIGHUP, reconfig)
+    broker.watch_recorded_holders()
     threading.Thread(target=broker.periodic, name="lark-periodic", daemon=True).start()
     log.info("lark-netd listening on %s (prefix %s, firewall %s, %d jobs recorded)", config.socket_path,
              config.name_prefix, config.firewall, len(engine.records()))
@@ -78,6 +113,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.server_close()
         engine.close()
     return 0
+
+
+def _raise_open_file_limit(log: logging.Logger) -> None:
+    """Held connections cost one descriptor each: take the hard limit (systemd and condor_master
+    often start daemons with a soft limit of 1024)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as err:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, err)
 
 
 if __name__ == "__main__":

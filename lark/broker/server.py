@@ -3,34 +3,62 @@
 Protocol: one JSON object per line over a pathname Unix socket. A wrapper sends
 ``{"op": "setup"}`` before the job starts and ``{"op": "finalize"}`` after it exits; nothing in a
 request names a job, a namespace or a path. The broker derives all of it from the caller's
-``SO_PEERCRED`` pid (see :mod:`lark.broker.peer`), so a caller can only ever act on its own job.
-Replies are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``; a bad request never raises
-out of the handler.
+identity, pinned when the connection is accepted (see :mod:`lark.broker.peer`), so a caller can
+only ever act on its own job. Replies are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``;
+a bad request never raises out of the handler.
+
+Rules that keep a job's accounting honest (its processes share the wrapper's uid):
+
+* **one network per job**: a job is its starter (pid + start time); a second ``setup`` for the
+  same starter is refused, whoever asks, and so is a ``setup`` after the job's ``finalize``
+  (remembered in ``LARK_STATE_DIR/finished`` while the starter lives);
+* ``finalize`` acts only on the record whose holder is the caller itself, and only for the uid
+  that owns the job;
+* when the holder (the wrapper) dies without ``finalize``, the sweep reads the job's counters from
+  its pinned namespace, pushes them into the job ad if the starter is still there, and always
+  appends them to the accounting journal before anything is removed.
+
+Serving (:class:`BrokerServer`): one selector thread accepts and reads; a connection that has not
+sent its whole request line by ``LARK_REQUEST_TIMEOUT`` is dropped, and waiting connections cost a
+file descriptor, not a thread. Complete requests go to a fixed pool of ``LARK_BROKER_WORKERS``
+threads.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
 import logging
 import os
-import socketserver
+import selectors
+import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from lark import netns
-from lark.broker.condor import Chirp, JobContext, job_context
-from lark.broker.peer import Peer, peer_credentials, starter_of
+from lark import journal, netns
+from lark.broker.condor import Chirp, ChirpAddress, JobContext, job_context
+from lark.broker.peer import Peer, Starter, accept_peer, process_facts, starter_of
 from lark.classads import SETUP_ERROR_ATTR, accounting_attributes, network_attributes
 from lark.cli.run import job_environment
 from lark.config import LarkConfig, condor_param
 from lark.engine import Engine
-from lark.errors import LarkError
+from lark.errors import LarkError, NotPermitted
+from lark.firewall.base import JobCounters
+from lark.metrics import NodeMetrics
 from lark.profiles import CatalogCache, profile_dir, request_for_job, user_and_groups
-from lark.state import JobRecord, process_start_time
+from lark.state import JobRecord
 
 log = logging.getLogger("lark.netd")
 MAX_REQUEST = 4096
+# Chirped at a successful set-up with the job ad's JobCurrentStartDate: the submit transform holds
+# a job whose wrapper exited WRAPPER_FAILED_EXIT *without* this run's network (the broker was
+# unreachable), and leaves alone a job that really ran and exited with the same code.
+NETWORK_START_ATTR = "LarkNetworkStartDate"
 
 
 class Broker:
@@ -43,11 +71,22 @@ class Broker:
         # which the starter keeps and sends with its *next* update to the shadow, at the latest at
         # job exit: after an immediate set_job_attr of the final values, so a delayed value still
         # pending would overwrite them in the job ad and in condor_history (seen on 25.14.1: the
-        # last interval's bytes were missing). So finalize sends the final values both ways, and
-        # under this lock marks the job final, after which the periodic push no longer sends for it;
-        # the mark is dropped only by a push whose copy of the records no longer holds the job.
-        self._chirp_lock = threading.Lock()
+        # last interval's bytes were missing). So the final values go out both ways, the job is
+        # marked final first (under _state_lock), and every push of a job holds that job's own lock:
+        # a periodic push in flight finishes before the final one, and a later one sees the mark.
+        # Per job, not global: a starter that stops answering (each call is bounded by
+        # CHIRP_DEADLINE) holds up only its own job.
+        self._state_lock = threading.Lock()
         self._final: set[str] = set()
+        self._job_locks: dict[str, threading.Lock] = {}
+        # starters whose job is being set up right now (a second request waits for no one: refused)
+        self._starting: set[tuple[int, int]] = set()
+        # set by lark-netd's main when LARK_METRICS_ADDRESS or LARK_METRICS_TEXTFILE is on
+        self.metrics: NodeMetrics | None = None
+        # set by the server: watch(pidfd, token) calls holder_exited(token) when that process ends
+        self.watch: Callable[[int, str], None] | None = None
+        self.finished_dir = config.state_dir / "finished"
+        self.finished_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.profiles = CatalogCache(profile_dir(config, condor_param), config,
                                      on_reload=lambda c: [log.error("profile: %s", e) for e in c.errors])
 
@@ -65,82 +104,243 @@ class Broker:
                 return self.finalize(peer)
             if op == "ping":
                 return {"ok": True}
-            return {"ok": False, "error": f"unknown op {op!r} (known: setup, finalize, ping)"}
+            return {"ok": False, "error": f"unknown op {str(op)[:40]!r} (known: setup, finalize, ping)"}
         except LarkError as err:
             log.warning("refused %s from pid %d uid %d: %s", op, peer.pid, peer.uid, err)
+            if self.metrics is not None:
+                self.metrics.refused.labels(str(op)[:20]).inc()
             return {"ok": False, "error": str(err)}
         except Exception:  # the broker must survive any request
             log.exception("internal error handling %s from pid %d", op, peer.pid)
             return {"ok": False, "error": "internal error in lark-netd (see its log)"}
 
     def _record_of(self, peer: Peer) -> JobRecord | None:
-        start = process_start_time(peer.pid)
+        """The record whose holder is the caller itself (pid and start time pinned at accept)."""
         for record in self.engine.records():
-            if record.holder_pid == peer.pid and record.holder_start == start:
+            if record.holder_pid == peer.pid and record.holder_start == peer.start:
                 return record
         return None
 
-    def setup(self, peer: Peer) -> dict[str, object]:
-        starter = starter_of(peer, self.host_netns_inode)
-        existing = self._record_of(peer)
-        if existing is not None and existing.status == "up":
-            return {"ok": True, "env": _environment(existing), "again": True}
-        ctx = job_context(self.config.execute_dir, starter)
-        chirp = Chirp(ctx.chirp_config) if ctx.chirp_config else None
+    def _records_of_starter(self, starter: Starter) -> list[JobRecord]:
+        return [r for r in self.engine.records()
+                if r.extra.get("starter_pid") == starter.pid and r.extra.get("starter_start") == starter.start]
+
+    # -- what is remembered of a job's finished runs (per starter: one job, maybe several wrappers)
+
+    def _finished_mark(self, pid: int, start: int) -> Path:
+        return self.finished_dir / f"{pid}-{start}"
+
+    def _finished(self, pid: int, start: int) -> dict[str, object]:
+        """``{"holders": [[pid, start], ...], "totals": {attribute: value}}`` of a starter's job."""
         try:
-            _check_owner(ctx, peer)
+            data = json.loads(self._finished_mark(pid, start).read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return {"holders": [], "totals": {}}
+        return data if isinstance(data, dict) else {"holders": [], "totals": {}}
+
+    def _remember_finished(self, record: JobRecord, attrs: Mapping[str, object]) -> None:
+        pid, start = record.extra.get("starter_pid"), record.extra.get("starter_start")
+        if not (isinstance(pid, int) and isinstance(start, int)):
+            return
+        done = self._finished(pid, start)
+        holders = list(done.get("holders") or [])
+        holders.append([record.holder_pid, record.holder_start])
+        tmp = self.finished_dir / f".{pid}-{start}.{threading.get_ident()}"
+        tmp.write_text(json.dumps({"holders": holders, "totals": dict(attrs)}))
+        os.replace(tmp, self._finished_mark(pid, start))
+
+    # -- setup
+
+    def setup(self, peer: Peer) -> dict[str, object]:
+        starter = starter_of(peer, self.host_netns_inode, self.config.starter_path)
+        key = (starter.pid, starter.start)
+        done = self._finished(*key)
+        if [peer.pid, peer.start] in done.get("holders", []):
+            raise NotPermitted(f"the job of starter {starter.pid} already had its network set up and finalised "
+                               "by this wrapper; no process of the job may ask for another")
+        existing = self._record_of(peer)
+        if existing is not None and existing.status == "up" and existing.token not in self._final:
+            return {"ok": True, "env": _environment(existing), "again": True}  # the same wrapper (a lost reply)
+        with self._state_lock:
+            if key in self._starting:
+                raise NotPermitted(f"the job of starter {starter.pid} already has its network being set up")
+            self._starting.add(key)
+        try:
+            # A starter runs one job, but may start its wrapper again (a self-checkpointing job is
+            # restarted in the same sandbox): a new wrapper is served only once every earlier one
+            # of this starter has ended, and its counters continue from the earlier runs' totals.
+            records = self._records_of_starter(starter)
+            earlier = [(r.holder_pid, r.holder_start) for r in records]
+            earlier += [tuple(h) for h in done.get("holders", []) if isinstance(h, list) and len(h) == 2]
+            if any(_alive(pid, start) for pid, start in earlier):
+                raise NotPermitted(f"the job of starter {starter.pid} already had its network set up: Lark gives "
+                                   "a job one network at a time, and no process of the job may ask for another")
+            for record in records:
+                self.holder_exited(record.token)  # an earlier wrapper that ended: account for it first
+            return self._setup(peer, starter, dict(self._finished(*key).get("totals") or {}))
+        finally:
+            with self._state_lock:
+                self._starting.discard(key)
+
+    def _setup(self, peer: Peer, starter: Starter, carried: dict[str, object]) -> dict[str, object]:
+        began = time.monotonic()
+        ctx = job_context(self.config.execute_dir, starter.pid)
+        # the caller must own the job before anything is written into the job's ad on its behalf
+        _check_owner(ctx, peer)
+        chirp = Chirp(ctx.chirp) if ctx.chirp else None
+        try:
             resolved = request_for_job(ctx.ad, self.profiles.get, self.config, ctx.job_id,
                                        lambda: user_and_groups(peer.uid))
             record = self.engine.up(resolved.request, netns_path=f"/proc/{peer.pid}/ns/net", holder_pid=peer.pid,
                                     owner_uid=peer.uid, site=resolved.site)
+        except NotPermitted:
+            raise  # nothing of the job's own to report in its ad
         except LarkError as err:
             message = f"Lark could not set up the job's network: {err}"
             log.warning("job %s: %s", ctx.job_id, message)
+            if self.metrics is not None:
+                self.metrics.setup_failures.inc()
             if chirp:
                 try:
                     chirp.set({SETUP_ERROR_ATTR: message})
                 except LarkError as chirp_err:
                     log.error("job %s: cannot record the setup error: %s", ctx.job_id, chirp_err)
             return {"ok": False, "error": message}
+        # The engine looked the wrapper up by pid once more: make sure that was still the caller
+        # and its namespace (a wrapper that died meanwhile could have had its pid reused).
+        if record.holder_start != peer.start or record.netns_inode != starter.job_netns or not peer.same_process():
+            self._teardown_quietly(record.token)
+            raise NotPermitted(f"process {peer.pid} went away while its network was being set up")
+        self._watch_holder(peer, record.token)
         profile_env = resolved.extras.job_environment(record.ports, record.public_ipv4) if resolved.extras else {}
-        record.extra.update({"chirp": str(ctx.chirp_config) if ctx.chirp_config else None,
-                             "starter_pid": starter, "profile_env": profile_env})
+        global_job_id = ctx.ad.get("GlobalJobId")
+        record.extra.update({"chirp": ctx.chirp.to_dict() if ctx.chirp else None,
+                             "starter_pid": starter.pid, "starter_start": starter.start,
+                             "global_job_id": global_job_id if isinstance(global_job_id, str) else None,
+                             "carried": carried, "profile_env": profile_env})
         self.engine.store.save(record)
-        log.info("job %s: %s network up for pid %d (%s)", ctx.job_id, record.mode, peer.pid,
-                 ", ".join(a for a in (record.ipv4, record.ipv6) if a) or "loopback only")
+        log.info("job %s: %s network up for pid %d (%s)%s", ctx.job_id, record.mode, peer.pid,
+                 ", ".join(a for a in (record.ipv4, record.ipv6) if a) or "loopback only",
+                 " (a restart: earlier runs' counters carried)" if carried else "")
+        if self.metrics is not None:
+            self.metrics.setups.labels(record.mode).inc()
+            self.metrics.setup_seconds.observe(time.monotonic() - began)
         if chirp:
             attrs: dict[str, object] = dict(network_attributes(record))
+            started = ctx.ad.get("JobCurrentStartDate")
+            if isinstance(started, int) and not isinstance(started, bool):
+                attrs[NETWORK_START_ATTR] = started
             try:
                 chirp.set(attrs)
-                if ctx.ad.get(SETUP_ERROR_ATTR) is not None and str(ctx.ad.get(SETUP_ERROR_ATTR)) != "Undefined":
+                if ctx.ad.get(SETUP_ERROR_ATTR) is not None:
                     chirp.clear(SETUP_ERROR_ATTR)  # a released job must not be held again
             except LarkError as err:
                 log.warning("job %s: %s", ctx.job_id, err)
         return {"ok": True, "env": _environment(record)}
 
+    # -- finalize and final accounting
+
     def finalize(self, peer: Peer) -> dict[str, object]:
+        peer.facts()  # the caller is still the process that connected
         record = self._record_of(peer)
         if record is None:
             return {"ok": True, "note": "no network recorded for this process"}
-        attrs: dict[str, object] = {}
-        if record.mode != "none":
-            counters = self.engine.counters(record.token)
-            attrs = dict(accounting_attributes(counters, self.config.traffic_classes))
-        chirp_path = record.extra.get("chirp")
-        with self._chirp_lock:
-            self._final.add(record.token)
-            if chirp_path and attrs:
-                try:
-                    chirp = Chirp(Path(str(chirp_path)))
-                    chirp.set(attrs)
-                    chirp.set(attrs, delayed=True)  # replaces a periodic value the starter still holds
-                except (LarkError, OSError) as err:
-                    log.warning("job %s: final accounting not recorded: %s", record.job_id, err)
-        log.info("job %s: finalised %s", record.job_id,
-                 ", ".join(f"{k}={v}" for k, v in attrs.items()) if attrs else "(no network)")
+        if record.owner_uid is not None and peer.uid not in (record.owner_uid, 0):
+            raise NotPermitted(f"uid {peer.uid} does not own job {record.job_id}")
+        # a job with no network sent and received nothing: explicit zeros, not undefined
+        counters = self.engine.final_counters(record.token) if record.mode != "none" else JobCounters()
+        attrs = self.record_final(record, counters, "finalize")
         # the reply goes out first; the ~40 ms veth delete happens after the wrapper has gone on
         threading.Thread(target=self._teardown_quietly, args=(record.token,), daemon=True).start()
         return {"ok": True, "accounting": attrs}
+
+    def _job_lock(self, token: str) -> threading.Lock:
+        with self._state_lock:
+            return self._job_locks.setdefault(token, threading.Lock())
+
+    def _attributes(self, record: JobRecord, counters: JobCounters) -> dict[str, object]:
+        """The job ad's accounting attributes: this run's counters plus earlier runs' of the same job."""
+        attrs: dict[str, object] = dict(accounting_attributes(counters, self.config.traffic_classes))
+        carried = record.extra.get("carried")
+        if isinstance(carried, dict):
+            for name, value in carried.items():
+                if isinstance(value, int | float) and not isinstance(value, bool) and name in attrs:
+                    attrs[name] = attrs[name] + value  # type: ignore[operator]
+        return attrs
+
+    def record_final(self, record: JobRecord, counters: JobCounters | None, reason: str) -> dict[str, object]:
+        """Push a job's final counters into its ad (when its starter is still there) and append them
+        to the journal (always), and remember that the job is over. Returns the attributes; only the
+        first call for a job does anything (finalize and a dying wrapper's watch may race)."""
+        with self._state_lock:
+            if record.token in self._final:
+                return {}
+            self._final.add(record.token)
+        attrs = self._attributes(record, counters) if counters is not None else {}
+        in_ad = False
+        address = ChirpAddress.from_record(record.extra.get("chirp"))
+        with self._job_lock(record.token):  # after any periodic push of this job still in flight
+            if address is not None and attrs:
+                try:
+                    chirp = Chirp(address)
+                    chirp.set(attrs)
+                    chirp.set(attrs, delayed=True)  # replaces a periodic value the starter still holds
+                    in_ad = True
+                except LarkError as err:
+                    log.warning("job %s: final accounting not recorded in the job ad (%s); it is in the "
+                                "journal %s", record.job_id, err, self.config.journal_path)
+        try:
+            journal.append(self.config.journal_path, journal.JournalEntry(
+                job_id=record.job_id, global_job_id=_str_or_none(record.extra.get("global_job_id")),
+                owner_uid=record.owner_uid, token=record.token, reason=reason, in_job_ad=in_ad,
+                attributes=attrs))
+        except OSError as err:
+            log.error("job %s: cannot append to the accounting journal %s: %s", record.job_id,
+                      self.config.journal_path, err)
+        if self.metrics is not None:
+            self.metrics.job_ended(record, counters)
+            if attrs and not in_ad:
+                self.metrics.journal_only.inc()
+        self._remember_finished(record, attrs)
+        log.info("job %s: final (%s) %s", record.job_id, reason,
+                 ", ".join(f"{k}={v}" for k, v in attrs.items()) if attrs else "(no network)")
+        return attrs
+
+    def _watch_holder(self, peer: Peer, token: str) -> None:
+        """Have the server tell us the moment the wrapper exits (no waiting for the next sweep)."""
+        if self.watch is None or peer.pidfd is None:
+            return
+        try:
+            self.watch(_move_up(os.dup(peer.pidfd)), token)
+        except OSError as err:
+            log.debug("cannot watch pid %d: %s", peer.pid, err)
+
+    def watch_recorded_holders(self) -> None:
+        """After a restart: watch the wrappers of the jobs already recorded."""
+        if self.watch is None:
+            return
+        for record in self.engine.records():
+            if record.status != "up" or record.holder_pid is None:
+                continue
+            try:
+                pidfd = _move_up(os.pidfd_open(record.holder_pid))
+            except OSError:
+                continue  # already gone: the first sweep handles it
+            facts = process_facts(record.holder_pid)
+            if facts is None or facts.start != record.holder_start:
+                os.close(pidfd)  # the pid belongs to someone else now
+                continue
+            self.watch(pidfd, record.token)
+
+    def holder_exited(self, token: str) -> None:
+        """The job's wrapper has ended. After its finalize this is only the teardown; without one
+        (the wrapper was killed) the job's counters are read and recorded first."""
+        record = self.engine.store.load(token)
+        if record is None:
+            return
+        if record.status == "up" and record.token not in self._final:
+            self._holder_gone(record, self.engine.final_counters(token))
+        self._teardown_quietly(token)
 
     def _teardown_quietly(self, token: str) -> None:
         try:
@@ -151,48 +351,93 @@ class Broker:
     # ------------------------------------------------------------ periodic work
 
     def push_accounting(self) -> None:
-        records = [r for r in self.engine.records() if r.status == "up" and r.extra.get("chirp") and r.mode != "none"]
-        with self._chirp_lock:
-            # A token leaves the "final" set only once a copy of the records no longer holds its job,
-            # so no later iteration can push a value read before finalize (the copy below may still).
-            self._final &= {r.token for r in records}
-        if not records:
+        running = [r for r in self.engine.records() if r.status == "up"]
+        with self._state_lock:
+            # A job leaves the "final" set (and its lock goes) only once the records no longer hold it.
+            live = {r.token for r in running}
+            self._final &= live
+            self._job_locks = {t: lock for t, lock in self._job_locks.items() if t in live}
+        if not running:
+            if self.metrics is not None:
+                self.metrics.update_running([], {})
             return
         counters = self.engine.all_counters()
-        for record in records:
+        if self.metrics is not None:
+            self.metrics.update_running([r for r in running if r.token not in self._final], counters)
+        for record in running:
             c = counters.get(record.token)
-            if c is None:
+            address = ChirpAddress.from_record(record.extra.get("chirp"))
+            if c is None or address is None or record.mode == "none":
                 continue
-            with self._chirp_lock:
+            with self._job_lock(record.token):
                 if record.token in self._final:  # its final values are out; an older one must not follow
                     continue
                 try:
-                    Chirp(Path(str(record.extra["chirp"]))).set(
-                        accounting_attributes(c, self.config.traffic_classes), delayed=True)
-                except (LarkError, OSError) as err:
+                    Chirp(address).set(self._attributes(record, c), delayed=True)
+                except LarkError as err:
                     log.debug("job %s: periodic update skipped: %s", record.job_id, err)
 
     def sweep(self) -> None:
-        report = self.engine.sweep()
+        report = self.engine.sweep(on_final=self._holder_gone)
         if not report.empty():
             log.info("sweep removed jobs %s, links %s, namespaces %s, rules %s, allocations %s",
                      report.removed_jobs, report.removed_links, report.removed_netns, report.removed_firewall,
                      report.released)
+        self._prune_finished()
+
+    def _holder_gone(self, record: JobRecord, counters: JobCounters | None) -> None:
+        """A job whose wrapper died without finalize (killed, or the job ended while we were away)."""
+        if record.status != "up" or record.token in self._final:
+            return  # never fully set up (nothing was counted), or already final (finalize ran)
+        pid, start = record.extra.get("starter_pid"), record.extra.get("starter_start")
+        if isinstance(pid, int) and isinstance(start, int) and \
+                [record.holder_pid, record.holder_start] in self._finished(pid, start).get("holders", []):
+            return  # finalize ran before a restart of the broker; only its teardown was left
+        self.record_final(record, counters, "holder-gone")
+
+    def _prune_finished(self) -> None:
+        """Forget finished jobs whose starter has gone (its pid may then belong to a new job)."""
+        for mark in self.finished_dir.iterdir():
+            if mark.name.startswith("."):
+                continue  # being written
+            pid, _, start = mark.name.partition("-")
+            if not (pid.isdigit() and start.isdigit()):
+                mark.unlink(missing_ok=True)
+                continue
+            facts = process_facts(int(pid))
+            if facts is None or facts.start != int(start):
+                mark.unlink(missing_ok=True)
+
+    def restore_firewall(self) -> None:
+        restored = self.engine.restore_host_rules()
+        if restored and self.metrics is not None:
+            self.metrics.firewall_restores.inc(len(restored))
+        if restored:
+            log.warning("the host's firewall rules of %d running jobs had gone (a flushed ruleset?); restored "
+                        "them: %s", len(restored), ", ".join(restored))
+
+    def write_metrics_file(self) -> None:
+        if self.metrics is not None and self.config.metrics_textfile is not None:
+            self.metrics.write_textfile(self.config.metrics_textfile)
 
     def periodic(self) -> None:
-        next_sweep = next_push = time.monotonic()
+        """The broker's clockwork; one failing task neither stops nor delays the others."""
+        tasks = [(self.push_accounting, self.config.accounting_interval),
+                 (self.write_metrics_file, self.config.accounting_interval),
+                 (self.restore_firewall, self.config.firewall_check_interval),
+                 (self.sweep, self.config.sweep_interval)]
+        due = [time.monotonic()] * len(tasks)
         while not self.stop.is_set():
-            now = time.monotonic()
-            try:
-                if now >= next_push:
-                    self.push_accounting()
-                    next_push = now + self.config.accounting_interval
-                if now >= next_sweep:
-                    self.sweep()
-                    next_sweep = now + self.config.sweep_interval
-            except Exception:
-                log.exception("periodic work failed; continuing")
-            self.stop.wait(max(0.2, min(next_push, next_sweep) - time.monotonic()))
+            for i, (task, interval) in enumerate(tasks):
+                now = time.monotonic()
+                if now < due[i]:
+                    continue
+                try:
+                    task()
+                except Exception:
+                    log.exception("periodic %s failed; continuing", task.__name__)
+                due[i] = now + interval
+            self.stop.wait(max(0.2, min(due) - time.monotonic()))
 
 
 def _check_owner(ctx: JobContext, peer: Peer) -> None:
@@ -200,28 +445,19 @@ def _check_owner(ctx: JobContext, peer: Peer) -> None:
     scratch = ctx.ad_path.parent
     owner = os.stat(scratch).st_uid
     if owner != peer.uid and peer.uid != 0:
-        raise LarkError(f"uid {peer.uid} does not own job {ctx.job_id}'s scratch directory")
+        raise NotPermitted(f"uid {peer.uid} does not own job {ctx.job_id}'s scratch directory")
 
 
-class _Handler(socketserver.StreamRequestHandler):
-    server: BrokerServer
+def _alive(pid: object, start: object) -> bool:
+    """Whether the process ``pid`` that started at ``start`` (clock ticks) still exists."""
+    if not isinstance(pid, int):
+        return False
+    facts = process_facts(pid)
+    return facts is not None and facts.start == start
 
-    def handle(self) -> None:
-        try:
-            peer = peer_credentials(self.connection)
-        except OSError:
-            return
-        self.connection.settimeout(10)
-        try:
-            raw = self.rfile.readline(MAX_REQUEST)
-        except OSError:
-            return
-        request = parse_request(raw)
-        reply = self.server.broker.handle(request, peer)
-        try:
-            self.wfile.write(encode_reply(reply, wants_lines(request)))
-        except OSError:
-            pass
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _environment(record: JobRecord) -> dict[str, str]:
@@ -233,7 +469,7 @@ def parse_request(raw: bytes) -> object:
     """One request line, parsed once; None when it is not JSON."""
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # "[[[[..." nests too deep
         return None
 
 
@@ -254,14 +490,282 @@ def encode_reply(reply: dict[str, object], lines: bool) -> bytes:
     return f"ok\n{body}".encode()
 
 
-class BrokerServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+@dataclass
+class _Connection:
+    sock: socket.socket
+    peer: Peer
+    deadline: float
+    buffer: bytearray = field(default_factory=bytearray)
+    refused: bool = False  # answered at accept; kept only until the client has sent or closed
 
-    def __init__(self, path: Path, broker: Broker) -> None:
+
+# libnftables 1.0.6 (Debian 12) waits on its netlink socket with select(), which aborts the whole
+# process ("bit out of range 0 - FD_SETSIZE") when that socket's number is 1024 or more. Held client
+# connections (a socket and a pidfd each) would push it there, so they live above that range.
+SELECT_SAFE_FLOOR = 1024
+ACCEPTS_PER_ROUND = 64
+# A caller refused at accept gets its answer, then the connection is kept (write side shut) until
+# the client has sent its request or closed, so that a client that writes before it reads still
+# gets the reason instead of EPIPE; at most this many such connections, each for at most a second.
+REFUSED_LINGER_MAX = 256
+REFUSED_LINGER_SECONDS = 1.0
+
+
+def _move_up(fd: int) -> int:
+    """``fd`` renumbered to SELECT_SAFE_FLOOR or above (the same fd when the limit does not allow)."""
+    try:
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, SELECT_SAFE_FLOOR)
+    except OSError:
+        return fd  # RLIMIT_NOFILE at or below the floor: nothing to gain
+    os.close(fd)
+    return high
+
+
+def _above_select_range(conn: socket.socket, peer: Peer) -> tuple[socket.socket, Peer]:
+    moved = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=_move_up(conn.detach()))
+    if peer.pidfd is not None:
+        peer = dataclasses.replace(peer, pidfd=_move_up(peer.pidfd))
+    return moved, peer
+
+
+@dataclass(frozen=True)
+class _Watch:
+    pidfd: int  # readable once the process has ended
+    token: str
+
+
+class BrokerServer:
+    """Accepts and reads on one selector thread; serves complete requests on a bounded pool.
+
+    Why not one thread per connection: 1,500 held connections were 1,500 threads, and a listen
+    queue of 5 refused 131 of 200 simultaneous job starts. Here a connection that is still sending
+    costs a descriptor and a small buffer; ``LARK_REQUEST_TIMEOUT`` bounds the whole request (not
+    each read, so trickling a byte at a time does not keep it open), and at most
+    ``LARK_BROKER_MAX_CONNECTIONS`` are held (newer ones are closed at once; a wrapper retries), and
+    at most a quarter of them for one non-root uid.
+    """
+
+    def __init__(self, path: Path, broker: Broker, backlog: int = 256, workers: int = 8,
+                 max_connections: int = 4096, request_timeout: float = 5.0) -> None:
         self.broker = broker
+        self.path = path
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
         path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(path.parent, 0o755)
         path.unlink(missing_ok=True)
-        super().__init__(str(path), _Handler)
-        # any local process may connect; authorisation is by SO_PEERCRED and /proc, per request
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        # any local process may connect; authorisation is by the caller's pinned identity, per request
         os.chmod(path, 0o666)
+        self.sock.listen(backlog)
+        self.sock.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.sock, selectors.EVENT_READ, None)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._connections: dict[int, _Connection] = {}
+        self._per_uid: dict[int, int] = {}  # connections open or queued, per caller uid
+        self._lingering = 0  # refused connections waiting for their client (REFUSED_LINGER_MAX)
+        self._uid_lock = threading.Lock()
+        self._new_watches: list[tuple[int, str]] = []  # (pidfd, token), registered by the selector thread
+        self._watch_lock = threading.Lock()
+        broker.watch = self.watch
+        self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lark-request")
+        self._stopping = threading.Event()
+
+    # -- the selector thread
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        while not self._stopping.is_set():
+            try:
+                for key, _events in self._selector.select(timeout=min(poll_interval, self._next_deadline())):
+                    if key.data is None:
+                        self._accept()
+                    elif key.data == "wake":
+                        os.read(self._wake_r, 64)
+                        self._register_watches()
+                    elif isinstance(key.data, _Watch):
+                        self._holder_exited(key.data)
+                    else:
+                        self._read(key.data)
+                self._expire()
+            except Exception:  # a broken connection must never stop the broker
+                log.exception("error in the broker's connection loop; continuing")
+
+    def watch(self, pidfd: int, token: str) -> None:
+        """Call ``broker.holder_exited(token)`` once the process behind ``pidfd`` has ended (any thread)."""
+        with self._watch_lock:
+            self._new_watches.append((pidfd, token))
+        os.write(self._wake_w, b"w")
+
+    def _register_watches(self) -> None:
+        with self._watch_lock:
+            new, self._new_watches = self._new_watches, []
+        for pidfd, token in new:
+            self._selector.register(pidfd, selectors.EVENT_READ, _Watch(pidfd, token))
+
+    def _holder_exited(self, watch: _Watch) -> None:
+        self._selector.unregister(watch.pidfd)
+        os.close(watch.pidfd)
+        self._workers.submit(self._quietly, self.broker.holder_exited, watch.token)
+
+    @staticmethod
+    def _quietly(fn: Callable[[str], None], token: str) -> None:
+        try:
+            fn(token)
+        except Exception:
+            log.exception("handling the end of job %s failed (the sweep will retry)", token)
+
+    def _next_deadline(self) -> float:
+        if not self._connections:
+            return 3600.0
+        return max(0.0, min(c.deadline for c in self._connections.values()) - time.monotonic())
+
+    def _accept(self) -> None:
+        # A bounded number per round: a process that connects and closes in a loop must not keep
+        # this thread accepting while nothing is read and no deadline is enforced.
+        for _ in range(ACCEPTS_PER_ROUND):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:  # EMFILE and the like: leave the rest in the backlog for now
+                log.warning("accept failed: %s", err)
+                return
+            if len(self._connections) - self._lingering >= self.max_connections:
+                conn.close()
+                continue
+            try:
+                peer = accept_peer(conn)  # before a byte is read: the identity cannot be recycled later
+            except OSError:
+                conn.close()
+                continue
+            if peer.uid != 0:
+                # Only root and job wrappers have anything to ask: anyone else is told why and let go
+                # at once, so no other process (a job's own, a local user's) can hold connections.
+                try:
+                    starter_of(peer, self.broker.host_netns_inode, self.broker.config.starter_path)
+                except LarkError as err:
+                    self._refuse_now(conn, peer, str(err))
+                    continue
+                with self._uid_lock:
+                    if self._per_uid.get(peer.uid, 0) >= self.max_connections // 4:
+                        self._refuse_now(conn, peer, "too many connections from this user")
+                        continue
+            with self._uid_lock:
+                self._per_uid[peer.uid] = self._per_uid.get(peer.uid, 0) + 1
+            conn, peer = _above_select_range(conn, peer)
+            conn.setblocking(False)
+            c = _Connection(conn, peer, time.monotonic() + self.request_timeout)
+            self._connections[conn.fileno()] = c
+            self._selector.register(conn, selectors.EVENT_READ, c)
+
+    def _refuse_now(self, conn: socket.socket, peer: Peer, reason: str) -> None:
+        log.debug("refused a connection from pid %d uid %d: %s", peer.pid, peer.uid, reason)
+        if self.broker.metrics is not None:
+            self.broker.metrics.refused.labels("connect").inc()
+        try:
+            conn.setblocking(False)
+            conn.send(json.dumps({"ok": False, "error": reason}).encode() + b"\n")
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        if self._lingering >= REFUSED_LINGER_MAX:
+            conn.close()
+            peer.close()
+            return
+        conn, peer = _above_select_range(conn, peer)
+        c = _Connection(conn, peer, time.monotonic() + REFUSED_LINGER_SECONDS, refused=True)
+        self._lingering += 1
+        self._connections[conn.fileno()] = c
+        self._selector.register(conn, selectors.EVENT_READ, c)
+
+    def _release_uid(self, uid: int) -> None:
+        with self._uid_lock:
+            left = self._per_uid.get(uid, 1) - 1
+            if left > 0:
+                self._per_uid[uid] = left
+            else:
+                self._per_uid.pop(uid, None)
+
+    def _read(self, c: _Connection) -> None:
+        if c.refused:  # it has sent its request (or closed): it has its answer already
+            # read what it sent before closing: closing a Unix socket with unread data makes the
+            # peer's next read fail with ECONNRESET instead of returning the answer
+            try:
+                while c.sock.recv(MAX_REQUEST):
+                    pass
+            except OSError:
+                pass
+            self._drop(c)
+            return
+        try:
+            data = c.sock.recv(MAX_REQUEST)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(c)
+            return
+        c.buffer += data
+        newline = c.buffer.find(b"\n")
+        if newline >= 0 or len(c.buffer) >= MAX_REQUEST or not data:
+            if not c.buffer:
+                self._drop(c)  # closed without a word
+                return
+            line = bytes(c.buffer[: newline + 1] if newline >= 0 else c.buffer[:MAX_REQUEST])
+            self._detach(c)
+            self._workers.submit(self._serve, c, line)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for c in [c for c in self._connections.values() if c.deadline <= now]:
+            log.debug("dropped pid %d: no whole request within %.1f s", c.peer.pid, self.request_timeout)
+            self._drop(c)
+
+    def _detach(self, c: _Connection) -> None:
+        self._selector.unregister(c.sock)
+        self._connections.pop(c.sock.fileno(), None)
+
+    def _drop(self, c: _Connection) -> None:
+        self._detach(c)
+        c.sock.close()
+        c.peer.close()
+        if c.refused:
+            self._lingering -= 1
+        else:
+            self._release_uid(c.peer.uid)
+
+    # -- a worker thread
+
+    def _serve(self, c: _Connection, line: bytes) -> None:
+        try:
+            request = parse_request(line)
+            reply = self.broker.handle(request, c.peer)
+            c.sock.setblocking(True)
+            c.sock.settimeout(self.request_timeout)
+            c.sock.sendall(encode_reply(reply, wants_lines(request)))
+        except OSError:
+            pass
+        finally:
+            c.sock.close()
+            c.peer.close()
+            self._release_uid(c.peer.uid)  # a queued request still counted against its user
+
+    # -- life cycle
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def server_close(self) -> None:
+        self._workers.shutdown(wait=True)
+        for c in list(self._connections.values()):
+            self._drop(c)
+        self._selector.close()
+        self.sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

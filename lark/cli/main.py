@@ -127,8 +127,13 @@ def dispatch(args: argparse.Namespace, config: LarkConfig) -> int:
     from lark.engine import Engine
 
     if args.command == "demo":
-        # the page is on the host itself: nothing is routed, so the host's forwarding stays as it is
-        config = replace(config, enable_forwarding=False)
+        from lark.firewall.isolation import HostAllow
+
+        # The page is on the host itself: nothing is routed, so the host's forwarding stays as it is,
+        # and the job must reach the host end of its own link, which isolation would refuse. On a
+        # node whose broker already set the host's rules up, the demo follows the node's policy.
+        holes = tuple(HostAllow(pool) for pool in (config.nat_ipv4_pool, config.nat_ipv6_pool) if pool is not None)
+        config = replace(config, enable_forwarding=False, job_host_allow=(*config.job_host_allow, *holes))
 
     with Engine(config, host_netns=args.host_netns) as engine:
         if args.command == "run":

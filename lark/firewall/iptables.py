@@ -1,26 +1,36 @@
 """iptables backend (python-iptables / libiptc) for hosts without nftables.
 
-Per-packet cost is LINEAR in the number of jobs: every forwarded packet walks the jump rules of
-all jobs before it finds its own (2 rules per job in the FORWARD path). Measured on the project
-VM (kernel-baselines.md, section 2): ~15 ns per rule with the nf_tables-based iptables and ~4 ns
-per rule with legacy x_tables, which python-iptables drives. At 1000 jobs small-packet throughput
-falls to ~11% of the no-rule baseline (legacy); the nftables backend stays flat (verdict map).
-Setup and teardown are linear too (libiptc replaces whole tables, and finding a job's rules scans
-them in Python). Prefer the nftables backend wherever ``nft`` exists.
+Per-packet cost: the host's filter chains hold no per-job rule any more (counting and policy
+moved into each job's namespace, one job per chain set there), so a flow's packets no longer walk
+every job's jump rules (2 per job in FORWARD before; ~4 ns per rule with legacy x_tables, ~15 ns
+with the nf_tables-based iptables, kernel-baselines.md section 2). What stays linear in the
+number of jobs is the nat table, which only the first packet of each connection walks (one
+MASQUERADE rule per job address, DNAT rules per forwarded range), and setup and teardown
+(libiptc replaces whole tables, and finding a job's rules scans them in Python). Prefer the
+nftables backend wherever ``nft`` exists (NAT as set elements: flat).
 
-Layout (per address family, in ``filter`` and, on the host side, ``nat``)::
+The same split as the nftables backend (see its docstring for why): counting and policy inside
+each job's namespace, masquerade, port forwards and isolation on the host.
 
-    FORWARD -> <prefix>-FORWARD:  -i <if> -j <prefix>-<token>-out ; -o <if> -j <prefix>-<token>-in
-    INPUT   -> <prefix>-INPUT:    -i <if> -j <prefix>-<token>-out   (job -> the host itself)
-    OUTPUT  -> <prefix>-OUTPUT:   -o <if> -j <prefix>-<token>-in    (the host itself -> job)
+Inside a job's namespace (``job_side=True``, every mode; ``filter``, per address family)::
+
+    INPUT  -> <prefix>-INPUT:   -i <if> -j <prefix>-<token>-in
+    OUTPUT -> <prefix>-OUTPUT:  -o <if> -j <prefix>-<token>-out
     <prefix>-<token>-out: RA/redirect DROP, ND RETURN (IPv6); -j ...-src (anti-spoof); deny DROP; -j ...-dst
                           (allow list); counter "total"; class counters (-d net ... -j RETURN)
-    <prefix>-<token>-in:  counter "total"; class counters keyed on the source
+    <prefix>-<token>-in:  ND RETURN (IPv6); counter "total"; class counters keyed on the source
+
+In the host namespace (per address family)::
+
+    filter INPUT   -> <prefix>-INPUT:   -i <prefix>h+ -j <prefix>-JOBHOST          (isolation)
+    filter FORWARD -> <prefix>-FORWARD: -i <prefix>h+ -o <prefix>h+ -j <prefix>-JOBJOB
+    <prefix>-JOBHOST: ctstate ESTABLISHED,RELATED RETURN; ND RETURN; <LARK_JOB_HOST_ALLOW> RETURN; DROP
+    <prefix>-JOBJOB:  ctstate ESTABLISHED,RELATED RETURN; -d <LARK_JOB_TO_JOB_ALLOW> RETURN; DROP
     nat <prefix>-POSTROUTING: -s <job> ! -o <prefix>h+ -j MASQUERADE
     nat <prefix>-PREROUTING / <prefix>-OUTPUT: -m addrtype --dst-type LOCAL -p tcp|udp --dport a:b -j DNAT
 
-With ``job_side=True`` (inside a macvlan/ipvlan job's namespace) the per-job chains hang off
-INPUT (-i <if> -> in) and OUTPUT (-o <if> -> out); no NAT.
+The host's filter chains hold no per-job rule: ``ensure_base`` flushes and refills them. The
+plans (which rule goes into which chain) are pure and live in :mod:`lark.firewall.iptplans`.
 
 Every rule Lark puts into a shared chain carries ``-m comment --comment <token>``; counters carry
 "total" or "class:<name>". Per table, one libiptc commit applies a job atomically; the four
@@ -39,225 +49,32 @@ python-iptables pitfalls handled here:
 from __future__ import annotations
 
 import ctypes
-import ipaddress
 import os
-import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
 from lark import netns as _netns
-from lark.config import IPNetwork
 from lark.errors import KernelError, NotFound
-from lark.firewall.base import ClassCounters, FirewallBackend, FirewallJob, JobCounters
+from lark.firewall.base import FirewallBackend, FirewallJob, JobCounters
+from lark.firewall.iptplans import (
+    RuleSpec,
+    Sums,
+    base_plans,
+    check_token,
+    counter_sums,
+    job_chain,
+    job_counters,
+    job_plans,
+    merge_sums,
+    parse_job_chain,
+    sum_counters,
+)
+from lark.firewall.isolation import Isolation
 
 T = TypeVar("T")
-
-TOTAL = "total"
-CLASS_PREFIX = "class:"
-ND_TYPES = ("133", "135", "136")  # router solicitation, neighbour solicitation/advertisement
-ROUTER_ONLY = ("134", "137")  # router advertisement, redirect
-SUFFIXES = ("in", "out", "src", "dst")
-MAX_CHAIN = 28  # XT_EXTENSION_MAXNAMELEN - 1
-TOKEN_RE = re.compile(r"^[A-Za-z0-9_.]+$")  # as for nftables: no "-", names are split on it
-
-HOST_FILTER_HOOKS = ("FORWARD", "INPUT", "OUTPUT")
-JOB_FILTER_HOOKS = ("INPUT", "OUTPUT")
-NAT_HOOKS = ("PREROUTING", "OUTPUT", "POSTROUTING")
-
-
-# --------------------------------------------------------------------------------------------
-# Plans (pure): what goes into which table
-
-
-@dataclass(frozen=True)
-class RuleSpec:
-    """One iptables rule, as python-iptables attributes. ``target`` "" only counts."""
-
-    chain: str
-    target: str = ""
-    src: str | None = None  # "!addr/len" negates, as python-iptables expects
-    dst: str | None = None
-    in_iface: str | None = None
-    out_iface: str | None = None
-    protocol: str | None = None
-    matches: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
-    target_args: tuple[tuple[str, str], ...] = ()
-    comment: str | None = None
-
-
-@dataclass(frozen=True)
-class TablePlan:
-    family: int  # 4 or 6
-    table: str  # "filter" or "nat"
-    chains: tuple[str, ...]  # chains to create (job chains, or the shared base chains)
-    rules: tuple[RuleSpec, ...]
-
-
-def check_token(prefix: str, token: str) -> str:
-    if not TOKEN_RE.match(token):
-        raise ValueError(f"job token {token!r} must consist of [A-Za-z0-9_.]")
-    longest = len(job_chain(prefix, token, "out"))
-    if longest > MAX_CHAIN:
-        raise ValueError(f"job token {token!r} is too long for iptables chain names "
-                         f"({longest} > {MAX_CHAIN} characters with prefix {prefix!r})")
-    return token
-
-
-def job_chain(prefix: str, token: str, suffix: str) -> str:
-    return f"{prefix}-{token}-{suffix}"
-
-
-def base_chain(prefix: str, hook: str) -> str:
-    return f"{prefix}-{hook}"
-
-
-def parse_job_chain(prefix: str, name: str) -> str | None:
-    """The token of a job chain name, None for anything else (base chains are upper case)."""
-    if not name.startswith(prefix + "-"):
-        return None
-    rest = name[len(prefix) + 1:]
-    token, _, suffix = rest.rpartition("-")
-    return token if token and suffix in SUFFIXES else None
-
-
-def _net(net: IPNetwork) -> str:
-    return f"{net.network_address}/{net.prefixlen}"
-
-
-def _fam(nets: Iterable[IPNetwork], family: int) -> list[IPNetwork]:
-    return [n for n in nets if n.version == family]
-
-
-def base_plans(prefix: str, job_side: bool) -> list[TablePlan]:
-    """The shared chains, and the jumps from the built-in chains into them (inserted first)."""
-    hooks = JOB_FILTER_HOOKS if job_side else HOST_FILTER_HOOKS
-    plans = []
-    for family in (4, 6):
-        plans.append(TablePlan(family, "filter", tuple(base_chain(prefix, h) for h in hooks),
-                               tuple(RuleSpec(h, base_chain(prefix, h)) for h in hooks)))
-        if not job_side:
-            plans.append(TablePlan(family, "nat", tuple(base_chain(prefix, h) for h in NAT_HOOKS),
-                                   tuple(RuleSpec(h, base_chain(prefix, h)) for h in NAT_HOOKS)))
-    return plans
-
-
-def _counter_rules(chain: str, job: FirewallJob, family: int, key: str) -> list[RuleSpec]:
-    rules = [RuleSpec(chain, comment=TOTAL)]
-    for cls in job.classes:
-        for net in _fam(cls.networks, family):
-            where = {"src": _net(net)} if key == "src" else {"dst": _net(net)}
-            rules.append(RuleSpec(chain, "RETURN", comment=CLASS_PREFIX + cls.name, **where))
-    return rules
-
-
-def job_plans(prefix: str, job: FirewallJob, job_side: bool) -> list[TablePlan]:
-    """Every table's share of one job, in commit order (filter before nat, IPv4 before IPv6)."""
-    token = check_token(prefix, job.token)
-    c_in, c_out = job_chain(prefix, token, "in"), job_chain(prefix, token, "out")
-    c_src, c_dst = job_chain(prefix, token, "src"), job_chain(prefix, token, "dst")
-    plans: list[TablePlan] = []
-    for family in (4, 6):
-        chains = [c_in, c_out]
-        rules: list[RuleSpec] = []
-        if job_side:
-            rules.append(RuleSpec(base_chain(prefix, "INPUT"), c_in, in_iface=job.ifname, comment=token))
-            rules.append(RuleSpec(base_chain(prefix, "OUTPUT"), c_out, out_iface=job.ifname, comment=token))
-        else:
-            rules.append(RuleSpec(base_chain(prefix, "FORWARD"), c_out, in_iface=job.ifname, comment=token))
-            rules.append(RuleSpec(base_chain(prefix, "FORWARD"), c_in, out_iface=job.ifname, comment=token))
-            rules.append(RuleSpec(base_chain(prefix, "INPUT"), c_out, in_iface=job.ifname, comment=token))
-            rules.append(RuleSpec(base_chain(prefix, "OUTPUT"), c_in, out_iface=job.ifname, comment=token))
-        if family == 6:
-            # A job is never a router: drop its router advertisements and redirects (a host
-            # accepting RAs would otherwise route through the job).
-            for icmp in ROUTER_ONLY:
-                rules.append(RuleSpec(c_out, "DROP", protocol="58", matches=(("icmp6", (("icmpv6_type", icmp),)),)))
-            # Neighbour discovery is link-local and must work before anything else; it is not
-            # job traffic and must not be caught by the allow list.
-            for nd in ND_TYPES:
-                rules.append(RuleSpec(c_out, "RETURN", protocol="58",  # ipv6-icmp
-                                      matches=(("icmp6", (("icmpv6_type", nd),)),)))
-        if job.anti_spoof:
-            chains.append(c_src)
-            rules.append(RuleSpec(c_out, c_src))
-            own = [ipaddress.ip_network(a) for a in job.addresses if a.version == family]
-            if family == 6:
-                own = [ipaddress.IPv6Network("fe80::/10"), ipaddress.IPv6Network("::/128"), *own]
-            rules += [RuleSpec(c_src, "RETURN", src=_net(n)) for n in own]
-            rules.append(RuleSpec(c_src, "DROP"))
-        rules += [RuleSpec(c_out, "DROP", dst=_net(n)) for n in _fam(job.deny, family)]
-        if job.allow:
-            chains.append(c_dst)
-            rules.append(RuleSpec(c_out, c_dst))
-            rules += [RuleSpec(c_dst, "RETURN", dst=_net(n)) for n in _fam(job.allow, family)]
-            rules.append(RuleSpec(c_dst, "DROP"))
-        rules += _counter_rules(c_out, job, family, "dst")
-        rules += _counter_rules(c_in, job, family, "src")
-        plans.append(TablePlan(family, "filter", tuple(chains), tuple(rules)))
-    if job_side:
-        return plans
-    for family in (4, 6):
-        nat: list[RuleSpec] = []
-        masq = job.masquerade_ipv4 if family == 4 else job.masquerade_ipv6
-        if masq:
-            for addr in job.addresses:
-                if addr.version == family and not addr.is_link_local:
-                    nat.append(RuleSpec(base_chain(prefix, "POSTROUTING"), "MASQUERADE",
-                                        src=_net(ipaddress.ip_network(addr)), out_iface=f"!{prefix}h+",
-                                        comment=token))
-        pf = job.port_forward
-        target = None if pf is None else (pf.job_ipv4 if family == 4 else pf.job_ipv6)
-        if pf is not None and target is not None:
-            if not 0 < pf.first <= pf.last <= 65535:
-                raise ValueError(f"bad port range {pf.first}-{pf.last}")
-            ports = str(pf.first) if pf.first == pf.last else f"{pf.first}:{pf.last}"
-            loopback = "!127.0.0.0/8" if family == 4 else "!::1/128"
-            for proto in ("tcp", "udp"):
-                for hook, dst in (("PREROUTING", None), ("OUTPUT", loopback)):
-                    nat.append(RuleSpec(
-                        base_chain(prefix, hook), "DNAT", dst=dst, protocol=proto,
-                        matches=(("addrtype", (("dst_type", "LOCAL"),)), (proto, (("dport", ports),))),
-                        target_args=(("to_destination", str(target)),), comment=token))
-        if nat:
-            plans.append(TablePlan(family, "nat", (), tuple(nat)))
-    return plans
-
-
-Sums = dict[str, tuple[int, int]]  # counter comment -> (packets, bytes)
-
-
-def sum_counters(rows: Iterable[tuple[str | None, int, int]]) -> Sums:
-    """(comment, packets, bytes) rows of one chain -> comment -> summed (packets, bytes)."""
-    sums: dict[str, tuple[int, int]] = {}
-    for comment, packets, nbytes in rows:
-        if comment:
-            p, b = sums.get(comment, (0, 0))
-            sums[comment] = (p + packets, b + nbytes)
-    return sums
-
-
-def job_counters(sin: Sums, sout: Sums) -> JobCounters:
-    """Combine the "in" and "out" chains' sums (both families already added up)."""
-    zero = (0, 0)
-    result = JobCounters(packets_in=sin.get(TOTAL, zero)[0], bytes_in=sin.get(TOTAL, zero)[1],
-                         packets_out=sout.get(TOTAL, zero)[0], bytes_out=sout.get(TOTAL, zero)[1])
-    for name in sorted({c[len(CLASS_PREFIX):] for c in (*sin, *sout) if c.startswith(CLASS_PREFIX)}):
-        pin, bin_ = sin.get(CLASS_PREFIX + name, zero)
-        pout, bout = sout.get(CLASS_PREFIX + name, zero)
-        result.classes[name] = ClassCounters(bytes_in=bin_, bytes_out=bout, packets_in=pin, packets_out=pout)
-    return result
-
-
-def _merge(a: Sums, b: Sums) -> Sums:
-    out = dict(a)
-    for k, (p, n) in b.items():
-        q, m = out.get(k, (0, 0))
-        out[k] = (q + p, m + n)
-    return out
-
 
 # --------------------------------------------------------------------------------------------
 # python-iptables (side effects)
@@ -437,8 +254,9 @@ def _delete_num(table: Any, chain: str, index: int) -> None:
 class IptablesBackend(FirewallBackend):
     name = "iptables"
 
-    def __init__(self, prefix: str, netns: str | None = None, job_side: bool = False) -> None:
-        super().__init__(prefix, netns, job_side)
+    def __init__(self, prefix: str, netns: str | None = None, job_side: bool = False,
+                 isolation: Isolation | None = None) -> None:
+        super().__init__(prefix, netns, job_side, isolation)
         self._base_ready = False
 
     # -- plumbing
@@ -458,11 +276,15 @@ class IptablesBackend(FirewallBackend):
         return _netns.call_in(self.netns, work)
 
     def _ensure_base(self, tables: _Tables) -> None:
-        for plan in base_plans(self.prefix, self.job_side):
+        for plan in base_plans(self.prefix, self.job_side, self.isolation):
             table = tables.get(plan.family, plan.table)
             for chain in plan.chains:
                 if not table.is_chain(chain):
                     table.create_chain(chain)
+            for chain in plan.rewrite:  # the host's filter chains hold only base rules
+                table.flush_entries(chain)
+            for spec in plan.fill:
+                tables.iptc.Chain(table, spec.chain).append_rule(tables.rule(plan.family, spec))
             for spec in plan.rules:
                 if not any(r.target == spec.target for r in _rows(table, spec.chain)):
                     # First, so accounting sees job traffic whatever the host's own rules do;
@@ -536,21 +358,22 @@ class IptablesBackend(FirewallBackend):
                 rows = [(r.comment, r.packets, r.bytes) for r in _rows(table, chain.name)]
                 sin, sout = result.get(found, ({}, {}))
                 if direction == "in":
-                    sin = _merge(sin, sum_counters(rows))
+                    sin = merge_sums(sin, sum_counters(rows))
                 else:
-                    sout = _merge(sout, sum_counters(rows))
+                    sout = merge_sums(sout, sum_counters(rows))
                 result[found] = (sin, sout)
         return result
 
     # -- interface
 
-    def ensure_base(self) -> None:
-        self._run(self._ensure_base)
+    def ensure_base(self, keep_existing: bool = False) -> None:
+        if not (keep_existing and self.base_present()):
+            self._run(self._ensure_base)
         self._base_ready = True
 
     def base_present(self) -> bool:
         def check(tables: _Tables) -> bool:
-            for plan in base_plans(self.prefix, self.job_side):
+            for plan in base_plans(self.prefix, self.job_side, self.isolation):
                 if plan.table not in _existing_tables(plan.family):
                     return False
                 table = tables.get(plan.family, plan.table)
@@ -562,17 +385,24 @@ class IptablesBackend(FirewallBackend):
 
         return self._run(check)
 
-    def add_job(self, job: FirewallJob) -> None:
+    def add_job(self, job: FirewallJob, carry: JobCounters | None = None) -> None:
         plans = job_plans(self.prefix, job, self.job_side)
+        start = counter_sums(carry) if carry is not None else ({}, {})
 
         def apply(tables: _Tables) -> None:
             if not self._base_ready:
                 self._ensure_base(tables)
             # Re-applying keeps the job's counts: read them, then replace the job's rules.
-            sin, sout = self._job_sums(tables, job.token).get(job.token, ({}, {}))
+            sums = self._job_sums(tables, job.token)
+            sin, sout = sums.get(job.token, start)
             carry = {job_chain(self.prefix, job.token, "in"): dict(sin),
                      job_chain(self.prefix, job.token, "out"): dict(sout)}
-            self._remove_tokens(tables, {job.token}, commit=False)
+            doomed = {job.token}
+            if self.job_side:
+                # another job's rules left in this namespace (teardown leaves job-side rules to
+                # die with the namespace) must not police or count this job
+                doomed |= self._tokens(tables)
+            self._remove_tokens(tables, doomed, commit=False)
             for plan in plans:
                 table = tables.get(plan.family, plan.table)
                 for chain in plan.chains:

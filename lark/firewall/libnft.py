@@ -268,6 +268,8 @@ def list_one(command: str, netns: str | None = None, *, use_library: bool = True
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETTABLE = 1
+NFT_MSG_DELTABLE = 2
+NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_GETCHAIN = 4
 NFT_MSG_GETRULE = 7
 NFT_MSG_GETSET = 10
@@ -437,3 +439,39 @@ def set_names(table: str, family: str = "inet", netns: str | None = None) -> set
         return bool(struct.unpack(">I", attrs.get(NFTA_SET_FLAGS, bytes(4)))[0] & NFT_SET_ANONYMOUS)
 
     return _names(NFT_MSG_GETSET, table, family, netns, NFTA_SET_TABLE, NFTA_SET_NAME, anonymous)
+
+
+def delete_table(table: str, family: str = "inet", netns: str | None = None) -> bool:
+    """Delete ``table`` with one raw nf_tables batch; False if it was not there. Idempotent.
+
+    Through libnftables this costs 6-17 ms here (the context fills its cache, and freeing it after
+    a delete waits for the kernel's deferred cleanup); a job's teardown drops the table inside
+    the job's namespace on every job end, so it is done directly.
+    """
+    def message(kind: int, flags: int, seq: int, fam: int, res_id: int, attrs: bytes = b"") -> bytes:
+        body = struct.pack("=BBH", fam, 0, socket.htons(res_id)) + attrs
+        return struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body
+
+    batch = (message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, 0, NFNL_SUBSYS_NFTABLES)
+             + message((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE, NLM_F_REQUEST | NLM_F_ACK, 2,
+                       FAMILIES[family], 0, _nla(NFTA_TABLE_NAME, table.encode() + b"\0"))
+             + message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 3, 0, NFNL_SUBSYS_NFTABLES))
+
+    def run() -> bool:
+        with _netfilter_socket() as sock:
+            sock.send(batch)
+            data = sock.recv(65536)
+        pos = 0
+        while pos + 16 <= len(data):
+            length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", data, pos)
+            if kind == NLMSG_ERROR and seq == 2:
+                (code,) = struct.unpack_from("=i", data, pos + 16)
+                if code == 0:
+                    return True
+                if -code == errno.ENOENT:
+                    return False
+                raise NftError(f"nftables: {os.strerror(-code)} (deleting table {family} {table})", os.strerror(-code))
+            pos += (length + 3) & ~3
+        raise NftError(f"nftables: no answer deleting table {family} {table}")
+
+    return _netns.call_in(netns, run)

@@ -1,35 +1,46 @@
-"""nftables backend: per-job accounting, policy, NAT and port forwards with flat per-packet cost.
+"""nftables backend: per-job accounting and policy at the job's boundary, NAT and port forwards
+on the host with flat per-packet cost, and isolation of jobs from the host and from each other.
 
-Layout of ``table inet <prefix>`` in the host namespace (``job_side=False``)::
+Inside each job's namespace (``job_side=True``, every mode), ``table inet <prefix>``::
 
-    map jobs_out { type ifname : verdict }      # job's host-side ifname -> jump job-<token>-out
-    map jobs_in  { type ifname : verdict }      # job's host-side ifname -> jump job-<token>-in
-    set nat4 { type ipv4_addr }  set nat6 { type ipv6_addr }       # masqueraded job sources
-    map fwd4 { type inet_service : ipv4_addr; flags interval }     # host port range -> job
-    map fwd6 { type inet_service : ipv6_addr; flags interval }
-    set nd { type icmpv6_type }  set router_only { type icmpv6_type }    # RS/NS/NA; RA/redirect
+    map jobs_out { type ifname : verdict }   map jobs_in { type ifname : verdict }   # lark0 -> job chains
+    set nd { type icmpv6_type }  set router_only { type icmpv6_type }    # RS/NS/NA/MLD; RA/redirect
     set net4_<hash>, net6_<hash> { flags interval }   # network lists (deny, allow, classes)
-    chain filter_forward { hook forward;  iifname vmap @jobs_out; oifname vmap @jobs_in }
-    chain filter_input   { hook input;    iifname vmap @jobs_out }  # job -> the host itself
-    chain filter_output  { hook output;   oifname vmap @jobs_in }   # the host itself -> job
-    chain nat_prerouting  { fib daddr type local meta l4proto {tcp, udp} dnat ip to th dport map @fwd4 ... }
-    chain nat_output      { the same for connections the host opens to its own addresses }
-    chain nat_postrouting { ip saddr @nat4 oifname != "<prefix>h*" masquerade; ip6 ... @nat6 ... }
+    chain filter_input  { hook input;  iifname vmap @jobs_in }
+    chain filter_output { hook output; oifname vmap @jobs_out }
     chain job-<token>-out { icmpv6 type @router_only drop; icmpv6 type @nd return; anti-spoof drop;
                             deny drop; allow drop;
                             counter "total"; <class match> counter return "class:<name>" ... }
-    chain job-<token>-in  { counter "total"; class counters keyed on the source }
+    chain job-<token>-in  { icmpv6 type @nd return; counter "total"; class counters keyed on the source }
 
-Why this shape (kernel-baselines.md, sections 2 and 7): a packet does one hash lookup in a verdict
-map whatever the number of jobs (1000 jobs: 0.84x of no rules, against 0.03x for linear
-iptables), and adding or removing a job is only element and chain operations, which need no rule
-handles (handle echo made setup grow linearly with N). NAT and port forwards are set/map elements,
-never per-job rules. Job-to-job traffic in the forward hook runs the sender's "out" chain and then
-the receiver's "in" chain, because the per-job chains end with ``return``, never ``accept``.
+In the host namespace (``job_side=False``)::
 
-Inside a job's namespace (``job_side=True``, macvlan/ipvlan, where no per-job host interface
-exists) the same per-job chains hang off input (``iifname vmap @jobs_in``) and output
-(``oifname vmap @jobs_out``); there is no NAT and no port forward.
+    set nat4 { type ipv4_addr }  set nat6 { type ipv6_addr }       # masqueraded job sources
+    map fwd4 { type inet_service : ipv4_addr; flags interval }     # host port range -> job
+    map fwd6 { type inet_service : ipv6_addr; flags interval }
+    set nd { type icmpv6_type }
+    chain filter_input   { hook input;   iifname "<prefix>h*" jump jobs_to_host }
+    chain filter_forward { hook forward; iifname "<prefix>h*" oifname "<prefix>h*" jump jobs_to_jobs }
+    chain jobs_to_host   { ct state established,related accept; icmpv6 type @nd accept;
+                           <LARK_JOB_HOST_ALLOW> accept; drop }
+    chain jobs_to_jobs   { ct state established,related accept; <LARK_JOB_TO_JOB_ALLOW> accept; drop }
+    chain nat_prerouting  { fib daddr type local meta l4proto {tcp, udp} dnat ip to th dport map @fwd4 ... }
+    chain nat_output      { the same for connections the host opens to its own addresses }
+    chain nat_postrouting { ip saddr @nat4 oifname != "<prefix>h*" masquerade; ip6 ... @nat6 ... }
+
+Why count inside the job (kernel fact): in the host's LOCAL_OUT hook ``meta oifname`` is the
+device of the *original* route (lo for a local destination) even after a ``nat_output`` DNAT
+rerouted the packet to a job, so host-side chains keyed on the job's veth missed every
+connection the host opened to a job's forwarded port. At the job's own interface every byte in
+or out passes exactly once, whatever path it took; inbound DNAT changes only the destination, so
+classes still see the real peer, and masquerade happens later, on the host. The table belongs to
+a namespace the job cannot administer, and a host ``nft flush ruleset`` does not touch it.
+
+Why this shape otherwise (kernel-baselines.md, sections 2 and 7): on the host, a packet does at
+most a set/map lookup whatever the number of jobs, and adding or removing a job is only element
+operations, which need no rule handles (handle echo made setup grow linearly with N). NAT and
+port forwards are set/map elements, never per-job rules. Isolation is a few base rules behind
+one jump that only packets from a job veth take.
 
 Control-plane cost with nft 1.0.6 (measured on the project VM): every nft run first copies the
 table's chains, sets and objects into its cache (~2 us each), and every anonymous set's
@@ -42,411 +53,66 @@ keeps its counts (read first, written back as initial counter values).
 
 Set and map elements carry the job's token as their comment, so removal (and the orphan sweep)
 deletes only elements that belong to the job even if an address or port range was reused since.
+A job-side table holds one job only, so removing a job there drops the whole table.
 nft 1.0.6 has no ``destroy`` command, so removal lists first and deletes what exists, in one batch.
 
-The functions that build batches and parse listings are pure and unit-tested without root; the
-class only runs them through :mod:`lark.firewall.libnft` in the backend's namespace.
+The functions that build batches and parse listings are pure and unit-tested without root
+(:mod:`lark.firewall.nftrules`); this module only runs them through :mod:`lark.firewall.libnft`
+in the backend's namespace.
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
-import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from lark import netns as _netns
-from lark.config import IPNetwork
 from lark.errors import NotFound
 from lark.firewall import libnft
-from lark.firewall.base import ClassCounters, FirewallBackend, FirewallJob, JobCounters
+from lark.firewall.base import FirewallBackend, FirewallJob, JobCounters
+from lark.firewall.isolation import Isolation
+from lark.firewall.nftrules import (
+    FAMILY,
+    SETS,
+    JsonObj,
+    Row,
+    TableState,
+    base_batch,
+    chain_name,
+    check_token,
+    host_batch,
+    initial_counters,
+    initial_from_counters,
+    job_batch,
+    job_counters_from,
+    parse_objects,
+    removal_batch,
+    shared_sets,
+)
 
-JsonObj = dict[str, Any]
 T = TypeVar("T")
-FAMILY = "inet"
-
-TOKEN_RE = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
-# Job chains are job-<token>-in/out; base chains never start with "job-".
-JOB_CHAIN_RE = re.compile(r"^job-([A-Za-z0-9_.]{1,64})-(in|out)$")
-
-TOTAL = "total"
-SHARED_SET_PREFIX = "net"  # net4_<hash>, net6_<hash>: network lists shared by jobs
-CLASS_PREFIX = "class:"
-ND_TYPES = ("nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert")
-ROUTER_ONLY = ("nd-router-advert", "nd-redirect")
-LINK_LOCAL6 = ipaddress.IPv6Network("fe80::/10")
-UNSPECIFIED6 = ipaddress.IPv6Network("::/128")
-
-# Base chain -> (type, hook, priority). Filter at 0; DNAT at dstnat (-100), SNAT at srcnat (100).
-HOST_BASE_CHAINS = {
-    "filter_forward": ("filter", "forward", 0),
-    "filter_input": ("filter", "input", 0),
-    "filter_output": ("filter", "output", 0),
-    "nat_prerouting": ("nat", "prerouting", -100),
-    "nat_output": ("nat", "output", -100),
-    "nat_postrouting": ("nat", "postrouting", 100),
-}
-JOB_SIDE_BASE_CHAINS = {
-    "filter_input": ("filter", "input", 0),
-    "filter_output": ("filter", "output", 0),
-}
 
 
-def check_token(token: str) -> str:
-    if not TOKEN_RE.match(token):
-        raise ValueError(f"job token {token!r} must be 1-64 characters of [A-Za-z0-9_.] "
-                         "(no '-': object names are split on it)")
-    return token
+def job_side_counters(prefix: str, jobs: Iterable[tuple[str, str]]) -> dict[str, JobCounters | BaseException]:
+    """Counters of many jobs, each read inside its own namespace (``(token, netns path)`` pairs),
+    with one thread for all of them (:func:`lark.netns.call_in_each`). A job whose table or
+    chains are gone maps to :class:`NotFound`, a namespace that vanished to its error."""
+    pairs = list(jobs)
+    token_at = {path: check_token(token) for token, path in pairs}
 
+    def read(path: str) -> list[Row]:  # runs inside the namespace at ``path``
+        chains = [chain_name(token_at[path], d) for d in ("in", "out")]
+        return [r for c in chains for r in libnft.read_rule_counters(prefix, FAMILY, chain=c)]
 
-def chain_name(token: str, direction: str) -> str:
-    return f"job-{token}-{direction}"
-
-
-# --------------------------------------------------------------------------------------------
-# JSON expression helpers (libnftables-json(5))
-
-
-def _meta(key: str) -> JsonObj:
-    return {"meta": {"key": key}}
-
-
-def _payload(protocol: str, fieldname: str) -> JsonObj:
-    return {"payload": {"protocol": protocol, "field": fieldname}}
-
-
-def _match(left: JsonObj, right: Any, op: str = "==") -> JsonObj:
-    return {"match": {"op": op, "left": left, "right": right}}
-
-
-def _net(net: IPNetwork) -> Any:
-    if net.prefixlen == net.max_prefixlen:
-        return str(net.network_address)
-    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
-
-
-def _split(nets: Iterable[IPNetwork]) -> tuple[list[IPNetwork], list[IPNetwork]]:
-    v4 = [n for n in nets if n.version == 4]
-    v6 = [n for n in nets if n.version == 6]
-    return v4, v6
-
-
-def _host_nets(addrs: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> list[IPNetwork]:
-    return [ipaddress.ip_network(a) for a in addrs]
-
-
-def _rule(prefix: str, chain: str, expr: list[JsonObj], comment: str | None = None) -> JsonObj:
-    rule: JsonObj = {"family": FAMILY, "table": prefix, "chain": chain, "expr": expr}
-    if comment:
-        rule["comment"] = comment
-    return {"add": {"rule": rule}}
-
-
-def _elem(value: Any, token: str) -> JsonObj:
-    return {"elem": {"val": value, "comment": token}}
-
-
-def _ports(first: int, last: int) -> Any:
-    return first if first == last else {"range": [first, last]}
-
-
-# --------------------------------------------------------------------------------------------
-# Batches (pure)
-
-
-def base_batch(prefix: str, job_side: bool) -> list[JsonObj]:
-    """Create the table, maps, sets and hook chains; (re)write the hook chains' rules.
-
-    Every ``add`` of an existing object is a no-op, and the hook chains are flushed and refilled
-    in the same transaction, so the batch is idempotent and packets never see a half-built table.
-    """
-    t = {"family": FAMILY, "table": prefix}
-    batch: list[JsonObj] = [{"add": {"table": {"family": FAMILY, "name": prefix}}}]
-    for name in ("jobs_out", "jobs_in"):
-        batch.append({"add": {"map": {**t, "name": name, "type": "ifname", "map": "verdict"}}})
-    batch.append({"add": {"set": {**t, "name": "nd", "type": "icmpv6_type", "elem": list(ND_TYPES)}}})
-    batch.append({"add": {"set": {**t, "name": "router_only", "type": "icmpv6_type", "elem": list(ROUTER_ONLY)}}})
-    chains = JOB_SIDE_BASE_CHAINS if job_side else HOST_BASE_CHAINS
-    if not job_side:
-        batch += [
-            {"add": {"set": {**t, "name": "nat4", "type": "ipv4_addr"}}},
-            {"add": {"set": {**t, "name": "nat6", "type": "ipv6_addr"}}},
-            {"add": {"map": {**t, "name": "fwd4", "type": "inet_service", "map": "ipv4_addr", "flags": ["interval"]}}},
-            {"add": {"map": {**t, "name": "fwd6", "type": "inet_service", "map": "ipv6_addr", "flags": ["interval"]}}},
-        ]
-    for name, (ctype, hook, prio) in chains.items():
-        batch.append({"add": {"chain": {**t, "name": name, "type": ctype, "hook": hook, "prio": prio,
-                                        "policy": "accept"}}})
-        batch.append({"flush": {"chain": {**t, "name": name}}})
-
-    def vmap(key: str, mapname: str) -> list[JsonObj]:
-        return [{"vmap": {"key": _meta(key), "data": f"@{mapname}"}}]
-
-    if job_side:
-        batch.append(_rule(prefix, "filter_input", vmap("iifname", "jobs_in")))
-        batch.append(_rule(prefix, "filter_output", vmap("oifname", "jobs_out")))
-        return batch
-    batch.append(_rule(prefix, "filter_forward", vmap("iifname", "jobs_out")))
-    batch.append(_rule(prefix, "filter_forward", vmap("oifname", "jobs_in")))
-    batch.append(_rule(prefix, "filter_input", vmap("iifname", "jobs_out")))
-    batch.append(_rule(prefix, "filter_output", vmap("oifname", "jobs_in")))
-
-    l4 = _match(_meta("l4proto"), {"set": ["tcp", "udp"]})
-    local = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
-    for fam, proto, mapname, loopback in (("ipv4", "ip", "fwd4", "127.0.0.0/8"), ("ipv6", "ip6", "fwd6", "::1")):
-        dnat = {"dnat": {"family": proto, "addr": {"map": {"key": _payload("th", "dport"), "data": f"@{mapname}"}}}}
-        nfproto = _match(_meta("nfproto"), fam)
-        batch.append(_rule(prefix, "nat_prerouting", [nfproto, local, l4, dnat]))
-        # Connections the host opens to its own address reach the job too; loopback destinations
-        # are left alone (DNAT from 127/8 to a remote address would need route_localnet).
-        not_lo = _match(_payload(proto, "daddr"), _net(ipaddress.ip_network(loopback)), "!=")
-        batch.append(_rule(prefix, "nat_output", [nfproto, not_lo, local, l4, dnat]))
-    for proto, setname in (("ip", "nat4"), ("ip6", "nat6")):
-        # Job-to-job traffic (out through another Lark interface) keeps its source.
-        batch.append(_rule(prefix, "nat_postrouting", [
-            _match(_payload(proto, "saddr"), f"@{setname}"),
-            _match(_meta("oifname"), f"{prefix}h*", "!="),  # job veths are <prefix>h<token>
-            {"masquerade": None},
-        ]))
-    return batch
-
-
-Rule = tuple[list[JsonObj], str | None]  # expressions, counter comment (None: no counter)
-SharedSets = dict[str, tuple[str, list[Any]]]  # set name -> (type, elements)
-
-
-def _nets(nets: Iterable[IPNetwork], sets: SharedSets) -> Any:
-    """The right-hand side matching ``nets``: a plain value for one network, else a named set.
-
-    Per-job rules never contain anonymous sets: nft 1.0.6 fetches every set's elements with a
-    request of its own on each run (even ``list tables``), so one anonymous set per job made every
-    add, list and delete linear in the number of jobs (~100 ms at 500 jobs). Lists of networks
-    (deny, allow, class) are instead named sets shared by all jobs with the same list, named by a
-    hash of their content, so their content never changes under a name.
-    """
-    collapsed = sorted(ipaddress.collapse_addresses(nets))  # type: ignore[type-var]
-    if len(collapsed) == 1:
-        return _net(collapsed[0])
-    version = collapsed[0].version
-    digest = hashlib.sha1(" ".join(str(n) for n in collapsed).encode()).hexdigest()[:12]
-    name = f"{SHARED_SET_PREFIX}{version}_{digest}"
-    sets[name] = ("ipv4_addr" if version == 4 else "ipv6_addr", [_net(n) for n in collapsed])
-    return f"@{name}"
-
-
-def out_rules(job: FirewallJob, sets: SharedSets) -> list[Rule]:
-    """Expressions (and counter comment) of the job's "out" chain, in evaluation order."""
-    rules: list[Rule] = []
-    # A job is never a router: its router advertisements and redirects could otherwise give a
-    # host that accepts RAs (accept_ra=2 with forwarding) a default route through the job.
-    rules.append(([_match(_payload("icmpv6", "type"), "@router_only"), {"drop": None}], None))
-    # Neighbour discovery is link-local and needed before anything works (DAD from ::, NS/NA
-    # from fe80::); it must not be caught by the allow list or counted as job traffic.
-    rules.append(([_match(_payload("icmpv6", "type"), "@nd"), {"return": None}], None))
-    if job.anti_spoof:
-        # A chain of != comparisons (drop if the source is none of them): no set lookup.
-        own4, own6 = _split(_host_nets(job.addresses))
-        if own4:
-            rules.append(([*(_match(_payload("ip", "saddr"), _net(n), "!=") for n in own4), {"drop": None}], None))
-        else:
-            rules.append(([_match(_meta("nfproto"), "ipv4"), {"drop": None}], None))
-        own6 = [LINK_LOCAL6, UNSPECIFIED6, *own6]
-        rules.append(([*(_match(_payload("ip6", "saddr"), _net(n), "!=") for n in own6), {"drop": None}], None))
-    deny4, deny6 = _split(job.deny)
-    for proto, nets in (("ip", deny4), ("ip6", deny6)):
-        if nets:
-            rules.append(([_match(_payload(proto, "daddr"), _nets(nets, sets)), {"drop": None}], None))
-    if job.allow:
-        allow4, allow6 = _split(job.allow)
-        for proto, fam, nets in (("ip", "ipv4", allow4), ("ip6", "ipv6", allow6)):
-            if nets:
-                rules.append(([_match(_payload(proto, "daddr"), _nets(nets, sets), "!="), {"drop": None}], None))
-            else:  # an allow list without this family allows none of it
-                rules.append(([_match(_meta("nfproto"), fam), {"drop": None}], None))
-    rules += _counter_rules(job, "daddr", sets)
-    return rules
-
-
-def in_rules(job: FirewallJob, sets: SharedSets) -> list[Rule]:
-    return _counter_rules(job, "saddr", sets)
-
-
-def _counter_rules(job: FirewallJob, field_: str, sets: SharedSets) -> list[Rule]:
-    """A total counter, then one counter per class (first match wins: each ends with return)."""
-    rules: list[Rule] = [([], TOTAL)]
-    for cls in job.classes:
-        v4, v6 = _split(cls.networks)
-        for proto, nets in (("ip", v4), ("ip6", v6)):
-            if nets:
-                rules.append(([_match(_payload(proto, field_), _nets(nets, sets))], CLASS_PREFIX + cls.name))
-    return rules
-
-
-Initial = dict[tuple[str, str], tuple[int, int]]  # (chain, counter comment) -> (packets, bytes)
-
-
-def job_batch(prefix: str, job: FirewallJob, job_side: bool, initial: Initial | None = None) -> list[JsonObj]:
-    """Everything for one job in one transaction; applying it again replaces the job's rules.
-
-    ``initial`` carries the counter values read just before a re-apply (policy change, broker
-    restart), so the job's accounting continues. Counters are anonymous rule counters on
-    purpose: named counter objects would be fetched into nft's cache by every later batch
-    (~1.7 us each, 4 per job), while rules are not.
-    """
-    check_token(job.token)
-    t = {"family": FAMILY, "table": prefix}
-    # A class's IPv4 and IPv6 rules were summed into one value: the first rule carries it.
-    carry = dict(initial or {})
-    batch: list[JsonObj] = []
-    sets: SharedSets = {}
-    chains = (("out", out_rules(job, sets)), ("in", in_rules(job, sets)))
-    for name, (settype, elems) in sorted(sets.items()):
-        # Adding an existing set with the same elements is a no-op (the name is their hash).
-        batch.append({"add": {"set": {**t, "name": name, "type": settype, "flags": ["interval"], "elem": elems}}})
-    for direction, rules in chains:
-        name = chain_name(job.token, direction)
-        batch.append({"add": {"chain": {**t, "name": name}}})
-        batch.append({"flush": {"chain": {**t, "name": name}}})
-        for expr, comment in rules:
-            if comment is None:
-                batch.append(_rule(prefix, name, expr))
-                continue
-            packets, nbytes = carry.pop((name, comment), (0, 0))
-            counted = [*expr, {"counter": {"packets": packets, "bytes": nbytes}}]
-            if comment != TOTAL:
-                counted.append({"return": None})
-            batch.append(_rule(prefix, name, counted, comment))
-    # jobs_out/jobs_in always lead to the job's out/in chain; which hook consults which map is
-    # what differs between the host side and the job side (see base_batch).
-    for mapname, direction in (("jobs_out", "out"), ("jobs_in", "in")):
-        elem = [_elem(job.ifname, job.token), {"jump": {"target": chain_name(job.token, direction)}}]
-        batch.append({"add": {"element": {**t, "name": mapname, "elem": [elem]}}})
-    if job_side:
-        return batch
-    v4 = [a for a in job.addresses if a.version == 4]
-    v6 = [a for a in job.addresses if a.version == 6 and a not in LINK_LOCAL6]
-    for setname, addrs, wanted in (("nat4", v4, job.masquerade_ipv4), ("nat6", v6, job.masquerade_ipv6)):
-        if wanted and addrs:
-            elems = [_elem(str(a), job.token) for a in addrs]
-            batch.append({"add": {"element": {**t, "name": setname, "elem": elems}}})
-    pf = job.port_forward
-    if pf is not None:
-        if not 0 < pf.first <= pf.last <= 65535:
-            raise ValueError(f"bad port range {pf.first}-{pf.last}")
-        for mapname, addr in (("fwd4", pf.job_ipv4), ("fwd6", pf.job_ipv6)):
-            if addr is not None:
-                elem = [_elem(_ports(pf.first, pf.last), job.token), str(addr)]
-                batch.append({"add": {"element": {**t, "name": mapname, "elem": [elem]}}})
-    return batch
-
-
-# --------------------------------------------------------------------------------------------
-# Listings (pure)
-
-SETS = ("nat4", "nat6")
-MAPS = ("jobs_out", "jobs_in", "fwd4", "fwd6")
-
-
-@dataclass
-class TableState:
-    """What the listings say about jobs."""
-
-    chains: set[str] = field(default_factory=set)
-    sets: set[str] = field(default_factory=set)  # named sets and maps
-    # set/map name -> [(key as listed, owning token or None)]
-    elements: dict[str, list[tuple[Any, str | None]]] = field(default_factory=dict)
-
-    def tokens(self) -> set[str]:
-        found = {m.group(1) for c in self.chains if (m := JOB_CHAIN_RE.match(c))}
-        found |= {tok for elems in self.elements.values() for _, tok in elems if tok}
-        return found
-
-
-def _unwrap_elem(key: Any) -> tuple[Any, str | None]:
-    if isinstance(key, dict) and "elem" in key:
-        return key["elem"]["val"], key["elem"].get("comment")
-    return key, None
-
-
-def parse_objects(objects: Iterable[JsonObj], prefix: str, state: TableState | None = None) -> TableState:
-    """Fold listed objects of table ``inet <prefix>`` into ``state`` (other tables are ignored)."""
-    state = state or TableState()
-    for obj in objects:
-        kind = next(iter(obj))
-        body = obj[kind]
-        if not isinstance(body, dict) or body.get("family") != FAMILY or body.get("table") != prefix:
+    rows = _netns.call_in_each([path for _, path in pairs], read)
+    out: dict[str, JobCounters | BaseException] = {}
+    for (token, _), found in zip(pairs, rows, strict=True):
+        if isinstance(found, BaseException):
+            out[token] = found
             continue
-        if kind == "chain":
-            state.chains.add(body["name"])
-        elif kind in ("set", "map"):
-            state.sets.add(body["name"])
-            if "elem" not in body:
-                continue
-            entries = state.elements.setdefault(body["name"], [])
-            for item in body["elem"]:
-                is_pair = isinstance(item, list)
-                key, token = _unwrap_elem(item[0] if is_pair else item)
-                if is_pair and token is None:
-                    # A verdict map element without comment still names its owner by its target.
-                    target = item[1].get("jump", {}).get("target", "") if isinstance(item[1], dict) else ""
-                    if m := JOB_CHAIN_RE.match(target):
-                        token = m.group(1)
-                entries.append((key, token))
-    return state
-
-
-def removal_batch(prefix: str, state: TableState, tokens: set[str]) -> list[JsonObj]:
-    """Delete what ``state`` shows of ``tokens``: elements first (a chain cannot go while a
-    verdict map element jumps to it), then the chains."""
-    t = {"family": FAMILY, "table": prefix}
-    batch: list[JsonObj] = []
-    for name, elems in sorted(state.elements.items()):
-        keys = [key for key, tok in elems if tok in tokens]
-        if keys:
-            batch.append({"delete": {"element": {**t, "name": name, "elem": keys}}})
-    for chain in sorted(state.chains):
-        if (m := JOB_CHAIN_RE.match(chain)) and m.group(1) in tokens:
-            batch.append({"flush": {"chain": {**t, "name": chain}}})
-            batch.append({"delete": {"chain": {**t, "name": chain}}})
-    return batch
-
-
-def shared_sets(state: TableState) -> list[str]:
-    return sorted(n for n in state.sets if n.startswith((f"{SHARED_SET_PREFIX}4_", f"{SHARED_SET_PREFIX}6_")))
-
-
-Row = tuple[str, str, int, int]  # chain, counter comment, packets, bytes
-
-
-def job_counters_from(rows: Iterable[Row]) -> dict[str, JobCounters]:
-    """Group rule counters of ``job-<token>-<in|out>`` chains into JobCounters by token."""
-    result: dict[str, JobCounters] = {}
-    for chain, comment, packets, nbytes in rows:
-        m = JOB_CHAIN_RE.match(chain)
-        if not m or not (comment == TOTAL or comment.startswith(CLASS_PREFIX)):
-            continue
-        jc = result.setdefault(m.group(1), JobCounters())
-        target: JobCounters | ClassCounters = (
-            jc if comment == TOTAL else jc.classes.setdefault(comment[len(CLASS_PREFIX):], ClassCounters()))
-        if m.group(2) == "in":
-            target.packets_in += packets
-            target.bytes_in += nbytes
-        else:
-            target.packets_out += packets
-            target.bytes_out += nbytes
-    for jc in result.values():
-        jc.classes = dict(sorted(jc.classes.items()))
-    return result
-
-
-def initial_counters(rows: Iterable[Row]) -> Initial:
-    """(chain, comment) -> summed (packets, bytes), to carry counts across a re-apply."""
-    out: Initial = {}
-    for chain, comment, packets, nbytes in rows:
-        p, b = out.get((chain, comment), (0, 0))
-        out[(chain, comment)] = (p + packets, b + nbytes)
+        counters = job_counters_from(found).get(token)
+        out[token] = counters if counters is not None else NotFound(
+            f"no nftables counters for job {token} in table {FAMILY} {prefix}")
     return out
 
 
@@ -458,8 +124,8 @@ class NftablesBackend(FirewallBackend):
     name = "nftables"
 
     def __init__(self, prefix: str, netns: str | None = None, job_side: bool = False,
-                 use_library: bool = True) -> None:
-        super().__init__(prefix, netns, job_side)
+                 use_library: bool = True, isolation: Isolation | None = None) -> None:
+        super().__init__(prefix, netns, job_side, isolation)
         self.use_library = use_library
         self._base_ready = False
 
@@ -468,6 +134,9 @@ class NftablesBackend(FirewallBackend):
     def _session(self, fn: Callable[[libnft.Session], T]) -> T:
         # the host's backend lives as long as the broker: keep its context (see libnft._persistent)
         return libnft.with_session(self.netns, fn, use_library=self.use_library, persistent=not self.job_side)
+
+    def _base_batch(self) -> list[JsonObj]:
+        return base_batch(self.prefix, self.job_side, self.isolation)
 
     def _state(self, session: libnft.Session, element_sets: Iterable[str]) -> TableState | None:
         """Chains and named sets (raw netlink: no nft cache fill), plus the elements of
@@ -482,7 +151,8 @@ class NftablesBackend(FirewallBackend):
         return state
 
     def _all_element_sets(self) -> tuple[str, ...]:
-        return ("jobs_out", "jobs_in") if self.job_side else (*MAPS, *SETS)
+        # jobs_out/jobs_in on the host side only in a table from before job-side counting
+        return ("jobs_out", "jobs_in") if self.job_side else ("jobs_out", "jobs_in", "fwd4", "fwd6", *SETS)
 
     def _remove(self, session: libnft.Session, state: TableState | None, doomed: set[str],
                 shared: Iterable[str]) -> None:
@@ -500,50 +170,73 @@ class NftablesBackend(FirewallBackend):
 
     # -- interface
 
-    def ensure_base(self) -> None:
-        libnft.run_batch(base_batch(self.prefix, self.job_side), self.netns, use_library=self.use_library)
+    def ensure_base(self, keep_existing: bool = False) -> None:
+        if not (keep_existing and self.base_present()):
+            libnft.run_batch(self._base_batch(), self.netns, use_library=self.use_library)
         self._base_ready = True
 
     def base_present(self) -> bool:
-        # Only on an error path (a failed add_job), so a listing of every chain, set and map is fine.
-        if not libnft.table_exists(self.prefix, FAMILY, self.netns):
-            return False
-        wanted = {(kind, obj["name"]) for command in base_batch(self.prefix, self.job_side)
-                  for kind, obj in command.get("add", {}).items() if kind in ("chain", "set", "map")}
+        # Raw netlink only (three small dumps, no nft cache fill): cheap enough for the broker's
+        # periodic flush check. An `nft flush ruleset` removes the whole table.
+        wanted: dict[str, set[str]] = {"chain": set(), "set": set()}
+        for command in self._base_batch():
+            for kind, obj in command.get("add", {}).items():
+                if kind in ("chain", "set", "map"):
+                    wanted["set" if kind == "map" else kind].add(obj["name"])
 
-        def listed(session: libnft.Session) -> set[tuple[str, str]]:
-            return {(kind, obj["name"]) for what in ("chains", "sets", "maps")
-                    for item in session.list(f"list {what} {FAMILY}")
-                    for kind, obj in item.items() if obj.get("table") == self.prefix}
+        def check() -> bool:
+            if not libnft.table_exists(self.prefix, FAMILY):
+                return False
+            return (wanted["chain"] <= libnft.chain_names(self.prefix, FAMILY)
+                    and wanted["set"] <= libnft.set_names(self.prefix, FAMILY))
 
-        return wanted <= self._session(listed)
+        return _netns.call_in(self.netns, check)
 
-    def add_job(self, job: FirewallJob) -> None:
-        if not self._base_ready:
-            self.ensure_base()
+    def add_job(self, job: FirewallJob, carry: JobCounters | None = None) -> None:
         chains = [chain_name(check_token(job.token), d) for d in ("in", "out")]
+        if not self.job_side:
+            if not self._base_ready:
+                self.ensure_base()
+            batch = host_batch(self.prefix, job)
+            self._session(lambda session: session.apply(batch))
+            return
 
         def apply(session: libnft.Session) -> None:
-            # Usually nothing to carry (a new job); a raw read of two chains is ~0.1 ms anyway.
-            rows = [r for c in chains for r in libnft.read_rule_counters(self.prefix, FAMILY, chain=c)]
-            session.apply(job_batch(self.prefix, job, self.job_side, initial_counters(rows)))
+            # One transaction in the job's namespace: the base (a fresh namespace has no table)
+            # and the job's chains. Usually nothing to carry (a new job); when re-applying, the
+            # counts are read first (raw read of two chains, ~0.1 ms).
+            present = libnft.table_exists(self.prefix, FAMILY)
+            rows = [r for c in chains for r in libnft.read_rule_counters(self.prefix, FAMILY, chain=c)
+                    if present]
+            initial = initial_counters(rows) if rows else (
+                initial_from_counters(job.token, carry) if carry is not None else None)
+            batch = [] if present and self._base_ready else self._base_batch()
+            if present and not rows:
+                # Another job's table left in this namespace (teardown does not drop job-side
+                # tables: they die with the namespace): start from a clean one.
+                batch = [{"delete": {"table": {"family": FAMILY, "name": self.prefix}}}, *self._base_batch()]
+            session.apply(batch + job_batch(self.prefix, job, True, initial))
 
         self._session(apply)
+        self._base_ready = True
 
     def remove_job(self, job: FirewallJob) -> None:
         token = check_token(job.token)
-        # Only the sets and maps this job can have elements in are listed.
+        if self.job_side:
+            # A job-side table belongs to one job (its own namespace): dropping it is one raw
+            # netlink batch and leaves nothing (shared sets included).
+            libnft.delete_table(self.prefix, FAMILY, self.netns)
+            self._base_ready = False
+            return
+        # Only the sets and maps this job can have elements in are listed (and the legacy
+        # verdict maps, whose elements only a table from before job-side counting holds).
         names = ["jobs_out", "jobs_in"]
-        if not self.job_side:
-            names += ["nat4"] * job.masquerade_ipv4 + ["nat6"] * job.masquerade_ipv6
-            names += ["fwd4", "fwd6"] if job.port_forward is not None else []
-        shared: SharedSets = {}
-        out_rules(job, shared)
-        in_rules(job, shared)
+        names += ["nat4"] * job.masquerade_ipv4 + ["nat6"] * job.masquerade_ipv6
+        names += ["fwd4", "fwd6"] if job.port_forward is not None else []
 
         def remove(session: libnft.Session) -> None:
             state = self._state(session, names)
-            self._remove(session, state, {token} & (state.tokens() if state else set()), sorted(shared))
+            self._remove(session, state, {token} & (state.tokens() if state else set()), ())
 
         self._session(remove)
 
@@ -583,4 +276,5 @@ class NftablesBackend(FirewallBackend):
 
         self._session(drop)
         self._base_ready = False
-        libnft.forget_session(self.netns)  # its socket would keep a deleted namespace alive
+        if not self.job_side:
+            libnft.forget_session(self.netns)  # its socket would keep a deleted namespace alive

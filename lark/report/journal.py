@@ -74,10 +74,10 @@ def figures(entry: Mapping[str, object]) -> JournalFigures | None:
     return JournalFigures(b_in or 0, b_out or 0, classes, owner if isinstance(owner, str) else None)
 
 
-def load(paths: Iterable[str | Path]) -> tuple[dict[str, JournalFigures], JournalStats]:
+def load(paths: Iterable[str | Path]) -> tuple[dict[str, list[JournalFigures]], JournalStats]:
     """Final figures per job from every journal (the last entry of a job wins)."""
     stats = JournalStats([str(p) for p in paths])
-    found: dict[str, JournalFigures] = {}
+    found: dict[str, list[JournalFigures]] = {}
     for path in stats.sources:
         if not Path(path).is_file():
             raise InputError(path, "no such journal file")
@@ -87,11 +87,11 @@ def load(paths: Iterable[str | Path]) -> tuple[dict[str, JournalFigures], Journa
         for job_id, entry in journal.latest_by_job(read.entries):
             got = figures(entry)
             if got is not None and entry.get("final") is True:
-                found[job_key(job_id, entry.get("global_job_id"))] = got
+                found.setdefault(job_key(job_id, entry.get("global_job_id")), []).append(got)
     return found, stats
 
 
-def complete(jobs: Iterable[JobRecord], found: Mapping[str, JournalFigures], stats: JournalStats
+def complete(jobs: Iterable[JobRecord], found: Mapping[str, list[JournalFigures]], stats: JournalStats
              ) -> Iterator[JobRecord]:
     """``jobs`` with journal figures where the history has fewer bytes (or none).
 
@@ -99,10 +99,11 @@ def complete(jobs: Iterable[JobRecord], found: Mapping[str, JournalFigures], sta
     the owner from the broker's socket, so a user cannot credit figures to someone else's job.
     """
     for job in jobs:
-        got = found.get(job.job)
-        if got is not None and got.owner is not None and got.owner != job.user.partition("@")[0]:
-            stats.foreign += 1
-            got = None
+        candidates = found.get(job.job, [])
+        owner = job.user.partition("@")[0]
+        mine = [c for c in candidates if c.owner == owner]  # an unknown owner is no match
+        stats.foreign += len(candidates) - len(mine)
+        got = mine[-1] if mine else None
         if got is not None and (job.bytes_total is None or got.total > job.bytes_total):
             stats.applied += 1
             job = job._replace(bytes_in=got.bytes_in, bytes_out=got.bytes_out, counters="lark",

@@ -65,7 +65,7 @@ PACKAGES: tuple[str, ...] = (
 )
 #: space-separated extra Debian packages for a one-off try, e.g. LARK_TESTPOOL_EXTRA_PACKAGES="strace tcpdump"
 EXTRA_PACKAGES: tuple[str, ...] = tuple(os.environ.get("LARK_TESTPOOL_EXTRA_PACKAGES", "").split())
-PIP_PACKAGES: tuple[str, ...] = ("pyroute2>=0.9", "pyyaml>=6", "requests>=2.28")
+PIP_PACKAGES: tuple[str, ...] = ("pyroute2>=0.9", "pyyaml>=6", "requests>=2.28", "prometheus-client>=0.17")
 #: tried one by one, a failure is only logged
 PIP_OPTIONAL: tuple[str, ...] = ()
 

@@ -26,8 +26,16 @@ from tests.pool.harness import Pool, PoolError
 
 REPO = Path(__file__).resolve().parents[2]
 WAN_ADDR = "203.0.113.2"
+METRICS_PORT = 9810  # lark-netd's Prometheus endpoint, on the execute host's loopback
 CAMPUS_ADDR = "203.0.113.2"  # LARK_TRAFFIC_CLASS_CAMPUS = 203.0.113.0/25
 OFFCAMPUS_ADDR = "203.0.113.200"
+#: the wrapper's own config file, next to it in $(LARK_BIN); the test pool lets it give up on an absent
+#: broker after 5 s instead of 60, so that broker-down tests are quick
+WRAP_CONF = "/usr/local/bin/lark-wrap.conf"
+WRAP_RETRY_SECONDS = 5
+#: the broker's accounting journal (LARK_ACCOUNTING_JOURNAL's default)
+JOURNAL = "/var/lib/lark/accounting.jsonl"
+SOCKET = "/run/lark/netd.sock"
 
 JOB = r"""#!/usr/bin/python3
 # Reports what the job sees of its network, then sends a payload to a server and reads the reply.
@@ -208,6 +216,80 @@ class LarkPool:
                 continue
         raise AssertionError("lark-netd is not running")
 
+    def broker_pids(self) -> list[int]:
+        """Every live lark-netd of this pool (none while it is off)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                if any(b"lark-netd" in part for part in cmd[:2]) and self.pool._belongs(int(entry)):
+                    found.append(int(entry))
+            except OSError:
+                continue
+        return found
+
+    def ask_broker(self, request: bytes, timeout: float = 10) -> dict[str, object] | None:
+        """One request to the broker from the test process (root, host namespace); None if unreachable."""
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(timeout)
+        try:
+            s.connect(str(self.pool.root / SOCKET.lstrip("/")))
+            s.sendall(request)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            return json.loads(data) if data else None
+        except (OSError, ValueError):
+            return None
+        finally:
+            s.close()
+
+    def wait_broker_ready(self, timeout: float = 60, not_pid: int | None = None) -> int:
+        """Until a lark-netd (other than ``not_pid``) answers a ping; returns its pid."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = [p for p in self.broker_pids() if p != not_pid]
+            if pids and (self.ask_broker(b'{"op": "ping"}\n', timeout=2) or {}).get("ok"):
+                return pids[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"lark-netd not ready after {timeout} s:\n{_netd_log(self.pool)}")
+            time.sleep(0.1)
+
+    def netd_off(self, timeout: float = 30) -> None:
+        """``condor_off -daemon LARK_NETD``, until no lark-netd of this pool runs."""
+        self.pool.run(["condor_off", "-daemon", "LARK_NETD"])
+        deadline = time.monotonic() + timeout
+        while self.broker_pids():
+            assert time.monotonic() < deadline, "lark-netd still runs after condor_off"
+            time.sleep(0.1)
+
+    def netd_on(self, timeout: float = 60) -> int:
+        """``condor_on -daemon LARK_NETD``, until the broker answers; returns its pid."""
+        self.pool.run(["condor_on", "-daemon", "LARK_NETD"])
+        return self.wait_broker_ready(timeout)
+
+    def journal(self) -> list[dict[str, object]]:
+        """The broker's accounting journal, one dict per (undamaged) line; [] when there is none."""
+        path = self.pool.root / JOURNAL.lstrip("/")
+        if not path.exists():
+            return []
+        entries = []
+        for line in path.read_text().splitlines():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(item, dict):
+                entries.append(item)
+        return entries
+
+    def job_records(self) -> set[str]:
+        """File names of the broker's job records (``/var/lib/lark/jobs/*.json``)."""
+        state = self.pool.root / "var/lib/lark/jobs"
+        return {p.name for p in state.glob("*.json")} if state.is_dir() else set()
+
 
 # ------------------------------------------------------------------ container-universe helpers
 
@@ -359,10 +441,13 @@ LARK_INBOUND_PORT_RANGE = 40000-40003
 LARK_MAX_INBOUND_PORTS = 10
 LARK_SWEEP_INTERVAL = 2
 LARK_ACCOUNTING_INTERVAL = 2
+LARK_METRICS_ADDRESS = 127.0.0.1:{METRICS_PORT}
 MASTER_BACKOFF_CONSTANT = 1
 NUM_CPUS = 8
 MASTER_NEW_BINARY_RESTART = NEVER
 """)
+        # the wrapper's own config file (root's, next to it): give up on an absent broker quickly
+        pool.write(WRAP_CONF, f"retry_seconds = {WRAP_RETRY_SECONDS}\n", owner="root", mode=0o644)
         pool.reconfig()  # the master starts LARK_NETD from DAEMON_LIST
         pool.restart_daemon("startd")  # NO_JOB_NETWORKING is only fully applied at startd start
         deadline = time.monotonic() + 30
@@ -375,6 +460,7 @@ MASTER_NEW_BINARY_RESTART = NEVER
             sink.close()
         for name in ("70-lark-test.conf", "60-lark-submit.conf", "50-lark-execute.conf"):
             pool.remove_config(name)
+        pool.host_path(WRAP_CONF).unlink(missing_ok=True)
         try:
             pool.reconfig()
         except Exception as err:  # the pool's own teardown follows anyway

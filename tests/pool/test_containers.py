@@ -327,5 +327,9 @@ def test_two_simultaneous_jobs_of_one_profile_get_disjoint_port_ranges(container
 def _ready_files(pool: Pool, cluster: int) -> Iterator[Path]:
     """The HOLD_JOB's ready files in the jobs' scratch directories (the execute directory, as root)."""
     execute = pool.root / pool.config_val("EXECUTE").lstrip("/")
-    for proc in (0, 1):
-        yield from execute.glob(f"**/ready.{cluster}.{proc}")
+    wanted = {f"ready.{cluster}.{proc}" for proc in (0, 1)}
+    # os.walk, not Path.glob: apptainer's rootfs directories come and go under the scratch
+    # directories while we look, and glob raises on a directory that vanished mid-walk
+    for top, _dirs, files in os.walk(execute, onerror=lambda _err: None):
+        for name in wanted & set(files):
+            yield Path(top) / name

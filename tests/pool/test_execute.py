@@ -11,7 +11,7 @@ import pytest
 
 from tests.kernel.jobtools import same_bytes
 from tests.pool.harness import RUNNING, JobHeld
-from tests.pool.larkpool import OFFCAMPUS_ADDR, WAN_ADDR, LarkPool
+from tests.pool.larkpool import METRICS_PORT, OFFCAMPUS_ADDR, WAN_ADDR, LarkPool
 
 pytestmark = pytest.mark.pool
 
@@ -37,7 +37,8 @@ def test_job_has_its_own_network_and_its_bytes_reach_history(lark_pool: LarkPool
     assert out["env"]["LARK_NETWORK_TYPE"] == "nat"
     assert sink.received == [("203.0.113.1", payload)]  # masqueraded behind the execute host
     ad = history_attr(lark_pool, cluster, "LarkBytesIn", "LarkBytesOut", "LarkBytesOutOffcampus",
-                      "LarkBytesOutCampus", "LarkNetworkType", "LarkIPv4Address", "ExitCode")
+                      "LarkBytesOutCampus", "LarkNetworkType", "LarkIPv4Address", "ExitCode",
+                      "NetworkInputMb", "NetworkOutputMb")
     assert ad["ExitCode"] == 0
     assert ad["LarkNetworkType"] == "nat"
     [wire] = sink.wire_bytes().values()  # what really crossed: headers and any retransmissions
@@ -46,7 +47,55 @@ def test_job_has_its_own_network_and_its_bytes_reach_history(lark_pool: LarkPool
     assert ad["LarkBytesOutOffcampus"] == ad["LarkBytesOut"]
     assert ad["LarkBytesOutCampus"] == 0
     assert 0 < ad["LarkBytesIn"] < 200_000
+    # HTCondor's own attributes carry the same figures (MB = 10^6 bytes), for every accounting tool
+    assert ad["NetworkInputMb"] == pytest.approx(ad["LarkBytesIn"] / 1e6, rel=1e-9)
+    assert ad["NetworkOutputMb"] == pytest.approx(ad["LarkBytesOut"] / 1e6, rel=1e-9)
     assert lark_pool.wait_no_objects() == []
+
+
+def scrape_metrics(lp: LarkPool) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """lark-netd's metrics as Prometheus reads them: HTTP on the execute host, prometheus-client's parser."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from lark import netns
+
+    def get() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10) as reply:
+            return reply.read().decode()
+
+    text = netns.call_in(lp.pool.netns_path, get)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_node_metrics_follow_a_running_job_and_match_its_history(lark_pool: LarkPool) -> None:
+    """The job's bytes appear in the node's metrics while it runs; when it ends its series go and
+    its user's total grows by exactly the job's final LarkBytesOut in condor_history."""
+    user_out = ("lark_user_bytes_total", (("direction", "out"), ("user", "larkuser")))
+    before = scrape_metrics(lark_pool).get(user_out, 0.0)
+    sink = lark_pool.sink(OFFCAMPUS_ADDR)
+    payload = 1_000_000
+    cluster = lark_pool.submit_job(f"{OFFCAMPUS_ADDR} {sink.port} {payload} 8")
+    lark_pool.pool.wait_status(cluster, RUNNING, timeout=120)
+    job = f"{cluster}.0"
+    deadline = time.monotonic() + 60
+    running = 0.0
+    while time.monotonic() < deadline:
+        samples = scrape_metrics(lark_pool)
+        running = samples.get(("lark_job_bytes_total", (("direction", "out"), ("job", job), ("mode", "nat"),
+                                                        ("user", "larkuser"))), 0.0)
+        if running >= payload:
+            break
+        time.sleep(0.5)
+    assert running >= payload, f"job {job} while running: {running} bytes out in the metrics"
+    lark_pool.pool.wait(cluster, timeout=120)
+    final = history_attr(lark_pool, cluster, "LarkBytesOut")["LarkBytesOut"]
+    after = scrape_metrics(lark_pool)
+    assert not [k for k in after if ("job", job) in k[1]], "an ended job's series must be dropped"
+    assert after[user_out] - before == final
+    assert after[("lark_job_setups_total", (("mode", "nat"),))] >= 1
 
 
 def test_none_type_has_only_loopback(lark_pool: LarkPool) -> None:
@@ -55,7 +104,11 @@ def test_none_type_has_only_loopback(lark_pool: LarkPool) -> None:
     out = lark_pool.output(cluster)
     assert out["ifaces"] == ["lo"]
     assert "error" in out
-    assert lark_pool.pool.history(cluster, ["LarkNetworkType"])[0]["LarkNetworkType"] == "none"
+    ad = lark_pool.pool.history(cluster, ["LarkNetworkType", "LarkBytesIn", "LarkBytesOut", "NetworkInputMb",
+                                          "NetworkOutputMb"])[0]
+    assert ad["LarkNetworkType"] == "none"
+    # no network, no bytes: explicit zeros, so sums and accounting tools need no special case
+    assert (ad["LarkBytesIn"], ad["LarkBytesOut"], ad["NetworkInputMb"], ad["NetworkOutputMb"]) == (0, 0, 0, 0)
 
 
 def test_bridge_type_is_on_the_site_lan(lark_pool: LarkPool) -> None:

@@ -13,12 +13,12 @@ from .conftest import T0, lark_job, make_ad, write_json
 GB = 1_000_000_000
 
 
-def entry(cluster: int, bytes_in: int, bytes_out: int, uid: int = 2001, **classes: int) -> journal.JournalEntry:
+def entry(cluster: int, bytes_in: int, bytes_out: int, owner: str = "alice", **classes: int) -> journal.JournalEntry:
     attrs: dict[str, object] = {"LarkBytesIn": bytes_in, "LarkBytesOut": bytes_out, "LarkPacketsIn": 1,
                                 "LarkPacketsOut": 1, **classes}
     return journal.JournalEntry(job_id=f"{cluster}.0", global_job_id=f"submit.lark.test#{cluster}.0#{T0 - 10}",
-                                owner_uid=uid, token=f"t{cluster:05d}", reason="holder-gone", in_job_ad=False,
-                                attributes=attrs)
+                                owner_uid=2001, owner=owner, token=f"t{cluster:05d}", reason="holder-gone",
+                                in_job_ad=False, attributes=attrs)
 
 
 def test_journal_completes_jobs_whose_ad_missed_the_final_counters(tmp_path: Path, capsys) -> None:
@@ -33,10 +33,10 @@ def test_journal_completes_jobs_whose_ad_missed_the_final_counters(tmp_path: Pat
     path = tmp_path / "accounting.jsonl"
     journal.append(path, entry(1, 3 * GB, 1 * GB, LarkBytesInCampus=2 * GB, LarkBytesOutCampus=0))
     journal.append(path, entry(2, 4 * GB, 0))
-    journal.append(path, entry(3, 0, 7 * GB))
-    # uid 0 is "root" on the node, not job 4's owner alice: a user who edited the job id in the job ad
-    # they own cannot credit figures to another user's job
-    journal.append(path, entry(4, 50 * GB, 0, uid=0))
+    journal.append(path, entry(3, 0, 7 * GB, owner="bob"))
+    # mallory is not job 4's owner alice: a user who edited the job id in the job ad they own cannot
+    # credit figures to another user's job (nor replace alice's own entry, had she one)
+    journal.append(path, entry(4, 50 * GB, 0, owner="mallory"))
     with path.open("a") as fh:
         fh.write('{"job_id": "9.0", "LarkBytesIn": \n')  # a line cut short by a crash
 

@@ -54,3 +54,22 @@ def test_container_runtimes_get_the_variables_under_their_pass_through_prefix(tm
         "SINGULARITYENV_LARK_PORT_RANGE": "40000-40001", "SINGULARITYENV_GLOBUS_TCP_PORT_RANGE": "40000,40001"}
     assert container_environment("/home/u/job.sh", env) == {}
     assert container_environment("./condor_exec.exe", env) == {}
+
+
+def test_wrapper_settings_come_from_its_own_directory(tmp_path: Path) -> None:
+    from lark.wrap import RETRY_SECONDS, SOCKET_PATH, settings
+
+    assert settings(str(tmp_path)) == (SOCKET_PATH, RETRY_SECONDS)
+    (tmp_path / "lark-wrap.socket").write_text("/run/old/netd.sock\n")  # what earlier releases documented
+    assert settings(str(tmp_path)) == ("/run/old/netd.sock", RETRY_SECONDS)
+    (tmp_path / "lark-wrap.conf").write_text("# admin's settings\nsocket = /run/x/netd.sock\nretry_seconds = 5\n")
+    assert settings(str(tmp_path)) == ("/run/x/netd.sock", 5.0)
+    (tmp_path / "lark-wrap.conf").write_text("retry_seconds = soon\nretry_seconds\n")
+    assert settings(str(tmp_path)) == ("/run/old/netd.sock", RETRY_SECONDS)  # a bad value keeps the default
+    (tmp_path / "lark-wrap.conf").write_text("retry_seconds = 99999\n")
+    assert settings(str(tmp_path))[1] == 3600.0  # bounded: a job never waits hours for its network
+    for bad in ("nan", "inf", "-inf"):  # NaN would slip through a clamp and retry for ever
+        (tmp_path / "lark-wrap.conf").write_text(f"retry_seconds = {bad}\n")
+        assert settings(str(tmp_path))[1] == RETRY_SECONDS
+    (tmp_path / "lark-wrap.conf").write_text("retry_seconds = 7  # shorter on this test node\n")
+    assert settings(str(tmp_path))[1] == 7.0
