@@ -1,12 +1,17 @@
 """Crawl an OSG-scale perfSONAR deployment on loopback; print crawl time and peak RSS.
 
     .venv/bin/python benchmarks/spider_crawl.py [--sites 301] [--opensearch-fraction 0.5] [--crawls 2]
+        [--history-fraction 1.0] [--stale-fraction 0.05]
 
 Generates a full throughput mesh over ``--sites`` sites (301 sites -> 90,300 directed pairs), one
 perfSONAR host and one archive per site, each archive on its own loopback port (so the spider sees
 as many archive hosts as sites). Each archive holds the tests its site ran as source: a fraction is
 perfSONAR 5 OpenSearch, the rest alternates legacy esmond and elmond. Four runs per pair per day
-(cadence PT6H), ~5 % of pairs with a failed run. Sites are mapped through a generated GOCDB-style
+(cadence PT6H), ~5 % of pairs with a failed run. Archives keep history, as real ones do: a share of
+the pairs (``--history-fraction``, default all) also has one run a day 2 to 6 days back, and a share
+(``--stale-fraction``, default 5 %) has only those older runs and none in the 1-day window, so the
+look-back for stale pairs (OpenSearch's second query, esmond's 7-day metadata listing) has real
+work to do. Sites are mapped through a generated GOCDB-style
 registry and a static address table (no DNS). The archives are served by a separate process with an
 asyncio HTTP/1.1 keep-alive server, so the spider's own RSS is measured alone.
 
@@ -94,7 +99,12 @@ async def _serve_app(app: Any, reader: asyncio.StreamReader, writer: asyncio.Str
         writer.close()
 
 
-def _archives(sites: int, fraction: float, now: float) -> list[Any]:
+def _share(i: int, j: int, salt: int, fraction: float) -> bool:
+    """A deterministic pseudo-random ``fraction`` of the pairs (different pairs for each ``salt``)."""
+    return ((i * 7919 + j * 104729 + salt * 15485863) % 1000) < fraction * 1000
+
+
+def _archives(sites: int, fraction: float, now: float, history: float = 1.0, stale: float = 0.05) -> list[Any]:
     apps: list[Any] = []
     t = int(now)
     for i in range(sites):
@@ -103,8 +113,13 @@ def _archives(sites: int, fraction: float, now: float) -> list[Any]:
         for j in range(sites):
             if i == j:
                 continue
-            runs = [(t - 3600 - 21600 * k, 9.4e9 - 1e7 * ((i * 7 + j * 3 + k) % 100)) for k in range(4)]
-            failed = (i * 31 + j * 17) % 20 == 0
+            is_stale = _share(i, j, 1, stale)
+            runs = [] if is_stale else [(t - 3600 - 21600 * k, 9.4e9 - 1e7 * ((i * 7 + j * 3 + k) % 100))
+                                        for k in range(4)]
+            if is_stale or _share(i, j, 2, history):  # one run a day, 2 to 6 days back (oldest first below)
+                runs += [(t - 86400 * d - 3600, 9.3e9 - 1e7 * ((i + j + d) % 50)) for d in range(2, 7)]
+            runs.sort()
+            failed = not is_stale and (i * 31 + j * 17) % 20 == 0
             if kind == "opensearch":
                 for ts, bps in runs:
                     app.add(os_doc("throughput", (host_of(i), ip_of(i)), (host_of(j), ip_of(j)), 4, ts,
@@ -121,9 +136,9 @@ def _archives(sites: int, fraction: float, now: float) -> list[Any]:
     return apps
 
 
-def serve(sites: int, fraction: float, now: float, conn: Any) -> None:
+def serve(sites: int, fraction: float, now: float, conn: Any, history: float = 1.0, stale: float = 0.05) -> None:
     async def main() -> None:
-        apps = _archives(sites, fraction, now)
+        apps = _archives(sites, fraction, now, history, stale)
         ports: list[int] = []
         servers = []
         for app in apps:
@@ -183,13 +198,18 @@ def main() -> None:
     ap.add_argument("--opensearch-fraction", type=float, default=0.5)
     ap.add_argument("--crawls", type=int, default=2, help="crawls to time (the second reuses the state file)")
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--history-fraction", type=float, default=1.0,
+                    help="share of pairs with one run a day 2-6 days back, before the 1-day window")
+    ap.add_argument("--stale-fraction", type=float, default=0.05,
+                    help="share of pairs with only those older runs (published as stale)")
     args = ap.parse_args()
 
     now = time.time()
     parent, child = multiprocessing.get_context("fork").Pipe()
     t0 = time.monotonic()
     proc = multiprocessing.get_context("fork").Process(target=serve, args=(args.sites, args.opensearch_fraction,
-                                                                           now, child), daemon=True)
+                                                                           now, child, args.history_fraction,
+                                                                           args.stale_fraction), daemon=True)
     proc.start()
     pub_port = parent.recv()
     setup = time.monotonic() - t0
@@ -211,6 +231,7 @@ def main() -> None:
         }, f"{tmp}/spider.yaml")
         print(f"mesh: {args.sites} sites, {pairs} directed pairs, {args.sites} archive hosts on loopback "
               f"({round(args.opensearch_fraction * args.sites)} OpenSearch, the rest esmond/elmond); "
+              f"history 2-6 days back for {args.history_fraction:.0%} of pairs, {args.stale_fraction:.0%} stale; "
               f"archive data generated in {setup:.1f} s")
         setup_logging(f"{tmp}/LarkSpiderLog")
         spider = Spider(cfg)

@@ -14,7 +14,8 @@ carries:
   ``Lark<M>AgeSeconds``, ``Lark<M>ExpectedIntervalSeconds``.
 
 and per link: ``LarkLossFraction`` / ``LarkLossTest`` (one-way loss from the latency test, else the
-throughput test's own loss, and which test it came from: the figure the circuit breaker reads),
+throughput test's own loss, a figure from this crawl before one carried over from an earlier crawl,
+and which test it came from: the figure the circuit breaker reads),
 ``LarkQuality`` / ``LarkQualityReason`` (worst metric), ``LarkSuccessRatio`` (lowest
 per-test ratio), ``LarkMeasuredAt`` (newest sample, UNIX s), ``LarkAgeSeconds`` (age of that sample
 when the ad was built; consumers wanting the live age use ``time() - LarkMeasuredAt``),
@@ -29,6 +30,7 @@ from typing import Any
 
 import classad2
 
+from lark.links.records import site_key
 from perfsonar.model import (
     M_LOSS,
     M_OWDELAY,
@@ -109,13 +111,18 @@ def link_ad_attributes(link: LinkSummary, now: float, lifetime: int) -> dict[str
         "Name": link_ad_name(link),
         "LarkSourceSite": link.key.src_site,
         "LarkDestinationSite": link.key.dst_site,
+        # the site as execute nodes look it up: their LARK_SITE may be spelt another way ("Big Site",
+        # "BIG_SITE"), and the collector's == ignores case but not spaces and punctuation
+        "LarkDestinationSiteKey": site_key(link.key.dst_site),
         "LarkIPFamily": int(link.key.family),
     }
     for metric in AD_METRICS:
         summary = link.metrics.get(metric)
         if summary is not None:
             _metric_attributes(out, summary, now)
-    loss_metric = next((m for m in (M_LOSS, M_TP_LOSS) if m in link.metrics and link.metrics[m].n), None)
+    # One-way loss before the throughput test's own, but a fresh figure before one carried over.
+    with_loss = [m for m in (M_LOSS, M_TP_LOSS) if m in link.metrics and link.metrics[m].n]
+    loss_metric = next((m for m in with_loss if not link.metrics[m].carried), with_loss[0] if with_loss else None)
     if loss_metric is not None:
         loss = _number(loss_metric, headline(link.metrics[loss_metric]), 1.0)
         if loss is not None:

@@ -10,7 +10,7 @@ the HTCondor bindings are importable, from the HTCondor configuration:
 ``LARK_SPIDER_CONFIG``      path of the YAML file (default ``/etc/lark/spider.yaml``)
 ``LARK_SPIDER_INTERVAL``    seconds between crawls; overrides ``spider.interval``
 ``LARK_SPIDER_LOG``         log file; overrides ``spider.log``
-``LARK_SPIDER_STATE_FILE``  state file; overrides ``spider.state_file``
+``LARK_SPIDER_STATE_FILE``  state file; overrides ``spider.state_file`` (not used without a YAML file)
 ``LARK_SPIDER_COLLECTOR``   collector ``host[:port]``; overrides ``collector.address``
 ``LARK_SPIDER_TOKEN_DIR``   IDTOKENS directory; overrides ``collector.token_dir``
 """
@@ -21,7 +21,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -514,7 +514,9 @@ def load_config(path: Path, knobs: Callable[[str], str | None] | None = knob_loo
 
     ``overrides`` edits the decoded document before validation (the command line's ``--psconfig``,
     ``--site`` and friends); with ``missing_ok`` a missing file counts as an empty one, so a crawl can
-    be described on the command line alone.
+    be described on the command line alone. Such a crawl uses no state file (not even
+    ``LARK_SPIDER_STATE_FILE``): it is a one-off that must neither read the daemon's last links nor
+    write over them.
     """
     text = ""
     try:
@@ -544,7 +546,10 @@ def load_config(path: Path, knobs: Callable[[str], str | None] | None = knob_loo
                 data[section][key] = _knob_value(value)
     if overrides is not None and isinstance(data, dict):
         overrides(data)
-    return parse_config(data, str(path) if text else "<command line>", root)
+    config = parse_config(data, str(path) if text else "<command line>", root)
+    if missing_ok and not text and not path.exists():
+        config = replace(config, state_file=None)
+    return config
 
 
 def _knob_value(text: str) -> Any:

@@ -119,7 +119,8 @@ class CrawlStats:
                 f"tests; {self.archives} archives ({self.archives_failed} failed, {self.archives_partial} partial); "
                 f"{self.series} series ({self.series_failed} failed), {self.samples} samples, {self.rejected} "
                 f"values rejected; {self.links} links ({grades}; {self.carried} carried over); {self.unmapped} "
-                f"unmapped hosts; {self.requests} HTTP requests ({self.retried} retries); {self.errors} errors; "
+                f"unmapped hosts; {self.mesh_missing} mesh pairs without data; {self.requests} HTTP requests "
+                f"({self.retried} retries); {self.errors} errors; "
                 + ", ".join(f"{k} {v:.1f} s" for k, v in self.phases.items()))
 
     def as_ad_stats(self) -> dict[str, int | float | str]:
@@ -168,7 +169,7 @@ class Spider:
         self.mesh_cache: dict[str, MeshContent] = {}
         self._resolved: dict[str, tuple[float, list[str]]] = {}
         self._reversed: dict[str, tuple[float, str | None]] = {}
-        self._registry: tuple[float, list[RegistryEntry]] | None = None
+        self._registry: dict[str, tuple[float, list[RegistryEntry]]] = {}  # where -> (read at, entries)
         self._pool: tuple[float, list[SiteClaim], list[DomainRule]] | None = None
         self._previous: dict[LinkKey, LinkSummary] | None = None
         self._ad_pool: list[classad2.ClassAd] = []
@@ -236,7 +237,7 @@ class Spider:
             stats.phases["reading"] = time.monotonic() - t0 - stats.phases["discovery"]
             del inv
             t1 = time.monotonic()
-            missing = mesh.missing()
+            missing = mesh.missing(cfg.read.tests)  # a test kind this spider does not read is not missing
             del mesh
             fresh = acc.finish(now, cfg.quality)
             previous = self._previous.values() if self._previous is not None else stream_state(cfg.state_file)
@@ -327,25 +328,32 @@ class Spider:
         """Every source of site knowledge, in precedence order, with the addresses of every host
         they name (registries, the pool and DNS are refreshed every ``sites.refresh_interval``)."""
         cfg = self.config
-        if self._registry is None or now - self._registry[0] > cfg.sites_refresh:
-            entries: list[RegistryEntry] = []
-            for reg in cfg.registries:
-                try:
-                    if reg.url:
-                        entries.extend(parse_registry(reg.kind, self.client.get_text(reg.url), reg.url, reg.site_key))
-                    else:
-                        assert reg.path is not None
-                        entries.extend(load_registry(reg.kind, reg.path, reg.site_key))
-                except SpiderError as err:
-                    errors.append(f"site registry {reg.where}: {err}")
-            self._registry = (now, entries)
+        for reg in cfg.registries:
+            # Each registry is refreshed on its own: one that fails keeps its last good entries and is
+            # tried again at the next crawl, instead of losing its mappings until the next refresh.
+            last = self._registry.get(reg.where)
+            if last is not None and now - last[0] <= cfg.sites_refresh:
+                continue
+            try:
+                if reg.url:
+                    entries = parse_registry(reg.kind, self.client.get_text(reg.url), reg.url, reg.site_key)
+                else:
+                    assert reg.path is not None
+                    entries = load_registry(reg.kind, reg.path, reg.site_key)
+            except SpiderError as err:
+                kept = f" (keeping its {len(last[1])} entries from the last good read)" if last else ""
+                errors.append(f"site registry {reg.where}: {err}{kept}")
+                continue
+            self._registry[reg.where] = (now, list(entries))
         if self.pool_source is not None and (self._pool is None or now - self._pool[0] > cfg.sites_refresh):
             try:
                 self._pool = (now, *pool_knowledge(self.pool_source()))
             except SpiderError as err:
                 errors.append(f"site mapping from the pool: {err}")
         pool_claims, pool_domains = (self._pool[1], self._pool[2]) if self._pool else ([], [])
-        claims = [*pool_claims, *registry_claims(self._registry[1]), *inv.sites]
+        registry_entries = [e for reg in cfg.registries if reg.where in self._registry
+                            for e in self._registry[reg.where][1]]
+        claims = [*pool_claims, *registry_claims(registry_entries), *inv.sites]
         names = {c.host for c in claims} | inv.hosts() | set(cfg.static_hosts)
         todo = [n for n in names if canonical_ip(n) is None
                 and (n not in self._resolved or now - self._resolved[n][0] > cfg.sites_refresh)]

@@ -4,9 +4,10 @@ The meshes themselves are parsed by :mod:`perfsonar.meshes` (pure functions of t
 fetches publishers' lists and meshes (following ``includes``), keeps the last good copy of a mesh that
 fails, and merges everything into one :class:`Inventory`.
 
-The simple Lookup Service is only an optional extra source of archives (P1: a single bootstrap
-locator, broken operators, GET refusals). It is queried per locator with a short timeout, and the
-spider refuses a configuration where it would be the only source.
+The simple Lookup Service is only an optional extra source of archives (its clients start from a
+single bootstrap locator, some operators' servers are broken, some refuse GET). It is queried per
+locator with a short timeout, and the spider refuses a configuration where it would be the only
+source.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def parse_ls_archives(records: Any, source: str, now: float, communities: Sequen
 
     ``service-locator`` lists one URL per address x scheme; the first HTTPS URL with a host name is
     preferred, then HTTPS by address, then HTTP. Private and link-local addresses are dropped unless
-    allowed (P5). ``communities`` keeps only records in one of those ``group-communities``.
+    allowed (records often list addresses that only work inside the host's own network).
+    ``communities`` keeps only records in one of those ``group-communities``.
     """
     if not isinstance(records, list):
         raise SpiderError(f"{source}: Lookup Service answer is not a list of records")

@@ -1,18 +1,20 @@
 """Read the esmond REST protocol: legacy esmond (perfSONAR <= 4) and elmond (perfSONAR 5).
 
-One code path serves both dialects (reference §4): metadata search filtered by event type and time
+One code path serves both dialects (elmond answers esmond's REST API): metadata search filtered by event type and time
 range, paged through ``metadata-next-page`` (or ``limit``/``offset`` when a server omits it), then the
 data of each wanted event type by following the ``base-uri`` / summary ``uri`` the metadata
 advertises — esmond says ``…/base``, elmond ``…/base/0``, and only following what the server says is
 right on both. Dialect differences handled here:
 
-* metadata keys: 32-hex (esmond) or 64-hex ``test_checksum`` (elmond) — opaque either way;
+* metadata keys: 32-hex (esmond) or 64-hex ``test_checksum`` (elmond) — the one reliable sign of the
+  dialect (perfSONAR 4.x esmond also says ``pscheduler/<tool>``);
 * parameter values: strings in esmond (``"0.001"``), native numbers in elmond;
 * ``tool-name``: ``pscheduler/<tool>`` for pScheduler data, whose latency histograms are in units of
-  ``sample-bucket-width`` and get rescaled to ms (P10);
+  ``sample-bucket-width`` and get rescaled to ms (pre-pScheduler data advertises 0.0001 but its buckets are ms);
 * data paging by ``time-start = last ts + 1`` (works on esmond's 1500 and elmond's 1000 defaults);
 * ``time-updated``: trustworthy in esmond (a series whose newest datum is older than the window is
-  not fetched, only reported with that age), the *scheduling* time of the newest run in elmond (P17),
+  not fetched, only reported with that age), the *scheduling* time of the newest run in elmond (set
+  when pScheduler schedules the run, not when its result arrives),
   so elmond series are always fetched; a null ``time-updated`` means the event type never received
   data (nothing to fetch).
 
@@ -157,7 +159,9 @@ def series_spec(md: Any, test: str, window_start: float) -> SeriesSpec | None:
         return None
     tool = md.get("tool-name") if isinstance(md.get("tool-name"), str) else None
     key = str(md.get("metadata-key", ""))
-    elmond_like = (tool or "").startswith("pscheduler/") or len(key) == 64
+    # The key tells the dialect (a 64-hex test_checksum is elmond); the tool does not: perfSONAR 4.x
+    # esmond archives pScheduler runs as "pscheduler/iperf3" too, with a trustworthy time-updated.
+    elmond_like = len(key) == 64
     events: dict[str, Mapping[str, Any]] = {}
     for et in md.get("event-types", []) if isinstance(md.get("event-types"), list) else []:
         if isinstance(et, Mapping) and isinstance(et.get("event-type"), str):
@@ -270,7 +274,7 @@ def _value(ref: DataRef, val: Any, scale: float) -> float | None:
         median = to_float(val.get("median")) if isinstance(val, Mapping) else None
         minimum = to_float(val.get("minimum")) if isinstance(val, Mapping) else None
         if minimum is not None and minimum < 0:
-            return None  # a negative one-way delay means unsynchronised clocks (P19)
+            return None  # a negative one-way delay means unsynchronised clocks
         return None if median is None else median * scale
     if ref.kind == "histogram":
         if isinstance(val, Mapping) and any((to_float(k) or 0.0) < 0 for k in val):

@@ -2,9 +2,9 @@
 
 Every request has a total time budget (a server that drips bytes cannot hold a worker forever), a
 response size cap (checked against Content-Length and while streaming), a content-type check (an
-esmond that answers with its HTML "browsable API" page is an error, not data, reference P7), and
-retries with exponential backoff and jitter for transient failures only (connection errors,
-timeouts, 5xx, 429). Redirects are followed only within the same host.
+esmond that answers with its HTML "browsable API" page, which it serves to clients that do not ask
+for JSON, is an error, not data), and retries with exponential backoff and jitter for transient
+failures only (connection errors, timeouts, 5xx, 429). Redirects are followed only within the same host.
 
 It is built on urllib3 (which ``requests`` itself uses) rather than ``requests``: at OSG scale the
 spider makes ~10^5 small requests per crawl and urllib3 costs about half as much CPU per request.

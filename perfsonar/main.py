@@ -14,15 +14,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from perfsonar.config import config_path, load_config
+from perfsonar.config import SpiderConfig, config_path, load_config
 from perfsonar.crawl import CrawlResult, Spider
 from perfsonar.errors import ConfigError, PublishError
 from perfsonar.log import setup_logging
+from perfsonar.model import LinkSummary
 from perfsonar.publish import publish_batches
 
 log = logging.getLogger("lark.spider")
@@ -31,6 +32,7 @@ EXIT_OK = 0
 EXIT_CONFIG = 1
 EXIT_COLLECTOR = 3
 EXIT_NO_LINKS = 4
+EXIT_NOTHING_FOUND = 5
 
 DESCRIPTION = "Crawl perfSONAR meshes and archives and advertise LarkNetworkLink ads to the HTCondor collector."
 EPILOG = """examples:
@@ -43,8 +45,13 @@ exit status:
   0  success (unreachable archives are not an error: their links are carried over as stale)
   1  configuration error
   3  the collector refused the ads (--once)
-  4  hosts were discovered but no link could be published (--once, --dry-run); the reason,
-     naming the unmapped hosts, is printed on stderr
+  4  hosts were discovered but no link could be published from this crawl's data (--once,
+     --dry-run); the reason, naming the unmapped hosts, is printed on stderr
+  5  nothing was discovered: no mesh or archive answered with a host (--once, --dry-run);
+     the reason is printed on stderr, the failed sources are logged
+
+Without a configuration file (only --psconfig/--esmond/--opensearch) no state file is read or
+written, so a one-off crawl shows only what it measured.
 """
 
 
@@ -119,8 +126,18 @@ def command_line_overrides(args: argparse.Namespace) -> Any:
     return apply
 
 
+def _fresh(link: LinkSummary) -> bool:
+    """True when this crawl measured something of the link (not everything carried over)."""
+    return not all(m.carried for m in link.metrics.values())
+
+
 def _print_ads(spider: Spider, result: CrawlResult, as_json: bool) -> int:
+    """Print the ads; returns how many link ads hold data of this crawl (not only carried values).
+
+    With ``as_json`` stdout is one JSON array and nothing else: the summary lines go to stderr.
+    """
     out = sys.stdout
+    note = sys.stderr if as_json else sys.stdout
     count = 0
     if as_json:
         out.write("[\n")
@@ -133,31 +150,41 @@ def _print_ads(spider: Spider, result: CrawlResult, as_json: bool) -> int:
             count += 1
     if as_json:
         out.write("\n]\n")
-    out.write(f"# {count} link ads would be advertised to {spider.config.collector.address or 'the local collector'}"
-              "\n")
-    if result.unmapped:
-        out.write(f"# unmapped hosts: {', '.join(sorted(result.unmapped))}\n")
-    if result.missing:
-        out.write(f"# {len(result.missing)} mesh pairs have no data (--explain-links lists them)\n")
     out.flush()
-    return count
+    note.write(f"# {count} link ads would be advertised to "
+               f"{spider.config.collector.address or 'the local collector'}\n")
+    if result.unmapped:
+        note.write(f"# unmapped hosts: {', '.join(sorted(result.unmapped))}\n")
+    if result.missing:
+        note.write(f"# {len(result.missing)} mesh pairs have no data (--explain-links lists them)\n")
+    note.flush()
+    return sum(1 for link in spider.published_links(result) if _fresh(link))
 
 
-def no_links_reason(result: CrawlResult, published: int) -> str | None:
-    """The one-line reason for exit status 4, or None when there is nothing to complain about."""
-    if published or not result.discovered:
+def no_links_reason(result: CrawlResult, published: int) -> tuple[int, str] | None:
+    """The exit status (4 or 5) and its one-line reason, or None when there is nothing to complain about.
+
+    ``published``: the published links that hold data of this crawl (links whose every figure was
+    carried over from the state file do not count).
+    """
+    if published:
         return None
+    stats = result.stats
+    if not result.discovered:
+        return EXIT_NOTHING_FOUND, (
+            f"nothing was discovered: no host in any mesh or archive ({stats.meshes} meshes, {stats.archives} "
+            f"archives, {stats.archives_failed} failed; {len(result.errors)} errors logged)")
+    lead = f"{result.discovered} hosts discovered but no link could be published"
     if result.unmapped:
         shown = sorted(result.unmapped)
         more = f" and {len(shown) - 10} more" if len(shown) > 10 else ""
-        return (f"{result.discovered} hosts discovered but no link could be published: no site for "
-                f"{', '.join(shown[:10])}{more} (add --site HOST=SITE, sites.rules or a registry; "
-                "--explain-sites shows every decision)")
-    if not result.stats.series:
-        return (f"{result.discovered} hosts discovered but no link could be published: the archives returned no "
-                f"measurements ({result.stats.archives} archives, {result.stats.archives_failed} failed)")
-    return (f"{result.discovered} hosts discovered but no link could be published: no measurement between hosts of "
-            "two different sites (--explain-links shows every link)")
+        return EXIT_NO_LINKS, (f"{lead}: no site for {', '.join(shown[:10])}{more} (add --site HOST=SITE, "
+                               "sites.rules or a registry; --explain-sites shows every decision)")
+    if not stats.series:
+        return EXIT_NO_LINKS, (f"{lead}: the archives returned no measurements ({stats.archives} archives, "
+                               f"{stats.archives_failed} failed)")
+    return EXIT_NO_LINKS, (f"{lead}: no measurement of this crawl between hosts of two different sites "
+                           "(--explain-links shows every link)")
 
 
 def explain_sites(result: CrawlResult) -> None:
@@ -202,9 +229,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     path: Path = config_path(args.config)
     from_command_line = bool(args.psconfig or args.esmond or args.opensearch)
+
+    def load() -> SpiderConfig:
+        # The same command line at start and at every SIGHUP reload.
+        return load_config(path, overrides=command_line_overrides(args),
+                           missing_ok=from_command_line and args.config is None)
+
     try:
-        config = load_config(path, overrides=command_line_overrides(args),
-                             missing_ok=from_command_line and args.config is None)
+        config = load()
     except ConfigError as err:
         print(f"lark-spider: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -231,14 +263,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 explain_links(result)
             if args.explain_sites or args.explain_links:
                 return EXIT_OK
-            reason = no_links_reason(result, _print_ads(spider, result, args.json))
-            if reason:
-                print(f"lark-spider: {reason}", file=sys.stderr)
-                return EXIT_NO_LINKS
+            verdict = no_links_reason(result, _print_ads(spider, result, args.json))
+            if verdict:
+                print(f"lark-spider: {verdict[1]}", file=sys.stderr)
+                return verdict[0]
             return EXIT_OK
         if args.once:
             return _once(spider)
-        return _daemon(spider, path)
+        return _daemon(spider, path, load)
     finally:
         spider.close()
 
@@ -252,15 +284,17 @@ def _once(spider: Spider) -> int:
         log.error("%s", err)
         return EXIT_COLLECTOR
     log.info("advertised %d ads to %s", sent, spider.config.collector.address or "the local collector")
-    reason = no_links_reason(result, sum(1 for _ in spider.published_links(result)))
-    if reason:
-        log.error("%s", reason)
-        print(f"lark-spider: {reason}", file=sys.stderr)
-        return EXIT_NO_LINKS
+    verdict = no_links_reason(result, sum(1 for link in spider.published_links(result) if _fresh(link)))
+    if verdict:
+        log.error("%s", verdict[1])
+        print(f"lark-spider: {verdict[1]}", file=sys.stderr)
+        return verdict[0]
     return EXIT_OK
 
 
-def _daemon(spider: Spider, path: Path) -> int:
+def _daemon(spider: Spider, path: Path, load: Callable[[], SpiderConfig]) -> int:
+    """Crawl every ``interval``; SIGHUP re-reads the configuration with ``load`` (the same command-line
+    sources and rules the daemon was started with)."""
     stop = threading.Event()
     reload_wanted = threading.Event()
 
@@ -290,13 +324,15 @@ def _daemon(spider: Spider, path: Path) -> int:
                 reload_wanted.clear()
                 stop.clear()
                 try:
-                    new = load_config(path)
+                    new = load()
                 except ConfigError as err:
                     log.error("not reloading: %s", err)
                 else:
                     spider.close()
                     spider = Spider(new)
-                    log.info("configuration reloaded from %s", path)
+                    log.info("configuration reloaded from %s: %d publishers, %d meshes, %d archive endpoints, "
+                             "%d site rules", new.source, len(new.publishers), len(new.meshes), len(new.archives),
+                             len(new.site_rules))
                 continue
             if stop.is_set():
                 log.info("lark-spider exiting")

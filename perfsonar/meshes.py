@@ -11,7 +11,10 @@ archiver's Logstash host), and what site each host belongs to, where the mesh sa
 * pSConfig: an address's ``_meta`` — a site-like key (:data:`META_SITE_KEYS`) or its
   ``display-name``, which is how the WLCG/OSG meshes name a host's site (PWA writes the host's
   description or site name there; WLCG's own ``psconfig-client`` reads the site from it);
-* MeshConfig: the ``description`` of the ``organizations[].sites[]`` entry that lists the host.
+* MeshConfig: the ``description`` of the ``organizations[].sites[]`` entry that lists the host, else
+  the host's own ``hosts[].description`` — psconfig-web's MeshConfig output has one site entry per
+  host (``{hosts: [host], location}``, no description) and puts the host's description or site
+  name in the host's ``description``.
 
 A display name that is only the host's own name or address says nothing about its site and is
 ignored. Everything here is a pure function of the decoded JSON; :mod:`perfsonar.discovery` fetches.
@@ -388,7 +391,7 @@ def parse_meshconfig(doc: Any, source: str) -> MeshContent:
         return out
 
     def visit_hosts(hosts: Any, inherited: list[str], site: Any = None, where: str = "") -> None:
-        for host in hosts if isinstance(hosts, list) else []:
+        for h, host in enumerate(hosts if isinstance(hosts, list) else []):
             if not isinstance(host, Mapping):
                 continue
             urls = read_urls(host.get("measurement_archives")) or inherited
@@ -397,9 +400,14 @@ def parse_meshconfig(doc: Any, source: str) -> MeshContent:
                 if isinstance(value, str) and value.strip():
                     key = _host_key(value)
                     host_mas.setdefault(key, []).extend(urls)
-                    named = site_text(site, key)
+                    # The site entry's description, else the host's own: psconfig-web writes one host
+                    # per site entry with no site description and the host's description or site
+                    # name in hosts[].description.
+                    named, said = site_text(site, key), f"{where}description"
+                    if not named:
+                        named, said = site_text(host.get("description"), key), f"{where}hosts[{h}].description"
                     if named:
-                        content.sites.append(SiteClaim(named, key, f"mesh {source}: {where}.description", "meshconfig"))
+                        content.sites.append(SiteClaim(named, key, f"mesh {source}: {said}", "meshconfig"))
 
     top = read_urls(doc.get("measurement_archives"))
     visit_hosts(doc.get("hosts"), top)
@@ -407,11 +415,11 @@ def parse_meshconfig(doc: Any, source: str) -> MeshContent:
         if not isinstance(org, Mapping):
             continue
         org_urls = read_urls(org.get("measurement_archives")) or top
-        visit_hosts(org.get("hosts"), org_urls)
+        visit_hosts(org.get("hosts"), org_urls, None, f"organizations[{i}].")
         for j, site in enumerate(org.get("sites", []) if isinstance(org.get("sites"), list) else []):
             if isinstance(site, Mapping):
                 visit_hosts(site.get("hosts"), read_urls(site.get("measurement_archives")) or org_urls,
-                            site.get("description"), f"organizations[{i}].sites[{j}]")
+                            site.get("description"), f"organizations[{i}].sites[{j}].")
     for urls in host_mas.values():
         for url in urls:
             content.archives.append(ArchiveRef(url, ESMOND, source))

@@ -13,7 +13,7 @@ the archives have no data for.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from perfsonar.meshes import MeshGroup
 from perfsonar.normalise import canonical_ip
@@ -142,14 +142,17 @@ class MeshIndex:
         """Whether any mesh tests this directed pair (any test kind)."""
         return next(self._matches(None, src_name, src_ip, dst_name, dst_ip), None) is not None
 
-    def missing(self) -> list[tuple[str, str, str]]:
-        """(test, source host, destination host) of every mesh pair no archive had a series for.
+    def missing(self, tests: Collection[str] | None = None) -> list[tuple[str, str, str]]:
+        """(test, source host, destination host) of every mesh pair no archive had a series for, among
+        the groups of the test kinds in ``tests`` (default: all; pass the kinds the crawl read).
 
         A series marks the pair in every group of its test kind that holds it, so a pair is missing
         from all of them or from none.
         """
         out: dict[tuple[str, str, str], None] = {}
         for seen in self._seen:
+            if tests is not None and seen.group.test not in tests:
+                continue
             for src, dst in seen.missing():
                 out[(seen.group.test, src, dst)] = None
         return list(out)

@@ -1,6 +1,6 @@
 """Pure unit conversions and plausibility checks for perfSONAR values.
 
-Archives disagree about types and units (reference §4, §5, pitfalls P10-P16): esmond returns
+Archives disagree about types and units: esmond returns
 numbers as strings, elmond and OpenSearch as numbers; RTT is milliseconds in esmond/elmond but
 seconds in OpenSearch and ISO-8601 durations in pScheduler; pScheduler latency histograms are in
 units of the test's bucket width. Everything here converts one value and either returns it in the
@@ -26,7 +26,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     M_TP_LOSS: (0.0, 1.0),
     M_RETRANSMITS: (0.0, 1.0),  # retransmitted segments per segment sent
     M_RTT_LOSS: (0.0, 1.0),
-    M_OWDELAY: (0.0, 60_000.0),  # a negative delay is a clock error (P19); > 60 s is not a network
+    M_OWDELAY: (0.0, 60_000.0),  # a negative delay is a clock error; > 60 s is not a network
     M_RTT: (0.0, 60_000.0),
 }
 
@@ -123,7 +123,7 @@ def owd_scale(tool_name: str | None, bucket_width: object) -> float:
 
     pScheduler-produced data (tool ``pscheduler/...`` in esmond/elmond, all OpenSearch data) stores
     delay / bucket-width, so it is ms only for the default width 0.001 s; pre-pScheduler esmond data
-    advertises 0.0001 although its buckets are already ms (reference P10). So rescale only
+    advertises 0.0001 although its buckets are already ms. So rescale only
     pScheduler data.
     """
     width = to_float(bucket_width)
@@ -169,7 +169,9 @@ def ip_family(address: str | None) -> int | None:
 
 
 def canonical_ip(address: object) -> str | None:
-    """The compressed canonical text of an IP literal, so IPv6 spellings compare equal (P3)."""
+    """The compressed canonical text of an IP literal, so IPv6 spellings compare equal and an
+    IPv4-mapped IPv6 address (``::ffff:a.b.c.d``, as dual-stack sockets report IPv4 peers) is its IPv4
+    address."""
     if not isinstance(address, str):
         return None
     return _canonical_ip(address)
@@ -182,9 +184,11 @@ def _canonical_ip(address: str) -> str | None:
     if "%" in text:
         text = text.split("%", 1)[0]  # zone ids never identify a remote host
     try:
-        return str(ipaddress.ip_address(text))
+        ip = ipaddress.ip_address(text)
     except ValueError:
         return None
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:10.1.0.10 is the IPv4 host 10.1.0.10
+    return str(mapped or ip)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

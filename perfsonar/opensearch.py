@@ -1,12 +1,12 @@
 """Read perfSONAR 5 OpenSearch archives (``https://HOST/opensearch``, anonymous read by default).
 
-One ``_search`` per test kind and page returns many host pairs at once (reference §5), which is
-what makes OSG-scale crawls cheap: a ``composite`` aggregation over (``meta.source.ip``,
+One ``_search`` per test kind and page returns many host pairs at once, which is what makes
+OSG-scale crawls cheap: a ``composite`` aggregation over (``meta.source.ip``,
 ``meta.destination.ip``, ``meta.ip_version``) pages through every pair, and per pair a ``filter``
 aggregation counts successful runs, a ``min`` aggregation reads the schedule's ``repeat`` (the
 test's cadence, already in seconds), and ``top_hits`` returns the newest runs (successful and
 failed) with only the fields the spider needs. Time filtering uses ``pscheduler.start_time`` — the
-measurement time — never ``@timestamp``, which is ingest time (P16).
+measurement time — never ``@timestamp``, which is when Logstash ingested the result.
 
 Pairs whose runs are all older than the window are found by a second, light query over
 ``[now - lookback, now - window)`` that returns per pair only the newest start time (and the names):
@@ -16,19 +16,20 @@ Throughput documents carry the test's own loss (UDP: flat ``result.packets_lost`
 ``result.packets_sent``) and TCP ``result.retransmits``, turned into a rate per segment sent with the
 run's volume (throughput x ``test.spec.duration``) and ``result.mss``.
 
-Units (P10, P11): ``result.throughput`` is bit/s; ``result.latency.*`` is in units of
+Units: ``result.throughput`` is bit/s; ``result.latency.*`` is in units of
 ``test.spec.bucket-width`` (ms for the default 0.001 s, rescaled otherwise); ``result.rtt.*`` is in
 **seconds**; ``result.packets.loss`` is a 0..1 fraction.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from perfsonar.discovery import ArchiveRef
-from perfsonar.errors import ResponseError
+from perfsonar.errors import ResponseError, SpiderError
 from perfsonar.esmond import ReadSettings, retransmit_rate
 from perfsonar.http import HttpClient
 from perfsonar.model import (
@@ -54,6 +55,8 @@ from perfsonar.normalise import (
     to_float,
 )
 
+log = logging.getLogger("lark.spider")
+
 INDICES = {THROUGHPUT: ("pscheduler_throughput",), LATENCY: ("pscheduler_latencybg", "pscheduler_latency"),
            RTT: ("pscheduler_rtt",)}
 
@@ -67,6 +70,9 @@ TEST_FIELDS = {
     LATENCY: ["result.latency.median", "result.latency.min", "result.packets.loss", "test.spec.bucket-width"],
     RTT: ["result.rtt.mean", "result.rtt.min", "result.packets.loss"],
 }
+
+# The stale-pair query needs only the names (the family is in the key).
+STALE_NAME_FIELDS = ["meta.source.hostname", "meta.destination.hostname", "test.spec.source", "test.spec.dest"]
 
 # Keep one response well below the size cap: pairs per page x documents per pair ~ 20,000 documents.
 DOCS_PER_PAGE = 20000
@@ -134,8 +140,9 @@ def build_stale_query(now: float, window: float, lookback: float, after: Mapping
     """The ``_search`` body listing pairs with runs in ``[now - lookback, now - window)``: newest run only.
 
     Every active pair has runs before the window too, so this lists (nearly) every pair again: it asks
-    only for the keys, the newest start time and the schedule (~120 bytes per pair), and the pairs'
-    host names are taken from the main query's answer.
+    only for the keys, the newest start time, the schedule and the host names of the newest run (one
+    ``names`` hit with :data:`STALE_NAME_FIELDS`), so a pair with no run in the window keeps the names
+    the mesh and the site mapping know it by.
     """
     composite: dict[str, Any] = {"size": 1000, "sources": build_query(THROUGHPUT, now, window, 1)["aggs"]["pairs"]
                                  ["composite"]["sources"]}
@@ -153,6 +160,11 @@ def build_stale_query(now: float, window: float, lookback: float, after: Mapping
             "aggs": {
                 "last": {"max": {"field": "pscheduler.start_time"}},
                 "repeat": {"min": {"field": "schedule.repeat"}},
+                "names": {"top_hits": {
+                    "size": 1,
+                    "sort": [{"pscheduler.start_time": {"order": "desc"}}],
+                    "_source": {"includes": STALE_NAME_FIELDS},
+                }},
             },
         }},
     }
@@ -240,7 +252,8 @@ def _sources(bucket: Mapping[str, Any], agg: str) -> list[Mapping[str, Any]]:
 
 
 def _names(docs: list[Mapping[str, Any]]) -> tuple[str | None, str | None]:
-    """Host names from the newest document: ``test.spec`` (the mesh's name) before DNS at ingest (P25)."""
+    """Host names from the newest document: ``test.spec`` (the mesh's name) before the names Logstash
+    looked up in DNS at ingest, which may differ."""
     for doc in docs:
         src = _get(doc, "test.spec.source") or _get(doc, "meta.source.hostname")
         dst = _get(doc, "test.spec.dest") or _get(doc, "meta.destination.hostname")
@@ -293,7 +306,7 @@ def _add_values(series: HostSeries, doc: Mapping[str, Any], test: str, ts: float
         scale = owd_scale(None, _get(doc, "test.spec.bucket-width"))
         median, minimum = to_float(_get(doc, "result.latency.median")), to_float(_get(doc, "result.latency.min"))
         if minimum is not None and minimum < 0:
-            series.rejected += 1  # clock error (P19): drop the delay, keep the loss
+            series.rejected += 1  # unsynchronised clocks: drop the delay, keep the loss
         else:
             put(M_OWDELAY, None if median is None else median * scale)
         put(M_LOSS, to_float(_get(doc, "result.packets.loss")))
@@ -352,18 +365,27 @@ class OpenSearchReader:
                 break
         if self.settings.lookback > window:
             names: dict[str, str] = {}
+            fresh: set[tuple[str | None, str | None, float]] = set()
             for series in out:
+                fresh.add((series.src_ip, series.dst_ip, float(series.family)))
                 if series.src_ip and series.src_name:
                     names[series.src_ip] = series.src_name
                 if series.dst_ip and series.dst_name:
                     names[series.dst_ip] = series.dst_name
-            out.extend(self._stale(test, window, url, params, names))
+            try:
+                out.extend(self._stale(test, window, url, params, names, fresh))
+            except SpiderError as err:
+                # The fresh pairs above are good data: a failed look-back only loses the stale ones.
+                log.warning("archive %s: stale-pair search for %s failed, only pairs with runs in the window "
+                            "are reported: %s", self.archive.url, test, err)
         return out
 
-    def _stale(self, test: str, window: float, url: str, params: Mapping[str, str], names: Mapping[str, str]
-               ) -> list[HostSeries]:
-        """Pairs whose newest run is older than the window but within ``lookback`` (host names, where
-        known, from the pairs of this archive that do have runs in the window)."""
+    def _stale(self, test: str, window: float, url: str, params: Mapping[str, str], names: Mapping[str, str],
+               fresh: set[tuple[str | None, str | None, float]]) -> list[HostSeries]:
+        """Pairs whose newest run is older than the window but within ``lookback``, with the host names
+        of that run (else those of this archive's pairs that do have runs in the window). The answer
+        lists every pair with older runs, nearly all of which also have runs in the window (``fresh``:
+        their keys); those are skipped before any parsing."""
         out: list[HostSeries] = []
         after: Mapping[str, Any] | None = None
         for _page in range(self.settings.max_metadata_pages):
@@ -377,6 +399,10 @@ class OpenSearchReader:
             if not isinstance(buckets, list):
                 raise ResponseError(url, "aggregations.pairs.buckets is not a list")
             for bucket in buckets:
+                key = bucket.get("key") if isinstance(bucket, Mapping) else None
+                if isinstance(key, Mapping) and (canonical_ip(key.get("src")), canonical_ip(key.get("dst")),
+                                                 to_float(key.get("ipv"))) in fresh:
+                    continue
                 series = series_from_bucket(bucket, test, self.archive.url, self.now, 0.0, stale=True)
                 if series is not None:
                     series.src_name = series.src_name or names.get(series.src_ip or "")

@@ -43,7 +43,7 @@ from perfsonar.model import (
 )
 from perfsonar.normalise import percentile
 
-# Cadences used when neither the data nor the mesh says how often a test runs (reference §2, P17):
+# Cadences used when neither the data nor the mesh says how often a test runs:
 # throughput every few hours, powstream reports every minute, ping tests every few minutes.
 DEFAULT_INTERVALS: dict[str, float] = {THROUGHPUT: 21600.0, LATENCY: 60.0, RTT: 600.0}
 
@@ -182,8 +182,14 @@ def link_grade(metrics: Mapping[str, MetricSummary]) -> tuple[str, str]:
     """The worst grade among the link's metrics, with those metrics' reasons.
 
     ``unknown`` metrics are ignored when another metric has data: a site pair with only throughput
-    tests is judged on throughput, not marked unknown for lacking a latency test.
+    tests is judged on throughput, not marked unknown for lacking a latency test. Likewise a metric
+    that is ``stale`` only because the archive lists its test with no run in the window (no samples,
+    not carried over) is ignored when another metric has samples: a latency test listed but not run
+    must not turn a link with fresh throughput into a stale one (its own grade still says stale).
     """
+    if any(s.n for s in metrics.values()):
+        metrics = {m: s for m, s in metrics.items()
+                   if s.n or s.carried or s.failures or s.quality != STALE}
     known = {m: s for m, s in metrics.items() if s.quality != UNKNOWN}
     if not known:
         reasons = [f"{METRIC_LABEL[m]}: {s.reason}" for m, s in sorted(metrics.items())]

@@ -54,10 +54,14 @@ def parse_osg_resource_group(doc: Any, source: str, resource_group: str, site_di
 
     The site is the resource group (the file name, as OSG's own XML calls it ``GroupName``), the
     site directory, or the WLCG accounting name of the group's resources (``site_key``). Inactive
-    resources are skipped. A perfSONAR service's ``Details.endpoint`` wins over the resource FQDN.
+    resources (``Active: false``) are skipped, and so are resources and whole groups with
+    ``Disable: true`` (Topology's legacy flag that means deleted). A perfSONAR service's
+    ``Details.endpoint`` wins over the resource FQDN.
     """
     if not isinstance(doc, Mapping):
         raise RegistryError(f"{source}: not an OSG Topology resource group (expected a mapping)")
+    if doc.get("Disable") is True:
+        return []
     resources = doc.get("Resources")
     if not isinstance(resources, Mapping):
         return []
@@ -72,7 +76,7 @@ def parse_osg_resource_group(doc: Any, source: str, resource_group: str, site_di
         site = resource_group
     out: list[RegistryEntry] = []
     for res in resources.values():
-        if not isinstance(res, Mapping) or res.get("Active") is False:
+        if not isinstance(res, Mapping) or res.get("Active") is False or res.get("Disable") is True:
             continue
         services = res.get("Services")
         if not isinstance(services, Mapping):
@@ -192,13 +196,16 @@ def parse_osg_rgsummary(text: str, source: str, site_key: str = "resource_group"
                                                                                       or "").strip()}}
                         for svc in res.iter("Service")}
             entry: dict[str, Any] = {"Active": (res.findtext("Active") or "True").strip().lower() != "false",
+                                     "Disable": (res.findtext("Disable") or "False").strip().lower() == "true",
                                      "FQDN": (res.findtext("FQDN") or "").strip(), "Services": services}
             accounting = (res.findtext("WLCGInformation/AccountingName") or "").strip()
             if accounting:
                 entry["WLCGInformation"] = {"AccountingName": accounting}
             resources[(res.findtext("Name") or str(i)).strip()] = entry
+        disabled = (rg.findtext("Disable") or "False").strip().lower() == "true"
         if group:
-            out.extend(parse_osg_resource_group({"Resources": resources}, source, group, site_dir, site_key))
+            out.extend(parse_osg_resource_group({"Resources": resources, "Disable": disabled}, source, group,
+                                                site_dir, site_key))
     return out
 
 
@@ -211,7 +218,7 @@ def parse_registry(kind: str, text: str, source: str, site_key: str = "resource_
             doc = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise RegistryError(f"{source}: not valid YAML: {err}") from None
-        name = source.rstrip("/").rsplit("/", 1)[-1].removesuffix(".yaml")
+        name = source.rstrip("/").rsplit("/", 1)[-1].removesuffix(".yaml").removesuffix(".yml")
         return parse_osg_resource_group(doc, source, name, None, site_key)
     if kind == "gocdb":
         return parse_gocdb(text, source)
@@ -224,10 +231,10 @@ def load_registry(kind: str, path: Path, site_key: str = "resource_group") -> li
     """Entries of one registry file or directory. Raises :class:`RegistryError` naming the file."""
     try:
         if kind == "osg-topology" and (path.is_dir() or path.suffix in (".yaml", ".yml")):
-            files = sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
+            files = sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")]) if path.is_dir() else [path]
             out: list[RegistryEntry] = []
             for f in files:
-                if f.name.endswith("_downtime.yaml") or f.name == "SITE.yaml":
+                if f.stem.endswith("_downtime") or f.stem == "SITE":
                     continue  # downtime and site-description files list no resources
                 try:
                     doc = yaml.safe_load(f.read_text(encoding="utf-8"))

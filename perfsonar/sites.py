@@ -37,7 +37,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from lark.links.records import attribute_suffix
+from lark.links.records import site_key as attribute_key
 from perfsonar.model import SiteClaim
 from perfsonar.normalise import canonical_ip
 from perfsonar.registries import RegistryEntry
@@ -96,8 +96,9 @@ def normalise_site(name: str) -> str:
 
 
 def site_key(name: str) -> str:
-    """What matchmaking can tell apart: the attribute-name form of the site, ignoring case."""
-    return attribute_suffix(normalise_site(name)).lower()
+    """What matchmaking can tell apart: the attribute-name form of the site, ignoring case (as
+    ``lark-links`` compares sites), after the spider's white-space normalisation."""
+    return attribute_key(normalise_site(name))
 
 
 def registry_claims(entries: Iterable[RegistryEntry]) -> list[SiteClaim]:

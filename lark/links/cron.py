@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lark.config import parse_bool, parse_float, parse_int
 from lark.errors import ConfigError
-from lark.links.records import BreakerKnobs, cron_output, links_into
+from lark.links.records import BreakerKnobs, cron_output, links_into, site_key
 
 Param = Callable[[str], str | None]
 
@@ -176,7 +176,9 @@ def main() -> int:
     def query() -> list[dict[str, object]]:
         ads = htcondor2.Collector().query(
             htcondor2.AdType.Any,
-            constraint=f'MyType == "LarkNetworkLink" && LarkDestinationSite == {classad2.quote(site)}')
+            # by the normalised key the spider publishes (older spiders: the name as spelt)
+            constraint=f'MyType == "LarkNetworkLink" && (LarkDestinationSiteKey =?= {classad2.quote(site_key(site))}'
+                       f' || LarkDestinationSite == {classad2.quote(site)})')
         return [dict(ad.items()) for ad in ads]
 
     cache_text = param("LARK_LINKS_CACHE") or (f"{param('SPOOL')}/lark-links.json" if param("SPOOL") else "")

@@ -70,18 +70,28 @@ def _value(ad: Mapping[str, object], name: str) -> object | None:
     return value
 
 
+def site_key(site: str) -> str:
+    """A site name as the breaker compares it: its attribute spelling (:func:`attribute_suffix`) in
+    lower case, as ClassAd attribute names are. "ALPHA" (a slot's ``LarkSite``), "Alpha" (a mesh's
+    display name) and "alpha" are one site, as they already share one ``LarkMaxInputBytes_`` attribute."""
+    return attribute_suffix(site).lower()
+
+
 def links_into(site: str, ads: Iterable[Mapping[str, object]]) -> dict[str, dict[str, object]]:
     """One record per remote site for the links whose destination is ``site``.
 
-    Where a site pair has both families, the IPv4 link wins; a link graded ``unknown`` carries no
-    figures and is left out (the unknown-link policy then applies to it).
+    Site names are compared with :func:`site_key`, so the spider's spelling of a site need not be
+    the slot's. Where a site pair has both families, the IPv4 link wins; a link graded ``unknown``
+    carries no figures and is left out (the unknown-link policy then applies to it).
     """
+    here = site_key(site)
     chosen: dict[str, tuple[int, dict[str, object]]] = {}
     for ad in ads:
-        if _value(ad, "LarkDestinationSite") != site:
+        destination = _value(ad, "LarkDestinationSite")
+        if not isinstance(destination, str) or site_key(destination) != here:
             continue
         remote = _value(ad, "LarkSourceSite")
-        if not isinstance(remote, str) or not remote or remote == site:
+        if not isinstance(remote, str) or not remote or site_key(remote) == here:
             continue
         record = {field: v for attr, field in FIELDS.items() if (v := _value(ad, attr)) is not None}
         if "Mbps" not in record or record.get("Quality") == "unknown":

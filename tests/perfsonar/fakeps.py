@@ -307,20 +307,35 @@ def esmond_archiver(url: str) -> dict[str, Any]:
 
 
 def meshconfig_mesh(description: str, sites: Mapping[str, list[str]], read_url: str,
-                    tests: list[tuple[str, str, list[str], int | None]]) -> dict[str, Any]:
+                    tests: list[tuple[str, str, list[str], int | None]], shape: str = "pwa") -> dict[str, Any]:
     """A legacy MeshConfig document: organisations/sites/hosts with ``measurement_archives``.
 
-    ``tests`` items are (description, parameter type, members, interval).
+    ``sites`` maps a site name to its hosts; ``tests`` items are (description, parameter type, members,
+    interval). ``shape="pwa"`` is what psconfig-web's ``api/pub/meshconfig.js`` publishes: one
+    ``organizations[0].sites[]`` entry per host, ``{hosts: [host], location}`` with no description,
+    and the site in the host's ``description`` (``desc || sitename``); ``shape="site"`` is the
+    hand-written form with a ``description`` on each site entry and none on its hosts.
     """
-    def host(name: str) -> dict[str, Any]:
-        return {"addresses": [name], "measurement_archives": [
+    assert shape in ("pwa", "site")
+
+    def host(name: str, desc: str | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"addresses": [name], "measurement_archives": [
             {"type": "perfsonarbuoy/bwctl", "read_url": read_url, "write_url": read_url},
             {"type": "perfsonarbuoy/owamp", "read_url": read_url, "write_url": read_url}]}
+        if desc is not None:
+            out |= {"description": desc, "toolkit_url": "auto"}
+        return out
 
+    if shape == "pwa":
+        entries = [{"hosts": [host(h, site)], "location": {"country": "US", "city": None}}
+                   for site, hosts in sites.items() for h in hosts]
+        org: dict[str, Any] = {"sites": entries}
+    else:
+        org = {"description": "Org", "sites": [
+            {"description": site, "hosts": [host(h, None) for h in hosts]} for site, hosts in sites.items()]}
     return {
         "description": description,
-        "organizations": [{"description": "Org", "sites": [
-            {"description": site, "hosts": [host(h) for h in hosts]} for site, hosts in sites.items()]}],
+        "organizations": [org],
         "tests": [{"description": d, "members": {"type": "mesh", "members": members},
                    "parameters": {"type": ptype, **({"interval": interval} if interval else {})}}
                   for d, ptype, members, interval in tests],
@@ -435,7 +450,7 @@ class EsmondApp:
         key = md_key(self.dialect, t.test, t.src_ip, t.dst_ip, t.tool, len(self.tests))
         rel = f"{self.PATH}/{key}/"
         uri = self.mount + rel
-        tool = t.tool or (f"pscheduler/{TOOLS[t.test]}" if elmond else f"bwctl/{TOOLS[t.test]}")
+        tool = t.tool or f"pscheduler/{TOOLS[t.test]}"  # perfSONAR 4.x esmond archives pScheduler runs too
 
         def value(v: Any) -> Any:
             return v if elmond else str(v)

@@ -334,3 +334,20 @@ def test_daemon_survives_publish_failures_reloads_and_stops_on_sigterm(world: Wo
     for line in text.splitlines():
         if line and not line.startswith((" ", "Traceback")):
             assert re.match(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d ", line), line
+
+
+def test_the_crawl_line_is_the_one_the_docs_show() -> None:
+    from collections import Counter
+
+    from perfsonar.crawl import CrawlStats
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "spider.md").read_text()
+    block = doc.split("## One line per crawl", 1)[1].split("```", 2)[1]
+    shown = " ".join(block.split())
+    shown = shown[shown.index("crawl "):]  # after the log's time stamp
+    # The figures of the docs' example, set one by one; every label and separator comes from line().
+    stats = CrawlStats(number=3, duration=44.9, meshes=1, mesh_tests=90300, archives=301, series=90300,
+                       samples=361200, links=90300, grades=Counter(good=90300), mesh_missing=0, requests=48145,
+                       phases={"discovery": 0.0, "reading": 40.7, "grading": 3.8})
+    assert stats.line() == shown
+    assert "7 mesh pairs without data" in CrawlStats(mesh_missing=7).line()

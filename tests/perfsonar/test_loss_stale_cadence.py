@@ -96,7 +96,9 @@ def test_esmond_series_older_than_the_window_is_listed_stale_without_fetching(se
     app = EsmondApp("esmond", mount="/a")
     server.mount("/a", app)
     old = int(now) - 3 * 86400
-    app.add(EsmondTest("throughput", A[1], B[1], A[0], B[0], points={"throughput": [(old, 1e9)]}))
+    md = app.add(EsmondTest("throughput", A[1], B[1], A[0], B[0], points={"throughput": [(old, 1e9)]}))
+    # perfSONAR 4.x esmond: pScheduler's tool name, esmond's 32-hex key (its time-updated is trusted).
+    assert md["tool-name"] == "pscheduler/iperf3" and len(md["metadata-key"]) == 32
     ref = ArchiveRef(server.url("/a/esmond/perfsonar/archive/"), "esmond", "t")
     assert EsmondReader(client(), ref, settings(tests=(THROUGHPUT,)), now).list_series() == []  # lookback off
     r = EsmondReader(client(), ref, settings(tests=(THROUGHPUT,), lookback=WEEK), now)
@@ -180,8 +182,10 @@ def test_opensearch_pairs_older_than_the_window_are_reported_stale(server: FakeP
     got = os_reader(server, now, tests=(THROUGHPUT,), lookback=WEEK).read()
     stale = [s for s in got if s.last_seen is not None]
     assert [(s.src_ip, s.last_seen, s.interval, s.src_name) for s in stale] == [
-        (A[1], now - 3 * 86400, 21600.0, A[0]), (B[1], now - 2 * 86400, 21600.0, B[0])]
+        (A[1], now - 3 * 86400, 21600.0, A[0])]
     assert all(not s.samples for s in stale)
+    # B -> A has runs in the window: its older runs add nothing (it is reported once, fresh).
+    assert [(s.src_ip, s.last_seen) for s in got if s.src_ip == B[1]] == [(B[1], None)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -324,3 +328,102 @@ def test_lookback_is_off_or_at_least_the_longest_window(tmp_path: Path, lookback
     else:
         with pytest.raises(ConfigError, match="measurements.lookback"):
             parse_config(data, str(tmp_path / "s.yaml"))
+
+
+# ------------------------------------------------------------------------------------------------
+# A failed or partial look-back, secondary tests without runs, loss figures carried over
+
+
+def test_a_failed_stale_pair_search_keeps_the_archives_fresh_pairs(
+        server: FakePerfSONAR, osapp: OpenSearchApp, mesh: StaticApp, now: float, tmp_path: Path) -> None:
+    for h in (1, 7):
+        osapp.add(os_doc("throughput", A, B, 4, now - 3600 * h, throughput=9e9))
+    osapp.add(os_doc("throughput", B, A, 4, now - 3 * 86400, throughput=9e9))  # only the look-back finds it
+    sp = Spider(parse_config(crawl_config(server, tmp_path), str(tmp_path / "s.yaml")))
+    real = sp.client.post_json
+
+    def post_json(url: str, body: dict, *args: object, **kw: object) -> object:
+        if "lt" in body["query"]["bool"]["filter"][0]["range"]["pscheduler.start_time"]:  # the look-back query
+            from perfsonar.errors import ResponseError
+            raise ResponseError(url, "timed out (a 7-day aggregation on a busy archive)")
+        return real(url, body, *args, **kw)
+
+    sp.client.post_json = post_json  # type: ignore[method-assign]
+    result = sp.crawl(persist=False)
+    assert result.failed_archives == {} and result.stats.archives_failed == 0
+    link = result.links[LinkKey("ALPHA", "BETA", 4)]
+    assert link.quality == GOOD and link.metrics[M_THROUGHPUT].n == 2
+    assert LinkKey("BETA", "ALPHA", 4) not in result.links  # only the stale pair is lost
+
+
+def test_stale_pairs_carry_their_own_host_names(server: FakePerfSONAR, osapp: OpenSearchApp, now: float) -> None:
+    # No pair of these hosts has a run in the window, so no fresh pair can lend them its names.
+    gamma = ("ps-bw.gamma.example", "10.3.0.30")
+    osapp.add(os_doc("throughput", gamma, B, 4, now - 3 * 86400, throughput=9e9))
+    (stale,) = os_reader(server, now, tests=(THROUGHPUT,), lookback=WEEK).read()
+    assert (stale.src_name, stale.src_ip, stale.dst_name, stale.dst_ip) == (gamma[0], gamma[1], B[0], B[1])
+    assert stale.last_seen == now - 3 * 86400
+
+
+def test_a_listed_latency_test_without_runs_does_not_make_fresh_throughput_stale() -> None:
+    from perfsonar.model import HostSeries
+    from perfsonar.quality import QualityPolicy, summarise_links
+
+    now = 1_800_000_000.0
+    tp = HostSeries("http://a/", THROUGHPUT, 4, "a.example", None, "b.example", None, interval=21600.0,
+                    samples={M_THROUGHPUT: [(now - 3600, 9e9), (now - 7200, 9.1e9)]}, successes=2)
+    # The archive still lists a latency test whose newest run is 2 days old (none in the 30 min window).
+    lat = HostSeries("http://a/", LATENCY, 4, "a.example", None, "b.example", None, last_seen=now - 2 * 86400)
+
+    def site(name: str | None, _ip: str | None) -> str | None:
+        return (name or "?")[0].upper()
+
+    link = summarise_links([tp, lat], site, now, QualityPolicy())[LinkKey("A", "B", 4)]
+    assert link.metrics[M_LOSS].quality == STALE  # the latency test's own grade still says so
+    assert link.quality == GOOD and "throughput" in link.reason
+    attrs = link_ad_attributes(link, now, 1800)
+    assert attrs["LarkQuality"] == "good" and attrs["LarkLossQuality"] == "stale"
+    judged = judge(links_into("B", [attrs]), BreakerKnobs(), now)
+    assert judged["A"].broken is None  # lark/links lets large inputs cross
+    # A stale latency test alone (no fresh figure at all) still makes the link stale.
+    alone = summarise_links([lat], site, now, QualityPolicy())[LinkKey("A", "B", 4)]
+    assert alone.quality == STALE
+
+
+def test_a_fresh_throughput_loss_wins_over_a_carried_one_way_loss() -> None:
+    from dataclasses import replace
+
+    from perfsonar.model import LinkSummary
+    from perfsonar.quality import QualityPolicy, link_grade, summarise_metric
+
+    now = 1_800_000_000.0
+    policy = QualityPolicy()
+    owamp = summarise_metric(M_LOSS, [(now - 2 * 86400, 0.10)] * 3, 3, [], 60.0, now, policy)
+    carried = replace(owamp, quality=STALE, reason="not refreshed", carried=True)  # from the state file
+    tp_loss = summarise_metric(M_TP_LOSS, [(now - 600, 0.0), (now - 4000, 0.0)], 2, [], 21600.0, now, policy)
+    tp = summarise_metric(M_THROUGHPUT, [(now - 600, 9e9), (now - 4000, 9e9)], 2, [], 21600.0, now, policy)
+    metrics = {M_LOSS: carried, M_TP_LOSS: tp_loss, M_THROUGHPUT: tp}
+    quality, reason = link_grade(metrics)
+    attrs = link_ad_attributes(LinkSummary(LinkKey("A", "B", 4), metrics, quality, reason), now, 1800)
+    assert attrs["LarkLossFraction"] == 0.0 and attrs["LarkLossTest"] == "throughput"
+    # With a fresh one-way loss, that one is used (the latency test measures loss best).
+    fresh = {**metrics, M_LOSS: owamp}
+    attrs = link_ad_attributes(LinkSummary(LinkKey("A", "B", 4), fresh, *link_grade(fresh)), now, 1800)
+    assert attrs["LarkLossFraction"] == pytest.approx(0.10) and attrs["LarkLossTest"] == "latency"
+
+
+def test_mesh_pairs_of_test_kinds_not_read_are_not_missing(
+        server: FakePerfSONAR, osapp: OpenSearchApp, now: float, tmp_path: Path) -> None:
+    pub = StaticApp()
+    server.mount("/pub", pub)
+    pub.put("/bw", psconfig_mesh("BW", "throughput", [A[0], B[0]], "PT6H", {}))
+    pub.put("/lat", psconfig_mesh("LAT", "latencybg", [A[0], B[0]], None, {}))
+    for src, dst in ((A, B), (B, A)):
+        osapp.add(os_doc("throughput", src, dst, 4, now - 3600, throughput=9e9))
+    cfg = crawl_config(server, tmp_path, measurements={"tests": ["throughput"]})
+    cfg["discovery"]["meshes"] = [server.url("/pub/bw"), server.url("/pub/lat")]
+    result = Spider(parse_config(cfg, str(tmp_path / "s.yaml"))).crawl(persist=False)
+    assert result.missing == [] and result.stats.mesh_missing == 0
+    cfg["measurements"] = {"tests": ["throughput", "latency"]}  # read latency: its pairs are missing
+    result = Spider(parse_config(cfg, str(tmp_path / "s.yaml"))).crawl(persist=False)
+    assert sorted(result.missing) == [(LATENCY, A[0], B[0]), (LATENCY, B[0], A[0])]

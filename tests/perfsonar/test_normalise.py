@@ -106,6 +106,9 @@ def test_ip_canonical_forms_compare_equal() -> None:
     assert canonical_ip("[2001:db8::41]") == "2001:db8::41"
     assert canonical_ip("fe80::1%eth0") == "fe80::1"
     assert canonical_ip("ps.example.org") is None
+    # An IPv4-mapped IPv6 address is the IPv4 host (the same site, the same sites.rules cidr).
+    assert canonical_ip("::ffff:10.1.0.10") == canonical_ip("::FFFF:0a01:000a") == "10.1.0.10"
+    assert canonical_ip("::10.1.0.10") == "::a01:a"  # IPv4-compatible (deprecated) is not mapped
     assert ip_family("192.0.2.1") == 4
     assert ip_family("2001:db8::1") == 6
     assert ip_family("host") is None

@@ -71,16 +71,23 @@ class MetaWorld:
         return self.server.url("/pub/config")
 
 
-def run_spider(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The installed ``lark-spider`` entry point, with no configuration file and a private state path."""
-    exe = Path(sys.executable).with_name("lark-spider")
-    env = dict(os.environ, LARK_SPIDER_CONFIG=str(tmp_path / "no-such-spider.yaml"),
-               LARK_SPIDER_STATE_FILE=str(tmp_path / "state.json"))
-    return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+EXE = Path(sys.executable).with_name("lark-spider")
+
+
+def spider_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LARK_SPIDER_", "_CONDOR_"))}
+    return dict(env, LARK_SPIDER_CONFIG=str(tmp_path / "no-such-spider.yaml"), **extra)
+
+
+def run_spider(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``lark-spider`` entry point, with no configuration file (so: no state file either)."""
+    return subprocess.run([str(EXE), *args], env=spider_env(tmp_path, **env), capture_output=True, text=True,
+                          timeout=120, check=False)
 
 
 def ads_of(stdout: str) -> dict[str, dict]:
-    return {ad["Name"]: ad for ad in json.loads(stdout.split("\n# ")[0]) if ad["MyType"] == "LarkNetworkLink"}
+    """The link ads of ``--json`` output, which is one JSON document and nothing else."""
+    return {ad["Name"]: ad for ad in json.loads(stdout) if ad["MyType"] == "LarkNetworkLink"}
 
 
 def test_publisher_url_alone_maps_sites_from_meta_and_publishes_every_measured_pair(
@@ -107,7 +114,8 @@ def test_publisher_url_alone_maps_sites_from_meta_and_publishes_every_measured_p
     ba = ads["BETA->ALPHA/IPv4"]
     assert ba["LarkQuality"] == "good" and ba["LarkThroughputMbps"] == 9400.0
     assert ba["LarkRetransmitFraction"] == 0.0 and "LarkLossFraction" not in ba
-    assert not (tmp_path / "state.json").exists()
+    # The summary lines are on stderr, so stdout stays one JSON document.
+    assert "# 3 link ads would be advertised to the local collector" in done.stderr
 
 
 def test_two_dry_runs_print_the_same_ads_and_write_no_state(server: FakePerfSONAR, now: float,
@@ -129,7 +137,6 @@ def test_two_dry_runs_print_the_same_ads_and_write_no_state(server: FakePerfSONA
 
     assert stable(first.stdout) == stable(third.stdout)
     assert "ALPHA->BETA/IPv4" not in ads_of(second.stdout)  # nothing was remembered from the first run
-    assert not (tmp_path / "state.json").exists()
 
 
 def test_no_link_exits_4_naming_the_unmapped_hosts(server: FakePerfSONAR, now: float, tmp_path: Path) -> None:
@@ -187,3 +194,88 @@ def test_archives_and_sites_from_the_command_line_alone(server: FakePerfSONAR, n
     assert check.returncode == 0 and "<command line>: OK (0 publishers, 0 meshes, 1 archive endpoints" in check.stdout
     bad = run_spider(tmp_path, "--once", "--dry-run", "--esmond", server.url("/a/"), "--site", "nosite")
     assert bad.returncode == 1 and "expected HOST=SITE" in bad.stderr
+
+
+def daemon_state(server: FakePerfSONAR, world: MetaWorld, tmp_path: Path) -> tuple[Path, Path]:
+    """A configuration file like a daemon's, and the state file its last crawl wrote (3 links)."""
+    from perfsonar.config import load_config
+    from perfsonar.crawl import Spider
+
+    state = tmp_path / "daemon-state.json"
+    cfg_file = tmp_path / "spider.yaml"
+    cfg_file.write_text(json.dumps({"discovery": {"meshes": [world.publisher]},
+                                    "spider": {"state_file": str(state)}, "sites": {"resolve_dns": False}}))
+    Spider(load_config(cfg_file, knobs=None)).crawl(persist=True)
+    assert '"links": 3' in state.read_text().splitlines()[0]  # the daemon's links are on disk
+    return cfg_file, state
+
+
+def test_a_one_off_from_the_command_line_never_reads_the_daemons_state(server: FakePerfSONAR, now: float,
+                                                                      tmp_path: Path) -> None:
+    world = MetaWorld(server, now)
+    _cfg, state = daemon_state(server, world, tmp_path)
+    saved = state.read_bytes()
+    # A one-off of a mesh where nothing maps to a site, with the daemon's state file configured by knob:
+    # no carried-over ads of the daemon's links, and exit 4.
+    unmapped = MetaWorld(server, now, display={h: h for h in HOSTS})
+    done = run_spider(tmp_path, "--once", "--dry-run", "--json", "--psconfig", unmapped.publisher,
+                      LARK_SPIDER_STATE_FILE=str(state))
+    assert done.returncode == 4, done.stderr
+    assert ads_of(done.stdout) == {}
+    assert state.read_bytes() == saved
+
+
+def test_only_carried_links_exit_4(server: FakePerfSONAR, now: float, tmp_path: Path) -> None:
+    world = MetaWorld(server, now)
+    cfg_file, _state = daemon_state(server, world, tmp_path)
+    server.apps.pop("/a")
+    server.apps.pop("/b")  # every archive is down: the dry run has only the state file's links
+    done = run_spider(tmp_path, "--once", "--dry-run", "--json", "-c", str(cfg_file))
+    ads = ads_of(done.stdout)
+    assert ads and all(ad["LarkQuality"] == "stale" for ad in ads.values())
+    assert all("not refreshed" in ad["LarkQualityReason"] for ad in ads.values())
+    assert done.returncode == 4, done.stderr
+    assert "no link could be published" in done.stderr
+
+
+def test_nothing_discovered_exits_5(tmp_path: Path) -> None:
+    done = run_spider(tmp_path, "--once", "--dry-run", "--psconfig", "http://127.0.0.1:9/pub/config")
+    assert done.returncode == 5, done.stderr
+    assert "lark-spider: nothing was discovered" in done.stderr
+    assert "5  nothing was discovered" in run_spider(tmp_path, "--help").stdout
+
+
+@pytest.mark.parametrize("with_file", [False, True])
+def test_sighup_reloads_with_the_command_line_sources(server: FakePerfSONAR, now: float, tmp_path: Path,
+                                                      with_file: bool) -> None:
+    import signal
+    import time
+
+    world = MetaWorld(server, now)
+    log = tmp_path / "spider.log"
+    args = [str(EXE), "--psconfig", world.publisher, "--site", "ps-bw.gamma.example=GAMMA", "--log", str(log)]
+    if with_file:  # a file with no source of its own: the mesh and the rule come from the command line
+        (tmp_path / "spider.yaml").write_text("sites:\n  resolve_dns: false\n")
+        args += ["-c", str(tmp_path / "spider.yaml")]
+    env = spider_env(tmp_path, LARK_SPIDER_COLLECTOR="127.0.0.1:9")  # publishing fails fast: logged only
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_for(text: str) -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            content = log.read_text() if log.exists() else ""
+            if text in content:
+                return content
+            assert proc.poll() is None, content
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not logged:\n{content}")
+
+    try:
+        wait_for("crawl 1 done")
+        proc.send_signal(signal.SIGHUP)
+        content = wait_for("configuration reloaded")
+        assert "not reloading" not in content
+        assert "reloaded from" in content and "1 meshes, 0 archive endpoints, 1 site rules" in content
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

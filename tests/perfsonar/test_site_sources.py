@@ -19,7 +19,7 @@ from perfsonar.model import SiteClaim
 from perfsonar.pool import pool_knowledge
 from perfsonar.registries import parse_registry
 from perfsonar.sites import DomainRule, SiteMap, SiteRule, registry_claims, site_key
-from tests.perfsonar.fakeps import FakePerfSONAR, StaticApp, meshconfig_mesh, psconfig_mesh
+from tests.perfsonar.fakeps import FakePerfSONAR, Fault, StaticApp, meshconfig_mesh, psconfig_mesh
 
 OSG_RGSUMMARY = """<?xml version="1.0" encoding="utf-8"?>
 <ResourceSummary xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
@@ -103,11 +103,57 @@ def test_registries_from_urls_in_their_export_formats(server: FakePerfSONAR, tmp
     assert not [e for e in result.errors if "registry" in e]
 
 
+def test_a_registry_outage_keeps_its_last_entries_and_is_retried_next_crawl(server: FakePerfSONAR,
+                                                                           tmp_path: Path) -> None:
+    exports = StaticApp()
+    server.mount("/reg", exports)
+    exports.put("/cric", CRIC_JSON)
+    exports.put_raw("/gocdbpi/public", GOCDB_XML, "application/xml")
+    cfg = parse_config({"discovery": {"meshes": [server.url("/reg/none")]}, "http": {"retries": 0},
+                        "spider": {"state_file": str(tmp_path / "s.json")},
+                        "sites": {"resolve_dns": False, "registries": [
+                            {"type": "cric", "url": server.url("/reg/cric")},
+                            {"type": "gocdb", "url": server.url("/reg/gocdbpi/public")}]}},
+                       str(tmp_path / "spider.yaml"))
+    clock = [1_800_000_000.0]
+    spider = Spider(cfg, clock=lambda: clock[0])
+    lat, bw = "perfsonar-lat.example.ac.uk", "perfsonar-bw.example.ac.uk"  # from CRIC, from GOCDB
+
+    def crawl() -> tuple[str | None, str | None, list[str]]:
+        result = spider.crawl(persist=False)
+        assert result.site_map is not None
+        return result.site_map.site_of(lat, None), result.site_map.site_of(bw, None), result.errors
+
+    # CRIC is down at the first crawl: GOCDB's entries are used, CRIC is asked again 10 minutes later.
+    server.fault("/reg/cric", Fault("status", 503, times=1))
+    first = crawl()
+    assert first[:2] == (None, "UKI-EXAMPLE") and any("/reg/cric" in e and "503" in e for e in first[2])
+    clock[0] += 600
+    assert crawl()[:2] == ("UKI-EXAMPLE", "UKI-EXAMPLE")
+    # A day later (the refresh), CRIC fails again: its entries from the last good read stay.
+    clock[0] += 86401
+    server.fault("/reg/cric", Fault("status", 503, times=1))
+    asked = server.requests_to("/reg/gocdbpi")
+    third = crawl()
+    assert third[:2] == ("UKI-EXAMPLE", "UKI-EXAMPLE") and any("last good read" in e for e in third[2])
+    assert server.requests_to("/reg/gocdbpi") == asked + 1  # GOCDB was refreshed as usual
+    clock[0] += 600
+    cric, gocdb = server.requests_to("/reg/cric"), server.requests_to("/reg/gocdbpi")
+    assert crawl()[:2] == ("UKI-EXAMPLE", "UKI-EXAMPLE")
+    assert server.requests_to("/reg/cric") == cric + 1  # CRIC was retried ...
+    assert server.requests_to("/reg/gocdbpi") == gocdb  # ... GOCDB, read 10 minutes ago, was not
+
+
 def test_osg_rgsummary_site_name_choices() -> None:
     assert [(e.site, e.host) for e in parse_registry("osg-topology", OSG_RGSUMMARY, "x")] == [
         ("AGLT2", "psmsu02.aglt2.org")]
     assert parse_registry("osg-topology", OSG_RGSUMMARY, "x", "site")[0].site == "AGLT2"
     assert parse_registry("osg-topology", OSG_RGSUMMARY, "x", "wlcg")[0].site == "US-AGLT2"
+    # <Disable>true</Disable> on the resource or on its group: deleted.
+    assert parse_registry("osg-topology", OSG_RGSUMMARY.replace(
+        "<Active>true</Active><Disable>false</Disable>", "<Active>true</Active><Disable>true</Disable>"), "x") == []
+    assert parse_registry("osg-topology", OSG_RGSUMMARY.replace(
+        "<Disable>false</Disable>\n    <Facility>", "<Disable>true</Disable>\n    <Facility>"), "x") == []
 
 
 def test_sources_in_documented_order_each_decision_explained() -> None:
@@ -207,12 +253,22 @@ def test_same_host_in_two_meshes_under_two_display_names(server: FakePerfSONAR, 
     assert result.site_map.site_of(None, "2001:db8:2:0:0:0:0:20") == "TWO"
 
 
-def test_meshconfig_organisation_sites() -> None:
+@pytest.mark.parametrize(("shape", "where"), [("site", "organizations[0].sites[0].description"),
+                                              ("pwa", "organizations[0].sites[0].hosts[0].description")])
+def test_meshconfig_organisation_sites(shape: str, where: str) -> None:
+    # "pwa": psconfig-web's output, one site entry per host and the site in hosts[].description;
+    # "site": a description on the site entry. A description that is only the host's name says nothing.
     doc = meshconfig_mesh("legacy", {"UNL": ["ps.unl.edu"], "ps.fnal.gov": ["ps.fnal.gov"]}, "http://ma/",
-                          [("bw", "perfsonarbuoy/bwctl", ["ps.unl.edu", "ps.fnal.gov"], 14400)])
+                          [("bw", "perfsonarbuoy/bwctl", ["ps.unl.edu", "ps.fnal.gov"], 14400)], shape=shape)
     content = parse_meshconfig(doc, "m")
     assert [(c.site, c.host, c.kind) for c in content.sites] == [("UNL", "ps.unl.edu", "meshconfig")]
-    assert content.sites[0].source == "mesh m: organizations[0].sites[0].description"
+    assert content.sites[0].source == f"mesh m: {where}"
+
+
+def test_meshconfig_site_description_wins_over_the_host_description() -> None:
+    doc = {"organizations": [{"sites": [{"description": "UNL", "hosts": [
+        {"addresses": ["ps.unl.edu"], "description": "UNL perfSONAR bandwidth node"}]}]}]}
+    assert [(c.site, c.host) for c in parse_meshconfig(doc, "m").sites] == [("UNL", "ps.unl.edu")]
 
 
 def test_psconfig_claims_from_addresses() -> None:

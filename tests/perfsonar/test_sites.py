@@ -49,6 +49,23 @@ def test_osg_topology_tree(tmp_path: Path) -> None:
     assert {e.site for e in load_registry("osg-topology", tmp_path, "site")} == {"AGLT2"}
 
 
+def test_osg_disabled_resources_and_groups_and_yml_files(tmp_path: Path) -> None:
+    # Topology's "Disable: true" means deleted (resource or whole group); files may end in .yml.
+    site_dir = tmp_path / "Facility" / "SITEA"
+    site_dir.mkdir(parents=True)
+    doc = osg_resource_group({"BW": ("ps-bw.a.example", "net.perfSONAR.Bandwidth", True),
+                              "GONE": ("gone.a.example", "net.perfSONAR.Latency", True)})
+    doc["Resources"]["GONE"]["Disable"] = True
+    (site_dir / "RG-A.yml").write_text(yaml.safe_dump(doc))
+    dead = osg_resource_group({"BW": ("ps-bw.b.example", "net.perfSONAR.Bandwidth", True)})
+    dead["Disable"] = True
+    (site_dir / "RG-B.yaml").write_text(yaml.safe_dump(dead))
+    (site_dir / "RG-A_downtime.yml").write_text("- ID: 1\n")
+    assert [(e.site, e.host) for e in load_registry("osg-topology", tmp_path)] == [("RG-A", "ps-bw.a.example")]
+    assert [(e.site, e.host) for e in load_registry("osg-topology", site_dir / "RG-A.yml")] == [
+        ("RG-A", "ps-bw.a.example")]
+
+
 def test_osg_endpoint_wins_over_fqdn() -> None:
     doc = osg_resource_group({"BW": ("node.example", "net.perfSONAR.Bandwidth", True)})
     doc["Resources"]["BW"]["Services"]["net.perfSONAR.Bandwidth"]["Details"] = {"endpoint": "ps-bw.example:443"}

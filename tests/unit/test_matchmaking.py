@@ -163,6 +163,23 @@ def test_links_into_prefers_ipv4_and_skips_unknown() -> None:
     assert list(links_into("UNL", ads)) == ["FNAL", "Site-2"]
 
 
+def test_links_into_matches_site_spellings_as_attribute_names_do() -> None:
+    # The slots say LarkSite = "ALPHA"; the spider took the mesh's spelling "Alpha". The submit side
+    # names attributes with replaceAll("[^A-Za-z0-9_]", site, "_") and attribute names ignore case, so
+    # "Alpha", "ALPHA" and "alpha" are one site (and "Big Site" is "big_site").
+    ads = [{"LarkSourceSite": "BETA", "LarkDestinationSite": "Alpha", "LarkIPFamily": 4,
+            "LarkThroughputMbps": 9000.0, "LarkQuality": "good", "LarkMeasuredAt": 1},
+           {"LarkSourceSite": "Big Site", "LarkDestinationSite": "alpha", "LarkIPFamily": 4,
+            "LarkThroughputMbps": 100.0, "LarkQuality": "good"},
+           {"LarkSourceSite": "alpha", "LarkDestinationSite": "ALPHA", "LarkIPFamily": 4,  # this site itself
+            "LarkThroughputMbps": 1.0, "LarkQuality": "good"},
+           {"LarkSourceSite": "BETA", "LarkDestinationSite": "ALPHA-2", "LarkIPFamily": 4,  # another site
+            "LarkThroughputMbps": 1.0, "LarkQuality": "good"}]
+    assert links_into("ALPHA", ads) == {"BETA": {"Mbps": 9000.0, "MeasuredAt": 1, "Quality": "good"},
+                                        "Big Site": {"Mbps": 100.0, "Quality": "good"}}
+    assert set(links_into("big_site", [{**ads[0], "LarkDestinationSite": "Big Site"}])) == {"BETA"}
+
+
 def test_over_the_site_cap_the_least_restrictive_links_are_left_out() -> None:
     links = {"A": GOOD, "B": LINKS["stale"], "C": LINKS["slow"], "D": LINKS["degraded"]}
     # "allow": an unpublished site passes anything, so the fastest links are the ones to leave out
