@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lark import journal, netns
+from lark import journal, netns, node_summary
 from lark.broker.condor import Chirp, ChirpAddress, JobContext, job_context
 from lark.broker.peer import Peer, Starter, accept_peer, process_facts, starter_of
 from lark.classads import SETUP_ERROR_ATTR, accounting_attributes, network_attributes
@@ -50,6 +50,7 @@ from lark.engine import Engine
 from lark.errors import LarkError, NotPermitted
 from lark.firewall.base import JobCounters
 from lark.metrics import NodeMetrics
+from lark.node_summary import NODE_SUMMARY_FILE
 from lark.profiles import CatalogCache, profile_dir, request_for_job, user_and_groups
 from lark.state import JobRecord
 
@@ -87,6 +88,10 @@ class Broker:
         self.watch: Callable[[int, str], None] | None = None
         self.finished_dir = config.state_dir / "finished"
         self.finished_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # the node's totals for its startd ad (lark node-ad): ended jobs, kept across restarts
+        self.node_file = config.state_dir / NODE_SUMMARY_FILE
+        self._node_ended = node_summary.load_ended(self.node_file)
+        self._node_running: tuple[int, int, int] = (0, 0, 0)  # jobs, bytes in, bytes out
         self.profiles = CatalogCache(profile_dir(config, condor_param), config,
                                      on_reload=lambda c: [log.error("profile: %s", e) for e in c.errors])
 
@@ -297,6 +302,9 @@ class Broker:
         except OSError as err:
             log.error("job %s: cannot append to the accounting journal %s: %s", record.job_id,
                       self.config.journal_path, err)
+        if counters is not None:
+            with self._state_lock:
+                self._node_ended = node_summary.add_ended(self._node_ended, counters.bytes_in, counters.bytes_out)
         if self.metrics is not None:
             self.metrics.job_ended(record, counters)
             if attrs and not in_ad:
@@ -360,10 +368,14 @@ class Broker:
         if not running:
             if self.metrics is not None:
                 self.metrics.update_running([], {})
+            self._node_running = (0, 0, 0)
             return
         counters = self.engine.all_counters()
+        live_jobs = [r for r in running if r.token not in self._final]
         if self.metrics is not None:
-            self.metrics.update_running([r for r in running if r.token not in self._final], counters)
+            self.metrics.update_running(live_jobs, counters)
+        seen = [counters[r.token] for r in live_jobs if r.token in counters]
+        self._node_running = (len(live_jobs), sum(c.bytes_in for c in seen), sum(c.bytes_out for c in seen))
         for record in running:
             c = counters.get(record.token)
             address = ChirpAddress.from_record(record.extra.get("chirp"))
@@ -416,6 +428,11 @@ class Broker:
             log.warning("the host's firewall rules of %d running jobs had gone (a flushed ruleset?); restored "
                         "them: %s", len(restored), ", ".join(restored))
 
+    def write_node_summary(self) -> None:
+        with self._state_lock:
+            ended = dict(self._node_ended)
+        node_summary.write(self.node_file, ended, *self._node_running)
+
     def write_metrics_file(self) -> None:
         if self.metrics is not None and self.config.metrics_textfile is not None:
             self.metrics.write_textfile(self.config.metrics_textfile)
@@ -424,6 +441,7 @@ class Broker:
         """The broker's clockwork; one failing task neither stops nor delays the others."""
         tasks = [(self.push_accounting, self.config.accounting_interval),
                  (self.write_metrics_file, self.config.accounting_interval),
+                 (self.write_node_summary, self.config.accounting_interval),
                  (self.restore_firewall, self.config.firewall_check_interval),
                  (self.sweep, self.config.sweep_interval)]
         due = [time.monotonic()] * len(tasks)

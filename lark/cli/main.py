@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lark.config import NETWORK_TYPES, LarkConfig, load_config, parse_networks
+from lark.config import NETWORK_TYPES, LarkConfig, condor_param, load_config, parse_networks
 from lark.errors import LarkError
 
 EPILOG = "Knobs come from /etc/condor/config.d (or $LARK_CONFIG, or --config); -D KNOB=VALUE overrides one."
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sweep", help="remove dead jobs and orphaned objects")
     sub.add_parser("check", help="report drift between records and the kernel")
     sub.add_parser("config", help="print the effective LARK_* knobs and where each comes from")
+    sub.add_parser("node-ad", help="print the node's network totals as machine-ad attributes (a startd cron)")
     try:
         from lark.report.cli import add_parser as add_report_parser
     except ImportError:  # pragma: no cover - report is an optional part of a partial install
@@ -64,9 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load(args: argparse.Namespace, external: Callable[[str], str | None] | None = None) -> LarkConfig:
-    """The knobs from --config and -D KNOB=VALUE (either may be absent from ``args``);
-    ``external`` looks up knobs in HTCondor's configuration (see ``load_config``)."""
+def load(args: argparse.Namespace, external: Callable[[str], str | None] | None = condor_param) -> LarkConfig:
+    """The knobs from --config and -D KNOB=VALUE (either may be absent from ``args``); ``external``
+    looks up HTCondor's own macros (``$(LOG)``, ``$(EXECUTE)``) as the broker does, so the admin
+    commands read the node's drop-ins exactly as ``lark-netd`` does (see ``load_config``)."""
     overrides = {}
     for item in getattr(args, "overrides", None) or []:
         knob, sep, value = item.partition("=")
@@ -111,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args))
         if args.command == "config":
             return show_config(load(args))
+        if args.command == "node-ad":  # the startd cron runs it unprivileged
+            return print_node_ad(load(args))
         if os.geteuid() != 0:
             raise LarkError("must run as root: Lark creates namespaces, interfaces and firewall rules")
         return dispatch(args, load(args))
@@ -119,6 +123,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def print_node_ad(config: LarkConfig) -> int:
+    from lark.classads import expressions
+    from lark.node_summary import NODE_SUMMARY_FILE, startd_attributes
+
+    attrs = startd_attributes(config.state_dir / NODE_SUMMARY_FILE)
+    for name, text in expressions(attrs).items():
+        print(f"{name} = {text}")
+    return 0
 
 
 def dispatch(args: argparse.Namespace, config: LarkConfig) -> int:

@@ -75,6 +75,7 @@ def test_node_metrics_follow_a_running_job_and_match_its_history(lark_pool: Lark
     its user's total grows by exactly the job's final LarkBytesOut in condor_history."""
     user_out = ("lark_user_bytes_total", (("direction", "out"), ("user", "larkuser")))
     before = scrape_metrics(lark_pool).get(user_out, 0.0)
+    node_before = node_bytes_out(lark_pool)
     sink = lark_pool.sink(OFFCAMPUS_ADDR)
     payload = 1_000_000
     cluster = lark_pool.submit_job(f"{OFFCAMPUS_ADDR} {sink.port} {payload} 8")
@@ -96,6 +97,16 @@ def test_node_metrics_follow_a_running_job_and_match_its_history(lark_pool: Lark
     assert not [k for k in after if ("job", job) in k[1]], "an ended job's series must be dropped"
     assert after[user_out] - before == final
     assert after[("lark_job_setups_total", (("mode", "nat"),))] >= 1
+    # the node's totals reach its machine ad (the LARKNODE startd cron), HTCondor's own way
+    deadline = time.monotonic() + 60
+    while node_bytes_out(lark_pool) - node_before < final:
+        assert time.monotonic() < deadline, f"LarkNodeBytesOut {node_bytes_out(lark_pool)}, before {node_before}"
+        time.sleep(1)
+
+
+def node_bytes_out(lp: LarkPool) -> int:
+    ads = lp.pool.status('MyType == "Machine"', ["LarkNodeBytesOut"])
+    return max((int(ad["LarkNodeBytesOut"]) for ad in ads if isinstance(ad.get("LarkNodeBytesOut"), int)), default=0)
 
 
 def test_none_type_has_only_loopback(lark_pool: LarkPool) -> None:
