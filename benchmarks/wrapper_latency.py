@@ -444,6 +444,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--pause", type=float, default=0.05, help="seconds between jobs (after teardown)")
     parser.add_argument("--user", default="nobody", help="the job user the wrapper runs as")
+    parser.add_argument("--metrics", action="store_true",
+                        help="run the broker with its Prometheus endpoint on (LARK_METRICS_ADDRESS, in the sandbox)")
     args = parser.parse_args()
     sb.require_root()
     sb.install_signal_handlers()
@@ -477,6 +479,8 @@ def main() -> int:
         # the broker trusts only the configured, root-owned starter executable: this copy
         overrides = {"LARK_SOCKET": str(sock), "LARK_STATE_DIR": str(state), "LARK_EXECUTE_DIR": str(execute),
                      "LARK_NAME_PREFIX": PREFIX, "LARK_LOG": str(tmp / "log"), "LARK_STARTER": str(starter)}
+        if args.metrics:  # the sandbox is a namespace of its own: the port is free there
+            overrides["LARK_METRICS_ADDRESS"] = "127.0.0.1:9810"
         ad = job_ad(args.user)
 
         print(f"== wrapper start latency and broker setup time ==  ({time.strftime('%Y-%m-%d %H:%M')}, kernel "
