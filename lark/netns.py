@@ -129,14 +129,20 @@ def _ensure_run_dir() -> None:
     _check(_libc.mount(b"none", path, None, MS_SHARED | MS_REC, None), f"make {NETNS_RUN_DIR} shared")
 
 
-def create_named(name: str) -> Path:
-    """Create ``/run/netns/<name>`` (like ``ip netns add``) without forking; returns its path."""
+def _new_mount_point(name: str) -> Path:
+    """The empty file ``/run/netns/<name>`` that a namespace is bind-mounted on (must not exist)."""
     _ensure_run_dir()
     path = NETNS_RUN_DIR / name
     try:
         os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
     except FileExistsError:
         raise KernelError(f"network namespace {name} already exists") from None
+    return path
+
+
+def create_named(name: str) -> Path:
+    """Create ``/run/netns/<name>`` (like ``ip netns add``) without forking; returns its path."""
+    path = _new_mount_point(name)
 
     def unshare_and_bind() -> None:
         _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
@@ -167,12 +173,7 @@ def pin(source: str | os.PathLike[str], name: str) -> Path:
     alive after its last process exits, until :func:`delete_named` removes it. Names carry the
     prefix and the job's token, so ``ip netns`` shows them and a sweep finds orphans.
     """
-    _ensure_run_dir()
-    path = NETNS_RUN_DIR / name
-    try:
-        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
-    except FileExistsError:
-        raise KernelError(f"network namespace {name} already exists") from None
+    path = _new_mount_point(name)
     if _libc.mount(os.fsencode(source), bytes(path), b"none", MS_BIND, None) != 0:
         err = ctypes.get_errno()
         path.unlink(missing_ok=True)
