@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import classad2  # noqa: F401
     import htcondor2.htchirp  # noqa: F401
 
-    from lark.broker.server import Broker, BrokerServer
+    from lark.broker.connections import BrokerServer
+    from lark.broker.server import Broker
     from lark.engine import Engine
 
     engine = Engine(config)

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from lark.broker.server import encode_reply, parse_request, wants_lines
+from lark.broker.protocol import encode_reply, parse_request, wants_lines
 from lark.wrap import REQUESTS, container_environment, parse_reply
 
 
