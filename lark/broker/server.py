@@ -9,13 +9,15 @@ a bad request never raises out of the handler.
 
 Rules that keep a job's accounting honest (its processes share the wrapper's uid):
 
-* **one network per job**: a job is its starter (pid + start time); a second ``setup`` for the
-  same starter is refused, whoever asks, and so is a ``setup`` after the job's ``finalize``
-  (remembered in ``LARK_STATE_DIR/finished`` while the starter lives);
+* **one network per job at a time**: a job is its starter (pid + start time); a ``setup`` while
+  an earlier wrapper of the same starter lives is refused, whoever asks, and so is a wrapper's
+  ``setup`` after its own ``finalize`` (remembered in ``LARK_STATE_DIR/finished`` while the
+  starter lives). A starter that starts its wrapper again after the earlier one ended (a
+  self-checkpointing job) gets a new network whose counters continue from the earlier totals;
 * ``finalize`` acts only on the record whose holder is the caller itself, and only for the uid
   that owns the job;
-* when the holder (the wrapper) dies without ``finalize``, the sweep reads the job's counters from
-  its pinned namespace, pushes them into the job ad if the starter is still there, and always
+* when the holder (the wrapper) dies without ``finalize``, its pidfd watch (or the sweep) reads the
+  job's counters from its pinned namespace, pushes them into the job ad if the starter is still there, and always
   appends them to the accounting journal before anything is removed.
 
 How connections are held and requests reach :meth:`Broker.handle` is
