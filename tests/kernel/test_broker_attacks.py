@@ -1,4 +1,4 @@
-"""Attacks on a real ``lark-netd`` by local users and misbehaving clients (issue 15).
+"""Attacks on a real ``lark-netd`` by local users and misbehaving clients.
 
 Each test starts the broker as a subprocess in the test's own sandbox namespace, with its own
 ``LARK_NAME_PREFIX`` (the run's prefix), state dir, socket, execute dir, journal and ``LARK_STARTER``

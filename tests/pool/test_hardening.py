@@ -1,12 +1,13 @@
-"""Attacks on Lark in a real pool (issue 15, hardening: items 2, 5 and 6).
+"""Attacks on Lark in a real pool: jobs that must not fail silently, fake starters, jobs that
+turn on their own wrapper.
 
-* item 2: a job whose network the broker cannot give (broker down) never runs and is held with
+* a job whose network the broker cannot give (broker down) never runs and is held with
   sub-code 4204; a job that ran and exits 117 itself is not; a job that ends while the broker is
   away (``kill -9``) keeps its final counters (condor_history or the accounting journal); a broker
   that crashes again and again is back well within the wrapper's retry; condor_reconfig (SIGHUP
   from the master) does not kill it;
-* item 5: a user's own program named ``condor_starter`` cannot get a network from the broker;
-* item 6: a job that kills its wrapper cannot ask for a second network, nor finalise someone
+* a user's own program named ``condor_starter`` cannot get a network from the broker;
+* a job that kills its wrapper cannot ask for a second network, nor finalise someone
   else's, and the bytes it sent before are still accounted; a job that speaks as its wrapper
   (ptrace, same uid) cannot get a fresh network after an early finalize, so its counters never
   restart from zero.

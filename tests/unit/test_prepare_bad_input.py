@@ -1,4 +1,4 @@
-"""Bad input that used to slip through (issue 15 item 7): every one is held with a clear reason.
+"""Bad input that used to slip through: every one is held with a clear reason.
 
 Each job ad is text as the starter hands it to the PREPARE_JOB hook, attribute values written the
 way a user writes them after ``+`` in a submit file; classad2 parses it exactly as condor_submit

@@ -1,5 +1,5 @@
 """Profile files that are too big, too deep or self-multiplying are refused quickly, by name and size;
-a file with several errors gets every one reported (issue 15 item 7)."""
+a file with several errors gets every one reported."""
 
 from __future__ import annotations
 
