@@ -172,14 +172,17 @@ def test_ingress_policer(pair: Pair) -> None:
 @kernel
 def test_auto_ingress_falls_back_to_ifb_when_there_is_no_policer(pair: Pair) -> None:
     jidx = pair.index("job")
+    # The oracle is the tc tool, not Lark: can this kernel attach a police action on ingress?
+    tc = ["nsenter", f"--net={pair.job}", "tc"]
+    subprocess.run([*tc, "qdisc", "add", "dev", pair.job_if, "ingress"], check=True)
+    has_policer = subprocess.run([*tc, "filter", "add", "dev", pair.job_if, "parent", "ffff:", "matchall",
+                                  "action", "police", "rate", "1mbit", "burst", "10k", "drop"],
+                                 capture_output=True).returncode == 0
+    subprocess.run([*tc, "qdisc", "del", "dev", pair.job_if, "ingress"], check=True)
+    ifb = f"{pair.prefix}ifa"
     with netns.iproute_in(pair.job) as ipr:
-        try:
-            shaping.police_ingress(ipr, jidx, 50, method="police")
-            has_policer = True
-        except UnsupportedFeature:
-            has_policer = False
-        shaping.clear(ipr, jidx)
-        method = shaping.police_ingress(ipr, jidx, 50, ifb_name=f"{pair.prefix}ifa")
+        method = shaping.police_ingress(ipr, jidx, 50, ifb_name=ifb)
         assert method == ("police" if has_policer else "ifb")
+        assert bool(ipr.link_lookup(ifname=ifb)) == (not has_policer)  # an IFB exactly when it fell back
         shaping.clear(ipr, jidx)
-        assert not ipr.link_lookup(ifname=f"{pair.prefix}ifa")
+        assert not ipr.link_lookup(ifname=ifb)
