@@ -60,6 +60,14 @@ if TYPE_CHECKING:
 
 VETH_MODES = ("nat", "bridge")
 F = TypeVar("F", bound=Callable[..., Any])
+# Called with the name of each step of ``up`` as it completes (None: nothing). Tests set it to kill
+# the process at an exact step, which a timer cannot do on a machine of unknown speed.
+STEP_HOOK: Callable[[str], None] | None = None
+
+
+def _step(name: str) -> None:
+    if STEP_HOOK is not None:
+        STEP_HOOK(name)
 log = logging.getLogger("lark.engine")
 FinalCallback = Callable[[JobRecord, JobCounters | None], None]
 
@@ -161,6 +169,7 @@ class Engine:
         # tables cannot be removed between this job's record and its rules
         with file_lock(self._base_lock, shared=True):
             record = self._new_record(request, netns_path, holder_pid, owner_uid)
+            _step("recorded")
             try:
                 self._build(record, request, site)
             except BaseException:
@@ -198,6 +207,7 @@ class Engine:
         elif record.netns_source is not None:
             netns.pin(record.netns_source, os.path.basename(record.netns))
         record.netns_inode = netns.inode(record.netns)
+        _step("namespace")
         config = self.config if site is None else replace(
             self.config, site_attachments={**self.config.site_attachments, record.mode: site})
         mode.allocate(config, record)
@@ -214,6 +224,7 @@ class Engine:
             record.public_ipv4 = record.ipv4.split("/")[0]
         # No save here: allocations are files named by this job's token, and a sweep frees the
         # ones whose token has no live record, so the first and last saves are enough.
+        _step("allocated")
 
         if record.mode == "nat" and self.config.enable_forwarding:
             self._ensure_forwarding()
@@ -228,7 +239,9 @@ class Engine:
             try:
                 ctx = AttachContext(self.config, self.host, job_ipr, fd)
                 mode.up(ctx, record)
+                _step("attached")
                 self._apply_limits(ctx, record)
+                _step("limited")
             finally:
                 os.close(fd)
                 job_ipr.close()
@@ -239,6 +252,7 @@ class Engine:
             record.firewall_spec = firewall_job_to_dict(spec)
             if needs_host_part(spec):
                 self._add_host_part(spec)  # orphaned elements are swept by token, like allocations
+            _step("firewall")
         record.status = "up"
         self.store.save(record)
 
