@@ -209,7 +209,7 @@ def _quiet(fn: Callable[[], object]) -> None:
 
 def iperf3(sandbox: Sandbox, server_ns: str, server_addr: str, client_ns: str, seconds: float,
            reverse: bool = False, extra: Sequence[str] = (), port: int = 5201) -> dict[str, object]:
-    """One iperf3 run (server CPU1, client CPU0, as kernel-baselines.md); returns the client's JSON."""
+    """One iperf3 run (server CPU1, client CPU0, as in docs/baselines.md §0); returns the client's JSON."""
     server = sandbox.popen(in_ns(server_ns, ["iperf3", "-s", "-1", "-B", server_addr, "-p", str(port)], cpu=1),
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -168,7 +168,7 @@ def main() -> None:
         total = sum(int(row[1]) for row in leaks)
         print()
         sb.summary("engine_teardown", "teardown median ms", median(downs) * ms,
-                   "kernel-baselines async floor 0.4 ms (netns delete only)", None)
+                   "docs/baselines.md §1 async floor 0.4 ms (delete batch + netns unlink)", None)
         sb.summary("engine_teardown", "teardown p95 ms", percentile(downs, 95) * ms, "-", None)
         sb.summary("engine_teardown", "leaked objects", total, "0", total == 0)
     finally:

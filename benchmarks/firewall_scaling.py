@@ -14,7 +14,7 @@ elements; their interfaces need not exist), then the real job last; the real job
 UDP blaster (64-byte payload, compiled at run time; iperf3 ``-u -l 64 -b 0`` when there is no
 compiler), pinned to CPU 0. The rate is the increase of ``rx_packets`` on the wan interface over
 the measuring window. With veth the whole path runs in the sender's softirq context, so 1/rate is
-the per-packet cost of the path (kernel-baselines.md, section 2).
+the per-packet cost of the path (docs/baselines.md §2).
 
 Since counting and policy live in each job's namespace, the host holds per job only NAT (nftables:
 set elements; iptables: a MASQUERADE rule per address, which only a connection's first packet
@@ -228,7 +228,7 @@ def main() -> None:
         for backend in backends:
             one = next(p for p in points if p.backend == backend and p.jobs == 1)
             sb.summary("firewall_scaling", f"{backend} 1 job / no firewall (per CPU)",
-                       _ratio(points, one, "none", False), "kernel-baselines: conntrack+masq+accounting 0.69-0.76",
+                       _ratio(points, one, "none", False), "docs/baselines.md §3: conntrack+masq+accounting 0.69-0.76",
                        None)
     finally:
         sandbox.close()

@@ -7,7 +7,7 @@ Two independent sandboxes, measured in alternation::
 
 The plain path has the same addresses and routes, built with ``ip`` (the wan routes the job subnet
 back to the host instead of seeing it masqueraded). iperf3: one TCP stream, server pinned to CPU 1,
-client to CPU 0 (as kernel-baselines.md section 3); the rate is the receiver's. The goal applies to
+client to CPU 0 (as in docs/baselines.md §3); the rate is the receiver's. The goal applies to
 job -> wan (upload); wan -> job (``-R``) is printed as well.
 
 A single TCP stream is limited by the sending CPU (its softirq does the forwarding, NAT and
@@ -101,7 +101,8 @@ def main() -> None:
                        None if reverse else wall >= GOAL)
             sb.summary("nat_throughput", f"TCP {what} Lark nat / plain routed (per sender CPU)", norm, goal,
                        None if reverse else norm >= GOAL)
-        sb.summary("nat_throughput", "kernel-baselines (d)/(d0) TCP", 16.0 / 16.8, "reference: nft vmap + masq", None)
+        sb.summary("nat_throughput", "docs/baselines.md §3 (d)/(d0) TCP", 16.0 / 16.8, "reference: nft vmap + masq",
+                   None)
     finally:
         sandbox.close()
 

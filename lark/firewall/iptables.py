@@ -3,7 +3,7 @@
 Per-packet cost: the host's filter chains hold no per-job rule any more (counting and policy
 moved into each job's namespace, one job per chain set there), so a flow's packets no longer walk
 every job's jump rules (2 per job in FORWARD before; ~4 ns per rule with legacy x_tables, ~15 ns
-with the nf_tables-based iptables, kernel-baselines.md section 2). What stays linear in the
+with the nf_tables-based iptables, docs/baselines.md §2). What stays linear in the
 number of jobs is the nat table, which only the first packet of each connection walks (one
 MASQUERADE rule per job address, DNAT rules per forwarded range), and setup and teardown
 (libiptc replaces whole tables, and finding a job's rules scans them in Python). Prefer the

@@ -2,7 +2,7 @@
 
 Why in-process: one ``nft`` process costs ~2 ms and deleting nf_tables objects adds ~11-14 ms at
 process exit, while the library runs a JSON batch or a listing in ~0.3 ms (see
-kernel-baselines.md, sections 1 and 4). Importing this module is cheap (ctypes only); the library
+docs/baselines.md, §1 and §4). Importing this module is cheap (ctypes only); the library
 is loaded on first use.
 
 Namespaces: libnftables opens its netlink socket in the namespace of the thread that creates

@@ -36,15 +36,15 @@ or out passes exactly once, whatever path it took; inbound DNAT changes only the
 classes still see the real peer, and masquerade happens later, on the host. The table belongs to
 a namespace the job cannot administer, and a host ``nft flush ruleset`` does not touch it.
 
-Why this shape otherwise (kernel-baselines.md, sections 2 and 7): on the host, a packet does at
+Why this shape otherwise (docs/baselines.md §1, §2 and §5): on the host, a packet does at
 most a set/map lookup whatever the number of jobs, and adding or removing a job is only element
 operations, which need no rule handles (handle echo made setup grow linearly with N). NAT and
 port forwards are set/map elements, never per-job rules. Isolation is a few base rules behind
 one jump that only packets from a job veth take.
 
-Control-plane cost with nft 1.0.6 (measured on the project VM): every nft run first copies the
-table's chains, sets and objects into its cache (~2 us each), and every anonymous set's
-elements with one request each, and most listings (even ``list tables``) parse every rule too.
+Control-plane cost with nft 1.0.6 (measured on the machine of docs/baselines.md §0): every nft
+run first copies the table's chains, sets and objects into its cache (~2 us each), and every
+anonymous set's elements with one request each, and most listings (even ``list tables``) parse every rule too.
 Hence: per-job rules hold no anonymous set (single values, ``!=`` chains, or shared named sets),
 counters are anonymous rule counters (named counter objects would be copied by every batch), and
 the frequent reads (table present, chains, sets, rule counters) use raw netlink dumps
