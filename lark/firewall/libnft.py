@@ -8,9 +8,10 @@ is loaded on first use.
 Namespaces: libnftables opens its netlink socket in the namespace of the thread that creates
 the context. A short-lived context is created, used and freed inside one :func:`lark.netns.call_in`
 thread that has joined the target namespace. The host's long-lived backend keeps one context
-(``with_session(persistent=True)``) on a thread of its own that stays in that namespace, because
-freeing a context after a delete batch waits ~13 ms for nf_tables' deferred work; a context is
-never handed to another namespace (it would silently keep talking to the one it was born in).
+per namespace (``with_session(persistent=True)``, keyed by the namespace's inode), because freeing
+a context after a delete batch waits ~13 ms for nf_tables' deferred work; its socket was opened in
+that namespace and stays there whichever thread uses it later, and it is never used for another
+namespace (it would silently keep talking to the one it was born in).
 
 Without the library (a host with only the ``nft`` binary) each command runs as one ``nft -j``
 process (JSON batches on stdin, listings as arguments) started from inside the namespace thread
