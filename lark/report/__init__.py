@@ -8,6 +8,8 @@ Entry points:
 * :func:`lark.report.gridftp.iter_gridftp` / :func:`lark.report.gridftp.parse_line` read transfer logs;
 * :class:`lark.report.accounting.HistoryAccumulator` and :func:`lark.report.transfers.analyze_transfers`
   are the pure analyses; :func:`lark.report.report.produce` runs everything;
+* :func:`lark.report.plots.write_plots` draws the figures of ``--plot`` and
+  :func:`lark.report.page.report_page` is its HTML page;
 * :func:`lark.report.cli.add_parser` / :func:`lark.report.cli.run` are the ``lark report`` command
   (also ``python -m lark.report``).
 """

@@ -46,9 +46,12 @@ HISTORY_ATTRIBUTES: tuple[str, ...] = (
 # Attributes whose absence is worth telling the admin about (older or non-Lark jobs).
 TRACKED_MISSING: tuple[str, ...] = (
     "Owner", "AcctGroup", "LarkBytesIn", "LarkBytesOut", "LarkNetworkType", "LarkSourceSite", "BytesSent",
-    "BytesRecvd", "TransferInputSizeMB", "JobCurrentStartDate", "CompletionDate", "RemoteHost",
+    "BytesRecvd", "TransferInputSizeMB", "JobCurrentStartDate", "CompletionDate", "LastRemoteHost",
     "MachineAttrGLIDEIN_Site0", "NetworkInputMb", "NetworkOutputMb",
 )
+# Counted as missing only when the ad has neither: a completed job has LastRemoteHost and no RemoteHost
+# (the schedd removes it when the job leaves the machine), a running one RemoteHost.
+HOST_ATTRIBUTES = ("LastRemoteHost", "RemoteHost")
 _WANTED = frozenset(a.lower() for a in HISTORY_ATTRIBUTES)
 _IN_PREFIX = "larkbytesin"
 _OUT_PREFIX = "larkbytesout"
@@ -180,14 +183,15 @@ def _site_of_host(host: str) -> str:
 # a plan is computed once and reused; this is most of the per-ad work saved on a million ads.
 class _Plan(NamedTuple):
     plain: tuple[tuple[str, str], ...]  # (name as spelt, lower-case name)
-    cls_in: tuple[tuple[str, str, str], ...]  # (name as spelt, class key, class as spelt)
-    cls_out: tuple[tuple[str, str, str], ...]
     absent: tuple[str, ...]  # tracked attributes not in the ad
     tracked: tuple[tuple[str, str], ...]  # (tracked attribute, lower-case name) present in the ad
+    # per class key, sorted: (class as spelt, in-counter name or None, out-counter name or None, and the
+    # names to report an unusable value under)
+    classes: tuple[tuple[str, str | None, str | None, str, str], ...] = ()
 
 
 _PLANS: dict[tuple[str, ...], _Plan] = {}
-_TRACKED_LOWER = tuple((a, a.lower()) for a in TRACKED_MISSING)
+_TRACKED_LOWER = tuple((a, a.lower()) for a in TRACKED_MISSING if a not in HOST_ATTRIBUTES)
 
 
 def _plan(names: tuple[str, ...]) -> _Plan:
@@ -201,9 +205,17 @@ def _plan(names: tuple[str, ...]) -> _Plan:
         else:
             plain.append((name, low))
     lows = {low for _, low in plain}
-    plan = _Plan(tuple(plain), tuple(cls_in), tuple(cls_out),
+    by_in = {key: (disp, name) for name, key, disp in cls_in}  # the last of two spellings wins
+    by_out = {key: (disp, name) for name, key, disp in cls_out}
+    classes = []
+    for key in sorted(by_in.keys() | by_out.keys()):
+        disp_in, name_in = by_in.get(key, ("", None))
+        disp_out, name_out = by_out.get(key, ("", None))
+        classes.append((disp_in or disp_out, name_in, name_out, "LarkBytesIn" + (disp_in or disp_out),
+                        "LarkBytesOut" + (disp_out or disp_in)))
+    plan = _Plan(tuple(plain),
                  tuple(a for a, low in _TRACKED_LOWER if low not in lows),
-                 tuple((a, low) for a, low in _TRACKED_LOWER if low in lows))
+                 tuple((a, low) for a, low in _TRACKED_LOWER if low in lows), tuple(classes))
     if len(_PLANS) > 10_000:  # bounded: a source with ever-changing attribute sets must not grow it
         _PLANS.clear()
     _PLANS[names] = plan
@@ -215,8 +227,6 @@ def job_from_mapping(ad: dict[str, Any], stats: HistoryStats, line: int = 0) -> 
     names = tuple(ad)
     plan = _PLANS.get(names) or _plan(names)
     v = {low: ad[name] for name, low in plan.plain}
-    cls_in = {key: (disp, ad[name]) for name, key, disp in plan.cls_in}
-    cls_out = {key: (disp, ad[name]) for name, key, disp in plan.cls_out}
     missing = stats.missing
     for attr in plan.absent:
         missing[attr] += 1
@@ -225,14 +235,21 @@ def job_from_mapping(ad: dict[str, Any], stats: HistoryStats, line: int = 0) -> 
             if v[low] is None:
                 missing[attr] += 1
     get = v.get
-    user = _text(get("owner")) or _text(get("user")) or UNKNOWN
-    group = _text(get("acctgroup"))
+    # strings: the common case (a non-empty str) inline, anything else through _text
+    x = get("owner")
+    user = x if type(x) is str and x else _text(x) or _text(get("user")) or UNKNOWN
+    x = get("acctgroup")
+    group = x if type(x) is str and x else _text(x)
     if not group:
         acct = _text(get("accountinggroup"))
         group = (acct.rpartition(".")[0] or acct) if acct else NONE
-    site = _text(get("machineattrglidein_site0")) or _text(get("machineattrlarksite0"))
+    host = get("remotehost") or get("lastremotehost")
+    if not host:
+        missing["LastRemoteHost"] += 1  # see HOST_ATTRIBUTES
+    x = get("machineattrglidein_site0")
+    site = x if type(x) is str and x else _text(x) or _text(get("machineattrlarksite0"))
     if not site:
-        host = _text(get("remotehost")) or _text(get("lastremotehost"))
+        host = _text(host)
         site = _site_of_host(host) if host else UNKNOWN
 
     cluster, proc = get("clusterid"), get("procid")
@@ -241,18 +258,21 @@ def job_from_mapping(ad: dict[str, Any], stats: HistoryStats, line: int = 0) -> 
     if type(gjid) is str and "#" in gjid:
         jid = f"{gjid.partition('#')[0]}#{jid}"
 
-    b_in = _number("LarkBytesIn", get("larkbytesin"), stats)
-    b_out = _number("LarkBytesOut", get("larkbytesout"), stats)
+    # numbers: the common case (a non-negative int or float) inline, anything else through _number,
+    # which counts it as unusable; a million ads make the saved calls worth the repetition
+    x = get("larkbytesin")
+    b_in = x if (type(x) is int or type(x) is float) and x >= 0 else _number("LarkBytesIn", x, stats)
+    x = get("larkbytesout")
+    b_out = x if (type(x) is int or type(x) is float) and x >= 0 else _number("LarkBytesOut", x, stats)
     classes: list[tuple[str, int, int]] = []
-    if cls_in or cls_out:
-        for key in sorted(cls_in.keys() | cls_out.keys()):
-            disp_in, val_in = cls_in.get(key, ("", None))
-            disp_out, val_out = cls_out.get(key, ("", None))
-            disp = disp_in or disp_out
-            ci = _number("LarkBytesIn" + disp, val_in, stats)
-            co = _number("LarkBytesOut" + (disp_out or disp_in), val_out, stats)
-            if ci is not None or co is not None:
-                classes.append((disp, int(ci or 0), int(co or 0)))
+    for disp, name_in, name_out, label_in, label_out in plan.classes:
+        # the common case (a non-negative int) inline; anything else through _number, which counts it
+        x = ad[name_in] if name_in is not None else None
+        ci = x if type(x) is int and x >= 0 else _number(label_in, x, stats)
+        x = ad[name_out] if name_out is not None else None
+        co = x if type(x) is int and x >= 0 else _number(label_out, x, stats)
+        if ci is not None or co is not None:
+            classes.append((disp, int(ci or 0), int(co or 0)))
     if b_in is not None or b_out is not None:
         counters = "lark"
     elif classes:
@@ -270,18 +290,27 @@ def job_from_mapping(ad: dict[str, Any], stats: HistoryStats, line: int = 0) -> 
             b_out = round(mb_out * 1e6) if mb_out is not None else None
     stats.counters[counters or "none"] += 1
 
-    start = _number("JobCurrentStartDate", get("jobcurrentstartdate"), stats)
-    end = _number("CompletionDate", get("completiondate"), stats)
+    x = get("jobcurrentstartdate")
+    start = x if (type(x) is int or type(x) is float) and x >= 0 else _number("JobCurrentStartDate", x, stats)
+    x = get("completiondate")
+    end = x if (type(x) is int or type(x) is float) and x >= 0 else _number("CompletionDate", x, stats)
     # 0 means "never" in old ads and in jobs that did not complete: as good as missing
     if start == 0:
         missing["JobCurrentStartDate"] += 1
     if end == 0:
         missing["CompletionDate"] += 1
-    recvd = _number("BytesRecvd", get("bytesrecvd"), stats)
-    sent = _number("BytesSent", get("bytessent"), stats)
-    input_mb = _number("TransferInputSizeMB", get("transferinputsizemb"), stats)
+    x = get("bytesrecvd")
+    recvd = x if (type(x) is int or type(x) is float) and x >= 0 else _number("BytesRecvd", x, stats)
+    x = get("bytessent")
+    sent = x if (type(x) is int or type(x) is float) and x >= 0 else _number("BytesSent", x, stats)
+    x = get("transferinputsizemb")
+    input_mb = x if (type(x) is int or type(x) is float) and x >= 0 else _number("TransferInputSizeMB", x, stats)
+    x = get("larksourcesite")
+    source = x if type(x) is str and x else _text(x) or UNKNOWN
+    x = get("larknetworktype")
+    net_type = x if type(x) is str and x else _text(x) or NONE
     return JobRecord(  # positional: measurably cheaper than keywords at a million records
-        jid, user, group, site, _text(get("larksourcesite")) or UNKNOWN, _text(get("larknetworktype")) or NONE,
+        jid, user, group, site, source, net_type,
         None if b_in is None else int(b_in), None if b_out is None else int(b_out), counters, tuple(classes),
         int(recvd) if recvd else 0, int(sent) if sent else 0, float(input_mb) if input_mb else 0.0,
         start or None, end or None,  # 0 means "never" in old ads

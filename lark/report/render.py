@@ -41,16 +41,19 @@ def fmt_rate(bytes_per_second: float | None) -> str:
 
 
 def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
+    """One format for every duration: the two largest of d, h, m, s (``4.2s``, ``42s``, ``5m03s``,
+    ``2h07m``, ``29h19m`` is never written: ``1d05h``, and ``1234d05h`` for sums of wall time)."""
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
         return "-"
     s = float(seconds)
     if s < 60:
-        return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
+        return f"{s:.1f}s" if s < 10 else f"{s:.0f}s"
+    s = round(s)
     if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    if s < 86400 * 2:
-        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-    return f"{s / 86400:.1f} d"
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def fmt_int(n: float | None) -> str:
@@ -294,8 +297,12 @@ def _num(x: float | None) -> str:
 
 _ID_FIELDS = {
     "transfers.sessions.top": ("user", "server", "remote", "start"),
-    "accounting.series": ("site", "hour"),
+    "accounting.series.by_user": ("user", "start", "class"),
+    "accounting.series.by_group": ("group", "start", "class"),
+    "accounting.series.by_execute_site": ("execute_site", "start", "class"),
+    "accounting.series.by_class": ("class", "start"),
     "transfers.series": ("server", "hour"),
+    "transfers.utilisation.rows": ("server", "start"),
     "inputs.history.malformed_examples": ("source", "line"),
     "inputs.gridftp.malformed_examples": ("source", "line"),
 }
@@ -351,8 +358,44 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+ROWS_MARK = "\x00rows:"  # stands in for a long list of rows while the rest is indented
+
+
 def render_json(report: Row, out: TextIO) -> None:
-    json.dump(_clean(report), out, indent=2, allow_nan=False)
+    """Indented JSON, except that lists of rows (objects) are written one row per line.
+
+    That is easier to read and grep for the time series (thousands of rows), and much faster: the
+    standard library indents with its pure-Python encoder, but writes a row without indentation
+    with its C encoder. The document is the same either way for a JSON reader.
+    """
+    rows: list[list[Any]] = []
+
+    def mark(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: mark(v) for k, v in obj.items()}
+        if isinstance(obj, list) and len(obj) > 1 and all(isinstance(x, dict) for x in obj):
+            rows.append(obj)
+            return f"{ROWS_MARK}{len(rows) - 1}"
+        return obj
+
+    text = json.dumps(mark(_clean(report)), indent=2, allow_nan=False)
+    encode = json.JSONEncoder(allow_nan=False).encode  # no indent: the C encoder
+    token = json.dumps(ROWS_MARK)[:-1]  # '"\u0000rows:' as the indented text spells it
+    pos = 0
+    while (i := text.find(token, pos)) >= 0:
+        out.write(text[pos:i])
+        j = text.index('"', i + len(token))
+        block = rows[int(text[i + len(token):j])]
+        line = text[text.rfind("\n", 0, i) + 1:i]  # e.g. '    "by_user": '
+        indent = line[:len(line) - len(line.lstrip())]
+        out.write("[")
+        sep = "\n"
+        for r in block:  # row by row: the block is never held twice
+            out.write(f"{sep}{indent}  {encode(r)}")
+            sep = ",\n"
+        out.write(f"\n{indent}]")
+        pos = j + 1
+    out.write(text[pos:])
     out.write("\n")
 
 

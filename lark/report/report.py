@@ -25,7 +25,7 @@ from lark.report.inputs import open_binary
 from lark.report.settings import ReportConfig
 from lark.report.transfers import TransferAnalysis, TransferTable, analyze_transfers
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: accounting.series per grouping and class, transfers.utilisation, LastRemoteHost
 
 
 @dataclass(frozen=True)

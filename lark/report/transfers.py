@@ -276,20 +276,43 @@ def third_quartile_rate(rates: Any) -> float | None:
 def transfer_concurrency(table: TransferTable) -> np.ndarray:
     """Per transfer, the time-weighted mean number of other transfers active on the same server.
 
+    See :func:`server_timelines`, which computes it together with each server's utilisation.
+    """
+    return server_timelines(table)[0]
+
+
+UTILISATION_BUCKET = 3600  # seconds: server utilisation is given per hour
+
+
+def server_timelines(table: TransferTable, bucket: int = UTILISATION_BUCKET,
+                     rates: np.ndarray | None = None) -> tuple[np.ndarray, list[dict[str, object]]]:
+    """(concurrency per transfer, utilisation rows per server and bucket), from one sort of events.
+
     All start (+1) and end (-1) events are sorted by (server, time, ends before starts). The running
     count C after each event is one cumulative sum -- it returns to 0 after a server's last event, so
     it restarts by itself from one server to the next -- and the running integral F of C is another
     (C * dt is 0 across a server boundary because C is 0 there). A transfer's integral is
     F(its end event) - F(its start event), which includes its own (end - start); F only grows by the
-    busy time, so the difference loses no precision to the size of epoch timestamps. NaN for
-    zero-duration transfers.
+    busy time, so the difference loses no precision to the size of epoch timestamps. Concurrency is
+    NaN for zero-duration transfers.
+
+    Utilisation: each transfer is taken to move its bytes at a constant rate over [start, end). The
+    server's total rate R after each event is the cumulative sum of +rate at starts and -rate at ends,
+    and the bytes moved up to an event time, G, its integral; G is piecewise linear between events, so
+    the bytes in a bucket [b, b + bucket) are G(b + bucket) - G(b), read by linear interpolation (the
+    rounding left in R between servers is never read: each server's G starts at 0 on its own events). A
+    zero-duration transfer's bytes go to the bucket of its end. Rows: ``{server, start, bytes,
+    bits_per_second}`` (the bucket's mean rate) for every bucket with bytes, by server then time.
     """
     n = len(table)
     out = np.full(n, np.nan)
     if n == 0:
-        return out
-    starts, ends, servers = table.column("starts"), table.column("ends"), table.column("servers")
-    # events 0..n-1 are the ends, n..2n-1 the starts; freed as soon as used (2n of them)
+        return out, []
+    starts, ends, sizes, servers = (table.column(c) for c in ("starts", "ends", "sizes", "servers"))
+    if rates is None:
+        rates = throughputs(starts, ends, sizes)
+    # Memory matters (2n events of a month of logs): every temporary is freed as soon as it is used.
+    # events 0..n-1 are the ends, n..2n-1 the starts
     times = np.concatenate((ends, starts))
     is_start = np.zeros(2 * n, dtype=np.int8)
     is_start[n:] = 1
@@ -311,11 +334,51 @@ def transfer_concurrency(table: TransferTable) -> np.ndarray:
     del dt
     f = np.empty(2 * n)
     f[order] = integral
-    del integral, order
+    del integral
     d = ends - starts
     ok = d > 0
     out[ok] = np.maximum((f[:n][ok] - f[n:][ok]) / d[ok] - 1.0, 0.0)
-    return out
+    del f, d
+
+    # utilisation: the same sorted events, weighted by each transfer's rate
+    t = np.concatenate((ends, starts))[order]
+    r = np.nan_to_num(np.where(ok, rates, 0.0), nan=0.0)
+    rate = np.concatenate((-r, r))[order]
+    del r, order
+    np.cumsum(rate, out=rate)  # the server's total rate after each event
+    dt = np.diff(t)
+    moved = rate[:-1]
+    moved *= dt  # bytes moved between consecutive events
+    del dt
+    np.cumsum(moved, out=moved)  # moved[k]: bytes moved up to event k + 1
+    # events are grouped by server id in ascending order, two per transfer
+    per_server = np.bincount(servers) * 2
+    bounds = np.concatenate(([0], np.cumsum(per_server)))
+    names = table.names.names
+    instant = np.flatnonzero(~ok)  # zero-duration transfers: few
+    instant_servers = servers[instant]
+    rows: list[dict[str, object]] = []
+    for server in np.flatnonzero(per_server).tolist():
+        a, b = int(bounds[server]), int(bounds[server + 1])
+        ts = t[a:b]
+        g = np.empty(b - a)  # bytes moved on this server up to each of its events
+        g[0] = 0.0
+        g[1:] = moved[a:b - 1]
+        g[1:] -= moved[a - 1] if a else 0.0
+        first = int(ts[0] // bucket) * bucket
+        last = int(ts[-1] // bucket) * bucket + bucket  # the end of the bucket of the last event
+        edges = np.arange(first, last + 1, bucket, dtype=np.float64)
+        per_bucket = np.diff(np.interp(edges, ts, g))
+        mine = instant[instant_servers == server]
+        if len(mine):
+            idx = ((ends[mine] - first) // bucket).astype(np.int64)
+            per_bucket += np.bincount(idx, weights=sizes[mine], minlength=len(per_bucket))
+        for k in np.flatnonzero(per_bucket > 0):
+            moved_bytes = float(per_bucket[k])
+            rows.append({"server": names[server], "start": int(edges[k]), "bytes": moved_bytes,
+                         "bits_per_second": moved_bytes * 8 / bucket})
+    rows.sort(key=lambda row: (str(row["server"]), int(row["start"])))  # type: ignore[call-overload]
+    return out, rows
 
 
 CONCURRENCY_BUCKETS: tuple[tuple[float, float], ...] = ((0, 0.5), (0.5, 1.5), (1.5, 3.5), (3.5, 7.5),
@@ -376,8 +439,8 @@ def analyze_transfers(table: TransferTable, gap: float = 60.0, circuit_min_bytes
     sessions = merge_sessions(table, gap)
     s_rates = throughputs(sessions.starts, sessions.ends, sessions.sizes)
     s_durations = durations(sessions.starts, sessions.ends)
-    conc = transfer_concurrency(table)
     t_rates = throughputs(starts, ends, sizes)
+    conc, utilisation = server_timelines(table, rates=t_rates)
     rate = third_quartile_rate(t_rates if rate_basis == "transfers" else s_rates)
     circuit = circuit_suitability(sessions.sizes.tolist(), rate, circuit_min_bytes, circuit_min_seconds, rate_basis)
 
@@ -439,5 +502,6 @@ def analyze_transfers(table: TransferTable, gap: float = 60.0, circuit_min_bytes
         "circuit": circuit.as_dict(),
         "concurrency": concurrency,
         "series": series,
+        "utilisation": {"bucket_seconds": UTILISATION_BUCKET, "rows": utilisation},
     }
     return TransferAnalysis(summary, t_rates, s_rates, s_durations, sessions.sizes, conc)

@@ -82,7 +82,18 @@ def test_accumulator_totals_top_and_distributions():
     # durations 100, 300, 50 s (job 4 has no counters); rates 3e7, 3.333e6, 1.2e8 B/s
     assert (d["duration_seconds"]["min"], d["duration_seconds"]["max"]) == (50, 300)
     assert d["bytes_per_second"]["max"] == 6 * G / 50
-    assert res["series"] == [{"site": "MIT", "hour": 0, "bytes": G}, {"site": "UNL", "hour": 0, "bytes": 9 * G}]
+    # all four completed in the hour starting at 0; job 1: Wan G in (charge 1), the rest unclassified
+    # (G in, G out: 2); job 2: G in (1); job 3: 5 G in, G out (6); job 4 has no counters
+    series = res["series"]
+    assert (series["bucket_seconds"], series["classes"]) == (3600, ["Wan", UNCLASSIFIED])
+    assert series["by_execute_site"] == [
+        {"execute_site": "UNL", "start": 0, "class": "Wan", "bytes_in": G, "bytes_out": 0, "charge": 1.0},
+        {"execute_site": "UNL", "start": 0, "class": UNCLASSIFIED, "bytes_in": 6 * G, "bytes_out": 2 * G,
+         "charge": 8.0},
+        {"execute_site": "MIT", "start": 0, "class": UNCLASSIFIED, "bytes_in": G, "bytes_out": 0, "charge": 1.0}]
+    assert series["by_class"] == [
+        {"class": "Wan", "start": 0, "bytes_in": G, "bytes_out": 0, "charge": 1.0},
+        {"class": UNCLASSIFIED, "start": 0, "bytes_in": 7 * G, "bytes_out": 2 * G, "charge": 9.0}]
 
 
 def test_top_ties_keep_the_first_seen():

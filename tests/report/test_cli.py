@@ -97,12 +97,16 @@ def test_plots_and_html(inputs, capsys):
                         "--plot", str(out_dir), "-o", str(inputs["dir"] / "r.txt")], capsys)
     assert code == 0, err
     names = sorted(p.name for p in out_dir.iterdir())
-    assert names == ["bytes_per_server.png", "bytes_per_site.png", "concurrency.png", "index.html",
-                     "session_durations.png", "throughput.png"]
+    assert names == ["accounting_classes.png", "accounting_execute_site.png", "accounting_group.png",
+                     "accounting_user.png", "concurrency.png", "index.html", "server_utilisation.png",
+                     "session_durations.png", "throughput.png", "totals_by_class.png"]
     for png in out_dir.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out_dir / "index.html").read_text()
-    assert page.count("data:image/png;base64,") == 5 and "src='http" not in page
+    # every figure embedded with its caption; nothing loaded from elsewhere; tables, not a text dump
+    assert page.count("data:image/png;base64,") == 9 == page.count("<figcaption>")
+    assert "http:" not in page and "https:" not in page and "<pre" not in page
+    assert "<table id='by_user' class=sortable>" in page
     assert "Lark network report" in (inputs["dir"] / "r.txt").read_text()
 
 

@@ -50,6 +50,9 @@ def check_sample(jobs: list[JobRecord], stats: HistoryStats) -> None:
     assert stats.missing["LarkBytesIn"] == 2 and stats.missing["Owner"] == 1
     assert stats.missing["CompletionDate"] == 1 and stats.missing["AcctGroup"] == 2
     assert stats.missing["MachineAttrGLIDEIN_Site0"] == 3
+    # completed jobs carry LastRemoteHost (b) and no RemoteHost: only ads with neither count (a, d)
+    missing = stats.as_dict()["missing_attributes"]
+    assert missing["LastRemoteHost"] == 2 and "RemoteHost" not in missing
 
 
 def test_history_file_from_classad2(tmp_path: Path, sample_ads):

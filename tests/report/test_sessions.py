@@ -14,6 +14,7 @@ from lark.report.transfers import (
     circuit_suitability,
     concurrency_buckets,
     merge_sessions,
+    server_timelines,
     third_quartile_rate,
     throughputs,
     transfer_concurrency,
@@ -152,6 +153,19 @@ def test_concurrency_matches_quadratic_definition_on_random_data():
     fast, slow = transfer_concurrency(t).tolist(), _brute_force(t)
     for a, b in zip(fast, slow, strict=True):
         assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, abs=1e-6)
+
+
+def test_server_utilisation_hand_computed():
+    t = table((0, 7200, 7200, "u", "X"),  # 1 B/s for two hours: 3600 B in each
+              (1800, 1800, 100, "u", "X"),  # zero duration: its bytes go to the hour of its end
+              (3600, 5400, 1800, "u", "X", "r2"),  # 1 B/s in the second hour
+              (7100, 7300, 2000, "v", "Y"))  # 10 B/s across an hour boundary: 1000 B each side
+    conc, rows = server_timelines(t)
+    assert [(r["server"], r["start"], r["bytes"]) for r in rows] == [
+        ("X", 0, pytest.approx(3700)), ("X", 3600, pytest.approx(5400)),
+        ("Y", 3600, pytest.approx(1000)), ("Y", 7200, pytest.approx(1000))]
+    assert rows[1]["bits_per_second"] == pytest.approx(5400 * 8 / 3600)
+    assert conc[0] == pytest.approx(0.25) and math.isnan(conc[1])  # the 7200 s one overlaps 1800 s of another
 
 
 def test_concurrency_buckets():

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from lark.report.render import fmt_duration
 from lark.report.stats import pearson, quantile, ranks, spearman, summarize
 
 
@@ -58,3 +59,9 @@ def test_spearman_is_rank_based():
     assert spearman(xs, ys) == pytest.approx(1.0)
     assert pearson(xs, ys) < 0.99
     assert math.isclose(spearman([1, 2, 3], [3, 2, 1]), -1.0)
+
+
+def test_one_duration_format():
+    # the wall column once mixed "5.3 d" and "29h19m": one format, the two largest units, from seconds to days
+    assert [fmt_duration(x) for x in (4.25, 42, 303, 7620, 105540, 457920, 1234 * 86400 + 5 * 3600, None)] == \
+        ["4.2s", "42s", "5m03s", "2h07m", "1d05h", "5d07h", "1234d05h", "-"]
