@@ -40,7 +40,8 @@ import _sandbox as sb
 from _sandbox import Sandbox, median, table
 
 from lark import names, netns
-from lark.firewall.base import FirewallBackend, FirewallJob, make_backend
+from lark.firewall import make_backend
+from lark.firewall.base import FirewallBackend, FirewallJob
 from lark.firewall.isolation import Isolation
 
 GOAL = 0.9

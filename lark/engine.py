@@ -38,6 +38,7 @@ from lark.attach import module_for
 from lark.attach.base import AttachContext
 from lark.config import LarkConfig, SiteAttachment
 from lark.errors import KernelError, LarkError, NotFound
+from lark.firewall import make_backend
 from lark.firewall.base import (
     FirewallBackend,
     FirewallJob,
@@ -45,7 +46,6 @@ from lark.firewall.base import (
     PortForward,
     firewall_job_from_dict,
     firewall_job_to_dict,
-    make_backend,
     needs_host_part,
 )
 from lark.firewall.isolation import Isolation

@@ -6,10 +6,11 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from lark.config import NETWORK_TYPES, LarkConfig, condor_param, load_config, parse_networks
+from lark.cli.options import load
+from lark.config import NETWORK_TYPES, LarkConfig, parse_networks
 from lark.errors import LarkError
 
 EPILOG = "Knobs come from /etc/condor/config.d (or $LARK_CONFIG, or --config); -D KNOB=VALUE overrides one."
@@ -63,19 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_profiles_parser(sub)
     return parser
-
-
-def load(args: argparse.Namespace, external: Callable[[str], str | None] | None = condor_param) -> LarkConfig:
-    """The knobs from --config and -D KNOB=VALUE (either may be absent from ``args``); ``external``
-    looks up HTCondor's own macros (``$(LOG)``, ``$(EXECUTE)``) as the broker does, so the admin
-    commands read the node's drop-ins exactly as ``lark-netd`` does (see ``load_config``)."""
-    overrides = {}
-    for item in getattr(args, "overrides", None) or []:
-        knob, sep, value = item.partition("=")
-        if not sep:
-            raise LarkError(f"-D expects KNOB=VALUE, got {item!r}")
-        overrides[knob.strip()] = value.strip()
-    return load_config(getattr(args, "config", None), overrides, external=external)
 
 
 def request_from_args(args: argparse.Namespace, config: LarkConfig, job_id: str):  # noqa: ANN201

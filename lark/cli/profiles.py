@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from lark.cli.main import load
+from lark.cli.options import load
 from lark.config import condor_param
 from lark.errors import LarkError
 from lark.profiles import (

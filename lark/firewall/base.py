@@ -172,17 +172,3 @@ def firewall_job_from_dict(data: dict[str, object]) -> FirewallJob:
 def needs_host_part(job: FirewallJob) -> bool:
     """Whether the job has anything on the host side (masquerade or port forwards)."""
     return bool(job.masquerade_ipv4 or job.masquerade_ipv6 or job.port_forward)
-
-
-def make_backend(kind: str, prefix: str, netns: str | None = None, job_side: bool = False,
-                 isolation: Isolation | None = None) -> FirewallBackend:
-    """Construct the backend named by ``LARK_FIREWALL``; imports lazily (python-iptables is slow)."""
-    if kind == "nftables":
-        from lark.firewall.nftables import NftablesBackend
-
-        return NftablesBackend(prefix, netns, job_side, isolation=isolation)
-    if kind == "iptables":
-        from lark.firewall.iptables import IptablesBackend
-
-        return IptablesBackend(prefix, netns, job_side, isolation)
-    raise ValueError(f"unknown firewall backend {kind!r} (accepted: nftables, iptables)")

@@ -36,9 +36,9 @@ from lark import netns
 from lark.config import TrafficClass
 from lark.errors import NotFound
 from lark.firewall import iptplans as ipt
-from lark.firewall import libnft, nftrules
+from lark.firewall import libnft, make_backend, nftrules
 from lark.firewall import nftables as nft
-from lark.firewall.base import FirewallBackend, FirewallJob, PortForward, make_backend
+from lark.firewall.base import FirewallBackend, FirewallJob, PortForward
 from lark.firewall.isolation import HostAllow, Isolation, parse_host_allow, parse_job_to_job
 
 kernel = pytest.mark.kernel
