@@ -55,4 +55,11 @@ def test_reads_condor_history_json_and_reports_it(lark_pool: LarkPool, finished_
     report = subprocess.run([LARK, "report", "--history-json", str(path), "--json"], capture_output=True,
                             text=True, check=True)
     data = json.loads(report.stdout)
-    assert "larkuser" in json.dumps(data)
+    # the report's row for larkuser adds up what the history says of larkuser's jobs, summed here
+    # independently from condor_history's own JSON
+    ads = [ad for ad in json.loads(out) if ad.get("Owner") == "larkuser"]
+    want_in = sum(int(ad["LarkBytesIn"]) for ad in ads if isinstance(ad.get("LarkBytesIn"), int))
+    want_out = sum(int(ad["LarkBytesOut"]) for ad in ads if isinstance(ad.get("LarkBytesOut"), int))
+    [row] = [r for r in data["accounting"]["by_user"] if r["user"].partition("@")[0] == "larkuser"]
+    assert (row["bytes_in"], row["bytes_out"]) == (want_in, want_out), (row, want_in, want_out)
+    assert row["jobs"] == len(ads)
