@@ -1,7 +1,7 @@
 """Crawl an OSG-scale perfSONAR deployment on loopback; print crawl time and peak RSS.
 
     .venv/bin/python benchmarks/spider_crawl.py [--sites 301] [--opensearch-fraction 0.5] [--crawls 2]
-        [--history-fraction 1.0] [--stale-fraction 0.05]
+        [--history-fraction 1.0] [--stale-fraction 0.05] [--code DIR]
 
 Generates a full throughput mesh over ``--sites`` sites (301 sites -> 90,300 directed pairs), one
 perfSONAR host and one archive per site, each archive on its own loopback port (so the spider sees
@@ -13,7 +13,13 @@ the pairs (``--history-fraction``, default all) also has one run a day 2 to 6 da
 look-back for stale pairs (OpenSearch's second query, esmond's 7-day metadata listing) has real
 work to do. Sites are mapped through a generated GOCDB-style
 registry and a static address table (no DNS). The archives are served by a separate process with an
-asyncio HTTP/1.1 keep-alive server, so the spider's own RSS is measured alone.
+asyncio HTTP/1.1 keep-alive server, so the spider's own RSS is measured alone. ``--code DIR`` imports
+the spider from another checkout (e.g. a ``git worktree`` of an older commit) while the archives
+and their data stay this script's, for side-by-side measurements.
+
+Per crawl it prints the wall time, the spider's CPU, the peak RSS so far and the crawl's own peak RSS
+(the kernel's high-water mark, reset before each crawl through ``/proc/self/clear_refs``); at the end
+the medians of the first crawl and of the later ones (a daemon's steady state) separately.
 
 The timed crawl covers discovery, reading every archive, site mapping, grading, merging with the
 state file, and building every ClassAd in the publisher's batches (without a collector). The
@@ -28,6 +34,7 @@ import json
 import multiprocessing
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -37,9 +44,8 @@ from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from perfsonar.config import parse_config  # noqa: E402
-from perfsonar.crawl import Spider  # noqa: E402
-from perfsonar.log import setup_logging  # noqa: E402
+# The archive emulator always comes from this tree; with --code DIR the spider is imported from DIR,
+# so two versions of the spider are measured against the same archives.
 from tests.perfsonar.fakeps import (  # noqa: E402
     EsmondApp,
     EsmondTest,
@@ -50,6 +56,24 @@ from tests.perfsonar.fakeps import (  # noqa: E402
     os_doc,
     pub_config_list,
 )
+
+
+def _code_dir(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--code" and i + 1 < len(argv):
+            return str(Path(argv[i + 1]).resolve())
+        if arg.startswith("--code="):
+            return str(Path(arg.split("=", 1)[1]).resolve())
+    return None
+
+
+CODE = _code_dir(sys.argv)
+if CODE:
+    sys.path.insert(0, CODE)
+
+from perfsonar.config import parse_config  # noqa: E402
+from perfsonar.crawl import Spider  # noqa: E402
+from perfsonar.log import setup_logging  # noqa: E402
 
 
 def host_of(i: int) -> str:
@@ -192,6 +216,22 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def reset_peak() -> bool:
+    """Reset this process's peak RSS (VmHWM), so each crawl's own peak can be read."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sites", type=int, default=301)
@@ -202,6 +242,7 @@ def main() -> None:
                     help="share of pairs with one run a day 2-6 days back, before the 1-day window")
     ap.add_argument("--stale-fraction", type=float, default=0.05,
                     help="share of pairs with only those older runs (published as stale)")
+    ap.add_argument("--code", metavar="DIR", help="import the spider from this checkout (default: this one)")
     args = ap.parse_args()
 
     now = time.time()
@@ -235,7 +276,10 @@ def main() -> None:
               f"archive data generated in {setup:.1f} s")
         setup_logging(f"{tmp}/LarkSpiderLog")
         spider = Spider(cfg)
+        print(f"spider code: {CODE or Path(__file__).resolve().parent.parent}")
+        figures: list[tuple[float, float, float]] = []  # (wall, spider CPU, this crawl's peak RSS) per crawl
         for n in range(1, args.crawls + 1):
+            per_crawl_peak = reset_peak()
             t = time.monotonic()
             cpu0 = os.times()
             server0 = cpu_of(proc.pid)
@@ -254,12 +298,18 @@ def main() -> None:
                   f"building {ads} ads); CPU: spider {cpu:.1f} s, archive server {server_cpu:.1f} s; "
                   f"{s.requests} HTTP requests, {s.series} series, {s.samples} samples, {s.links} links "
                   f"({dict(s.grades)}), {s.archives_failed} archives failed, {s.errors} errors; "
-                  f"peak RSS so far {rss_mb():.0f} MB")
+                  f"peak RSS so far {rss_mb():.0f} MB"
+                  + (f", this crawl {peak_mb():.0f} MB" if per_crawl_peak else ""))
+            figures.append((total, cpu, peak_mb() if per_crawl_peak else rss_mb()))
             del result  # as the daemon does: a crawl's result is dropped once its ads are published
         spider.close()
         print("spider log (last line):", Path(f"{tmp}/LarkSpiderLog").read_text().splitlines()[-1], sep="\n  ")
     proc.kill()
     proc.join()
+    for label, part in (("first crawl", figures[:1]), ("later crawls (steady state)", figures[1:])):
+        if part:
+            wall, cpu, peak = (statistics.median(f[i] for f in part) for i in range(3))
+            print(f"median of {label} ({len(part)}): wall {wall:.1f} s, spider CPU {cpu:.1f} s, peak RSS {peak:.0f} MB")
     print(f"goal: <= 60 s per crawl and <= 300 MB peak RSS; peak RSS {rss_mb():.0f} MB "
           f"(pid {os.getpid()}, archives served by pid {proc.pid})")
 

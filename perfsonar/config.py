@@ -41,6 +41,7 @@ from perfsonar.sites import DomainRule, SiteRule
 DEFAULT_CONFIG_PATH = Path("/etc/lark/spider.yaml")
 DEFAULT_WINDOWS = {THROUGHPUT: 86400.0, LATENCY: 1800.0, RTT: 3600.0}
 DEFAULT_LOOKBACK = 7 * 86400.0
+DEFAULT_STALE_REFRESH = 3600.0
 MESH_FORMATS = ("auto", "psconfig", "meshconfig")
 
 KNOBS: dict[str, str] = {
@@ -96,7 +97,8 @@ class SpiderConfig:
     archives: tuple[ArchiveRef, ...] = ()
     archive_preference: tuple[str, ...] = ("opensearch", "esmond")
     read: ReadSettings = field(default_factory=lambda: ReadSettings(windows=dict(DEFAULT_WINDOWS),
-                                                                    lookback=DEFAULT_LOOKBACK))
+                                                                    lookback=DEFAULT_LOOKBACK,
+                                                                    stale_refresh=DEFAULT_STALE_REFRESH))
     quality: QualityPolicy = field(default_factory=QualityPolicy)
     site_rules: tuple[SiteRule, ...] = ()
     registries: tuple[RegistrySource, ...] = ()
@@ -330,7 +332,7 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
             url += "/"
         endpoints.append(ArchiveRef(url, api, "config", verify, c.string(e, (*p, "ca_bundle"), None)))
 
-    ms = c.section(data, ("measurements",), ("tests", "windows", "lookback"))
+    ms = c.section(data, ("measurements",), ("tests", "windows", "lookback", "stale_refresh"))
     tests = c.str_list(ms, ("measurements", "tests")) or list(TEST_KINDS)
     for i, t in enumerate(tests):
         if t not in TEST_KINDS:
@@ -345,6 +347,7 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
         max_data_pages=c.integer(a, ("archives", "max_data_pages"), 20, 1),
         max_docs_per_pair=c.integer(a, ("archives", "max_docs_per_pair"), 100, 1, 10000),
         lookback=c.duration(ms, ("measurements", "lookback"), DEFAULT_LOOKBACK) or 0.0,
+        stale_refresh=c.duration(ms, ("measurements", "stale_refresh"), DEFAULT_STALE_REFRESH) or 0.0,
     )
     if read.lookback and read.lookback < max(windows.values()):
         raise c.fail(("measurements", "lookback"), f"expected 0 (off) or at least the longest window "

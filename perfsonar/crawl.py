@@ -32,6 +32,7 @@ from perfsonar.discovery import ArchiveRef, Inventory, MeshContent, discover
 from perfsonar.errors import SpiderError
 from perfsonar.esmond import EsmondReader, SeriesSpec
 from perfsonar.http import HttpClient
+from perfsonar.lookback import LookbackCache
 from perfsonar.meshindex import MeshIndex
 from perfsonar.model import ESMOND, GRADES, OPENSEARCH, STALE, UNKNOWN, HostSeries, LinkKey, LinkSummary, SiteClaim
 from perfsonar.normalise import canonical_ip
@@ -173,6 +174,7 @@ class Spider:
         self._pool: tuple[float, list[SiteClaim], list[DomainRule]] | None = None
         self._previous: dict[LinkKey, LinkSummary] | None = None
         self._ad_pool: list[classad2.ClassAd] = []
+        self.lookback = LookbackCache()  # stale-pair listings, refreshed every measurements.stale_refresh
         self.crawls = 0
 
     def _default_resolver(self) -> Resolver:
@@ -388,6 +390,7 @@ class Spider:
         for refs in groups.values():
             refs.sort(key=lambda r: order.get(r.api, len(order)))
         stats.archives = len(groups)
+        self.lookback.keep_only(ref.url for ref in inv.archives.values())
         failed: dict[str, str] = {}
 
         def open_group(refs: list[ArchiveRef]) -> tuple[list[HostSeries], EsmondReader | None, list[SeriesSpec],
@@ -396,9 +399,10 @@ class Spider:
             for ref in refs:
                 try:
                     if ref.api == OPENSEARCH:
-                        return OpenSearchReader(self.client, ref, cfg.read, now).read(), None, [], problems
+                        got = OpenSearchReader(self.client, ref, cfg.read, now, self.lookback).read()
+                        return got, None, [], problems
                     if ref.api == ESMOND:
-                        reader = EsmondReader(self.client, ref, cfg.read, now)
+                        reader = EsmondReader(self.client, ref, cfg.read, now, self.lookback)
                         return [], reader, reader.list_series(), problems
                 except SpiderError as err:
                     problems[ref.url] = str(err)

@@ -37,6 +37,7 @@ from typing import Any
 from perfsonar.discovery import ArchiveRef
 from perfsonar.errors import ResponseError, SpiderError
 from perfsonar.http import HttpClient, same_origin
+from perfsonar.lookback import Listing, LookbackCache, due_at, usable
 from perfsonar.model import (
     LATENCY,
     M_LOSS,
@@ -101,6 +102,7 @@ class ReadSettings:
     max_data_pages: int = 20
     max_docs_per_pair: int = 100
     lookback: float = 0.0  # how far back to look for tests with no run in the window (0: not at all)
+    stale_refresh: float = 0.0  # reuse a look-back listing for this long (0: a new one every crawl)
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,12 @@ def series_spec(md: Any, test: str, window_start: float) -> SeriesSpec | None:
                       dst_ip, scale, tuple(refs), key, duration, last_seen, primary_updated)
 
 
+def _newest(spec: SeriesSpec) -> float | None:
+    """When the test last ran, as far as its metadata says: esmond's age of a test with no datum in the
+    window, else the primary event's ``time-updated`` (elmond: when its newest run was scheduled)."""
+    return spec.last_seen if spec.last_seen is not None else spec.updated
+
+
 def _stale_event(et: Mapping[str, Any], window_start: float) -> bool:
     updated = to_float(et.get("time-updated"))
     return updated is not None and updated < window_start
@@ -303,11 +311,13 @@ def finish_retransmits(series: HostSeries, duration: float | None, mss: float | 
 class EsmondReader:
     """Reads one esmond/elmond archive: :meth:`list_series` then :meth:`read` per series."""
 
-    def __init__(self, client: HttpClient, archive: ArchiveRef, settings: ReadSettings, now: float) -> None:
+    def __init__(self, client: HttpClient, archive: ArchiveRef, settings: ReadSettings, now: float,
+                 cache: LookbackCache | None = None) -> None:
         self.client = client
         self.archive = archive
         self.settings = settings
         self.now = now
+        self.cache = cache  # look-back listings kept between crawls (None: a wide listing every time)
 
     def _get(self, url: str, params: Mapping[str, object] | None = None) -> Any:
         return self.client.get_json(url, params, verify=self.archive.verify_tls, ca_bundle=self.archive.ca_bundle)
@@ -316,16 +326,45 @@ class EsmondReader:
         """All usable metadata for the configured tests. Raises if the archive cannot be listed.
 
         The metadata search reaches back ``lookback`` (when longer than the window), so tests whose
-        newest run is older than the window are listed too and reported as stale.
+        newest run is older than the window are listed too and reported as stale. That wide listing
+        is made at most every ``stale_refresh`` (with a :class:`LookbackCache`): in between, the
+        search covers the window only, and the tests the last wide listing found with no run in the
+        window are added from the cache unless the window listing has them.
         """
+        s, cache = self.settings, self.cache
         out: list[SeriesSpec] = []
-        for test in self.settings.tests:
-            window = float(self.settings.windows[test])
+        for test in s.tests:
+            window = float(s.windows[test])
             start = self.now - window
-            for md in self._metadata(test, max(window, self.settings.lookback)):
-                spec = series_spec(md, test, start)
-                if spec is not None:
-                    out.append(spec)
+            if s.lookback <= window:
+                out.extend(self._specs(self._metadata(test, window), test, start))
+                continue
+            listing = cache.get(self.archive.url, test) if cache is not None else None
+            if usable(listing, self.now, window, s.lookback):
+                assert listing is not None
+                specs = self._specs(self._metadata(test, window), test, start)
+                listed = {(spec.key, spec.src_ip, spec.dst_ip) for spec in specs}
+                oldest = self.now - s.lookback
+                specs.extend(spec for spec in listing.entries if (spec.key, spec.src_ip, spec.dst_ip) not in listed
+                             and (_newest(spec) or 0.0) >= oldest)
+                del listed
+            else:
+                specs = self._specs(self._metadata(test, s.lookback), test, start)
+                if cache is not None:
+                    # Only what a crawl needs between refreshes: the tests with no (trusted) run in the window.
+                    cache.put(self.archive.url, test, Listing(
+                        self.now, window, s.lookback, tuple(spec for spec in specs if (_newest(spec) or start) < start),
+                        due_at(self.archive.url, test, self.now, s.stale_refresh, listing is None)))
+            out.extend(specs)
+        return out
+
+    @staticmethod
+    def _specs(records: list[Any], test: str, start: float) -> list[SeriesSpec]:
+        out = []
+        for md in records:
+            spec = series_spec(md, test, start)
+            if spec is not None:
+                out.append(spec)
         return out
 
     def _metadata(self, test: str, window: float) -> list[Any]:

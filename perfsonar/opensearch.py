@@ -10,7 +10,9 @@ measurement time — never ``@timestamp``, which is when Logstash ingested the r
 
 Pairs whose runs are all older than the window are found by a second, light query over
 ``[now - lookback, now - window)`` that returns per pair only the newest start time (and the names):
-they are reported as stale with that age instead of vanishing.
+they are reported as stale with that age instead of vanishing. That query is made at most every
+``measurements.stale_refresh`` per archive and test kind (:mod:`perfsonar.lookback`); in between, the
+pairs it found are reused.
 
 Throughput documents carry the test's own loss (UDP: flat ``result.packets_lost`` /
 ``result.packets_sent``) and TCP ``result.retransmits``, turned into a rate per segment sent with the
@@ -32,6 +34,7 @@ from perfsonar.discovery import ArchiveRef
 from perfsonar.errors import ResponseError, SpiderError
 from perfsonar.esmond import ReadSettings, retransmit_rate
 from perfsonar.http import HttpClient
+from perfsonar.lookback import Listing, LookbackCache, due_at, usable
 from perfsonar.model import (
     LATENCY,
     M_LOSS,
@@ -54,6 +57,7 @@ from perfsonar.normalise import (
     plausible_time,
     to_float,
 )
+from perfsonar.quality import human_duration
 
 log = logging.getLogger("lark.spider")
 
@@ -73,6 +77,10 @@ TEST_FIELDS = {
 
 # The stale-pair query needs only the names (the family is in the key).
 STALE_NAME_FIELDS = ["meta.source.hostname", "meta.destination.hostname", "test.spec.source", "test.spec.dest"]
+
+# A pair with no run in the window, as a look-back listing keeps it: (src IP, dst IP, family, newest
+# run, cadence, src name, dst name).
+StaleEntry = tuple[str | None, str | None, int, float, float | None, str | None, str | None]
 
 # Keep one response well below the size cap: pairs per page x documents per pair ~ 20,000 documents.
 DOCS_PER_PAGE = 20000
@@ -168,6 +176,15 @@ def build_stale_query(now: float, window: float, lookback: float, after: Mapping
             },
         }},
     }
+
+
+def last_page(buckets: list[Any], after: Any, body: Mapping[str, Any]) -> bool:
+    """Whether a composite aggregation's page is its last: no buckets, no ``after_key``, or fewer
+    buckets than asked for. A composite aggregation without a pipeline aggregation filtering its
+    buckets fills every page but the last one (Elasticsearch's own SQL layer pages on that rule), so
+    the empty page that would confirm the end — as costly to the archive as a full one — is not asked for."""
+    size = body["aggs"]["pairs"]["composite"]["size"]
+    return not buckets or not isinstance(after, Mapping) or len(buckets) < size
 
 
 def _get(doc: Any, dotted: str) -> Any:
@@ -322,11 +339,13 @@ def _add_values(series: HostSeries, doc: Mapping[str, Any], test: str, ts: float
 class OpenSearchReader:
     """Reads one OpenSearch archive, one test kind at a time."""
 
-    def __init__(self, client: HttpClient, archive: ArchiveRef, settings: ReadSettings, now: float) -> None:
+    def __init__(self, client: HttpClient, archive: ArchiveRef, settings: ReadSettings, now: float,
+                 cache: LookbackCache | None = None) -> None:
         self.client = client
         self.archive = archive
         self.settings = settings
         self.now = now
+        self.cache = cache  # look-back listings kept between crawls (None: a new one every time)
 
     def search_url(self, test: str) -> str:
         return f"{self.archive.url.rstrip('/')}/{','.join(INDICES[test])}/_search"
@@ -361,32 +380,75 @@ class OpenSearchReader:
                 if series is not None:
                     out.append(series)
             after = pairs.get("after_key") if isinstance(pairs, Mapping) else None
-            if not buckets or not isinstance(after, Mapping):
+            done = last_page(buckets, after, body)
+            del answer, pairs, buckets, body  # one page at a time, none kept during the look-back
+            if done:
                 break
         if self.settings.lookback > window:
-            names: dict[str, str] = {}
-            fresh: set[tuple[str | None, str | None, float]] = set()
-            for series in out:
-                fresh.add((series.src_ip, series.dst_ip, float(series.family)))
-                if series.src_ip and series.src_name:
-                    names[series.src_ip] = series.src_name
-                if series.dst_ip and series.dst_name:
-                    names[series.dst_ip] = series.dst_name
-            try:
-                out.extend(self._stale(test, window, url, params, names, fresh))
-            except SpiderError as err:
-                # The fresh pairs above are good data: a failed look-back only loses the stale ones.
-                log.warning("archive %s: stale-pair search for %s failed, only pairs with runs in the window "
-                            "are reported: %s", self.archive.url, test, err)
+            out.extend(self._stale_pairs(test, window, url, params, out))
         return out
 
-    def _stale(self, test: str, window: float, url: str, params: Mapping[str, str], names: Mapping[str, str],
-               fresh: set[tuple[str | None, str | None, float]]) -> list[HostSeries]:
-        """Pairs whose newest run is older than the window but within ``lookback``, with the host names
-        of that run (else those of this archive's pairs that do have runs in the window). The answer
-        lists every pair with older runs, nearly all of which also have runs in the window (``fresh``:
-        their keys); those are skipped before any parsing."""
-        out: list[HostSeries] = []
+    def _stale_pairs(self, test: str, window: float, url: str, params: Mapping[str, str],
+                     fresh: list[HostSeries]) -> list[HostSeries]:
+        """The pairs with no run in the window but runs within ``lookback``, as stale series.
+
+        From the cached listing when it is younger than ``stale_refresh``, else from a new look-back
+        query (a failed one keeps the last listing). Entries that have runs in this crawl's window
+        (``fresh``) or whose newest run is now older than ``lookback`` are left out.
+        """
+        s, cache = self.settings, self.cache
+        listing = cache.get(self.archive.url, test) if cache is not None else None
+        if not usable(listing, self.now, window, s.lookback):
+            fresh_keys = {(x.src_ip, x.dst_ip, x.family) for x in fresh}
+            try:
+                entries = self._stale(test, window, url, params, fresh_keys)
+            except SpiderError as err:
+                # The fresh pairs are good data: a failed look-back only loses the stale ones, or
+                # takes them from the last listing; it is tried again at the next crawl.
+                if listing is None or listing.window != window or listing.lookback != s.lookback:
+                    log.warning("archive %s: stale-pair search for %s failed, only pairs with runs in the "
+                                "window are reported: %s", self.archive.url, test, err)
+                    return []
+                log.warning("archive %s: stale-pair search for %s failed, using the listing from %s ago: %s",
+                            self.archive.url, test, human_duration(self.now - listing.made_at), err)
+            else:
+                listing = Listing(self.now, window, s.lookback, tuple(entries),
+                                  due_at(self.archive.url, test, self.now, s.stale_refresh, listing is None))
+                del entries
+                if cache is not None:
+                    cache.put(self.archive.url, test, listing)
+            del fresh_keys
+        assert listing is not None
+        if not listing.entries:
+            return []
+        wanted = {(e[0], e[1], e[2]): e for e in listing.entries if e[3] >= self.now - s.lookback}
+        for x in fresh:
+            if wanted and (x.src_ip, x.dst_ip, x.family) in wanted:
+                del wanted[(x.src_ip, x.dst_ip, x.family)]
+        if not wanted:
+            return []
+        names: dict[str, str] = {}
+        if any(e[5] is None or e[6] is None for e in wanted.values()):
+            for x in fresh:  # the names this archive gives the same hosts in the window
+                if x.src_ip and x.src_name:
+                    names[x.src_ip] = x.src_name
+                if x.dst_ip and x.dst_name:
+                    names[x.dst_ip] = x.dst_name
+        out = []
+        for src_ip, dst_ip, family, last, interval, src_name, dst_name in wanted.values():
+            out.append(HostSeries(archive=self.archive.url, test=test, family=family,
+                                  src_name=src_name or names.get(src_ip or ""), src_ip=src_ip,
+                                  dst_name=dst_name or names.get(dst_ip or ""), dst_ip=dst_ip,
+                                  interval=interval, last_seen=last))
+        return out
+
+    def _stale(self, test: str, window: float, url: str, params: Mapping[str, str],
+               fresh: set[tuple[str | None, str | None, int]]) -> list[StaleEntry]:
+        """Pairs whose newest run is older than the window but within ``lookback``: (src IP, dst IP,
+        family, newest run, cadence, src name, dst name), the names from that run. The answer lists
+        every pair with older runs, nearly all of which also have runs in the window (``fresh``: their
+        keys); those are skipped before any parsing, and each page is dropped once read."""
+        out: list[StaleEntry] = []
         after: Mapping[str, Any] | None = None
         for _page in range(self.settings.max_metadata_pages):
             body = build_stale_query(self.now, window, self.settings.lookback, after)
@@ -400,16 +462,19 @@ class OpenSearchReader:
                 raise ResponseError(url, "aggregations.pairs.buckets is not a list")
             for bucket in buckets:
                 key = bucket.get("key") if isinstance(bucket, Mapping) else None
-                if isinstance(key, Mapping) and (canonical_ip(key.get("src")), canonical_ip(key.get("dst")),
-                                                 to_float(key.get("ipv"))) in fresh:
-                    continue
+                if isinstance(key, Mapping):
+                    ipv = to_float(key.get("ipv"))
+                    if (canonical_ip(key.get("src")), canonical_ip(key.get("dst")),
+                            int(ipv) if ipv in (4.0, 6.0) else None) in fresh:
+                        continue
                 series = series_from_bucket(bucket, test, self.archive.url, self.now, 0.0, stale=True)
-                if series is not None:
-                    series.src_name = series.src_name or names.get(series.src_ip or "")
-                    series.dst_name = series.dst_name or names.get(series.dst_ip or "")
-                    out.append(series)
+                if series is not None and series.last_seen is not None:
+                    out.append((series.src_ip, series.dst_ip, series.family, series.last_seen, series.interval,
+                                series.src_name, series.dst_name))
             after = pairs.get("after_key") if isinstance(pairs, Mapping) else None
-            if not buckets or not isinstance(after, Mapping):
+            done = last_page(buckets, after, body)
+            del answer, pairs, buckets, body
+            if done:
                 break
         return out
 
