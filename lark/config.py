@@ -403,7 +403,7 @@ def _ends(net: IPNetwork) -> tuple[IPAddress, IPAddress]:
 # --------------------------------------------------------------------------------------------
 
 
-def _listen_address(text: str) -> tuple[str, int] | None:
+def parse_listen_address(text: str) -> tuple[str, int] | None:
     """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT``; empty: None (off)."""
     text = text.strip()
     if not text:
@@ -565,7 +565,7 @@ def build_config(settings: Mapping[str, Setting], external: Callable[[str], str 
         broker_max_connections=int(get("LARK_BROKER_MAX_CONNECTIONS",  # type: ignore[arg-type]
                                        lambda t: parse_int(t, 16, 1_000_000))),
         journal_path=Path(str(get("LARK_ACCOUNTING_JOURNAL", str)).strip()),
-        metrics_address=get("LARK_METRICS_ADDRESS", _listen_address),  # type: ignore[arg-type]
+        metrics_address=get("LARK_METRICS_ADDRESS", parse_listen_address),  # type: ignore[arg-type]
         metrics_textfile=get("LARK_METRICS_TEXTFILE", optional(lambda t: Path(t.strip()))),  # type: ignore[arg-type]
         isolate_jobs=bool(get("LARK_ISOLATE_JOBS", parse_bool)),
         job_host_allow=get("LARK_JOB_HOST_ALLOW", parse_host_allow),  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from lark.config import parse_listen_address as listen_address
 from perfsonar.discovery import ArchiveRef, LookupSettings, MeshSource
 from perfsonar.errors import ConfigError
 from perfsonar.esmond import ReadSettings
@@ -51,10 +52,15 @@ KNOBS: dict[str, str] = {
     "LARK_SPIDER_STATE_FILE": "Where the last good link values are kept (overrides spider.state_file).",
     "LARK_SPIDER_COLLECTOR": "Collector host[:port] to advertise to (overrides collector.address).",
     "LARK_SPIDER_TOKEN_DIR": "IDTOKENS directory of the spider (overrides collector.token_dir).",
+    "LARK_SPIDER_METRICS_ADDRESS": "HOST:PORT of the spider's Prometheus endpoint (overrides spider.metrics_address).",
+    "LARK_SPIDER_METRICS_TEXTFILE": "File the spider rewrites with its metrics after each crawl "
+                                    "(overrides spider.metrics_textfile).",
 }
 _KNOB_PATHS = {"LARK_SPIDER_INTERVAL": ("spider", "interval"), "LARK_SPIDER_LOG": ("spider", "log"),
                "LARK_SPIDER_STATE_FILE": ("spider", "state_file"), "LARK_SPIDER_COLLECTOR": ("collector", "address"),
-               "LARK_SPIDER_TOKEN_DIR": ("collector", "token_dir")}
+               "LARK_SPIDER_TOKEN_DIR": ("collector", "token_dir"),
+               "LARK_SPIDER_METRICS_ADDRESS": ("spider", "metrics_address"),
+               "LARK_SPIDER_METRICS_TEXTFILE": ("spider", "metrics_textfile")}
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,8 @@ class SpiderConfig:
     concurrency: int = 16
     keep_state_for: float = 7 * 86400.0
     name: str = "lark-spider"
+    metrics_address: tuple[str, int] | None = None  # spider.metrics_address: Prometheus endpoint
+    metrics_textfile: Path | None = None  # spider.metrics_textfile: for node_exporter
     http: HttpSettings = field(default_factory=HttpSettings)
     publishers: tuple[str, ...] = ()
     meshes: tuple[MeshSource, ...] = ()
@@ -259,13 +267,20 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
         if key not in TOP_KEYS:
             raise c.fail((str(key),), f"unknown section (accepted: {', '.join(TOP_KEYS)})")
 
-    sp = c.section(data, ("spider",), ("interval", "state_file", "log", "concurrency", "keep_state_for", "name"))
+    sp = c.section(data, ("spider",), ("interval", "state_file", "log", "concurrency", "keep_state_for", "name",
+                                       "metrics_address", "metrics_textfile"))
     interval = c.duration(sp, ("spider", "interval"), 600.0, minimum=10.0)
     state_file = c.string(sp, ("spider", "state_file"), "/var/lib/lark/spider-state.json")
     log_file = c.string(sp, ("spider", "log"), None)
     concurrency = c.integer(sp, ("spider", "concurrency"), 16, 1, 512)
     keep = c.duration(sp, ("spider", "keep_state_for"), 7 * 86400.0, minimum=0.0)
     name = c.string(sp, ("spider", "name"), "lark-spider")
+    metrics_text = c.string(sp, ("spider", "metrics_address"), None)
+    try:
+        metrics_address = listen_address(metrics_text or "")
+    except ValueError as err:
+        raise c.fail(("spider", "metrics_address"), str(err)) from None
+    metrics_textfile = c.string(sp, ("spider", "metrics_textfile"), None)
 
     h = c.section(data, ("http",), ("timeout", "connect_timeout", "retries", "backoff", "max_response_bytes",
                                     "per_host_connections", "verify_tls", "ca_bundle"))
@@ -476,6 +491,7 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
     return SpiderConfig(
         source=source, interval=interval or 600.0, state_file=Path(state_file) if state_file else None,
         log_file=log_file, concurrency=concurrency, keep_state_for=keep or 0.0, name=name or "lark-spider",
+        metrics_address=metrics_address, metrics_textfile=Path(metrics_textfile) if metrics_textfile else None,
         http=http, publishers=publishers, meshes=tuple(meshes),
         derive_opensearch=c.boolean(d, ("discovery", "derive_opensearch"), False),
         restrict_to_mesh=c.boolean(d, ("discovery", "restrict_to_mesh"), False),

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perfsonar.config import SpiderConfig, config_path, load_config
 from perfsonar.crawl import CrawlResult, Spider
@@ -25,6 +25,9 @@ from perfsonar.errors import ConfigError, PublishError
 from perfsonar.log import setup_logging
 from perfsonar.model import LinkSummary
 from perfsonar.publish import publish_batches
+
+if TYPE_CHECKING:
+    from perfsonar.metrics import SpiderMetrics
 
 log = logging.getLogger("lark.spider")
 
@@ -212,10 +215,35 @@ def explain_links(result: CrawlResult) -> None:
                              f"  {test}  no data\n")
 
 
-def _crawl_and_publish(spider: Spider) -> bool:
+def _metrics(config: SpiderConfig) -> SpiderMetrics | None:
+    """The crawl counters, when an endpoint or a textfile is configured (kept across reloads)."""
+    if config.metrics_address is None and config.metrics_textfile is None:
+        return None
+    try:
+        from perfsonar.metrics import SpiderMetrics
+
+        metrics = SpiderMetrics()
+        if config.metrics_address is not None:
+            metrics.serve(*config.metrics_address)
+            log.info("metrics on http://%s:%d/metrics", *config.metrics_address)
+        return metrics
+    except (ImportError, OSError) as err:
+        log.error("metrics are off: %s (spider.metrics_address needs prometheus-client: pip install "
+                  "'htcondor-lark[metrics]')", err)
+        return None
+
+
+def _crawl_and_publish(spider: Spider, metrics: SpiderMetrics | None = None) -> bool:
     """One crawl + publish; False when publishing failed. Crawl problems are only logged."""
     config = spider.config
     result = spider.crawl()
+    if metrics is not None:
+        metrics.observe(result.stats, time.time())
+        if config.metrics_textfile is not None:
+            try:
+                metrics.write_textfile(config.metrics_textfile)
+            except OSError as err:
+                log.error("cannot write the metrics file %s: %s", config.metrics_textfile, err)
     try:
         sent = publish_batches(spider.ad_batches(result), config.collector.address, config.collector.token_dir)
     except PublishError as err:
@@ -310,10 +338,11 @@ def _daemon(spider: Spider, path: Path, load: Callable[[], SpiderConfig]) -> int
         signal.signal(sig, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
     log.info("lark-spider starting: config %s, crawl every %.0f s", path, spider.config.interval)
+    metrics = _metrics(spider.config)
     while True:
         started = time.monotonic()
         try:
-            _crawl_and_publish(spider)
+            _crawl_and_publish(spider, metrics)
         except Exception:  # noqa: BLE001 - the daemon outlives any single crawl's bug; the log has the trace
             log.exception("crawl failed unexpectedly; trying again next interval")
         while True:

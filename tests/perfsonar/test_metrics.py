@@ -33,3 +33,33 @@ def test_counters_add_up_over_crawls_and_gauges_describe_the_last() -> None:
     assert s[("lark_spider_links", (("grade", "stale"),))] == 0  # the last crawl's, not a sum
     assert s[("lark_spider_archives", (("outcome", "ok"),))] == 5
     assert s[("lark_spider_unmapped_hosts", ())] == 0
+
+
+def test_the_daemon_writes_its_crawl_counters_for_node_exporter(server, now, tmp_path) -> None:
+    """The real lark-spider daemon against the loopback fake, LARK_SPIDER_METRICS_TEXTFILE set: after
+    its first crawl the file holds the crawl, parsed by prometheus-client's own parser."""
+    import subprocess
+    import time
+
+    from tests.perfsonar.test_real_meshes import EXE, MetaWorld, spider_env
+
+    world = MetaWorld(server, now)
+    textfile = tmp_path / "lark-spider.prom"
+    (tmp_path / "spider.yaml").write_text("sites:\n  resolve_dns: false\n")
+    args = [str(EXE), "-c", str(tmp_path / "spider.yaml"), "--psconfig", world.publisher,
+            "--log", str(tmp_path / "spider.log")]
+    env = spider_env(tmp_path, LARK_SPIDER_COLLECTOR="127.0.0.1:9", LARK_SPIDER_METRICS_TEXTFILE=str(textfile))
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not textfile.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "spider.log").read_text()
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    s = {(x.name, tuple(sorted(x.labels.items()))): x.value
+         for f in text_string_to_metric_families(textfile.read_text()) for x in f.samples}
+    assert s[("lark_spider_crawls_total", ())] == 1
+    assert s[("lark_spider_links", (("grade", "good"),))] > 0  # the fake's measured pairs
+    assert s[("lark_spider_http_requests_total", ())] > 0
