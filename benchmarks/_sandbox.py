@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -378,3 +379,28 @@ def header(title: str, notes: Iterable[str] = ()) -> None:
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, sandbox {SB}, Lark prefix {LARK_PREFIX})")
     for note in notes:
         print(f"   {note}")
+
+
+def floor_table_batch(table: str) -> list[dict[str, Any]]:
+    """The shared part of a NAT job's firewall, built the cheapest way: one table, a verdict map keyed
+    on interfaces, masqueraded source sets (the baseline of engine_setup and baselines)."""
+    t = {"family": "inet", "table": table}
+    vmap = [{"vmap": {"key": {"meta": {"key": k}}, "data": "@jobs"}} for k in ("iifname", "oifname")]
+
+    def masq(proto: str, setname: str) -> list[dict[str, Any]]:
+        return [{"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "saddr"}},
+                           "right": f"@{setname}"}}, {"masquerade": None}]
+
+    return [
+        {"add": {"table": {"family": "inet", "name": table}}},
+        {"add": {"map": {**t, "name": "jobs", "type": "ifname", "map": "verdict"}}},
+        {"add": {"set": {**t, "name": "nat4", "type": "ipv4_addr"}}},
+        {"add": {"set": {**t, "name": "nat6", "type": "ipv6_addr"}}},
+        {"add": {"chain": {**t, "name": "fwd", "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}},
+        {"add": {"chain": {**t, "name": "post", "type": "nat", "hook": "postrouting", "prio": 100,
+                           "policy": "accept"}}},
+        {"add": {"rule": {**t, "chain": "fwd", "expr": [vmap[0]]}}},
+        {"add": {"rule": {**t, "chain": "fwd", "expr": [vmap[1]]}}},
+        {"add": {"rule": {**t, "chain": "post", "expr": masq("ip", "nat4")}}},
+        {"add": {"rule": {**t, "chain": "post", "expr": masq("ip6", "nat6")}}},
+    ]

@@ -38,29 +38,6 @@ DOC_TEARDOWN = (0.4, 0.7)
 DOC_ASYNC_REMOVAL = (18.4, 20.3)
 
 
-def base_batch() -> list[dict[str, Any]]:
-    t = {"family": "inet", "table": TABLE}
-    vmap = [{"vmap": {"key": {"meta": {"key": k}}, "data": "@jobs"}} for k in ("iifname", "oifname")]
-
-    def masq(proto: str, setname: str) -> list[dict[str, Any]]:
-        return [{"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "saddr"}},
-                           "right": f"@{setname}"}}, {"masquerade": None}]
-
-    return [
-        {"add": {"table": {"family": "inet", "name": TABLE}}},
-        {"add": {"map": {**t, "name": "jobs", "type": "ifname", "map": "verdict"}}},
-        {"add": {"set": {**t, "name": "nat4", "type": "ipv4_addr"}}},
-        {"add": {"set": {**t, "name": "nat6", "type": "ipv6_addr"}}},
-        {"add": {"chain": {**t, "name": "fwd", "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}},
-        {"add": {"chain": {**t, "name": "post", "type": "nat", "hook": "postrouting", "prio": 100,
-                           "policy": "accept"}}},
-        {"add": {"rule": {**t, "chain": "fwd", "expr": [vmap[0]]}}},
-        {"add": {"rule": {**t, "chain": "fwd", "expr": [vmap[1]]}}},
-        {"add": {"rule": {**t, "chain": "post", "expr": masq("ip", "nat4")}}},
-        {"add": {"rule": {**t, "chain": "post", "expr": masq("ip6", "nat6")}}},
-    ]
-
-
 class Floors:
     """One job's kernel objects, made and removed the cheapest known way."""
 
@@ -69,7 +46,7 @@ class Floors:
         self.ipr = netns.iproute_in(host)
         self.live: set[str] = set()  # job namespaces not yet deleted (for cleanup after errors)
         self.n = 0
-        self.apply(base_batch())
+        self.apply(sb.floor_table_batch(TABLE))
 
     def apply(self, batch: list[dict[str, Any]]) -> None:
         # one libnftables context for the host namespace, kept open across calls

@@ -52,29 +52,6 @@ BASE_TABLE = f"{sb.SB}base"
 # ---------------------------------------------------------------- baseline
 
 
-def base_table_batch() -> list[dict[str, Any]]:
-    t = {"family": "inet", "table": BASE_TABLE}
-    vmap = [{"vmap": {"key": {"meta": {"key": k}}, "data": "@jobs"}} for k in ("iifname", "oifname")]
-
-    def masq(proto: str, setname: str) -> list[dict[str, Any]]:
-        return [{"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "saddr"}},
-                           "right": f"@{setname}"}}, {"masquerade": None}]
-
-    return [
-        {"add": {"table": {"family": "inet", "name": BASE_TABLE}}},
-        {"add": {"map": {**t, "name": "jobs", "type": "ifname", "map": "verdict"}}},
-        {"add": {"set": {**t, "name": "nat4", "type": "ipv4_addr"}}},
-        {"add": {"set": {**t, "name": "nat6", "type": "ipv6_addr"}}},
-        {"add": {"chain": {**t, "name": "fwd", "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}},
-        {"add": {"chain": {**t, "name": "post", "type": "nat", "hook": "postrouting", "prio": 100,
-                           "policy": "accept"}}},
-        {"add": {"rule": {**t, "chain": "fwd", "expr": [vmap[0]]}}},
-        {"add": {"rule": {**t, "chain": "fwd", "expr": [vmap[1]]}}},
-        {"add": {"rule": {**t, "chain": "post", "expr": masq("ip", "nat4")}}},
-        {"add": {"rule": {**t, "chain": "post", "expr": masq("ip6", "nat6")}}},
-    ]
-
-
 class Baseline:
     """The same kernel objects as a Lark nat job, built the cheapest way (no bookkeeping)."""
 
@@ -83,7 +60,7 @@ class Baseline:
         self.ipr = netns.iproute_in(host)
         self.n = 0
         self.live: set[str] = set()  # namespaces created and not yet deleted (for cleanup after errors)
-        libnft.run_batch(base_table_batch(), host)
+        libnft.run_batch(sb.floor_table_batch(BASE_TABLE), host)
 
     def close(self) -> None:
         for name in list(self.live):

@@ -60,7 +60,31 @@ def user_name(uid: int | None, cache: dict[int, str] | None = None) -> str:
     return name
 
 
-class NodeMetrics:
+class Exposed:
+    """A registry of metrics and the two ways out: HTTP for Prometheus, a file for node_exporter."""
+
+    registry: Any
+
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+    def write_textfile(self, path: Path) -> None:
+        """For node_exporter's textfile collector: written whole, then renamed into place."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(self.exposition())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+    def serve(self, host: str, port: int) -> Any:
+        """The HTTP endpoint, on a daemon thread of prometheus-client's own."""
+        from prometheus_client import start_http_server
+
+        return start_http_server(port, addr=host, registry=self.registry)
+
+
+class NodeMetrics(Exposed):
     """The broker's metrics. Thread-safe: request workers and the periodic thread update it."""
 
     def __init__(self, state_dir: Path | None = None) -> None:
@@ -125,25 +149,6 @@ class NodeMetrics:
     def snapshot(self) -> tuple[list[RunningJob], dict[tuple[str, str, str], int]]:
         with self._lock:
             return list(self._running.values()), dict(self._ended)
-
-    def exposition(self) -> bytes:
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry)
-
-    def write_textfile(self, path: Path) -> None:
-        """For node_exporter's textfile collector: written whole, then renamed into place."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(self.exposition())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-
-    def serve(self, host: str, port: int) -> Any:
-        """The HTTP endpoint, on a daemon thread of prometheus-client's own."""
-        from prometheus_client import start_http_server
-
-        return start_http_server(port, addr=host, registry=self.registry)
-
 
 class _TrafficCollector:
     """Builds the traffic families at scrape time from the last snapshot (no kernel access)."""

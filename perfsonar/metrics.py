@@ -10,17 +10,16 @@ series that failed, unmapped hosts, mesh pairs without data). Served over HTTP
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from lark.metrics import Exposed
 from perfsonar.model import GRADES
 
 if TYPE_CHECKING:
     from perfsonar.crawl import CrawlStats
 
 
-class SpiderMetrics:
+class SpiderMetrics(Exposed):
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -65,19 +64,3 @@ class SpiderMetrics:
         self.series_failed.set(stats.series_failed)
         self.unmapped.set(stats.unmapped)
         self.missing.set(stats.mesh_missing)
-
-    def exposition(self) -> bytes:
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry)
-
-    def write_textfile(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(self.exposition())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-
-    def serve(self, host: str, port: int) -> Any:
-        from prometheus_client import start_http_server
-
-        return start_http_server(port, addr=host, registry=self.registry)
