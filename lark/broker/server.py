@@ -37,7 +37,7 @@ from pathlib import Path
 from lark import journal, netns, node_summary
 from lark.broker.condor import Chirp, ChirpAddress, JobContext, job_context
 from lark.broker.connections import move_up
-from lark.broker.peer import Peer, Starter, process_facts, starter_of
+from lark.broker.peer import Peer, Starter, starter_of
 from lark.classads import SETUP_ERROR_ATTR, accounting_attributes, network_attributes
 from lark.cli.run import job_environment
 from lark.config import LarkConfig, condor_param
@@ -47,7 +47,7 @@ from lark.firewall.base import JobCounters
 from lark.metrics import NodeMetrics
 from lark.node_summary import NODE_SUMMARY_FILE
 from lark.profiles import CatalogCache, profile_dir, request_for_job, user_and_groups
-from lark.state import JobRecord
+from lark.state import JobRecord, process_start_time
 
 log = logging.getLogger("lark.netd")
 # Chirped at a successful set-up with the job ad's JobCurrentStartDate: the submit transform holds
@@ -113,16 +113,12 @@ class Broker:
             log.exception("internal error handling %s from pid %d", op, peer.pid)
             return {"ok": False, "error": "internal error in lark-netd (see its log)"}
 
-    def _record_of(self, peer: Peer) -> JobRecord | None:
+    def _record_of(self, peer: Peer, records: list[JobRecord] | None = None) -> JobRecord | None:
         """The record whose holder is the caller itself (pid and start time pinned at accept)."""
-        for record in self.engine.records():
+        for record in self.engine.records() if records is None else records:
             if record.holder_pid == peer.pid and record.holder_start == peer.start:
                 return record
         return None
-
-    def _records_of_starter(self, starter: Starter) -> list[JobRecord]:
-        return [r for r in self.engine.records()
-                if r.extra.get("starter_pid") == starter.pid and r.extra.get("starter_start") == starter.start]
 
     # -- what is remembered of a job's finished runs (per starter: one job, maybe several wrappers)
 
@@ -157,7 +153,8 @@ class Broker:
         if [peer.pid, peer.start] in done.get("holders", []):
             raise NotPermitted(f"the job of starter {starter.pid} already had its network set up and finalised "
                                "by this wrapper; no process of the job may ask for another")
-        existing = self._record_of(peer)
+        records = self.engine.records()  # read once for the whole request
+        existing = self._record_of(peer, records)
         if existing is not None and existing.status == "up" and existing.token not in self._final:
             return {"ok": True, "env": _environment(existing), "again": True}  # the same wrapper (a lost reply)
         with self._state_lock:
@@ -168,13 +165,14 @@ class Broker:
             # A starter runs one job, but may start its wrapper again (a self-checkpointing job is
             # restarted in the same sandbox): a new wrapper is served only once every earlier one
             # of this starter has ended, and its counters continue from the earlier runs' totals.
-            records = self._records_of_starter(starter)
-            earlier = [(r.holder_pid, r.holder_start) for r in records]
+            mine = [r for r in records
+                    if r.extra.get("starter_pid") == starter.pid and r.extra.get("starter_start") == starter.start]
+            earlier = [(r.holder_pid, r.holder_start) for r in mine]
             earlier += [tuple(h) for h in done.get("holders", []) if isinstance(h, list) and len(h) == 2]
-            if any(_alive(pid, start) for pid, start in earlier):
+            if any(isinstance(pid, int) and process_start_time(pid) == start for pid, start in earlier):
                 raise NotPermitted(f"the job of starter {starter.pid} already had its network set up: Lark gives "
                                    "a job one network at a time, and no process of the job may ask for another")
-            for record in records:
+            for record in mine:
                 self.holder_exited(record.token)  # an earlier wrapper that ended: account for it first
             return self._setup(peer, starter, dict(self._finished(*key).get("totals") or {}))
         finally:
@@ -328,8 +326,7 @@ class Broker:
                 pidfd = move_up(os.pidfd_open(record.holder_pid))
             except OSError:
                 continue  # already gone: the first sweep handles it
-            facts = process_facts(record.holder_pid)
-            if facts is None or facts.start != record.holder_start:
+            if process_start_time(record.holder_pid) != record.holder_start:
                 os.close(pidfd)  # the pid belongs to someone else now
                 continue
             self.watch(pidfd, record.token)
@@ -410,8 +407,7 @@ class Broker:
             if not (pid.isdigit() and start.isdigit()):
                 mark.unlink(missing_ok=True)
                 continue
-            facts = process_facts(int(pid))
-            if facts is None or facts.start != int(start):
+            if process_start_time(int(pid)) != int(start):
                 mark.unlink(missing_ok=True)
 
     def restore_firewall(self) -> None:
@@ -458,14 +454,6 @@ def _check_owner(ctx: JobContext, peer: Peer) -> None:
     owner = os.stat(scratch).st_uid
     if owner != peer.uid and peer.uid != 0:
         raise NotPermitted(f"uid {peer.uid} does not own job {ctx.job_id}'s scratch directory")
-
-
-def _alive(pid: object, start: object) -> bool:
-    """Whether the process ``pid`` that started at ``start`` (clock ticks) still exists."""
-    if not isinstance(pid, int):
-        return False
-    facts = process_facts(pid)
-    return facts is not None and facts.start == start
 
 
 def _str_or_none(value: object) -> str | None:
