@@ -21,13 +21,14 @@ observation.
 from __future__ import annotations
 
 import os
-import pwd
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from lark.journal import user_name as account_name
 
 if TYPE_CHECKING:
     from lark.firewall.base import JobCounters
@@ -47,14 +48,12 @@ class RunningJob:
 
 
 def user_name(uid: int | None, cache: dict[int, str] | None = None) -> str:
+    """A label for ``uid``: its account name, else the number (labels must never be empty)."""
     if uid is None:
         return "unknown"
     if cache is not None and uid in cache:
         return cache[uid]
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = str(uid)
+    name = account_name(uid) or str(uid)
     if cache is not None:
         cache[uid] = name
     return name
