@@ -403,6 +403,12 @@ def _ends(net: IPNetwork) -> tuple[IPAddress, IPAddress]:
 # --------------------------------------------------------------------------------------------
 
 
+def parse_absolute_path(text: str) -> Path:
+    if not text.strip().startswith("/"):
+        raise ValueError(f"expected an absolute path, got {text.strip()!r}")
+    return Path(text.strip())
+
+
 def parse_listen_address(text: str) -> tuple[str, int] | None:
     """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT``; empty: None (off)."""
     text = text.strip()
@@ -558,15 +564,15 @@ def build_config(settings: Mapping[str, Setting], external: Callable[[str], str 
         accounting_interval=float(get("LARK_ACCOUNTING_INTERVAL", lambda t: parse_int(t, 1))),  # type: ignore[arg-type]
         log_path=Path(str(get("LARK_LOG", str)).strip()),
         execute_dir=Path(str(get("LARK_EXECUTE_DIR", str)).strip()),
-        starter_path=Path(str(get("LARK_STARTER", str)).strip()),
+        starter_path=get("LARK_STARTER", parse_absolute_path),  # type: ignore[arg-type]
         request_timeout=float(get("LARK_REQUEST_TIMEOUT", lambda t: parse_float(t, 0.1, 3600))),  # type: ignore[arg-type]
         broker_backlog=int(get("LARK_BROKER_BACKLOG", lambda t: parse_int(t, 1, 65535))),  # type: ignore[arg-type]
         broker_workers=int(get("LARK_BROKER_WORKERS", lambda t: parse_int(t, 1, 256))),  # type: ignore[arg-type]
         broker_max_connections=int(get("LARK_BROKER_MAX_CONNECTIONS",  # type: ignore[arg-type]
                                        lambda t: parse_int(t, 16, 1_000_000))),
-        journal_path=Path(str(get("LARK_ACCOUNTING_JOURNAL", str)).strip()),
+        journal_path=get("LARK_ACCOUNTING_JOURNAL", parse_absolute_path),  # type: ignore[arg-type]
         metrics_address=get("LARK_METRICS_ADDRESS", parse_listen_address),  # type: ignore[arg-type]
-        metrics_textfile=get("LARK_METRICS_TEXTFILE", optional(lambda t: Path(t.strip()))),  # type: ignore[arg-type]
+        metrics_textfile=get("LARK_METRICS_TEXTFILE", optional(parse_absolute_path)),  # type: ignore[arg-type]
         isolate_jobs=bool(get("LARK_ISOLATE_JOBS", parse_bool)),
         job_host_allow=get("LARK_JOB_HOST_ALLOW", parse_host_allow),  # type: ignore[arg-type]
         job_to_job_allow=get("LARK_JOB_TO_JOB_ALLOW", parse_job_to_job),  # type: ignore[arg-type]

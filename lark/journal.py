@@ -27,9 +27,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-# Why a journal entry was written (the record of how the job's network ended).
-REASONS = ("finalize", "holder-gone", "sweep")
-
 
 @dataclass(frozen=True)
 class JournalEntry:
@@ -37,7 +34,7 @@ class JournalEntry:
     global_job_id: str | None
     owner_uid: int | None  # the wrapper's uid, from the socket: the job cannot choose it
     token: str
-    reason: str
+    reason: str  # how the job's network ended: "finalize" or "holder-gone"
     in_job_ad: bool  # the final values also reached the job ad
     attributes: Mapping[str, object]  # LarkBytesIn, LarkBytesOut, ... as in the job ad
     time: float = 0.0

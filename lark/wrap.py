@@ -65,9 +65,15 @@ def settings(directory: str | None = None) -> tuple[str, float]:
                 key, sep, value = line.partition("#")[0].partition("=")
                 key, value = key.strip().lower(), value.strip()
                 if not sep:
+                    if key:
+                        print(f"lark-wrap: ignoring {line.strip()!r} in {CONFIG_FILE} (expected KEY = VALUE)",
+                              file=sys.stderr)
                     continue
                 if key == "socket" and value:
                     path = value
+                elif key not in ("socket", "retry_seconds"):
+                    print(f"lark-wrap: ignoring unknown key {key!r} in {CONFIG_FILE} (known: socket, retry_seconds)",
+                          file=sys.stderr)
                 elif key == "retry_seconds":
                     try:
                         number = float(value)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from lark.broker.peer import Peer, accept_peer, starter_of
+from lark.broker.peer import Peer, TrustedStarter, accept_peer, starter_of
 from lark.broker.protocol import MAX_REQUEST, encode_reply, parse_request, wants_lines
 from lark.config import LarkConfig
 from lark.errors import LarkError
@@ -37,6 +37,7 @@ class RequestHandler(Protocol):
 
     config: LarkConfig
     host_netns_inode: int
+    trusted_starter: TrustedStarter
     metrics: NodeMetrics | None
     watch: Callable[[int, str], None] | None
 
@@ -200,7 +201,7 @@ class BrokerServer:
                 # Only root and job wrappers have anything to ask: anyone else is told why and let go
                 # at once, so no other process (a job's own, a local user's) can hold connections.
                 try:
-                    starter_of(peer, self.broker.host_netns_inode, self.broker.config.starter_path)
+                    starter_of(peer, self.broker.host_netns_inode, self.broker.trusted_starter)
                 except LarkError as err:
                     self._refuse_now(conn, peer, str(err))
                     continue

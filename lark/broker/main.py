@@ -59,7 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lark.engine import Engine
 
     engine = Engine(config)
-    broker = Broker(config, engine)
+    try:
+        broker = Broker(config, engine)
+    except LarkError as err:  # e.g. LARK_STARTER names no root-owned file: say so once, not per job
+        log.error("cannot start: %s", err)
+        print(f"lark-netd: {err}", file=sys.stderr)
+        engine.close()
+        return 2
     if config.metrics_address is not None or config.metrics_textfile is not None:
         try:
             from lark.metrics import NodeMetrics
@@ -113,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         server.server_close()
         engine.close()
+        if config.metrics_textfile is not None:  # stale series must not outlive the broker
+            config.metrics_textfile.unlink(missing_ok=True)
     return 0
 
 

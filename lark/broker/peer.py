@@ -187,17 +187,30 @@ def trusted_executable(path: Path) -> str:
 
 
 @dataclass(frozen=True)
+class TrustedStarter:
+    """The configured starter, checked once when the broker starts (a bad LARK_STARTER stops it
+    there with the reason instead of refusing every job): its real path and the uids it runs as."""
+
+    path: str
+    uids: frozenset[int]
+
+    @classmethod
+    def load(cls, configured: Path) -> TrustedStarter:
+        return cls(trusted_executable(configured), starter_uids())
+
+
+@dataclass(frozen=True)
 class Starter:
     pid: int
     start: int
     job_netns: int  # inode of the caller's network namespace, as checked
 
 
-def starter_of(peer: Peer, host_netns_inode: int, starter_path: Path) -> Starter:
+def starter_of(peer: Peer, host_netns_inode: int, trusted: TrustedStarter) -> Starter:
     """The condor_starter whose direct child ``peer`` is, or NotPermitted saying why not."""
     facts = peer.facts()
     parent = process_facts(facts.parent)
-    want = trusted_executable(starter_path)
+    want = trusted.path
     who = f"process {peer.pid} (uid {peer.uid}) is not a job wrapper"
     # A parent always starts before its child: a later start time means the parent's pid was reused.
     if parent is None or parent.start > facts.start:
@@ -206,7 +219,7 @@ def starter_of(peer: Peer, host_netns_inode: int, starter_path: Path) -> Starter
     # could have put a file at that path
     if executable(parent.pid) not in (want, want + " (deleted)"):
         raise NotPermitted(f"{who}: its parent is not HTCondor's condor_starter ({want}, LARK_STARTER)")
-    if parent.real_uid not in starter_uids():
+    if parent.real_uid not in trusted.uids:
         raise NotPermitted(f"{who}: its parent runs {want} as uid {parent.real_uid}, not as root or condor")
     if netns_inode(parent.pid) != host_netns_inode:
         raise NotPermitted(f"{who}: its parent does not run in the execute host's network namespace")

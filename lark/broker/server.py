@@ -37,7 +37,7 @@ from pathlib import Path
 from lark import journal, netns, node_summary
 from lark.broker.condor import Chirp, ChirpAddress, JobContext, job_context
 from lark.broker.connections import move_up
-from lark.broker.peer import Peer, Starter, starter_of
+from lark.broker.peer import Peer, Starter, TrustedStarter, starter_of
 from lark.classads import SETUP_ERROR_ATTR, accounting_attributes, network_attributes
 from lark.cli.run import job_environment
 from lark.config import LarkConfig, condor_param
@@ -51,7 +51,7 @@ from lark.state import JobRecord, process_start_time
 
 log = logging.getLogger("lark.netd")
 # Chirped at a successful set-up with the job ad's JobCurrentStartDate: the submit transform holds
-# a job whose wrapper exited WRAPPER_FAILED_EXIT *without* this run's network (the broker was
+# a job whose wrapper exited 117 or 118 (lark.wrap) *without* this run's network (the broker was
 # unreachable), and leaves alone a job that really ran and exited with the same code.
 NETWORK_START_ATTR = "LarkNetworkStartDate"
 
@@ -61,6 +61,7 @@ class Broker:
         self.config = config
         self.engine = engine
         self.host_netns_inode = netns.current_inode()
+        self.trusted_starter = TrustedStarter.load(config.starter_path)
         self.stop = threading.Event()
         # Final counters must win over periodic ones. Periodic values go out as set_job_attr_delayed,
         # which the starter keeps and sends with its *next* update to the shadow, at the latest at
@@ -147,7 +148,7 @@ class Broker:
     # -- setup
 
     def setup(self, peer: Peer) -> dict[str, object]:
-        starter = starter_of(peer, self.host_netns_inode, self.config.starter_path)
+        starter = starter_of(peer, self.host_netns_inode, self.trusted_starter)
         key = (starter.pid, starter.start)
         done = self._finished(*key)
         if [peer.pid, peer.start] in done.get("holders", []):

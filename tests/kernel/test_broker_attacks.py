@@ -28,7 +28,6 @@ import errno
 import selectors
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -46,17 +45,6 @@ from tests.kernel.brokerkit import (
 )
 
 pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture
-def lab(sandbox_ns: str, run_prefix: str) -> Iterator[BrokerLab]:
-    """Broker, drivers and lab directory go first; ``sandbox_ns`` (with the job links and the
-    ``inet <prefix>`` table in it) goes after."""
-    lab = BrokerLab(sandbox_ns, run_prefix)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def refused(reply: dict) -> bool:

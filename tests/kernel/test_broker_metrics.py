@@ -10,9 +10,7 @@ from __future__ import annotations
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lark import netns
@@ -22,15 +20,6 @@ PORT = 9810
 DATAGRAMS, PAYLOAD = 200, 1000
 # each datagram on the wire: payload + UDP header (8) + IPv4 header (20)
 WIRE_BYTES = DATAGRAMS * (PAYLOAD + 28)
-
-
-@pytest.fixture
-def lab(sandbox_ns: str, run_prefix: str) -> Iterator[BrokerLab]:
-    lab = BrokerLab(sandbox_ns, run_prefix)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def scrape(lab: BrokerLab) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -81,7 +70,7 @@ def test_a_running_jobs_bytes_are_scraped_and_end_as_its_users_total(lab: Broker
     assert final_out >= running  # counters only grow
     after = scrape(lab)
     assert job_out(after, "7.0") is None, "an ended job's series must be dropped"
-    user = next(dict(labels)["user"] for (name, labels) in after if name == "lark_user_bytes_total")
-    assert after[("lark_user_bytes_total", (("direction", "out"), ("user", user)))] == final_out
+    # the job ran as the lab's job user: its total is the job's final figure
+    assert after[("lark_user_bytes_total", (("direction", "out"), ("user", lab.user)))] == final_out
     assert after[("lark_job_setups_total", (("mode", "nat"),))] == 1
     assert sum(v for (name, _), v in after.items() if name == "lark_job_setup_seconds_count") == 1

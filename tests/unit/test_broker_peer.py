@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lark.broker.peer import accept_peer, process_facts, starter_of, trusted_executable
+from lark.broker.peer import TrustedStarter, accept_peer, process_facts, starter_of, trusted_executable
 from lark.errors import NotPermitted
 
 
@@ -94,7 +94,6 @@ def test_a_parent_that_is_not_the_configured_starter_is_refused(listener, tmp_pa
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(path)
             os.write(write_end, b"x")
-            os.read(os.open("/dev/null", os.O_RDONLY), 1)
             import time
 
             time.sleep(30)
@@ -107,10 +106,23 @@ def test_a_parent_that_is_not_the_configured_starter_is_refused(listener, tmp_pa
     try:
         host_ns = os.stat("/proc/self/ns/net").st_ino
         with pytest.raises(NotPermitted, match="is not a job wrapper: its parent is not HTCondor's condor_starter"):
-            starter_of(peer, host_ns, starter)
+            starter_of(peer, host_ns, TrustedStarter.load(starter))
     finally:
         peer.close()
         conn.close()
         os.kill(child, 9)
         os.waitpid(child, 0)
         os.close(read_end)
+
+
+def test_a_bad_lark_starter_stops_the_broker_at_start_with_the_reason(tmp_path: Path) -> None:
+    """Checked once at start: otherwise the broker would run and refuse every job, each then held."""
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-m", "lark.broker.main", "--stderr", "-D", "LARK_NAME_PREFIX=lkst",
+                          "-D", f"LARK_STATE_DIR={tmp_path / 'state'}", "-D", f"LARK_SOCKET={tmp_path / 's.sock'}",
+                          "-D", f"LARK_STARTER={tmp_path / 'no-such-starter'}"], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert "LARK_STARTER" in run.stderr and "does not exist" in run.stderr
+    assert not (tmp_path / "s.sock").exists()  # it never listened

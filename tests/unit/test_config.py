@@ -82,3 +82,10 @@ def test_pool_with_range_and_gateway(tmp_path: Path) -> None:
 def test_missing_source_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such config file"):
         load_config([tmp_path / "absent.conf"])
+
+
+@pytest.mark.parametrize("knob", ["LARK_STARTER", "LARK_ACCOUNTING_JOURNAL", "LARK_METRICS_TEXTFILE"])
+def test_path_knobs_must_be_absolute(knob: str) -> None:
+    # an empty or relative journal path would fail only later, at each job's end
+    with pytest.raises(ConfigError, match=f"{knob}: expected an absolute path"):
+        load_config([], {knob: "relative/file"})

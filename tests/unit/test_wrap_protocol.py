@@ -73,3 +73,12 @@ def test_wrapper_settings_come_from_its_own_directory(tmp_path: Path) -> None:
         assert settings(str(tmp_path))[1] == RETRY_SECONDS
     (tmp_path / "lark-wrap.conf").write_text("retry_seconds = 7  # shorter on this test node\n")
     assert settings(str(tmp_path))[1] == 7.0
+
+
+def test_wrapper_settings_name_what_they_ignore(tmp_path: Path, capsys) -> None:
+    from lark.wrap import SOCKET_PATH, settings
+
+    (tmp_path / "lark-wrap.conf").write_text("socket_path = /run/x.sock\nretry_seconds 5\n")
+    assert settings(str(tmp_path))[0] == SOCKET_PATH
+    err = capsys.readouterr().err
+    assert "unknown key 'socket_path'" in err and "'retry_seconds 5'" in err  # a typo is said, not swallowed
