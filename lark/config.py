@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lark.errors import ConfigError
-from lark.firewall.isolation import HostAllow, parse_host_allow, parse_job_to_job
+from lark.firewall.isolation import HostAllow, IPNetwork, parse_host_allow, parse_job_to_job
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 NETWORK_TYPES = ("nat", "bridge", "macvlan", "ipvlan", "none")

@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -247,7 +247,9 @@ class Engine:
                 job_ipr.close()
         finally:
             if job_side is not None:
-                job_side.result()  # its failure fails the job too (and is awaited either way)
+                wait([job_side])  # awaited either way; a failure above stays the one reported
+        if job_side is not None:
+            job_side.result()  # its own failure fails the job too
         if spec is not None:
             record.firewall_spec = firewall_job_to_dict(spec)
             if needs_host_part(spec):

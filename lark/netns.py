@@ -47,28 +47,10 @@ def call_in(netns: str | os.PathLike[str] | None, fn: Callable[[], T]) -> T:
     """Run ``fn`` in a fresh thread that has joined ``netns`` (None: run it here, unchanged)."""
     if netns is None:
         return fn()
-    try:
-        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise NotFound(f"network namespace {netns} does not exist") from None
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            _check(_libc.setns(fd, CLONE_NEWNET), f"setns({netns})")
-            box["result"] = fn()
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
-
-    try:
-        thread = threading.Thread(target=run, name="lark-netns")
-        thread.start()
-        thread.join()
-    finally:
-        os.close(fd)
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["result"]  # type: ignore[return-value]
+    [result] = call_in_each([os.fspath(netns)], lambda _path: fn())
+    if isinstance(result, BaseException):
+        raise result  # raised in the caller's thread, as if fn had run here
+    return result
 
 
 def call_in_each(paths: Sequence[str], fn: Callable[[str], T]) -> list[T | BaseException]:

@@ -448,8 +448,9 @@ def delete_table(table: str, family: str = "inet", netns: str | None = None) -> 
     """Delete ``table`` with one raw nf_tables batch; False if it was not there. Idempotent.
 
     Through libnftables this costs 6-17 ms here (the context fills its cache, and freeing it after
-    a delete waits for the kernel's deferred cleanup); a job's teardown drops the table inside
-    the job's namespace on every job end, so it is done directly.
+    a delete waits for the kernel's deferred cleanup). A job's teardown leaves its job-side table
+    to die with the namespace (a later job in the same namespace replaces it); this is what a
+    job-side backend's ``remove_job`` uses to clear a namespace that stays.
     """
     def message(kind: int, flags: int, seq: int, fam: int, res_id: int, attrs: bytes = b"") -> bytes:
         body = struct.pack("=BBH", fam, 0, socket.htons(res_id)) + attrs
