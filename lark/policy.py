@@ -34,6 +34,7 @@ ATTR_BANDWIDTH_OUT = "LarkBandwidthOutMbit"
 ATTR_ALLOW = "LarkAllow"
 ATTR_DENY = "LarkDeny"
 ATTR_INBOUND = "LarkInboundPorts"
+ATTR_PROFILE = "LarkNetworkProfile"
 MAX_LIST_ENTRIES = 256
 MAX_MBIT = MAX_TBF_BYTES_PER_S * 8 // 1_000_000  # 34359: what one TBF qdisc can express
 MAX_PORTS = 65535
@@ -172,51 +173,134 @@ def bandwidth_attrs(attrs: Mapping[str, object], ceilings: tuple[tuple[int, str]
 
 
 # ------------------------------------------------------------------------------------------------
-# The request of a job without a profile (lark.profiles applies a profile on top of the readers)
+# A job's request within limits: the node's knobs, or the profile the job chose
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What a job may ask for, and what it gets when it asks for nothing.
+
+    A node's limits come from its knobs (:func:`node_limits`). A profile supplies its own
+    (``Profile.request_limits``): one mode, its bandwidth shares and port block as the ceiling and
+    the default, its allow list as the widest a job may ask for and its deny list as the least it
+    gets. The admin wrote both, so a profile's limits replace the node's for its jobs.
+    """
+
+    network_types: tuple[str, ...]  # the modes a job may ask for; a profile offers exactly one
+    default_network_type: str
+    bandwidth_cap_mbit: tuple[int, int]  # in, out; 0: no cap
+    default_bandwidth_mbit: int | None  # None: the cap (a profile's share)
+    max_inbound_ports: int
+    default_inbound_ports: int = 0
+    allow: tuple[IPNetwork, ...] = ()  # empty: any destination; else a job may only narrow it
+    deny: tuple[IPNetwork, ...] = ()  # denied whatever the job asks
+    profile: str | None = None  # the profile these limits come from; None: the node's knobs
+
+
+def node_limits(config: LarkConfig) -> RequestLimits:
+    """The limits of a job without a profile: LARK_NETWORK_TYPES, LARK_MAX_BANDWIDTH_MBIT and friends."""
+    cap = config.max_bandwidth_mbit
+    return RequestLimits(network_types=config.network_types, default_network_type=config.default_network_type,
+                         bandwidth_cap_mbit=(cap, cap), default_bandwidth_mbit=config.default_bandwidth_mbit,
+                         max_inbound_ports=config.max_inbound_ports)
 
 
 def request_from_attributes(attrs: Mapping[str, object], config: LarkConfig, job_id: str) -> JobRequest:
-    """Turn a job's ``Lark*`` attributes into a request this node will serve, or raise RequestError."""
-    offered = ", ".join(config.network_types)
+    """Turn the ``Lark*`` attributes of a job without a profile into a request this node will serve."""
+    return request_within(attrs, node_limits(config), job_id)
+
+
+def request_within(attrs: Mapping[str, object], limits: RequestLimits, job_id: str) -> JobRequest:
+    """Turn a job's ``Lark*`` attributes into a request within ``limits``, or raise RequestError.
+
+    The one reading of a job's request, with or without a profile. The limits are the ceiling: a
+    job may ask for less (a lower bandwidth, fewer ports, a narrower ``LarkAllow``, more
+    ``LarkDeny``), and asking for more is refused with the limit, never silently capped.
+    """
+    owner = repr(limits.profile) if limits.profile is not None else None
+    network_type = _network_type(attrs, limits, owner)
+    bw_in, bw_out = _bandwidth(attrs, limits, owner)
+    inbound = _inbound_ports(attrs, limits, owner)
+    if inbound and network_type == "none":
+        raise RequestError(ATTR_INBOUND, "a job with LarkNetworkType = \"none\" cannot receive connections")
+    allow = networks_attr(attrs, ATTR_ALLOW, f"what profile {owner} allows" if limits.allow else None) or ()
+    for net in allow if limits.allow else ():
+        if not any(net.version == p.version and net.subnet_of(p) for p in limits.allow):  # type: ignore[arg-type]
+            raise RequestError(ATTR_ALLOW, f"{net} is outside what profile {owner} allows "
+                                           f"({', '.join(str(p) for p in limits.allow)})")
+    denied = networks_attr(attrs, ATTR_DENY, f"what profile {owner} and LARK_DENY deny" if limits.deny else None)
+    deny = limits.deny + tuple(n for n in denied or () if n not in limits.deny)
+    return JobRequest(job_id=job_id, network_type=network_type, bandwidth_in_mbit=bw_in, bandwidth_out_mbit=bw_out,
+                      allow=allow or limits.allow, deny=deny, inbound_ports=inbound)
+
+
+def _network_type(attrs: Mapping[str, object], limits: RequestLimits, owner: str | None) -> str:
+    if owner is not None:  # a profile attaches one way; the job may repeat it, not change it
+        mode = limits.default_network_type
+        leave_out = f"leave {ATTR_TYPE} out"
+        text = string_attr(attrs, ATTR_TYPE, "a network type",
+                           f"{leave_out} ({ATTR_PROFILE} {owner} attaches by {mode})")
+        if text is not None and text.lower() != mode:
+            shown = repr(text.lower()) if text.lower() in NETWORK_TYPES else classad_text(text)
+            raise RequestError(ATTR_TYPE, f"{shown} conflicts with {ATTR_PROFILE} {owner}, which attaches by "
+                                          f"{mode}; {leave_out}")
+        return mode
+    offered = ", ".join(limits.network_types)
     known = ", ".join(f'"{t}"' for t in NETWORK_TYPES)
     type_accepted = (f"write one of {known} (this node offers: {offered}), or leave the attribute out for "
-                     f"the default ({config.default_network_type})")
+                     f"the default ({limits.default_network_type})")
     text = string_attr(attrs, ATTR_TYPE, "a network type", type_accepted)
-    network_type = config.default_network_type if text is None else text.lower()
+    network_type = limits.default_network_type if text is None else text.lower()
     if network_type not in NETWORK_TYPES:
         raise RequestError(ATTR_TYPE, f"unknown network type {classad_text(text)}; {type_accepted}")
-    if network_type not in config.network_types:
+    if network_type not in limits.network_types:
         raise RequestError(ATTR_TYPE, f"{network_type!r} is not offered on this node (offered: "
                                       f"{offered}); require it with "
                                       f"Requirements = stringListMember(\"{network_type}\", LarkNetworkTypes)")
+    return network_type
 
-    cap = config.max_bandwidth_mbit
-    ceiling = min(cap, MAX_MBIT) if cap else MAX_MBIT
-    above = f"this node's maximum of {cap} Mbit/s" if cap and cap <= MAX_MBIT else \
-        f"the largest limit Lark can set ({MAX_MBIT} Mbit/s)"
-    given = bandwidth_within(config.default_bandwidth_mbit, cap)  # what a job that asks nothing gets
-    unlimited = f"this node's default ({given} Mbit/s)" if given else "no limit"
-    bw_in, bw_out = bandwidth_attrs(attrs, ((ceiling, above), (ceiling, above)), config.default_bandwidth_mbit,
-                                    f"write a whole number of Mbit/s from 1 to {ceiling}, or leave the attribute "
-                                    f"out for {unlimited}")
 
-    ports = config.max_inbound_ports
-    if ports:
-        ports_accepted = (f"ask for 1 to {ports} ports (this node's LARK_MAX_INBOUND_PORTS), or leave the "
-                          "attribute out for none")
+def _bandwidth(attrs: Mapping[str, object], limits: RequestLimits, owner: str | None) -> tuple[int, int]:
+    def ceiling(cap: int) -> tuple[int, str]:
+        # without a cap (0), a job still cannot go past what one TBF qdisc expresses
+        if cap and cap <= MAX_MBIT:
+            return cap, (f"the share of profile {owner} ({cap} Mbit/s)" if owner else
+                         f"this node's maximum of {cap} Mbit/s")
+        return MAX_MBIT, f"the largest limit Lark can set ({MAX_MBIT} Mbit/s)"
+
+    caps = limits.bandwidth_cap_mbit
+    if owner is not None and any(caps):
+        def mbit(share: int) -> str:
+            return f"{share} Mbit/s" if share else "no limit"
+        shares = mbit(caps[0]) if caps[0] == caps[1] else f"in {mbit(caps[0])}, out {mbit(caps[1])}"
+        accepted = (f"write a whole number of Mbit/s up to the share of profile {owner} ({shares}), or leave "
+                    "the attribute out for that share")
     else:
-        ports_accepted = "this node forwards no ports (LARK_MAX_INBOUND_PORTS = 0); leave the attribute out"
-    too_many = f"this node allows at most {ports} per job (LARK_MAX_INBOUND_PORTS)" if ports else \
-        "this node forwards no ports (LARK_MAX_INBOUND_PORTS = 0)"
-    inbound = whole_number_attr(attrs, ATTR_INBOUND, ports, "{value} ports asked; " + too_many, ports_accepted) or 0
-    if inbound and network_type == "none":
-        raise RequestError(ATTR_INBOUND, "a job with LarkNetworkType = \"none\" cannot receive connections")
+        given = bandwidth_within(limits.default_bandwidth_mbit, caps[0])  # what a job that asks nothing gets
+        unlimited = f"this node's default ({given} Mbit/s)" if given else "no limit"
+        accepted = (f"write a whole number of Mbit/s from 1 to {ceiling(caps[0])[0]}, or leave the attribute "
+                    f"out for {unlimited}")
+    bw_in, bw_out = bandwidth_attrs(attrs, (ceiling(caps[0]), ceiling(caps[1])), limits.default_bandwidth_mbit,
+                                    accepted)
+    return bandwidth_within(bw_in, caps[0]), bandwidth_within(bw_out, caps[1])
 
-    allow = networks_attr(attrs, ATTR_ALLOW) or ()
-    deny = networks_attr(attrs, ATTR_DENY) or ()
-    return JobRequest(job_id=job_id, network_type=network_type, bandwidth_in_mbit=bandwidth_within(bw_in, cap),
-                      bandwidth_out_mbit=bandwidth_within(bw_out, cap), allow=allow, deny=deny,
-                      inbound_ports=inbound)
+
+def _inbound_ports(attrs: Mapping[str, object], limits: RequestLimits, owner: str | None) -> int:
+    ports = limits.max_inbound_ports
+    if owner is not None:
+        offers = f"offers {ports}" if ports else "offers no inbound ports"
+        too_many = f"profile {owner} {offers}"
+        accepted = (f"ask for 1 to {ports} ports (what profile {owner} offers), or leave the attribute out for "
+                    f"all {ports}") if ports else f"profile {owner} offers no inbound ports; leave the attribute out"
+    elif ports:
+        too_many = f"this node allows at most {ports} per job (LARK_MAX_INBOUND_PORTS)"
+        accepted = (f"ask for 1 to {ports} ports (this node's LARK_MAX_INBOUND_PORTS), or leave the attribute "
+                    "out for none")
+    else:
+        too_many = "this node forwards no ports (LARK_MAX_INBOUND_PORTS = 0)"
+        accepted = "this node forwards no ports (LARK_MAX_INBOUND_PORTS = 0); leave the attribute out"
+    inbound = whole_number_attr(attrs, ATTR_INBOUND, ports, "{value} ports asked; " + too_many, accepted)
+    return limits.default_inbound_ports if inbound is None else inbound
 
 
 def bandwidth_within(asked: int | None, cap: int) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from lark.config import parse_listen_address as listen_address
+from lark.yamlfile import YamlLimits, line_of, load, read_text
 from perfsonar.discovery import ArchiveRef, LookupSettings, MeshSource
 from perfsonar.errors import ConfigError
 from perfsonar.esmond import ReadSettings
@@ -44,6 +45,10 @@ DEFAULT_WINDOWS = {THROUGHPUT: 86400.0, LATENCY: 1800.0, RTT: 3600.0}
 DEFAULT_LOOKBACK = 7 * 86400.0
 DEFAULT_STALE_REFRESH = 3600.0
 MESH_FORMATS = ("auto", "psconfig", "meshconfig")
+# Bounds on the YAML file (lark.yamlfile): a real one is a few KiB nested 6 levels deep; these leave
+# room for thousands of sites.hosts entries and refuse what would stall the spider's start.
+LIMITS = YamlLimits(what="the spider's configuration", max_bytes=4 << 20, max_nesting=20, max_values=500_000,
+                    usual_nesting=6, usual_values="a few hundred")
 
 KNOBS: dict[str, str] = {
     "LARK_SPIDER_CONFIG": "Path of the spider's YAML configuration file.",
@@ -126,23 +131,6 @@ class SpiderConfig:
 # Locating errors in the file
 
 
-def _line_of(node: yaml.Node | None, path: Sequence[str | int]) -> int | None:
-    """1-based line of the value at ``path`` in a composed YAML tree (or of its nearest parent)."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for step in path:
-        if isinstance(node, yaml.MappingNode):
-            nxt = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == step), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
-            nxt = node.value[step]
-        else:
-            nxt = None
-        if nxt is None:
-            break
-        node = nxt
-        line = node.start_mark.line + 1
-    return line
-
-
 class _Checker:
     """Typed accessors over the decoded YAML that raise ConfigError with file, line and key."""
 
@@ -152,7 +140,7 @@ class _Checker:
 
     def fail(self, path: Sequence[str | int], message: str) -> ConfigError:
         knob = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
-        return ConfigError(knob or "(top level)", message, self.source, _line_of(self.root, path))
+        return ConfigError(knob or "(top level)", message, self.source, line_of(self.root, path))
 
     def section(self, data: Mapping[str, Any], path: tuple[str | int, ...], allowed: Sequence[str]) -> dict[str, Any]:
         value = data.get(path[-1]) if path else data
@@ -539,20 +527,14 @@ def load_config(path: Path, knobs: Callable[[str], str | None] | None = knob_loo
     """
     text = ""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, LIMITS)  # a file too large or not UTF-8 raises a ConfigError naming it
     except FileNotFoundError:
         if not missing_ok:
             raise ConfigError("LARK_SPIDER_CONFIG", f"cannot read {path}: no such file (give --config, or "
                                                     "--psconfig/--esmond/--opensearch URLs)") from None
     except OSError as err:
         raise ConfigError("LARK_SPIDER_CONFIG", f"cannot read {path}: {err.strerror or err}") from None
-    try:
-        root = yaml.compose(text) if text else None
-        data = yaml.safe_load(text) if text else {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise ConfigError("(syntax)", f"not valid YAML: {getattr(err, 'problem', None) or err}", str(path),
-                          mark.line + 1 if mark else None) from None
+    document, data = load(text, str(path), LIMITS)  # syntax, nesting, alias bombs: "FILE:LINE: message"
     if data is None:
         data = {}
     if knobs is not None and isinstance(data, dict):
@@ -565,7 +547,7 @@ def load_config(path: Path, knobs: Callable[[str], str | None] | None = knob_loo
                 data[section][key] = _knob_value(value)
     if overrides is not None and isinstance(data, dict):
         overrides(data)
-    config = parse_config(data, str(path) if text else "<command line>", root)
+    config = parse_config(data, str(path) if text else "<command line>", document.root)
     if missing_ok and not text and not path.exists():
         config = replace(config, state_file=None)
     return config
