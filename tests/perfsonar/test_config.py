@@ -107,6 +107,29 @@ def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
     assert info.value.line is not None
 
 
+def test_the_file_is_read_within_bounds(tmp_path: Path) -> None:
+    """The spider's file goes through the same bounded reader as profiles: refusals name file and line."""
+    path = tmp_path / "spider.yaml"
+    # each line repeats the one before ten times: line 6 stands for 1 111 111 values
+    levels = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 6))
+    path.write_text("l0: &l0 [x, y, z, w, v, u, t, s, r, q]\n" + levels)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, knobs=None)
+    assert str(info.value) == (f"{path}:6: holds more than 500000 values, counting what aliases (*name) and merge "
+                               "keys (<<) repeat; the spider's configuration needs a few hundred")
+    path.write_text("spider:\n  interval: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(ConfigError, match="^" + str(path) + ":2: is not valid YAML: collections are nested more "
+                                          r"than 20 levels deep \(the spider's configuration needs 6\)$"):
+        load_config(path, knobs=None)
+    path.write_bytes(b"spider:\n  name: caf\xe9\n")
+    with pytest.raises(ConfigError, match="cannot be read: 'utf-8' codec"):
+        load_config(path, knobs=None)
+    with path.open("w") as f:
+        f.write("# padding\n" * (1 << 19))  # 5 MiB of comments
+    with pytest.raises(ConfigError, match=r"is 5242880 bytes \(5.0 MiB\), more than the 4194304 bytes \(4 MiB\)"):
+        load_config(path, knobs=None)
+
+
 def test_lookup_service_alone_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ls.yaml"
     path.write_text("discovery:\n  lookup_service: {enabled: true}\n")

@@ -556,6 +556,27 @@ def test_request_for_job(shipped: Catalog, config) -> None:
     assert looked_up.count("user database") == 2
 
 
+def test_a_profiles_limits_replace_the_node_knobs() -> None:
+    # the node caps jobs at 100 Mbit/s and forwards no ports; the admin's profile gives more
+    node = load_config([], {"LARK_MAX_BANDWIDTH_MBIT": "100", "LARK_MAX_INBOUND_PORTS": "0"})
+    text = "profiles:\n  wide:\n    attach: nat\n    bandwidth_out_mbit: 5000\n    inbound_ports: 8\n" \
+           "    deny: [192.0.2.0/24]\n"
+    catalog = build_catalog([("w.yaml", text)], node)
+    wide = catalog.get("wide")
+    assert catalog.errors == () and wide is not None
+    asked = {"LarkBandwidthOutMbit": 2000, "LarkInboundPorts": 8}
+    with pytest.raises(RequestError, match="2000 Mbit/s is above this node's maximum of 100 Mbit/s"):
+        request_for_job(asked, lambda: catalog, node, "1.0", lambda: ("bob", ()))
+    req = request_for_job({**asked, "LarkNetworkProfile": "wide"}, lambda: catalog, node, "1.0",
+                          lambda: ("bob", ())).request
+    # in: the profile sets no share, so no limit (not the node's 100); out: what the job asked, under the share
+    assert (req.bandwidth_in_mbit, req.bandwidth_out_mbit, req.inbound_ports) == (0, 2000, 8)
+    assert req.deny == wide.deny and req.network_type == "nat"
+    limits = wide.request_limits()
+    assert (limits.network_types, limits.bandwidth_cap_mbit, limits.max_inbound_ports, limits.profile) == (
+        ("nat",), (0, 5000), 8, "wide")
+
+
 def test_hold_messages_in_the_docs_are_real(shipped: Catalog) -> None:
     dtn = shipped.get("dtn")
     assert dtn is not None
