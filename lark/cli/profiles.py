@@ -3,11 +3,13 @@
 ``add_parser(subparsers)`` adds the ``profiles`` sub-command to the ``lark`` admin CLI (which
 dispatches with ``args.func(args)``, no root needed); ``python -m lark.cli.profiles`` runs it alone.
 
-    lark profiles check [DIR]            validate; one line per error; exit 1 when there is any
+    lark profiles check [DIR] [--json]   validate; one line per error; exit 1 when there is any
     lark profiles list [DIR] [--json]    what this node offers (CPU hints resolved from sysfs)
     lark profiles advertise [DIR]        'LarkProfiles = "a,b"' for a STARTD_CRON job
 
-DIR defaults to LARK_PROFILE_DIR from the node's config (/etc/condor/profiles.d when unset).
+DIR defaults to LARK_PROFILE_DIR from the node's config (/etc/condor/profiles.d when unset); that
+default may be absent (a node without profiles), a DIR given on the command line may not.
+Exit status: 0 fine, 1 errors found, 2 the node's configuration cannot be read.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from lark.profiles import (
     PROFILE_DIR_KNOB,
     Catalog,
     Profile,
+    ProfileError,
     format_pool,
     load_profiles,
     node_advertisement,
@@ -43,7 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help=f"profile directory (default: {PROFILE_DIR_KNOB})")
         q.add_argument("--sysfs", type=Path, default=Path("/sys"), help=argparse.SUPPRESS)  # tests
 
-    common(verbs.add_parser("check", help="validate every profile file; print each error on one line"))
+    q = verbs.add_parser("check", help="validate every profile file; print each error on one line")
+    common(q)
+    q.add_argument("--json", action="store_true", help="print JSON")
     q = verbs.add_parser("list", help="the profiles this node offers")
     common(q)
     q.add_argument("--json", action="store_true", help="print JSON")
@@ -70,7 +75,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"lark: error: {err}", file=sys.stderr)
         return 2
     if args.profiles_command == "check":
-        return check(catalog, out)
+        return check(catalog, out, args.json)
     if args.profiles_command == "list":
         return show(catalog, args.sysfs, args.json, out)
     print(f'{ADVERTISED_ATTR} = "{node_advertisement(catalog)}"', file=out)
@@ -79,16 +84,31 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-def check(catalog: Catalog, out: TextIO) -> int:
+def check(catalog: Catalog, out: TextIO, as_json: bool = False) -> int:
+    where = catalog.directory or "-"
+    absent = catalog.directory is not None and not catalog.directory.exists()
+    if as_json:
+        print(json.dumps({"directory": str(catalog.directory) if catalog.directory else None,
+                          "directory_exists": not absent, "profiles": list(catalog.names),
+                          "errors": [error_fields(e) for e in catalog.errors]}, indent=1), file=out)
+        return 1 if catalog.errors else 0
     for err in catalog.errors:
         print(err, file=out)
     names = ", ".join(catalog.names) or "none"
-    where = catalog.directory or "-"
     if catalog.errors:
         print(f"{len(catalog.errors)} error(s) in {where}; offered: {names}", file=out)
         return 1
+    if absent:  # only the node's default directory may be absent: a node without profiles
+        print(f"ok: no profiles ({where} does not exist; set {PROFILE_DIR_KNOB} if they are elsewhere)", file=out)
+        return 0
     print(f"ok: {len(catalog.profiles)} profile(s) in {where}: {names}", file=out)
     return 0
+
+
+def error_fields(err: ProfileError) -> dict[str, object]:
+    """One error of ``check --json``: where it is and what is wrong, each in its own field."""
+    return {"source": err.source, "line": err.line, "profile": err.profile, "key": err.key, "message": err.detail,
+            "text": str(err)}
 
 
 def show(catalog: Catalog, sysfs: Path, as_json: bool, out: TextIO) -> int:

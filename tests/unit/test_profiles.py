@@ -731,3 +731,23 @@ def test_cli_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr("lark.cli.profiles.profile_dir", lambda config, external=None: tmp_path / "absent")
     code, out = run_cli(["list"], monkeypatch, tmp_path)  # the node's default dir may be absent
     assert (code, out) == (0, f"no profiles offered (directory: {tmp_path / 'absent'})\n")
+    code, out = run_cli(["check"], monkeypatch, tmp_path)  # says so, not "ok: 0 profile(s) in ..."
+    assert (code, out) == (0, f"ok: no profiles ({tmp_path / 'absent'} does not exist; set LARK_PROFILE_DIR if "
+                              "they are elsewhere)\n")
+    code, out = run_cli(["check", "--json"], monkeypatch, tmp_path)
+    assert (code, json.loads(out)) == (0, {"directory": str(tmp_path / "absent"), "directory_exists": False,
+                                           "profiles": [], "errors": []})
+
+
+def test_cli_check_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    d = tmp_path / "profiles.d"
+    d.mkdir()
+    (d / "a.yaml").write_text("profiles:\n  good:\n    attach: nat\n  bad:\n    attach: nat\n    cpus: 7-3\n")
+    code, out = run_cli(["check", str(d), "--json"], monkeypatch, tmp_path)
+    message = "must be 'network', 'none' or a CPU list like '0-7,16-23': range 7-3 runs backwards"
+    assert (code, json.loads(out)) == (1, {
+        "directory": str(d), "directory_exists": True, "profiles": ["good"],
+        "errors": [{"source": str(d / "a.yaml"), "line": 6, "profile": "bad", "key": "cpus", "message": message,
+                    "text": f"{d / 'a.yaml'}:6: profile 'bad': key 'cpus' {message}"}]})
+    code, out = run_cli(["check", str(EXAMPLES), "--json"], monkeypatch, tmp_path)
+    assert (code, json.loads(out)["profiles"], json.loads(out)["errors"]) == (0, ["dtn", "nat-callback"], [])
