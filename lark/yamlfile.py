@@ -15,18 +15,24 @@ before they existed. Each kind of file states its own :class:`YamlLimits`:
 
 Callers then read the tree: :meth:`YamlDocument.construct` turns one node into Python values,
 :meth:`YamlDocument.line` and :func:`line_of` find the line to blame.
+
+PyYAML is imported when a file is read, not with this module: the PREPARE_JOB hook imports the
+profiles for every job, and a job without a profile never reads one (PyYAML costs ~8 ms).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
+from typing import TYPE_CHECKING
 
 from lark.errors import ConfigError
+
+if TYPE_CHECKING:
+    import yaml
 
 MERGE_TAG = "tag:yaml.org,2002:merge"  # the tag of a ``<<`` key
 MIB = 1 << 20
@@ -108,6 +114,8 @@ def error_line(err: yaml.YAMLError, text: str) -> int | None:
 
 def error_text(err: yaml.YAMLError) -> str:
     """What went wrong, without PyYAML's multi-line excerpt of the file."""
+    import yaml
+
     if isinstance(err, yaml.MarkedYAMLError):
         text = str(err.problem or err.context or "syntax error")
         if err.context and err.problem:
@@ -123,33 +131,29 @@ def error_text(err: yaml.YAMLError) -> str:
 # Composing within bounds
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses collections nested deeper than the limit while composing."""
+@functools.cache
+def _bounded_loader() -> type[yaml.SafeLoader]:
+    """SafeLoader that refuses collections nested deeper than the limit while composing (built on first use)."""
+    import yaml
 
-    def __init__(self, stream: str, limits: YamlLimits) -> None:
-        super().__init__(stream)
-        self._limits = limits
-        self._depth = 0
+    class BoundedLoader(yaml.SafeLoader):
+        def __init__(self, stream: str, limits: YamlLimits) -> None:
+            super().__init__(stream)
+            self.limits = limits
+            self.depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
-        self._depth += 1
-        try:
-            if self._depth > self._limits.max_nesting:
-                raise yaml.composer.ComposerError(
-                    None, None, f"collections are nested more than {self._limits.max_nesting} levels deep "
-                    f"({self._limits.what} needs {self._limits.usual_nesting})", self.peek_event().start_mark)
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
-        finally:
-            self._depth -= 1
+        def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+            self.depth += 1
+            try:
+                if self.depth > self.limits.max_nesting:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"collections are nested more than {self.limits.max_nesting} levels deep "
+                        f"({self.limits.what} needs {self.limits.usual_nesting})", self.peek_event().start_mark)
+                return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            finally:
+                self.depth -= 1
 
-
-def children(node: yaml.Node) -> list[yaml.Node]:
-    """The nodes directly inside ``node`` (keys and values of a mapping, items of a list)."""
-    if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
+    return BoundedLoader
 
 
 def oversize(root: yaml.Node, limits: YamlLimits) -> tuple[yaml.Node, str] | None:
@@ -161,6 +165,15 @@ def oversize(root: yaml.Node, limits: YamlLimits) -> tuple[yaml.Node, str] | Non
     so it is refused too. Counted bottom-up with a memo and an explicit stack: aliases may chain
     deeper than Python's recursion limit.
     """
+    import yaml
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        return []
+
     sizes: dict[int, int] = {}
     open_nodes: set[int] = set()  # on the path from the root: meeting one again is a cycle
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
@@ -183,14 +196,14 @@ def oversize(root: yaml.Node, limits: YamlLimits) -> tuple[yaml.Node, str] | Non
     return None
 
 
-@dataclass
 class YamlDocument:
     """One file's node tree (``root`` is None for an empty file) and the means to read it."""
 
-    source: str
-    root: yaml.Node | None
+    def __init__(self, source: str, root: yaml.Node | None) -> None:
+        import yaml
 
-    def __post_init__(self) -> None:
+        self.source = source
+        self.root = root
         self._constructor = yaml.constructor.SafeConstructor()
 
     def construct(self, node: yaml.Node) -> object:
@@ -215,11 +228,13 @@ def compose(text: str, source: str, limits: YamlLimits) -> YamlDocument:
     Too large a text, a syntax error (with its line), nesting past the limit, more than one
     document and a tree that multiplies past the limit or contains itself are refused.
     """
+    import yaml
+
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > limits.max_bytes:
         raise YamlFileError(source, None, too_large(size, limits))
     try:
-        loader = _BoundedLoader(text, limits)
+        loader = _bounded_loader()(text, limits)  # type: ignore[call-arg]
     except yaml.YAMLError as err:  # the reader refuses control characters up front
         raise YamlFileError(source, error_line(err, text), f"is not valid YAML: {error_text(err)}") from None
     try:
@@ -240,6 +255,8 @@ def load(text: str, source: str, limits: YamlLimits) -> tuple[YamlDocument, obje
     Raises :class:`YamlFileError` for everything :func:`compose` refuses and for a value no safe
     loader builds (an unknown ``!!tag``, a bad timestamp), with its line.
     """
+    import yaml
+
     document = compose(text, source, limits)
     if document.root is None:
         return document, None
@@ -252,6 +269,8 @@ def load(text: str, source: str, limits: YamlLimits) -> tuple[YamlDocument, obje
 def line_of(node: yaml.Node | None, path: Sequence[str | int]) -> int | None:
     """1-based line of the value at ``path`` (mapping keys and list indexes) below ``node``, or of the
     nearest value on the way there that exists."""
+    import yaml
+
     line = YamlDocument.line(node)
     for step in path:
         if isinstance(node, yaml.MappingNode):

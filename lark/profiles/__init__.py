@@ -60,7 +60,6 @@ from lark.profiles.model import (
     ProfileError,
     format_pool,
 )
-from lark.profiles.parsing import parse_profiles
 from lark.profiles.placement import CpuPlacement, numa_node, resolve_cpus
 from lark.profiles.values import format_cpulist, parse_cpulist
 
@@ -73,3 +72,13 @@ __all__ = [
     "parse_cpulist", "parse_profiles", "profile_dir", "profile_files", "profile_name", "request_for_job",
     "resolve_cpus", "resolve_request", "user_and_groups",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # parse_profiles needs PyYAML: imported when asked for, so that the PREPARE_JOB hook of a job
+    # without a profile (which imports this package for every job) does not pay for it
+    if name == "parse_profiles":
+        from lark.profiles.parsing import parse_profiles
+
+        return parse_profiles
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,7 +30,6 @@ from lark.profiles.model import (
     ProfileError,
     format_pool,
 )
-from lark.profiles.parsing import parse_profiles
 from lark.profiles.values import NAME_RE
 from lark.yamlfile import YamlFileError, read_text
 
@@ -107,6 +106,9 @@ def load_profiles(directory: Path | str | None, config: LarkConfig | None = None
 def build_catalog(texts: Iterable[tuple[str, str]], config: LarkConfig | None = None,
                   directory: Path | None = None, errors: Iterable[ProfileError] = ()) -> Catalog:
     """The cross-file checks (unique names, non-overlapping pools, node limits) over parsed files. Pure."""
+    # imported here, not with the module: parsing needs PyYAML, which a job without a profile never does
+    from lark.profiles.parsing import parse_profiles
+
     all_errors = list(errors)
     parsed: list[Profile] = []
     broken: dict[str, str] = {}  # name -> where its first faulty definition is

@@ -8,6 +8,8 @@ import ipaddress
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import classad2
@@ -575,6 +577,23 @@ def test_a_profiles_limits_replace_the_node_knobs() -> None:
     limits = wide.request_limits()
     assert (limits.network_types, limits.bandwidth_cap_mbit, limits.max_inbound_ports, limits.profile) == (
         ("nat",), (0, 5000), 8, "wide")
+
+
+def test_a_job_without_a_profile_does_not_load_the_yaml_parser(tmp_path: Path) -> None:
+    # the PREPARE_JOB hook imports lark.profiles for every job; only a job naming a profile reads files
+    (tmp_path / "profiles.d").mkdir()
+    (tmp_path / "profiles.d" / "dtn.yaml").write_text("profiles:\n  dtn:\n    attach: nat\n")
+    conf = tmp_path / "lark.conf"
+    conf.write_text(f"LARK_PROFILE_DIR = {tmp_path / 'profiles.d'}\n")
+    probe = ("import sys\n"
+             "from lark.hooks.prepare import hook_output\n"
+             "out, code = hook_output('ClusterId = 1\\nProcId = 0\\nLarkBandwidthMbit = 10\\n')\n"
+             "print(code, 'yaml' in sys.modules)\n"
+             "hook_output('ClusterId = 1\\nProcId = 0\\nLarkNetworkProfile = \"dtn\"\\n')\n"
+             "print('yaml' in sys.modules)\n")
+    env = {**os.environ, "LARK_CONFIG": str(conf)}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "False", "True"]
 
 
 def test_hold_messages_in_the_docs_are_real(shipped: Catalog) -> None:
