@@ -66,7 +66,6 @@ def user_and_groups(uid: int) -> tuple[str, tuple[str, ...]]:
     return pw.pw_name, tuple(dict.fromkeys(names))
 
 
-
 @dataclass(frozen=True)
 class JobExtras:
     """What a profile adds beyond the engine's JobRequest: environment and CPU placement for the wrapper."""
