@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from lark import netns
-from tests.kernel.jobtools import same_bytes, wire_count
 from tests.pool.harness import RUNNING, Pool, PoolError
 from tests.pool.larkpool import IMAGE_MARKER, DataSegment, LarkPool, Sink, build_sif, container_submit, wait_for_sif
+from tests.support import same_bytes, wire_count
 
 pytestmark = pytest.mark.pool
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from tests.kernel.jobtools import same_bytes
 from tests.pool.harness import RUNNING, JobHeld
 from tests.pool.larkpool import METRICS_PORT, OFFCAMPUS_ADDR, WAN_ADDR, LarkPool
+from tests.support import same_bytes
 
 pytestmark = pytest.mark.pool
 

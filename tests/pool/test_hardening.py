@@ -27,9 +27,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.kernel.jobtools import same_bytes
 from tests.pool.harness import HELD, RUNNING, JobHeld
 from tests.pool.larkpool import SOCKET, WAN_ADDR, WRAP_RETRY_SECONDS, LarkPool
+from tests.support import same_bytes
 
 pytestmark = pytest.mark.pool
 
