@@ -31,6 +31,7 @@ from tests.perfsonar.fakeps import (
 )
 from tests.pool.harness import COMPLETED, IDLE, JobHeld
 from tests.pool.larkpool import LarkPool
+from tests.support import wait_until
 
 pytestmark = pytest.mark.pool
 REPO = Path(__file__).resolve().parents[2]
@@ -114,14 +115,12 @@ KNOBS = BreakerKnobs(max_transfer_seconds=600)  # as 75-lark-matchmaking-test.co
 def wait_for_slots(lp: LarkPool, mbps: float, timeout: float = 30) -> None:
     """Until every slot holds FNAL's limit as the cron judges a fresh link of ``mbps``."""
     expected = judge_link({"Mbps": mbps, "MeasuredAt": time.time(), "Quality": "good"}, KNOBS, time.time()).limit
-    deadline = time.monotonic() + timeout
-    while True:
+    def shown() -> bool:
         seen = [s.get("LarkMaxInputBytes_FNAL") for s in lp.pool.status('MyType == "Machine"',
                                                                          ["LarkMaxInputBytes_FNAL"])]
-        if seen and all(isinstance(v, int) and abs(v - expected) <= 0.02 * expected for v in seen):
-            return
-        assert time.monotonic() < deadline, f"slots never showed FNAL's limit {expected} ({mbps} Mbps): {seen}"
-        time.sleep(0.5)
+        return bool(seen) and all(isinstance(v, int) and abs(v - expected) <= 0.02 * expected for v in seen)
+
+    wait_until(f"every slot to show FNAL's limit {expected} ({mbps} Mbps)", shown, timeout, 0.5)
 
 
 def test_poor_link_gates_big_jobs_until_it_is_good(matchmaking_pool: LarkPool, archive: Archive,
@@ -255,14 +254,12 @@ def test_a_bad_breaker_knob_is_named_and_the_last_limits_stay(matchmaking_pool: 
     lp.pool.add_config("76-lark-bad-knob.conf", "LARK_MAX_LOSS = lots\n")
     lp.pool.reconfig()
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        def with_the_error() -> list[dict[str, object]]:
             slots = lp.pool.status('MyType == "Machine"', ["LarkLinksError", "LarkMaxInputBytes_FNAL"])
             errors = [str(s.get("LarkLinksError", "")) for s in slots]
-            if slots and all("LARK_MAX_LOSS: expected a number, got 'lots'" in e for e in errors):
-                break
-            assert time.monotonic() < deadline, errors
-            time.sleep(0.5)
+            return slots if all("LARK_MAX_LOSS: expected a number, got 'lots'" in e for e in errors) else []
+
+        slots = wait_until("every slot's LarkLinksError to name LARK_MAX_LOSS", with_the_error, 30, 0.5)
         assert all(isinstance(s.get("LarkMaxInputBytes_FNAL"), int) for s in slots), slots  # nothing lost
     finally:
         lp.pool.remove_config("76-lark-bad-knob.conf")
