@@ -46,7 +46,7 @@ from tests.support import iperf3_json, received_mbit, wait_listening, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
-GOAL = 0.9  # "near-native": the issue sets no number; printed against 0.9
+GOAL = 0.9  # "near-native" has no agreed number; printed against 0.9
 IMAGE = "/srv/lark-img/iperf3.sif"
 SERVER, PLAIN_A, PLAIN_B = "10.77.0.1", "10.78.0.1", "10.78.0.2"
 PORT = 5201

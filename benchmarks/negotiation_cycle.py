@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.negotiation_cycle [--slots 1000] [--jobs 1000] [--sites 100]
                      [--cycles 3] [--rounds 2] [--variants A,B,Bs,F,J]
 
-Goal (issue): with >= 1,000 slots and >= 1,000 idle jobs the cycle with Lark's attributes and policy
+Goal: with >= 1,000 slots and >= 1,000 idle jobs the cycle with Lark's attributes and policy
 takes <= 1.1 x the cycle without them. Needs root; about 6 minutes with the defaults.
 
 **What is measured: the shipped design** (docs/matchmaking.md). The links cron judges the links once

@@ -23,7 +23,7 @@ the medians of the first crawl and of the later ones (a daemon's steady state) s
 
 The timed crawl covers discovery, reading every archive, site mapping, grading, merging with the
 state file, and building every ClassAd in the publisher's batches (without a collector). The
-goal is <= 60 s and <= 300 MB on the 2-core test VM; this script prints figures and never asserts.
+goal is <= 60 s and <= 300 MB on the 2-CPU machine of docs/baselines.md; this script prints figures and never asserts.
 """
 
 from __future__ import annotations

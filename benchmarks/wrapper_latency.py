@@ -1,6 +1,6 @@
 """Start latency the job wrapper adds (job fork -> job exec) and the broker's setup time vs ``Engine.up``.
 
-Goal (issue): the wrapper adds <= 30 ms to a job's start. No HTCondor is needed: the broker only
+Goal: the wrapper adds <= 30 ms to a job's start. No HTCondor is needed: the broker only
 checks what a starter provides, so the script plays the starter itself.
 
 * Sandbox "host": namespace ``larkw<xy>-host`` (``<xy>``: the run's 2 random characters). Lark's

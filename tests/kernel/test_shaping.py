@@ -1,7 +1,7 @@
 """Bandwidth limits (lark.shaping) on a real veth pair between two namespaces.
 
 ``host`` plays the execute host, ``job`` the job; a TCP transfer is timed at the receiver from
-its first to its last byte. Only the upper bound is asserted (cap x 1.15): the 2-vCPU test VM is
+its first to its last byte. Only the upper bound is asserted (cap x 1.15): a 2-CPU test machine is
 shared, so a lower bound would measure the machine, not the code. The measured ratio is printed.
 """
 

@@ -1,4 +1,4 @@
-"""The spider on a mesh shaped like the WLCG/OSG ones, with its defaults (issue #10).
+"""The spider on a mesh shaped like the WLCG/OSG ones, with its defaults.
 
 The mesh names each address's site in ``_meta.display-name`` (as PWA writes it and WLCG's own
 ``psconfig-client`` reads it); the archives are a legacy esmond and a perfSONAR 5 elmond named by the

@@ -1,4 +1,4 @@
-"""Lark on a real HTCondor execute node: jobs get their own accounted networks (issue: execute-node)."""
+"""Lark on a real HTCondor execute node: jobs get their own accounted networks."""
 
 from __future__ import annotations
 
