@@ -575,6 +575,11 @@ def fmt(x: float, digits: int = 2) -> str:
     return "-" if x != x else f"{x:.{digits}f}"
 
 
+def ratio_to(x: float, baseline: float) -> float:
+    """x / baseline, NaN (printed "-") when the baseline is zero: a tiny run can use no measurable CPU."""
+    return x / baseline if baseline else float("nan")
+
+
 def report(variants: Sequence[Variant], args: argparse.Namespace) -> None:
     base = next((v for v in variants if v.key == "A"), None)
     a_wall = med(c.wall for c in base.cycles) if base else float("nan")
@@ -588,7 +593,8 @@ def report(variants: Sequence[Variant], args: argparse.Namespace) -> None:
         wall, cpu, p4 = med(c.wall for c in v.cycles), med(c.cpu for c in v.cycles), med(c.phase4 for c in v.cycles)
         walls = [c.wall for c in v.cycles] or [float("nan")]
         rows.append([v.key, str(len(v.cycles)), fmt(wall), f"{fmt(min(walls))}-{fmt(max(walls))}",
-                     fmt(med(c.phase1 for c in v.cycles)), fmt(p4), fmt(cpu), fmt(wall / a_wall), fmt(cpu / a_cpu),
+                     fmt(med(c.phase1 for c in v.cycles)), fmt(p4), fmt(cpu), fmt(ratio_to(wall, a_wall)),
+                     fmt(ratio_to(cpu, a_cpu)),
                      fmt((p4 - a_p4) / pairs * 1e6), str(v.ad_bytes), fmt(med(v.rss.get("startd", [])), 0),
                      fmt(med(v.rss.get("collector", [])), 0)])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
@@ -603,7 +609,8 @@ def report(variants: Sequence[Variant], args: argparse.Namespace) -> None:
     for v in variants:
         if v.key == "A" or not v.cycles or base is None:
             continue
-        ratio, cpu_ratio = med(c.wall for c in v.cycles) / a_wall, med(c.cpu for c in v.cycles) / a_cpu
+        ratio = ratio_to(med(c.wall for c in v.cycles), a_wall)
+        cpu_ratio = ratio_to(med(c.cpu for c in v.cycles), a_cpu)
         lo, hi = bootstrap([c.wall for c in v.cycles], [c.wall for c in base.cycles])
         verdict = "met" if ratio <= GOAL else "NOT met"
         print(f"SUMMARY negotiation_cycle {v.key}: cycle time ratio {v.key}/A = {ratio:.2f} (90% CI {lo:.2f}-{hi:.2f}, "
