@@ -118,9 +118,8 @@ def lab(make_ns, sandbox_ns: str, run_prefix: str) -> Lab:
     lab = Lab(host, job, wan, run_prefix, token, host_if)
     # Wait until both families pass end to end (neighbour discovery right after link-up can
     # take a moment), so later "unreachable" results mean the policy and nothing else.
-    deadline = time.monotonic() + 10
-    while not (reachable(job, wan, WAN4, 5999) and reachable(job, wan, WAN6, 5999)):
-        assert time.monotonic() < deadline, "lab network did not come up"
+    wait_until("the lab network to pass both families end to end",
+               lambda: reachable(job, wan, WAN4, 5999) and reachable(job, wan, WAN6, 5999), 10)
     return lab
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,15 +292,14 @@ def test_two_simultaneous_jobs_of_one_profile_get_disjoint_port_ranges(container
     pool = containers.pool
     cluster = containers.submit(HOLD_JOB, "$(Cluster).$(Process)", "ctr-callback", count=2)
     try:
-        deadline = time.monotonic() + 120
-        while True:  # both running at once, each holding its range
+        def both_running() -> list[dict[str, object]]:  # at once, each holding its range
             ads = pool.q(f"ClusterId == {cluster}", ["ProcId", "JobStatus", "LarkPortRange", "HoldReason"])
             assert not any(ad.get("HoldReason") for ad in ads), ads
             ready = list(_ready_files(pool, cluster))
-            if len(ready) == 2 and all(ad["JobStatus"] == RUNNING and ad.get("LarkPortRange") for ad in ads):
-                break
-            assert time.monotonic() < deadline, (ads, ready)
-            time.sleep(0.3)
+            both = len(ready) == 2 and all(ad["JobStatus"] == RUNNING and ad.get("LarkPortRange") for ad in ads)
+            return ads if both else []
+
+        ads = wait_until(f"both jobs of cluster {cluster} running with a port range", both_running, 120, 0.3)
         running_ranges = {ad["ProcId"]: ad["LarkPortRange"] for ad in ads}
     finally:
         for ready_file in _ready_files(pool, cluster):

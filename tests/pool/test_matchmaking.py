@@ -150,15 +150,16 @@ def gate_then_open(lp: LarkPool, archive: Archive, tmp_path: Path, big: int, sma
     # found no slot for it (the schedd records each rejection; the clock is in whole seconds).
     since = int(time.time()) + 1
     rejections: set[int] = set()
-    deadline = time.monotonic() + 60
-    while len(rejections) < 2:
+
+    def rejected_twice() -> dict[str, object] | None:
         [ad] = lp.pool.q(f"ClusterId == {big}", ["JobStatus", "LastRejMatchTime", "LastRejMatchReason"])
         assert ad["JobStatus"] == IDLE, ad
         if (ad.get("LastRejMatchTime") or 0) >= since:
             assert ad.get("LastRejMatchReason") == "no match found", ad
             rejections.add(ad["LastRejMatchTime"])
-        assert time.monotonic() < deadline, f"the negotiator did not reject the big job twice: {ad}"
-        time.sleep(0.5)
+        return ad if len(rejections) >= 2 else None
+
+    ad = wait_until("two rejections of the big job by the negotiator", rejected_twice, 60, 0.5)
     assert ad["JobStatus"] == IDLE, ad
     analysis = lp.pool.run(["condor_q", "-better-analyze", "-reverse", str(big)], check=False).stdout
     analysis += lp.pool.run(["condor_q", "-better-analyze", str(big)], check=False).stdout
