@@ -30,15 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lark import names, netns
+from lark.config import load_config
+from lark.engine import Engine
+from tests.support import iperf3_json, wait_listening
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from lark import names, netns  # noqa: E402
-from lark.config import load_config  # noqa: E402
-from lark.engine import Engine  # noqa: E402
-from tests.kernel.jobtools import iperf3_json, wait_listening  # noqa: E402, F401  (also used by the other scripts)
-
 RUN = "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(2))
 SB = f"larkb{RUN}"  # sandbox namespaces and links
 LARK_PREFIX = f"lb{RUN}"  # LARK_NAME_PREFIX of the engines under test
@@ -222,10 +219,6 @@ def iperf3(sandbox: Sandbox, server_ns: str, server_addr: str, client_ns: str, s
         return iperf3_json(out.stdout, out.stderr)
     finally:
         sandbox.reap(server)
-
-
-def iperf3_received_mbit(data: dict[str, object]) -> float:
-    return data["end"]["sum_received"]["bits_per_second"] / 1e6  # type: ignore[index]
 
 
 BLASTER_C = r"""

@@ -7,18 +7,18 @@ job -> wan ("out", upload) and wan -> job ("in", download, ``-R``). Overshoot is
 the goal is <= 5 %. The payload rate of a flow that fully uses the cap is about 1448/1514 = 0.956
 of it (TBF counts Ethernet + IP + TCP headers), so about -4 % means "cap reached, not exceeded".
 
-    .venv/bin/python benchmarks/bandwidth_cap.py [--caps 50,200,1000] [--seconds 4] [--runs 3]
+    .venv/bin/python -m benchmarks.bandwidth_cap [--caps 50,200,1000] [--seconds 4] [--runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
 
-import _sandbox as sb
-from _sandbox import Sandbox, median, table
-
+from benchmarks import _sandbox as sb
+from benchmarks._sandbox import Sandbox, median, table
 from lark import shaping
 from lark.policy import JobRequest
+from tests.support import received_mbit
 
 GOAL = 0.05
 PAYLOAD_SHARE = 1448 / 1514  # TCP payload per Ethernet frame at MTU 1500 (timestamps on)
@@ -51,7 +51,7 @@ def main() -> None:
                     for _ in range(args.runs):
                         data = sb.iperf3(sandbox, topo.wan, sb.UPLINK_WAN4, record.netns, args.seconds,
                                          reverse=reverse)
-                        rates.append(sb.iperf3_received_mbit(data))
+                        rates.append(received_mbit(data))
                         retrans.append(data["end"]["sum_sent"].get("retransmits", 0))  # type: ignore[index]
                     rate = median(rates)
                     over = rate / cap - 1

@@ -14,7 +14,7 @@ of the veth (printed as well), so every setup starts from a quiet state. Everyth
 run's own sandbox namespaces (``larkb<xy>-*``); the nftables table is in the sandbox "host"
 namespace. No process is started and no traffic is sent. All is removed in ``finally``.
 
-    .venv/bin/python benchmarks/baselines.py [--runs 30] [--warmup 3]
+    .venv/bin/python -m benchmarks.baselines [--runs 30] [--warmup 3]
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ import os
 import time
 from typing import Any
 
-import _sandbox as sb
-from _sandbox import Sandbox, median, percentile, table
-
+from benchmarks import _sandbox as sb
+from benchmarks._sandbox import Sandbox, median, percentile, table
 from lark import netns
 from lark.firewall import libnft
 

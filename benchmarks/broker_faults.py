@@ -32,13 +32,14 @@ runs, in the same interpreter:
 Figures are printed, never asserted. Everything (broker, drivers, namespaces, the lab directory
 under /run) is removed in ``finally``; processes are ended by PID.
 
-    .venv/bin/python benchmarks/broker_faults.py [--kills 100] [--idle 2000] [--rtt-jobs 40]
-    .venv/bin/python benchmarks/broker_faults.py --kills 10 --skip-idle      # a quick look
+    .venv/bin/python -m benchmarks.broker_faults [--kills 100] [--idle 2000] [--rtt-jobs 40]
+    .venv/bin/python -m benchmarks.broker_faults --kills 10 --skip-idle      # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pwd
 import random
@@ -47,14 +48,10 @@ import sys
 import time
 from typing import Any
 
-try:  # python benchmarks/broker_faults.py (the convention) or python -m benchmarks.broker_faults
-    import _sandbox as sb
-except ImportError:
-    from benchmarks import _sandbox as sb
-
+from benchmarks import _sandbox as sb
 from lark import names, netns  # noqa: E402
 from lark.config import load_config  # noqa: E402
-from lark.engine import Engine, wait_links_gone  # noqa: E402
+from lark.engine import Engine  # noqa: E402
 from lark.ipam import all_allocations  # noqa: E402
 from tests.kernel.brokerkit import (  # noqa: E402
     SOURCE_ROOT,
@@ -64,6 +61,7 @@ from tests.kernel.brokerkit import (  # noqa: E402
     socket_count,
     thread_count,
 )
+from tests.support import links_left, wait_until
 
 # lark-wrap's exit statuses that the submit transform turns into a hold (unreachable, refused)
 HELD_STATUSES = (117, 118)
@@ -340,9 +338,9 @@ def part_a(lab: BrokerLab, idle: int, rtt_jobs: int, block: int) -> None:
                 base = socket_count(lab.broker_pid)
                 try:
                     with idle_connections(lab.socket, idle):
-                        deadline = time.monotonic() + 20
-                        while socket_count(lab.broker_pid) < base + idle and time.monotonic() < deadline:
-                            time.sleep(0.05)
+                        with contextlib.suppress(TimeoutError):  # how many it holds is reported
+                            wait_until("the broker to hold the idle connections",
+                                       lambda want=base + idle: socket_count(lab.broker_pid) >= want, 20)
                         held_seen.append(socket_count(lab.broker_pid) - base)
                         threads_seen.append(thread_count(lab.broker_pid))
                         results = Jobs(lab, cluster, "rtt", count=block).wait(120)
@@ -394,7 +392,7 @@ def leaked_objects(lab: BrokerLab) -> dict[str, list[str]]:
     engine = Engine(config, host_netns=lab.host_ns)
     try:
         return {
-            "links": wait_links_gone(engine),
+            "links": links_left(engine),
             "namespaces": [n for n in netns.list_named(lab.prefix + "-") if names.token_of_netns(lab.prefix, n)],
             "firewall": sorted(engine.firewall.job_tokens()),
             "allocations": [f"{a.pool}/{a.slot}" for a, _ in all_allocations(config.state_dir)],
@@ -405,11 +403,10 @@ def leaked_objects(lab: BrokerLab) -> dict[str, list[str]]:
 
 
 def wait_records_gone(lab: BrokerLab, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while lab.records():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
+    try:
+        wait_until("the broker to remove every job record", lambda: not lab.records(), timeout, 0.1)
+    except TimeoutError:
+        return False
     return True
 
 

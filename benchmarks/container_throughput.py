@@ -24,7 +24,7 @@ condor_history against the bytes iperf3 sent.
 Everything is created in namespaces this script makes (the pool's, the data server's, the two plain
 ones) and removed in ``finally``; processes are killed by PID.
 
-    .venv/bin/python benchmarks/container_throughput.py [--seconds 5] [--runs 3]
+    .venv/bin/python -m benchmarks.container_throughput [--seconds 5] [--runs 3]
 """
 
 from __future__ import annotations
@@ -34,22 +34,19 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import _sandbox as sb
-from _sandbox import median, table
+from benchmarks import _sandbox as sb
+from benchmarks._sandbox import median, table
+from lark import netns
+from tests.pool.harness import Pool, PoolError, raise_interrupt, unused_pool
+from tests.pool.larkpool import DataSegment, build_sif, container_submit, wait_for_sif
+from tests.support import iperf3_json, received_mbit, wait_listening, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from lark import netns  # noqa: E402
-from tests.pool.harness import Pool, PoolError, raise_interrupt, unused_pool  # noqa: E402
-from tests.pool.larkpool import DataSegment, build_sif, container_submit, wait_for_sif  # noqa: E402
-
-GOAL = 0.9  # "near-native": the issue sets no number; printed against 0.9
+GOAL = 0.9  # "near-native" has no agreed number; printed against 0.9
 IMAGE = "/srv/lark-img/iperf3.sif"
 SERVER, PLAIN_A, PLAIN_B = "10.77.0.1", "10.78.0.1", "10.78.0.2"
 PORT = 5201
@@ -86,11 +83,10 @@ MASTER_BACKOFF_CONSTANT = 1
     pool.restart_daemon("startd")  # NO_JOB_NETWORKING is only fully applied at startd start
     build_sif(pool, IMAGE, binaries=["/usr/bin/iperf3"])
     wait_for_sif(pool)
-    deadline = time.monotonic() + 30
-    while not (pool.root / "run/lark/netd.sock").exists():
-        if time.monotonic() > deadline:
-            raise PoolError("lark-netd did not start within 30 s")
-        time.sleep(0.2)
+    try:
+        wait_until("lark-netd's socket", (pool.root / "run/lark/netd.sock").exists, 30, 0.2)
+    except TimeoutError as err:
+        raise PoolError(str(err)) from None
 
 
 def server(pool: Pool, netns_path: str, address: str) -> subprocess.Popen[bytes]:
@@ -98,7 +94,7 @@ def server(pool: Pool, netns_path: str, address: str) -> subprocess.Popen[bytes]
     proc = subprocess.Popen(["taskset", "-c", "1", "nsenter", f"--net={netns_path}", "chroot", str(pool.root),
                              "iperf3", "-s", "-B", address, "-p", str(PORT)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sb.wait_listening(netns_path, PORT)
+    wait_listening(netns_path, PORT)
     return proc
 
 
@@ -106,7 +102,7 @@ def plain_run(pool: Pool, client_ns: str, seconds: float) -> dict[str, object]:
     out = subprocess.run(["taskset", "-c", "0", "nsenter", f"--net={client_ns}", "chroot", str(pool.root), "iperf3",
                           "-c", PLAIN_B, "-p", str(PORT), "-t", str(seconds), "-J"],
                          capture_output=True, text=True, timeout=seconds + 30)
-    return sb.iperf3_json(out.stdout, out.stderr)
+    return iperf3_json(out.stdout, out.stderr)
 
 
 def container_run(pool: Pool, seconds: float) -> tuple[dict[str, object], dict[str, object]]:
@@ -116,7 +112,7 @@ def container_run(pool: Pool, seconds: float) -> tuple[dict[str, object], dict[s
     pool.wait(cluster, timeout=seconds + 120)
     ad = pool.history(cluster, ["Iwd", "ExitCode", "LarkBytesOut", "LarkNetworkType"])[0]
     iwd = pool.root / str(ad["Iwd"]).lstrip("/")
-    return sb.iperf3_json((iwd / "out.0.txt").read_text(), (iwd / "err.0.txt").read_text()), ad
+    return iperf3_json((iwd / "out.0.txt").read_text(), (iwd / "err.0.txt").read_text()), ad
 
 
 def sender_cpu(data: dict[str, object]) -> float:
@@ -175,7 +171,7 @@ def main() -> None:
                     if ad.get("ExitCode") != 0 or ad.get("LarkNetworkType") != "macvlan":
                         raise RuntimeError(f"container job did not run as expected: {ad}")
                     accounted.append(int(ad["LarkBytesOut"]) / int(sent))  # type: ignore[call-overload]
-                rate = sb.iperf3_received_mbit(data)
+                rate = received_mbit(data)
                 rates[name].append(rate)
                 cpu[name].append(sender_cpu(data))
                 per_cpu[name].append(rate / (cpu[name][-1] / 100) if cpu[name][-1] > 0 else float("nan"))

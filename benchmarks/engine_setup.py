@@ -22,7 +22,7 @@ Lark for the extra namespace switch. The job side's batch runs on a second threa
 interfaces are made, so in the split "firewall" overlaps "links" and "other" can come out
 negative.
 
-    .venv/bin/python benchmarks/engine_setup.py [--runs 100] [--split-runs 50]
+    .venv/bin/python -m benchmarks.engine_setup [--runs 100] [--split-runs 50]
 """
 
 from __future__ import annotations
@@ -36,9 +36,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-import _sandbox as sb
-from _sandbox import Sandbox, median, percentile, table
-
+from benchmarks import _sandbox as sb
+from benchmarks._sandbox import Sandbox, median, percentile, table
 from lark import netns
 from lark.engine import Engine
 from lark.firewall import libnft

@@ -10,26 +10,27 @@ waits until the kernel has removed every host-side veth, then counts Lark object
 * IPAM allocation files and job records in Lark's state directory,
 * ``Engine.check()`` problems, and file descriptors / threads of this process (vs before).
 
-    .venv/bin/python benchmarks/engine_teardown.py [--cycles 1000] [--firewall nftables|iptables]
+    .venv/bin/python -m benchmarks.engine_teardown [--cycles 1000] [--firewall nftables|iptables]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import threading
 import time
 
-import _sandbox as sb
-from _sandbox import Sandbox, median, percentile, table
-
+from benchmarks import _sandbox as sb
+from benchmarks._sandbox import Sandbox, median, percentile, table
 from lark import names, netns
 from lark.engine import Engine
 from lark.firewall import libnft
 from lark.ipam import all_allocations
 from lark.netlink import link_names
 from lark.policy import JobRequest
+from tests.support import wait_until
 
 JOB_OBJECT = re.compile(r"^job-")  # per-job chains and named counters: job-<token>-...
 JOB_ELEMENT_SETS = ("jobs_in", "jobs_out", "nat4", "nat6", "fwd4", "fwd6")  # per-job elements live here
@@ -115,17 +116,17 @@ def main() -> None:
         del backend.remove_job
 
         t0 = time.monotonic()
-        deadline = t0 + args.settle
         host = netns.iproute_in(topo.host)  # our own socket: the engine's belongs to its kernel thread
         try:
-            while True:
-                left_links = [n for n in link_names(host) if names.token_of_ifname(engine.prefix, n)]
-                if not left_links or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
+            def links_of_prefix() -> list[str]:
+                return [n for n in link_names(host) if names.token_of_ifname(engine.prefix, n)]
+
+            with contextlib.suppress(TimeoutError):  # what is left after --settle is reported below
+                wait_until("the kernel to free the host links", lambda: not links_of_prefix(), args.settle, 0.05)
+            settle_s = time.monotonic() - t0
+            left_links = links_of_prefix()
         finally:
             host.close()
-        settle_s = time.monotonic() - t0
         left_netns = [n for n in netns.list_named(engine.prefix + "-") if names.token_of_netns(engine.prefix, n)]
         if args.firewall == "nftables":
             chains, elements, shared = nft_leftovers(engine)

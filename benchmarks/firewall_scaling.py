@@ -24,7 +24,7 @@ quadratically (each add re-reads and re-commits whole tables), so its default N 
 1000-job ratio is extrapolated linearly from the measured per-job cost; ``--iptables-jobs 1000``
 measures it.
 
-    .venv/bin/python benchmarks/firewall_scaling.py [--jobs 1000] [--iptables-jobs 200] [--reps 3] [--seconds 3]
+    .venv/bin/python -m benchmarks.firewall_scaling [--jobs 1000] [--iptables-jobs 200] [--reps 3] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import _sandbox as sb
-from _sandbox import Sandbox, median, table
-
+from benchmarks import _sandbox as sb
+from benchmarks._sandbox import Sandbox, median, table
 from lark import names, netns
 from lark.firewall import make_backend
 from lark.firewall.base import FirewallBackend, FirewallJob
 from lark.firewall.isolation import Isolation
+from tests.support import wait_listening
 
 GOAL = 0.9
 FLAT_NOTE = ("none; flat: per-job filter rules live in the jobs' namespaces, and only a connection's first "
@@ -121,7 +121,7 @@ def measure(sandbox: Sandbox, point: Point, blaster: Path | None, seconds: float
         server = sandbox.popen(sb.in_ns(point.wan, ["iperf3", "-s", "-1", "-B", sb.UPLINK_WAN4, "-p",
                                                     str(IPERF_PORT)], cpu=1),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        sb.wait_listening(point.wan, IPERF_PORT)
+        wait_listening(point.wan, IPERF_PORT)
         argv = ["iperf3", "-u", "-l", "64", "-b", "0", "-c", sb.UPLINK_WAN4, "-p", str(IPERF_PORT), "-t",
                 str(total)]
     ipr = netns.iproute_in(point.wan)

@@ -16,17 +16,17 @@ the wall-clock rate the script prints the rate per CPU-second of the sender (ipe
 utime+stime, which includes the softirq work done in its context): the throughput the path would
 reach with the sending core to itself, a ratio that other load cannot skew.
 
-    .venv/bin/python benchmarks/nat_throughput.py [--seconds 5] [--runs 3] [--no-reverse]
+    .venv/bin/python -m benchmarks.nat_throughput [--seconds 5] [--runs 3] [--no-reverse]
 """
 
 from __future__ import annotations
 
 import argparse
 
-import _sandbox as sb
-from _sandbox import Sandbox, median, table
-
+from benchmarks import _sandbox as sb
+from benchmarks._sandbox import Sandbox, median, table
 from lark.policy import JobRequest
+from tests.support import received_mbit
 
 GOAL = 0.95
 PLAIN_HOST4, PLAIN_JOB4 = "10.250.0.1", "10.250.0.2"
@@ -68,7 +68,7 @@ def main() -> None:
                 for name in order:
                     wan, client = paths[name]
                     data = sb.iperf3(sandbox, wan, sb.UPLINK_WAN4, client, args.seconds, reverse=reverse)
-                    rate = sb.iperf3_received_mbit(data)
+                    rate = received_mbit(data)
                     results[(name, reverse)].append(rate)
                     util = data["end"].get("cpu_utilization_percent", {})  # type: ignore[union-attr]
                     sender_cpu = float(util.get("remote_total" if reverse else "host_total", float("nan")))

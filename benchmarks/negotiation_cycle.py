@@ -1,9 +1,9 @@
 """Negotiation cycle time on the real HTCondor negotiator with and without Lark's matchmaking policy.
 
-    .venv/bin/python benchmarks/negotiation_cycle.py [--slots 1000] [--jobs 1000] [--sites 100]
+    .venv/bin/python -m benchmarks.negotiation_cycle [--slots 1000] [--jobs 1000] [--sites 100]
                      [--cycles 3] [--rounds 2] [--variants A,B,Bs,F,J]
 
-Goal (issue): with >= 1,000 slots and >= 1,000 idle jobs the cycle with Lark's attributes and policy
+Goal: with >= 1,000 slots and >= 1,000 idle jobs the cycle with Lark's attributes and policy
 takes <= 1.1 x the cycle without them. Needs root; about 6 minutes with the defaults.
 
 **What is measured: the shipped design** (docs/matchmaking.md). The links cron judges the links once
@@ -107,16 +107,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import classad2
+
+from lark.config import read_settings
+from lark.links.cron import breaker_knobs
+from lark.links.records import BreakerKnobs, attribute_suffix, cron_output, judge, slot_limits
+from tests.pool.harness import IDLE, Pool, PoolError, raise_interrupt, unused_pool
+from tests.support import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import classad2  # noqa: E402
-
-from lark.config import read_settings  # noqa: E402
-from lark.links.cron import breaker_knobs  # noqa: E402
-from lark.links.records import BreakerKnobs, attribute_suffix, cron_output, judge, slot_limits  # noqa: E402
-from tests.pool.harness import IDLE, Pool, PoolError, raise_interrupt, unused_pool  # noqa: E402
 
 SUBMIT_DROPIN = ROOT / "condor_config.d" / "60-lark-submit.conf"
 DROPIN = ROOT / "condor_config.d" / "70-lark-matchmaking.conf"
@@ -361,23 +360,18 @@ class Bench:
         """condor_off the daemons (in order), wait until their processes are gone, condor_on in reverse order."""
         for d in daemons:
             self.pool.run(["condor_off", "-daemon", d])
-        deadline = time.monotonic() + 60
-        while any(self.pid_of(d) for d in daemons):
-            if time.monotonic() > deadline:
-                raise PoolError(f"{daemons} did not stop")
-            time.sleep(0.1)
+        self.wait_for(f"{daemons} to stop", lambda: not any(self.pid_of(d) for d in daemons), 60, 0.1)
         for d in reversed(daemons):
             self.pool.run(["condor_on", "-daemon", d])
             if d == "collector":
                 self.wait_for("the collector", lambda: self.pool.run(
                     ["condor_status", "-collector", "-af", "Name"], check=False, timeout=20).stdout.strip() != "", 60)
 
-    def wait_for(self, what: str, predicate: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise PoolError(f"timed out after {timeout:.0f} s waiting for {what}")
-            time.sleep(0.3)
+    def wait_for(self, what: str, predicate: Callable[[], bool], timeout: float, interval: float = 0.3) -> None:
+        try:
+            wait_until(what, predicate, timeout, interval)
+        except TimeoutError as err:
+            raise PoolError(str(err)) from None
 
     def count_slots(self, constraint: str) -> int:
         out = self.pool.run(["condor_status", "-constraint", f'MyType == "Machine" && ({constraint})',
@@ -581,6 +575,11 @@ def fmt(x: float, digits: int = 2) -> str:
     return "-" if x != x else f"{x:.{digits}f}"
 
 
+def ratio_to(x: float, baseline: float) -> float:
+    """x / baseline, NaN (printed "-") when the baseline is zero: a tiny run can use no measurable CPU."""
+    return x / baseline if baseline else float("nan")
+
+
 def report(variants: Sequence[Variant], args: argparse.Namespace) -> None:
     base = next((v for v in variants if v.key == "A"), None)
     a_wall = med(c.wall for c in base.cycles) if base else float("nan")
@@ -594,7 +593,8 @@ def report(variants: Sequence[Variant], args: argparse.Namespace) -> None:
         wall, cpu, p4 = med(c.wall for c in v.cycles), med(c.cpu for c in v.cycles), med(c.phase4 for c in v.cycles)
         walls = [c.wall for c in v.cycles] or [float("nan")]
         rows.append([v.key, str(len(v.cycles)), fmt(wall), f"{fmt(min(walls))}-{fmt(max(walls))}",
-                     fmt(med(c.phase1 for c in v.cycles)), fmt(p4), fmt(cpu), fmt(wall / a_wall), fmt(cpu / a_cpu),
+                     fmt(med(c.phase1 for c in v.cycles)), fmt(p4), fmt(cpu), fmt(ratio_to(wall, a_wall)),
+                     fmt(ratio_to(cpu, a_cpu)),
                      fmt((p4 - a_p4) / pairs * 1e6), str(v.ad_bytes), fmt(med(v.rss.get("startd", [])), 0),
                      fmt(med(v.rss.get("collector", [])), 0)])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
@@ -609,7 +609,8 @@ def report(variants: Sequence[Variant], args: argparse.Namespace) -> None:
     for v in variants:
         if v.key == "A" or not v.cycles or base is None:
             continue
-        ratio, cpu_ratio = med(c.wall for c in v.cycles) / a_wall, med(c.cpu for c in v.cycles) / a_cpu
+        ratio = ratio_to(med(c.wall for c in v.cycles), a_wall)
+        cpu_ratio = ratio_to(med(c.cpu for c in v.cycles), a_cpu)
         lo, hi = bootstrap([c.wall for c in v.cycles], [c.wall for c in base.cycles])
         verdict = "met" if ratio <= GOAL else "NOT met"
         print(f"SUMMARY negotiation_cycle {v.key}: cycle time ratio {v.key}/A = {ratio:.2f} (90% CI {lo:.2f}-{hi:.2f}, "

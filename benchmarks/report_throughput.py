@@ -7,7 +7,7 @@
 
 Each report runs as its own process (``python -m lark.report ... --json -o /dev/null``) so its peak RSS
 (``wait4`` ru_maxrss) is its own, not the generator's. Inputs are generated into a temporary directory
-first (not timed). Usage: ``.venv/bin/python benchmarks/report_throughput.py [--ads N] [--lines N]
+first (not timed). Usage: ``.venv/bin/python -m benchmarks.report_throughput [--ads N] [--lines N]
 [--full-ads N] [--keep DIR]``.
 """
 

@@ -1,6 +1,6 @@
 """Start latency the job wrapper adds (job fork -> job exec) and the broker's setup time vs ``Engine.up``.
 
-Goal (issue): the wrapper adds <= 30 ms to a job's start. No HTCondor is needed: the broker only
+Goal: the wrapper adds <= 30 ms to a job's start. No HTCondor is needed: the broker only
 checks what a starter provides, so the script plays the starter itself.
 
 * Sandbox "host": namespace ``larkw<xy>-host`` (``<xy>``: the run's 2 random characters). Lark's
@@ -35,12 +35,13 @@ last job's record (at most 1 s; a failed teardown is left to the broker's sweep 
 Everything (broker, driver children, namespaces, the ``inet lw<xy>`` table, temporary files) is
 removed in ``finally``; processes are ended by PID; the real host's namespace is never changed.
 
-    .venv/bin/python benchmarks/wrapper_latency.py [--runs 50] [--warmup 3] [--user nobody]
+    .venv/bin/python -m benchmarks.wrapper_latency [--runs 50] [--warmup 3] [--user nobody]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pwd
@@ -53,10 +54,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import _sandbox as sb
-from _sandbox import Sandbox, median, percentile, table
-
+from benchmarks import _sandbox as sb
+from benchmarks._sandbox import Sandbox, median, percentile, table
 from lark import netns
+from tests.support import wait_until
 
 GOAL_MS = 30.0
 NS_NAME = f"larkw{sb.RUN}-host"
@@ -426,9 +427,9 @@ def job_ad(user: str) -> str:
 
 def stop_broker(sandbox: Sandbox, proc: subprocess.Popen[str], state: Path | None = None) -> None:
     """Let the broker finish its teardowns (up to 2 s), then SIGTERM it by PID, SIGKILL after 10 s."""
-    deadline = time.monotonic() + 2
-    while state is not None and any((state / "jobs").glob("*.json")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    if state is not None:
+        with contextlib.suppress(TimeoutError):  # then stopped anyway: the sweep at its start cleans up
+            wait_until("the broker's teardowns", lambda: not any((state / "jobs").glob("*.json")), 2)
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -494,11 +495,15 @@ def main() -> int:
         netd_log = open(tmp / "netd.stderr", "w")  # closed with the sandbox
         sandbox.closers.append(netd_log.close)
         broker = sandbox.popen(argv, stdout=subprocess.DEVNULL, stderr=netd_log)
-        deadline = time.monotonic() + 30
-        while not ping(sock):
-            if broker.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"lark-netd did not come up:\n{(tmp / 'netd.stderr').read_text()[-2000:]}")
-            time.sleep(0.05)
+        def answering() -> bool:
+            if broker.poll() is not None:
+                raise SystemExit(f"lark-netd exited:\n{(tmp / 'netd.stderr').read_text()[-2000:]}")
+            return ping(sock)
+
+        try:
+            wait_until("lark-netd to answer a ping", answering, 30)
+        except TimeoutError as err:
+            raise SystemExit(f"{err}:\n{(tmp / 'netd.stderr').read_text()[-2000:]}") from None
 
         cfg = {"uid": user.pw_uid, "gid": user.pw_gid, "execute": str(execute), "state": str(state),
                "socket": str(sock), "python": sys.executable, "console": str(LARK_WRAP),

@@ -35,11 +35,11 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import lark
+from tests.support import wait_until
 
 SOURCE_ROOT = Path(lark.__file__).resolve().parent.parent  # the tree whose broker is tested
 PYTHON = Path(sys.executable)  # the venv's interpreter (runs the broker)
@@ -436,11 +436,17 @@ class BrokerLab:
         self.broker = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self._broker_log, text=True,
                                        cwd=str(SOURCE_ROOT), env=env,
                                        preexec_fn=lower_nofile if nofile_soft is not None else None)
-        deadline = time.monotonic() + wait
-        while not ping(self.socket, timeout=2):
-            if self.broker.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"lark-netd did not come up (exit {self.broker.poll()}):\n{self.broker_log()}")
-            time.sleep(0.02)
+        broker = self.broker
+
+        def answering() -> bool:
+            if broker.poll() is not None:
+                raise RuntimeError(f"lark-netd exited with {broker.poll()}:\n{self.broker_log()}")
+            return ping(self.socket, timeout=2)
+
+        try:
+            wait_until("lark-netd to answer a ping", answering, wait, 0.02)
+        except TimeoutError as err:
+            raise RuntimeError(f"{err}:\n{self.broker_log()}") from None
         return self.broker
 
     @property

@@ -1,4 +1,5 @@
-"""Small real-traffic tools for kernel tests: a TCP/UDP sink and sender run inside namespaces.
+"""Small real-traffic tools for kernel tests: a TCP/UDP sink and sender run inside namespaces
+(the wire counter, the iperf3 reader and the namespace helpers they share are in tests.support).
 
 They run as separate Python processes via ``nsenter --net=<ns>`` so the test process itself never
 changes namespace. Every process is started here and ended here, by PID.
@@ -9,9 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+
+from tests.support import in_ns, iperf3_json, received_mbit, wait_listening
 
 SINK = r"""
 import json, socket, sys
@@ -62,10 +64,6 @@ else:
 """
 
 
-def in_ns(netns: str, argv: list[str]) -> list[str]:
-    return ["nsenter", f"--net={netns}", *argv]
-
-
 @contextmanager
 def sink(netns: str, addr: str, port: int, proto: str = "tcp") -> Iterator[subprocess.Popen[str]]:
     """A one-shot server; after the client is done, ``result(proc)`` gives bytes received and peer."""
@@ -93,69 +91,6 @@ def send(netns: str, dst: str, port: int, nbytes: int, proto: str = "tcp", src: 
     return subprocess.run(in_ns(netns, argv), capture_output=True, text=True, timeout=timeout + 10)
 
 
-@contextmanager
-def wire_count(netns: str, table: str, match: str, hook: str = "input") -> Iterator[Callable[[], int]]:
-    """Count, in an nft table ``table`` of the test's own in ``netns``, the IP bytes of packets that
-    ``match`` (an nft expression, e.g. ``tcp dport 9000``) on ``hook``; yields a function returning
-    the count so far. The table goes when the block ends.
-
-    This is the ground truth a job's accounted bytes are compared with (:func:`same_bytes`): on a
-    loaded machine TCP retransmits, so the payload size alone cannot bound what the wire carried.
-    """
-    script = f"""table inet {table} {{
-  counter seen {{ }}
-  chain count {{
-    type filter hook {hook} priority 0;
-    {match} counter name seen
-  }}
-}}"""
-    subprocess.run(in_ns(netns, ["nft", "-f", "-"]), input=script, text=True, check=True)
-
-    def seen() -> int:
-        out = subprocess.run(in_ns(netns, ["nft", "-j", "list", "counter", "inet", table, "seen"]),
-                             capture_output=True, text=True, check=True).stdout
-        return next(item["counter"]["bytes"] for item in json.loads(out)["nftables"] if "counter" in item)
-
-    try:
-        yield seen
-    finally:
-        subprocess.run(in_ns(netns, ["nft", "delete", "table", "inet", table]), capture_output=True)
-
-
-def same_bytes(accounted: int, wire: int) -> bool:
-    """A job's own counter against the wire count of its connections taken at the other end.
-
-    Equal through NAT (measured to the byte); a bridged or macvlan job's counter also holds its own
-    IPv6 neighbour and router discovery packets, which a per-connection count does not see (76-272
-    bytes measured), hence the allowance.
-    """
-    return wire <= accounted <= wire + 1024
-
-
-def wait_listening(netns: str, port: int, proto: str = "tcp", timeout: float = 10.0) -> None:
-    """Wait until something listens on ``port`` in ``netns`` (a fixed sleep raced a loaded CI machine)."""
-    flag = "-ltn" if proto == "tcp" else "-lun"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(in_ns(netns, ["ss", "-H", flag, f"sport = :{port}"]), capture_output=True,
-                             text=True).stdout
-        if out.strip():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {proto} port {port} in {netns} after {timeout} s")
-
-
-def iperf3_json(stdout: str, stderr: str) -> dict[str, object]:
-    """An iperf3 client's ``-J`` report; RuntimeError with iperf3's own words when it failed."""
-    try:
-        data = json.loads(stdout)
-    except json.JSONDecodeError:
-        raise RuntimeError(f"iperf3 printed no JSON: {stdout[-500:]!r} {stderr[-500:]!r}") from None
-    if "error" in data:
-        raise RuntimeError(f"iperf3: {data['error']}")
-    return data
-
-
 def iperf_mbit(server_ns: str, server_addr: str, client_ns: str, seconds: int = 3, reverse: bool = False,
                port: int = 5201) -> float:
     """Measured TCP throughput (receiver side) from client to server (or back with reverse)."""
@@ -167,7 +102,7 @@ def iperf_mbit(server_ns: str, server_addr: str, client_ns: str, seconds: int = 
         if reverse:
             argv.append("-R")
         out = subprocess.run(in_ns(client_ns, argv), capture_output=True, text=True, timeout=seconds + 20)
-        return iperf3_json(out.stdout, out.stderr)["end"]["sum_received"]["bits_per_second"] / 1e6  # type: ignore[index]
+        return received_mbit(iperf3_json(out.stdout, out.stderr))
     finally:
         if server.poll() is None:
             server.kill()

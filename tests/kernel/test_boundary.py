@@ -7,7 +7,7 @@ Topology (all in namespaces this test creates; the real host is never touched)::
 
 The wan has no route to the jobs' NAT pool, so a job reaches it only through masquerade, and the
 wan reaches a job only through a forwarded port on 203.0.113.1. Every byte count a job reports
-is compared with a wire count (``jobtools.wire_count``) taken by a table of the test's own.
+is compared with a wire count (``wire_count``) taken by a table of the test's own.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ import pytest
 
 from lark import names, netns
 from lark.config import load_config
-from lark.engine import Engine, wait_links_gone
+from lark.engine import Engine
 from lark.errors import NotFound
 from lark.firewall.base import JobCounters
 from lark.ipam import all_allocations
 from lark.policy import JobRequest
 from lark.state import JobRecord
 from tests.kernel import jobtools
+from tests.support import in_ns, links_left, same_bytes, wire_count
 
 pytestmark = pytest.mark.kernel
 HOST4, WAN4, OTHER4 = "203.0.113.1", "203.0.113.2", "192.0.2.77"  # OTHER4: another address of the host
@@ -59,7 +60,7 @@ class Lab:
 
     def leftovers(self, engine: Engine) -> list[str]:
         """Every object of this lab's prefix that Lark could have left (pins included)."""
-        found = [f"link {n}" for n in wait_links_gone(engine)]
+        found = [f"link {n}" for n in links_left(engine)]
         found += [f"netns {n}" for n in netns.list_named(self.prefix + "-") if names.token_of_netns(self.prefix, n)]
         found += [f"firewall {t}" for t in engine.firewall.job_tokens()]
         found += [f"allocation {a.pool}/{a.slot}" for a, _ in all_allocations(self.state)]
@@ -104,7 +105,7 @@ def addr(text: str | None) -> str:
 
 def assert_counted(counted: int, wire: int, payload: int, what: str) -> None:
     assert wire >= payload, f"{what}: the wire count saw {wire} bytes of a {payload}-byte payload"
-    assert jobtools.same_bytes(counted, wire), f"{what}: counted {counted}, wire {wire}"
+    assert same_bytes(counted, wire), f"{what}: counted {counted}, wire {wire}"
 
 
 BLOCKED = 1.5  # seconds a connection that must fail is given (a SYN retransmit included)
@@ -135,8 +136,8 @@ def test_inbound_opened_by_the_host_itself_through_the_forwarded_range(lab: Lab,
     record = engine.up(JobRequest("1.0", "nat", inbound_ports=2))
     assert record.ports and record.public_ipv4 == HOST4
     port = record.ports[0]
-    with jobtools.wire_count(record.netns, f"{lab.prefix}-in", f"tcp dport {port}") as wire_in, \
-            jobtools.wire_count(lab.host, f"{lab.prefix}-out", f"tcp sport {port}") as wire_out, \
+    with wire_count(record.netns, f"{lab.prefix}-in", f"tcp dport {port}") as wire_in, \
+            wire_count(lab.host, f"{lab.prefix}-out", f"tcp sport {port}") as wire_out, \
             jobtools.sink(record.netns, "0.0.0.0", port) as server:
         out = jobtools.send(lab.host, HOST4, port, 2_000_000)  # the host opens it, to its own address
         assert out.returncode == 0, out.stderr
@@ -152,8 +153,8 @@ def test_inbound_from_another_namespace_through_the_host(lab: Lab) -> None:
     record = engine.up(JobRequest("2.0", "nat", inbound_ports=2))
     assert record.ports
     port = record.ports[1]
-    with jobtools.wire_count(record.netns, f"{lab.prefix}-in", f"tcp dport {port}") as wire_in, \
-            jobtools.wire_count(lab.wan, f"{lab.prefix}-out", f"tcp sport {port}") as wire_out, \
+    with wire_count(record.netns, f"{lab.prefix}-in", f"tcp dport {port}") as wire_in, \
+            wire_count(lab.wan, f"{lab.prefix}-out", f"tcp sport {port}") as wire_out, \
             jobtools.sink(record.netns, "0.0.0.0", port) as server:
         out = jobtools.send(lab.wan, HOST4, port, 1_500_000)
         assert out.returncode == 0, out.stderr
@@ -168,8 +169,8 @@ def test_outbound_to_the_host_itself_where_allowed(lab: Lab) -> None:
     engine = lab.engine(LARK_JOB_HOST_ALLOW="tcp/9100")
     record = engine.up(JobRequest("3.0", "nat"))
     gateway = addr(record.host_ipv4)
-    with jobtools.wire_count(lab.host, f"{lab.prefix}-out", "tcp dport 9100") as wire_out, \
-            jobtools.wire_count(record.netns, f"{lab.prefix}-in", "tcp sport 9100") as wire_in, \
+    with wire_count(lab.host, f"{lab.prefix}-out", "tcp dport 9100") as wire_out, \
+            wire_count(record.netns, f"{lab.prefix}-in", "tcp sport 9100") as wire_in, \
             jobtools.sink(lab.host, gateway, 9100) as server:
         out = jobtools.send(record.netns, gateway, 9100, 1_200_000)
         assert out.returncode == 0, out.stderr
@@ -185,8 +186,8 @@ def test_outbound_beyond_the_host(lab: Lab, family: int) -> None:
     engine = lab.engine()
     record = engine.up(JobRequest("4.0", "nat"))
     dst = WAN4 if family == 4 else "2001:db8:ff::2"
-    with jobtools.wire_count(lab.wan, f"{lab.prefix}-out", "tcp dport 9200") as wire_out, \
-            jobtools.wire_count(record.netns, f"{lab.prefix}-in", "tcp sport 9200") as wire_in, \
+    with wire_count(lab.wan, f"{lab.prefix}-out", "tcp dport 9200") as wire_out, \
+            wire_count(record.netns, f"{lab.prefix}-in", "tcp sport 9200") as wire_in, \
             jobtools.sink(lab.wan, dst, 9200) as server:
         out = jobtools.send(record.netns, dst, 9200, 1_000_000)
         assert out.returncode == 0, out.stderr
@@ -300,19 +301,19 @@ def test_a_flushed_host_ruleset_is_restored_and_counting_continues(lab: Lab) -> 
     engine = lab.engine()
     jobs = [engine.up(JobRequest(f"8.{i}", "nat")) for i in range(10)]
     per_job = 1_000_000
-    feeder = subprocess.Popen(jobtools.in_ns(lab.wan, [sys.executable, "-c", FEEDER, WAN4, "10", str(per_job)]),
+    feeder = subprocess.Popen(in_ns(lab.wan, [sys.executable, "-c", FEEDER, WAN4, "10", str(per_job)]),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     readers: list[subprocess.Popen[str]] = []
     try:
         with ExitStack() as stack:
-            wires = [stack.enter_context(jobtools.wire_count(r.netns, f"{lab.prefix}-in", "tcp sport 9600"))
+            wires = [stack.enter_context(wire_count(r.netns, f"{lab.prefix}-in", "tcp sport 9600"))
                      for r in jobs]
             assert feeder.stdin is not None and feeder.stdout is not None
             assert feeder.stdout.readline().strip() == "ready"
-            readers = [subprocess.Popen(jobtools.in_ns(r.netns, [sys.executable, "-c", READER, WAN4]),
+            readers = [subprocess.Popen(in_ns(r.netns, [sys.executable, "-c", READER, WAN4]),
                                         stdout=subprocess.PIPE, text=True) for r in jobs]
             assert feeder.stdout.readline().strip() == "half"  # every job is mid-transfer
-            subprocess.run(jobtools.in_ns(lab.host, ["nft", "flush", "ruleset"]), check=True)  # the sandbox's only
+            subprocess.run(in_ns(lab.host, ["nft", "flush", "ruleset"]), check=True)  # the sandbox's only
             assert engine.firewall.job_tokens() == set()
             # control: without the restored masquerade a new connection cannot get out
             assert not connects(jobs[0].netns, lab.wan, WAN4, 9601, timeout=BLOCKED)
@@ -362,7 +363,7 @@ def test_counters_of_a_killed_wrapper_reach_the_sweep(lab: Lab) -> None:
         wait_unshared(source)
         record = engine.up(JobRequest("9.0", "nat"), netns_path=source, holder_pid=holder.pid)
         assert record.netns == str(netns.NETNS_RUN_DIR / names.netns_name(lab.prefix, record.token))
-        with jobtools.wire_count(lab.wan, f"{lab.prefix}-out", "tcp dport 9700") as wire_out, \
+        with wire_count(lab.wan, f"{lab.prefix}-out", "tcp dport 9700") as wire_out, \
                 jobtools.sink(lab.wan, WAN4, 9700) as server:
             out = jobtools.send(record.netns, WAN4, 9700, 800_000)
             assert out.returncode == 0, out.stderr
@@ -421,12 +422,12 @@ def test_rules_lost_inside_a_job_namespace_come_back_counting_on(lab: Lab) -> No
     last = engine.all_counters()[record.token]  # the periodic read the repair counts on from
     assert last.bytes_out >= 300_000
     assert engine.check() == []
-    subprocess.run(jobtools.in_ns(record.netns, ["nft", "flush", "ruleset"]), check=True)
+    subprocess.run(in_ns(record.netns, ["nft", "flush", "ruleset"]), check=True)
     assert any("inside the job's namespace are missing" in p for p in engine.check())
     restored = engine.all_counters()[record.token]
     assert restored.bytes_out == last.bytes_out
     assert engine.check() == []
-    with jobtools.wire_count(lab.wan, f"{lab.prefix}-out", "tcp dport 9801") as wire_out, \
+    with wire_count(lab.wan, f"{lab.prefix}-out", "tcp dport 9801") as wire_out, \
             jobtools.sink(lab.wan, WAN4, 9801) as server:
         assert jobtools.send(record.netns, WAN4, 9801, 200_000).returncode == 0
         assert jobtools.result(server)["bytes"] == 200_000

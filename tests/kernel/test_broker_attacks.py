@@ -43,6 +43,7 @@ from tests.kernel.brokerkit import (
     still_open,
     thread_count,
 )
+from tests.support import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -205,9 +206,8 @@ def test_1500_idle_connections_cost_no_thread_each(lab: BrokerLab) -> None:
     baseline = socket_count(lab.broker_pid)
     with idle_connections(lab.socket, 1500) as socks:
         # accepted by the broker (its descriptors; its own sockets may come and go, so a lower bound)
-        deadline = time.monotonic() + 20
-        while socket_count(lab.broker_pid) < baseline + 1490 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until("the broker to hold the idle connections",
+                   lambda: socket_count(lab.broker_pid) >= baseline + 1490, 20, 0.1)
         held = still_open(socks)  # and none of them closed
         threads = 0
         for _ in range(5):  # the highest of a few looks
@@ -270,10 +270,8 @@ def test_connections_beyond_the_limits_are_closed_at_once(lab: BrokerLab) -> Non
         waited = time.monotonic() - start
     assert beyond.get("ok") is not True and waited < 1.0, \
         f"a connection beyond the maximum: {beyond} after {waited:.2f} s (expected: closed at once)"
-    deadline = time.monotonic() + 3  # the broker sees our closes on its next turn
-    while not ping(lab.socket) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert ping(lab.socket), "no ping answered 3 s after the idle connections closed"
+    # the broker sees our closes on its next turn
+    wait_until("a ping answered after the idle connections closed", lambda: ping(lab.socket), 3)
 
 
 def test_the_broker_raises_its_descriptor_limit(lab: BrokerLab) -> None:

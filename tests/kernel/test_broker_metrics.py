@@ -8,13 +8,13 @@ endpoint with an HTTP client, parsing the answer with prometheus-client's own te
 from __future__ import annotations
 
 import socket
-import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from lark import netns
 from tests.kernel.brokerkit import BrokerLab
+from tests.support import wait_until
 
 PORT = 9810
 DATAGRAMS, PAYLOAD = 200, 1000
@@ -55,14 +55,11 @@ def test_a_running_jobs_bytes_are_scraped_and_end_as_its_users_total(lab: Broker
                 s.sendto(b"x" * PAYLOAD, (gateway, 9))
 
     netns.call_in(f"/proc/{wrapper}/ns/net", send)
-    deadline = time.monotonic() + 15
-    running = None
-    while time.monotonic() < deadline:
-        running = job_out(scrape(lab), "7.0")
-        if running is not None and running >= WIRE_BYTES:
-            break
-        time.sleep(0.3)
-    assert running is not None and running >= WIRE_BYTES, f"the running job's bytes out in the metrics: {running}"
+    def running_out() -> int | None:
+        out = job_out(scrape(lab), "7.0")
+        return out if out is not None and out >= WIRE_BYTES else None
+
+    running = wait_until(f"the running job's bytes out in the metrics to reach {WIRE_BYTES}", running_out, 15, 0.3)
 
     final = starter.ask(wrapper, "finalize", timeout=20)
     assert final.get("ok") is True, final

@@ -22,11 +22,12 @@ import pytest
 
 from lark import names, netns
 from lark.config import LarkConfig, load_config
-from lark.engine import Engine, wait_links_gone
+from lark.engine import Engine
 from lark.ipam import all_allocations
 from lark.locks import file_lock
 from lark.policy import JobRequest
 from tests.kernel import jobtools
+from tests.support import in_ns, links_left, same_bytes, wire_count
 
 pytestmark = pytest.mark.kernel
 LARK = str(Path(sys.executable).parent / "lark")
@@ -50,7 +51,7 @@ class Lab:
 
     def lark_objects(self) -> list[str]:
         """Every object of this lab's prefix that Lark could have left: links, namespaces, rules, state."""
-        found = [f"link {n}" for n in wait_links_gone(self.engine)]
+        found = [f"link {n}" for n in links_left(self.engine)]
         found += [f"netns {n}" for n in netns.list_named(self.prefix + "-") if names.token_of_netns(self.prefix, n)]
         found += [f"firewall {t}" for t in self.engine.firewall.job_tokens()]
         found += [f"allocation {a.pool}/{a.slot}" for a, _ in all_allocations(self.config.state_dir)]
@@ -135,9 +136,9 @@ def addr(text: str | None) -> str:
 
 
 def assert_counted(counted: int, wire: int, payload: int, what: str) -> None:
-    """A job's counter against the wire count taken at the other end (``jobtools.wire_count``)."""
+    """A job's counter against the wire count taken at the other end (``wire_count``)."""
     assert wire >= payload, f"{what}: the wire count saw {wire} bytes of a {payload}-byte payload"
-    assert jobtools.same_bytes(counted, wire), f"{what}: counted {counted}, wire {wire}"
+    assert same_bytes(counted, wire), f"{what}: counted {counted}, wire {wire}"
 
 
 # ------------------------------------------------------------------ traffic and accounting
@@ -145,7 +146,7 @@ def assert_counted(counted: int, wire: int, payload: int, what: str) -> None:
 
 def test_nat_ipv4_and_ipv6_flow_and_are_counted_by_class(lab: Lab) -> None:
     record = lab.engine.up(JobRequest("1.0", "nat"))
-    with jobtools.wire_count(lab.wan, f"{lab.prefix}-wire9000", "tcp dport 9000") as wire4, \
+    with wire_count(lab.wan, f"{lab.prefix}-wire9000", "tcp dport 9000") as wire4, \
             jobtools.sink(lab.wan, "203.0.113.200", 9000) as server:
         out = jobtools.send(job_ns(record), "203.0.113.200", 9000, 1_000_000)
         assert out.returncode == 0, out.stderr
@@ -153,7 +154,7 @@ def test_nat_ipv4_and_ipv6_flow_and_are_counted_by_class(lab: Lab) -> None:
         offcampus_wire = wire4()
     assert got["bytes"] == 1_000_000
     assert got["peer"] == "203.0.113.1"  # masqueraded to the host's uplink address
-    with jobtools.wire_count(lab.wan, f"{lab.prefix}-wire9001", "tcp dport 9001") as wire6, \
+    with wire_count(lab.wan, f"{lab.prefix}-wire9001", "tcp dport 9001") as wire6, \
             jobtools.sink(lab.wan, "2001:db8:ff::2", 9001) as server:
         out = jobtools.send(job_ns(record), "2001:db8:ff::2", 9001, 500_000)
         assert out.returncode == 0, out.stderr
@@ -172,7 +173,7 @@ def test_nat_ipv4_and_ipv6_flow_and_are_counted_by_class(lab: Lab) -> None:
 def test_download_is_counted_as_bytes_in(lab: Lab) -> None:
     record = lab.engine.up(JobRequest("2.0", "nat"))
     # the host serves the job directly on the host end of its veth
-    with jobtools.wire_count(job_ns(record), f"{lab.prefix}-wire9002", "tcp dport 9002") as wire, \
+    with wire_count(job_ns(record), f"{lab.prefix}-wire9002", "tcp dport 9002") as wire, \
             jobtools.sink(job_ns(record), addr(record.ipv4), 9002) as server:
         out = jobtools.send(lab.host, addr(record.ipv4), 9002, 300_000)
         assert out.returncode == 0, out.stderr
@@ -188,7 +189,7 @@ def test_bridge_job_is_on_the_site_segment(lab: Lab, family: int) -> None:
     assert record.ipv4 and record.ipv4.startswith("198.51.100.")
     assert record.ipv6 and record.ipv6.startswith("2001:db8:b::")
     dst = "198.51.100.1" if family == 4 else "2001:db8:b::1"
-    with jobtools.wire_count(lab.host, f"{lab.prefix}-wire9003", "tcp dport 9003") as wire, \
+    with wire_count(lab.host, f"{lab.prefix}-wire9003", "tcp dport 9003") as wire, \
             jobtools.sink(lab.host, dst, 9003) as server:
         out = jobtools.send(job_ns(record), dst, 9003, 200_000)
         assert out.returncode == 0, out.stderr
@@ -203,7 +204,7 @@ def test_macvlan_job_reaches_the_lan_and_is_counted_inside(lab: Lab, family: int
     record = lab.engine.up(JobRequest("4.0", "macvlan"))
     assert record.host_ifname is None and record.firewall_job_side
     dst = "198.51.101.1" if family == 4 else "2001:db8:c::1"
-    with jobtools.wire_count(lab.lan, f"{lab.prefix}-wire9004", "tcp dport 9004") as wire, \
+    with wire_count(lab.lan, f"{lab.prefix}-wire9004", "tcp dport 9004") as wire, \
             jobtools.sink(lab.lan, dst, 9004) as server:
         out = jobtools.send(job_ns(record), dst, 9004, 400_000)
         assert out.returncode == 0, out.stderr
@@ -216,7 +217,7 @@ def test_macvlan_job_reaches_the_lan_and_is_counted_inside(lab: Lab, family: int
 def test_none_has_only_loopback(lab: Lab) -> None:
     record = lab.engine.up(JobRequest("5.0", "none"))
     assert jobtools.links(job_ns(record)) == ["lo"]
-    out = subprocess.run(jobtools.in_ns(job_ns(record), ["ip", "-o", "link", "show", "lo"]), capture_output=True,
+    out = subprocess.run(in_ns(job_ns(record), ["ip", "-o", "link", "show", "lo"]), capture_output=True,
                          text=True, check=True).stdout
     assert "UP" in out
     assert jobtools.send(job_ns(record), "203.0.113.2", 9005, 10, timeout=1).returncode != 0
@@ -228,7 +229,7 @@ def test_none_has_only_loopback(lab: Lab) -> None:
 def test_a_job_cannot_spoof_its_source(lab: Lab) -> None:
     record = lab.engine.up(JobRequest("6.0", "nat"))
     # root inside the test may add an address; the real job could not, but the rule must hold anyway
-    subprocess.run(jobtools.in_ns(job_ns(record), ["ip", "addr", "add", "10.250.255.250/32", "dev", "lark0"]),
+    subprocess.run(in_ns(job_ns(record), ["ip", "addr", "add", "10.250.255.250/32", "dev", "lark0"]),
                    check=True)
     with jobtools.sink(lab.wan, "203.0.113.2", 9006) as server:
         spoofed = jobtools.send(job_ns(record), "203.0.113.2", 9006, 1000, src="10.250.255.250", timeout=1.5)
@@ -341,6 +342,8 @@ def test_kill_mid_up_then_sweep_leaves_nothing(lab: Lab, step: str) -> None:
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
     records = lab.engine.records()
     assert [r.status for r in records] == ["setting-up"], records  # killed mid-way, and recorded so
+    if step != "recorded":  # the kill came after the namespace was made: the sweep has work to do
+        assert [n for n in netns.list_named(lab.prefix + "-") if names.token_of_netns(lab.prefix, n)]
     report = lab.engine.sweep()
     assert report.removed_jobs == [records[0].token]
     assert lab.lark_objects() == []

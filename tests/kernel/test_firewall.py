@@ -40,6 +40,7 @@ from lark.firewall import libnft, make_backend, nftrules
 from lark.firewall import nftables as nft
 from lark.firewall.base import FirewallBackend, FirewallJob, PortForward
 from lark.firewall.isolation import HostAllow, Isolation, parse_host_allow, parse_job_to_job
+from tests.support import wait_until
 
 kernel = pytest.mark.kernel
 
@@ -117,9 +118,8 @@ def lab(make_ns, sandbox_ns: str, run_prefix: str) -> Lab:
     lab = Lab(host, job, wan, run_prefix, token, host_if)
     # Wait until both families pass end to end (neighbour discovery right after link-up can
     # take a moment), so later "unreachable" results mean the policy and nothing else.
-    deadline = time.monotonic() + 10
-    while not (reachable(job, wan, WAN4, 5999) and reachable(job, wan, WAN6, 5999)):
-        assert time.monotonic() < deadline, "lab network did not come up"
+    wait_until("the lab network to pass both families end to end",
+               lambda: reachable(job, wan, WAN4, 5999) and reachable(job, wan, WAN6, 5999), 10)
     return lab
 
 
@@ -412,13 +412,15 @@ def test_router_advertisements_from_a_job_are_dropped(lab: Lab, backend: Firewal
                     f"net.ipv6.conf.{lab.host_if}.accept_ra=2"], check=True)
 
     def host_took_an_ra(seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:  # a rogue job would keep sending, so do we
+        def sent_and_taken() -> bool:  # a rogue job would keep sending, so do we
             send_router_advertisement(lab.job, job_if)
-            time.sleep(0.2)
-            if ra_default_route(lab.host, lab.host_if):
-                return True
-        return False
+            return bool(ra_default_route(lab.host, lab.host_if))
+
+        try:
+            wait_until(f"a default route from the job's RA on {lab.host_if}", sent_and_taken, seconds, 0.2)
+        except TimeoutError:
+            return False
+        return True
 
     assert host_took_an_ra(5)  # control: without the job's rules the host takes the job's RA
     ip(lab.host, "-6", "route", "flush", "proto", "ra")

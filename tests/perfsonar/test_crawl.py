@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +36,7 @@ from tests.perfsonar.fakeps import (
     psconfig_mesh,
     pub_config_list,
 )
+from tests.support import wait_until
 
 BW = {"ALPHA": "ps-bw.alpha.example", "BETA": "ps-bw.beta.example", "GAMMA": "ps-bw.gamma.example"}
 LAT = {"ALPHA": "ps-lat.alpha.example", "BETA": "ps-lat.beta.example"}
@@ -288,13 +288,14 @@ def test_ad_batches_recycle_a_fixed_pool(world: World, tmp_path: Path) -> None:
 
 
 def _wait_for(path: Path, text: str, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def content_with_text() -> str:
         content = path.read_text() if path.exists() else ""
-        if text in content:
-            return content
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} never appeared in {path}:\n{path.read_text() if path.exists() else ''}")
+        return content if text in content else ""
+
+    try:
+        return wait_until(f"{text!r} in {path}", content_with_text, timeout, 0.1)
+    except TimeoutError as err:
+        raise AssertionError(f"{err}:\n{path.read_text() if path.exists() else ''}") from None
 
 
 def test_cli_once_exits_3_when_the_collector_refuses(world: World, tmp_path: Path) -> None:

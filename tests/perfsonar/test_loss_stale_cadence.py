@@ -1,5 +1,5 @@
 """Loss and retransmits from every test that reports them, stale pairs kept visible, and the mesh's
-cadence matched whichever way round mesh and archive name a host (issue #10).
+cadence matched whichever way round mesh and archive name a host.
 
 Archive shapes (esmond ``types.py``, elmond, perfSONAR Logstash pipeline): esmond throughput
 metadata lists ``packet-retransmits`` (TCP) or ``packet-loss-rate`` (UDP) next to ``throughput``; a

@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from perfsonar.crawl import CrawlStats
 from perfsonar.metrics import SpiderMetrics
+from tests.support import wait_until
 
 
 def samples(m: SpiderMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -39,7 +40,6 @@ def test_the_daemon_writes_its_crawl_counters_for_node_exporter(server, now, tmp
     """The real lark-spider daemon against the loopback fake, LARK_SPIDER_METRICS_TEXTFILE set: after
     its first crawl the file holds the crawl, parsed by prometheus-client's own parser."""
     import subprocess
-    import time
 
     from tests.perfsonar.test_real_meshes import EXE, MetaWorld, spider_env
 
@@ -51,10 +51,11 @@ def test_the_daemon_writes_its_crawl_counters_for_node_exporter(server, now, tmp
     env = spider_env(tmp_path, LARK_SPIDER_COLLECTOR="127.0.0.1:9", LARK_SPIDER_METRICS_TEXTFILE=str(textfile))
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while not textfile.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "spider.log").read_text()
-            time.sleep(0.1)
+        def written() -> bool:
+            assert proc.poll() is None, (tmp_path / "spider.log").read_text()  # the spider died
+            return textfile.exists()
+
+        wait_until(f"the spider to write {textfile}", written, 60, 0.1)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -1,4 +1,4 @@
-"""The spider on a mesh shaped like the WLCG/OSG ones, with its defaults (issue #10).
+"""The spider on a mesh shaped like the WLCG/OSG ones, with its defaults.
 
 The mesh names each address's site in ``_meta.display-name`` (as PWA writes it and WLCG's own
 ``psconfig-client`` reads it); the archives are a legacy esmond and a perfSONAR 5 elmond named by the
@@ -27,6 +27,7 @@ from tests.perfsonar.fakeps import (
     psconfig_mesh,
     pub_config_list,
 )
+from tests.support import wait_until
 
 SITE_OF = {"ps-bw.alpha.example": "ALPHA", "ps-bw.beta.example": "BETA", "ps-bw.gamma.example": "GAMMA"}
 IP = {"ps-bw.alpha.example": "10.1.0.10", "ps-bw.beta.example": "10.2.0.20", "ps-bw.gamma.example": "10.3.0.30"}
@@ -249,7 +250,6 @@ def test_nothing_discovered_exits_5(tmp_path: Path) -> None:
 def test_sighup_reloads_with_the_command_line_sources(server: FakePerfSONAR, now: float, tmp_path: Path,
                                                       with_file: bool) -> None:
     import signal
-    import time
 
     world = MetaWorld(server, now)
     log = tmp_path / "spider.log"
@@ -261,14 +261,17 @@ def test_sighup_reloads_with_the_command_line_sources(server: FakePerfSONAR, now
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def wait_for(text: str) -> str:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        def logged() -> str:
             content = log.read_text() if log.exists() else ""
             if text in content:
                 return content
-            assert proc.poll() is None, content
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} not logged:\n{content}")
+            assert proc.poll() is None, content  # the spider died: say so now, with its log
+            return ""
+
+        try:
+            return wait_until(f"{text!r} in the spider's log", logged, 60, 0.1)
+        except TimeoutError as err:
+            raise AssertionError(f"{err}:\n{log.read_text() if log.exists() else ''}") from None
 
     try:
         wait_for("crawl 1 done")

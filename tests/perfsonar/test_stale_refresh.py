@@ -1,4 +1,4 @@
-"""The look-back for stale pairs is made at most every ``measurements.stale_refresh`` (issue #10).
+"""The look-back for stale pairs is made at most every ``measurements.stale_refresh``.
 
 Between refreshes a daemon's crawl sends no look-back query (no OpenSearch stale-pair search, no
 esmond metadata search over ``lookback``) and still publishes the stale pairs of the last listing,

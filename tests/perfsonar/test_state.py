@@ -44,18 +44,41 @@ def test_missing_and_corrupt_files_mean_empty_state(tmp_path: Path) -> None:
     assert load_state(old) == {}
 
 
-def test_damaged_lines_are_skipped(tmp_path: Path) -> None:
-    path = tmp_path / "state.json"
-    save_state(path, links(), NOW)
-    lines = path.read_text().splitlines()
-    lines[1] = lines[1][: len(lines[1]) // 2]  # truncated (e.g. disk full)
-    entry = json.loads(lines[2])
+def _truncated(line: str) -> str:
+    return line[: len(line) // 2]  # e.g. a disk that filled up mid-write
+
+
+def _bad_values(line: str) -> str:
+    entry = json.loads(line)
     entry["metrics"]["throughput"]["quality"] = "excellent"  # not a grade
     entry["metrics"]["loss"]["interval"] = -1  # not a cadence
-    lines[2] = json.dumps(entry)
+    return json.dumps(entry)
+
+
+@pytest.mark.parametrize("damage", [_truncated, _bad_values])
+@pytest.mark.parametrize("damaged_line", [1, 2])
+def test_a_damaged_line_costs_only_its_own_link(tmp_path: Path, damage, damaged_line: int,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """One damaged link entry (and one with an impossible address family) is skipped with a warning;
+    the other link comes back with all its values, including when it was measured (its age)."""
+    path = tmp_path / "state.json"
+    original = links()
+    save_state(path, original, NOW)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3  # the header, then one line per link
+    entry = json.loads(lines[damaged_line])
+    damaged_key = LinkKey(entry["src"], entry["dst"], entry["family"])
+    lines[damaged_line] = damage(lines[damaged_line])
     lines.append(json.dumps({"src": "C", "dst": "D", "family": 5, "metrics": {}}))
     path.write_text("\n".join(lines) + "\n")
-    assert load_state(path) == {}
+
+    with caplog.at_level("WARNING"):
+        loaded = load_state(path)
+
+    survivor = next(key for key in original if key != damaged_key)
+    assert loaded == {survivor: original[survivor]}
+    assert loaded[survivor].measured_at == NOW - 60
+    assert "skipped 2 unreadable link entries" in caplog.text
 
 
 def test_carried_flag_and_grades_survive(tmp_path: Path) -> None:

@@ -47,6 +47,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from tests.support import wait_until
+
 log = logging.getLogger("lark.testpool")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -244,17 +246,6 @@ def _pid_alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def _wait_until(what: str, predicate: Callable[[], T], timeout: float, interval: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -638,7 +629,7 @@ class Pool:
         t0 = time.monotonic()
         _host(["nsenter", f"--net={self.netns_path}", "unshare", "--mount", "--propagation", "private", "--",
                "/bin/sh", "-c", script, "lark-pool-start", str(self.root)], timeout=30)
-        pid = _wait_until("master.pid", lambda: pid_file.exists() and pid_file.read_text().strip(), 20)
+        pid = wait_until("master.pid", lambda: pid_file.exists() and pid_file.read_text().strip(), 20)
         self.master_pid = int(pid)
         self._mntns_ino = os.stat(f"/proc/{self.master_pid}/ns/mnt").st_ino
         (self.run_dir / "master.pid").write_text(f"{self.master_pid} {self._mntns_ino}\n")
@@ -650,7 +641,7 @@ class Pool:
             return {"Machine", "Scheduler", "Negotiator"} <= set(res.stdout.split())
 
         try:
-            _wait_until("Machine, Scheduler and Negotiator ads", ready, 60, 0.25)
+            wait_until("Machine, Scheduler and Negotiator ads", ready, 60, 0.25)
         except TimeoutError as exc:
             raise PoolError(f"{exc}\n{self._log_tails()}") from None
         self.timings["master_start"] = time.monotonic() - t0
@@ -769,9 +760,9 @@ class Pool:
         before = start_times()
         try:
             self.run(["condor_off", "-daemon", daemon])
-            _wait_until(f"{daemon} to exit", lambda: not running(), timeout, 0.1)
+            wait_until(f"{daemon} to exit", lambda: not running(), timeout, 0.1)
             self.run(["condor_on", "-daemon", daemon])
-            _wait_until(f"{daemon} to restart and advertise", lambda: (start_times() - before) != set(), timeout, 0.2)
+            wait_until(f"{daemon} to restart and advertise", lambda: (start_times() - before) != set(), timeout, 0.2)
         except TimeoutError as exc:
             raise PoolError(f"{exc}\n{self._log_tails()}") from None
 
@@ -831,20 +822,21 @@ class Pool:
         """Wait until every job of ``cluster`` has left the queue and return their history ads.
 
         Raises :class:`JobHeld` as soon as one is held, PoolError (with ``better-analyze``) on timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            queued = self.q(f"ClusterId == {cluster}", ["ClusterId", "ProcId", "JobStatus", "HoldReason"])
+        queued: list[dict[str, Any]] = []
+
+        def left_queue() -> list[dict[str, Any]]:
+            queued[:] = self.q(f"ClusterId == {cluster}", ["ClusterId", "ProcId", "JobStatus", "HoldReason"])
             held = [ad for ad in queued if ad.get("JobStatus") == HELD]
             if held:
                 raise JobHeld(f"job {cluster}.{held[0].get('ProcId')} held: {held[0].get('HoldReason')}", held)
-            if not queued:
-                done = self.history(cluster)
-                if done:
-                    return sorted(done, key=lambda ad: ad.get("ProcId", 0))
-            if time.monotonic() >= deadline:
-                analysis = self.run(["condor_q", "-better-analyze", str(cluster)], check=False).stdout
-                raise PoolError(f"cluster {cluster} not done after {timeout:.0f} s: {queued}\n{_tail(analysis, 40)}")
-            time.sleep(0.3)
+            return [] if queued else sorted(self.history(cluster), key=lambda ad: ad.get("ProcId", 0))
+
+        try:
+            return wait_until(f"cluster {cluster} to leave the queue", left_queue, timeout, 0.3)
+        except TimeoutError:
+            analysis = self.run(["condor_q", "-better-analyze", str(cluster)], check=False).stdout
+            raise PoolError(f"cluster {cluster} not done after {timeout:.0f} s: {queued}\n"
+                            f"{_tail(analysis, 40)}") from None
 
     def wait_status(self, cluster: int, status: int | Iterable[int], timeout: float = 60.0) -> list[dict[str, Any]]:
         """Wait until every queued job of ``cluster`` has JobStatus in ``status`` (e.g. RUNNING, HELD) and
@@ -856,7 +848,7 @@ class Pool:
             return ads if ads and all(ad.get("JobStatus") in wanted for ad in ads) else []
 
         try:
-            return _wait_until(f"cluster {cluster} in status {sorted(wanted)}", reached, timeout, 0.3)
+            return wait_until(f"cluster {cluster} in status {sorted(wanted)}", reached, timeout, 0.3)
         except TimeoutError as exc:
             raise PoolError(f"{exc}: {self.q(f'ClusterId == {cluster}', ['ProcId', 'JobStatus', 'HoldReason'])}"
                             ) from None
@@ -913,7 +905,7 @@ class Pool:
         if pid and _pid_alive(pid) and self._belongs(pid):
             os.kill(pid, signal.SIGQUIT)
             with contextlib.suppress(TimeoutError):
-                _wait_until("condor_master to exit", lambda: not _pid_alive(pid), timeout, 0.1)
+                wait_until("condor_master to exit", lambda: not _pid_alive(pid), timeout, 0.1)
         self.master_pid = None
         frozen: set[int] = set()
         for _ in range(100):
@@ -930,7 +922,7 @@ class Pool:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
-                _wait_until("leftover processes to exit", lambda: not any(_pid_alive(p) for p in frozen), 10, 0.1)
+                wait_until("leftover processes to exit", lambda: not any(_pid_alive(p) for p in frozen), 10, 0.1)
         self.timings["stop"] = time.monotonic() - t0
         return sorted(frozen)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from lark import netns
-from tests.kernel.jobtools import same_bytes, wire_count
 from tests.pool.harness import RUNNING, Pool, PoolError
 from tests.pool.larkpool import IMAGE_MARKER, DataSegment, LarkPool, Sink, build_sif, container_submit, wait_for_sif
+from tests.support import same_bytes, wait_until, wire_count
 
 pytestmark = pytest.mark.pool
 
@@ -243,10 +242,7 @@ def _call_back(wan: str, port: int, data: bytes, timeout: float = 60) -> None:
         except ConnectionRefusedError:  # the job's nc is not listening yet
             return False
 
-    deadline = time.monotonic() + timeout
-    while not netns.call_in(wan, attempt):
-        assert time.monotonic() < deadline, f"nothing listened on {EXECUTE_HOST}:{port} within {timeout} s"
-        time.sleep(0.3)
+    wait_until(f"a listener on {EXECUTE_HOST}:{port}", lambda: netns.call_in(wan, attempt), timeout, 0.3)
 
 
 def test_nat_profile_container_job_receives_callbacks_on_its_forwarded_range(containers: ContainerPool) -> None:
@@ -280,15 +276,13 @@ def test_nat_profile_container_job_receives_callbacks_on_its_forwarded_range(con
 
 
 def _wait_for_attr(pool: Pool, cluster: int, attr: str, timeout: float = 120) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def with_attr() -> dict[str, object] | None:
         ads = pool.q(f"ClusterId == {cluster}", ["ProcId", "JobStatus", attr, "HoldReason"])
         if any(ad.get("HoldReason") for ad in ads):
             raise PoolError(f"job held: {ads}")
-        if any(ad.get(attr) for ad in ads):
-            return sorted(ads, key=lambda ad: ad["ProcId"])[0]
-        assert time.monotonic() < deadline, f"{attr} never appeared: {ads}"
-        time.sleep(0.3)
+        return sorted(ads, key=lambda ad: ad["ProcId"])[0] if any(ad.get(attr) for ad in ads) else None
+
+    return wait_until(f"{attr} in the ad of cluster {cluster}", with_attr, timeout, 0.3)
 
 
 # ------------------------------------------------------------------ (c) disjoint ranges
@@ -298,15 +292,14 @@ def test_two_simultaneous_jobs_of_one_profile_get_disjoint_port_ranges(container
     pool = containers.pool
     cluster = containers.submit(HOLD_JOB, "$(Cluster).$(Process)", "ctr-callback", count=2)
     try:
-        deadline = time.monotonic() + 120
-        while True:  # both running at once, each holding its range
+        def both_running() -> list[dict[str, object]]:  # at once, each holding its range
             ads = pool.q(f"ClusterId == {cluster}", ["ProcId", "JobStatus", "LarkPortRange", "HoldReason"])
             assert not any(ad.get("HoldReason") for ad in ads), ads
             ready = list(_ready_files(pool, cluster))
-            if len(ready) == 2 and all(ad["JobStatus"] == RUNNING and ad.get("LarkPortRange") for ad in ads):
-                break
-            assert time.monotonic() < deadline, (ads, ready)
-            time.sleep(0.3)
+            both = len(ready) == 2 and all(ad["JobStatus"] == RUNNING and ad.get("LarkPortRange") for ad in ads)
+            return ads if both else []
+
+        ads = wait_until(f"both jobs of cluster {cluster} running with a port range", both_running, 120, 0.3)
         running_ranges = {ad["ProcId"]: ad["LarkPortRange"] for ad in ads}
     finally:
         for ready_file in _ready_files(pool, cluster):

@@ -1,17 +1,16 @@
-"""Lark on a real HTCondor execute node: jobs get their own accounted networks (issue: execute-node)."""
+"""Lark on a real HTCondor execute node: jobs get their own accounted networks."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import time
 
 import pytest
 
-from tests.kernel.jobtools import same_bytes
 from tests.pool.harness import RUNNING, JobHeld
 from tests.pool.larkpool import METRICS_PORT, OFFCAMPUS_ADDR, WAN_ADDR, LarkPool
+from tests.support import same_bytes, wait_until
 
 pytestmark = pytest.mark.pool
 
@@ -81,16 +80,14 @@ def test_node_metrics_follow_a_running_job_and_match_its_history(lark_pool: Lark
     cluster = lark_pool.submit_job(f"{OFFCAMPUS_ADDR} {sink.port} {payload} 8")
     lark_pool.pool.wait_status(cluster, RUNNING, timeout=120)
     job = f"{cluster}.0"
-    deadline = time.monotonic() + 60
-    running = 0.0
-    while time.monotonic() < deadline:
+
+    def running_out() -> float:
         samples = scrape_metrics(lark_pool)
         running = samples.get(("lark_job_bytes_total", (("direction", "out"), ("job", job), ("mode", "nat"),
                                                         ("user", "larkuser"))), 0.0)
-        if running >= payload:
-            break
-        time.sleep(0.5)
-    assert running >= payload, f"job {job} while running: {running} bytes out in the metrics"
+        return running if running >= payload else 0.0
+
+    wait_until(f"job {job}'s bytes out in the metrics to reach {payload} while it runs", running_out, 60, 0.5)
     lark_pool.pool.wait(cluster, timeout=120)
     final = history_attr(lark_pool, cluster, "LarkBytesOut")["LarkBytesOut"]
     after = scrape_metrics(lark_pool)
@@ -98,10 +95,8 @@ def test_node_metrics_follow_a_running_job_and_match_its_history(lark_pool: Lark
     assert after[user_out] - before == final
     assert after[("lark_job_setups_total", (("mode", "nat"),))] >= 1
     # the node's totals reach its machine ad (the LARKNODE startd cron), HTCondor's own way
-    deadline = time.monotonic() + 60
-    while node_bytes_out(lark_pool) - node_before < final:
-        assert time.monotonic() < deadline, f"LarkNodeBytesOut {node_bytes_out(lark_pool)}, before {node_before}"
-        time.sleep(1)
+    wait_until(f"LarkNodeBytesOut to grow by {final} from {node_before}",
+               lambda: node_bytes_out(lark_pool) - node_before >= final, 60, 1)
 
 
 def node_bytes_out(lp: LarkPool) -> int:
@@ -182,10 +177,8 @@ def test_broker_killed_while_jobs_run_then_restarted(lark_pool: LarkPool) -> Non
     payload = 300_000
     cluster = lark_pool.submit_job(f"{WAN_ADDR} {sink.port} {payload} 12", count=4)
     lark_pool.pool.wait_status(cluster, RUNNING, timeout=120)
-    deadline = time.monotonic() + 60  # every job has its network, has sent its payload and now sleeps
-    while len(sink.received) < 4:
-        assert time.monotonic() < deadline, sink.received
-        time.sleep(0.2)
+    # every job has its network, has sent its payload and now sleeps
+    wait_until("all 4 payloads at the sink", lambda: len(sink.received) >= 4, 60, 0.2)
     os.kill(lark_pool.broker_pid(), signal.SIGKILL)
     ads = lark_pool.pool.wait(cluster, timeout=180)
     assert len(ads) == 4
@@ -205,10 +198,8 @@ def test_broker_killed_while_jobs_run_then_restarted(lark_pool: LarkPool) -> Non
 def test_condor_rm_of_a_running_job_leaves_nothing(lark_pool: LarkPool) -> None:
     cluster = lark_pool.submit_job("- 0 0 300")
     lark_pool.pool.wait_status(cluster, RUNNING, timeout=120)
-    deadline = time.monotonic() + 20  # "running" is reported before the wrapper has its network
-    while not lark_pool.kernel_objects():
-        assert time.monotonic() < deadline, "the running job never got its network"
-        time.sleep(0.2)
+    # "running" is reported before the wrapper has its network
+    wait_until("the running job's network", lark_pool.kernel_objects, 20, 0.2)
     lark_pool.pool.run(["condor_rm", str(cluster)])
     assert lark_pool.wait_no_objects(timeout=10) == []  # within a few sweep intervals (2 s here)
 

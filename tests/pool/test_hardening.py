@@ -27,9 +27,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.kernel.jobtools import same_bytes
 from tests.pool.harness import HELD, RUNNING, JobHeld
 from tests.pool.larkpool import SOCKET, WAN_ADDR, WRAP_RETRY_SECONDS, LarkPool
+from tests.support import same_bytes, wait_until
 
 pytestmark = pytest.mark.pool
 
@@ -328,10 +328,11 @@ def final_entries(lp: LarkPool, cluster: int) -> list[dict[str, object]]:
 
 
 def wait_final_entry(lp: LarkPool, cluster: int, timeout: float = 20) -> list[dict[str, object]]:
-    deadline = time.monotonic() + timeout
-    while not (found := final_entries(lp, cluster)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return found
+    """The job's final journal entries; [] when none came within ``timeout`` (the caller asserts)."""
+    try:
+        return wait_until(f"a final journal entry of {cluster}.0", lambda: final_entries(lp, cluster), timeout, 0.2)
+    except TimeoutError:
+        return []
 
 
 # ------------------------------------------------------------------ item 2: fail closed, then account
@@ -402,10 +403,7 @@ def test_final_counters_of_a_job_that_ended_while_the_broker_was_killed(lark_poo
     with submitted(lp) as clusters:
         clusters.append(cluster := submit(lp, SENDER, f"{WAN_ADDR} {sink.port} {payload} go 0"))
         lp.pool.wait_status(cluster, RUNNING, timeout=120)
-        deadline = time.monotonic() + 60
-        while not sink.received:
-            assert time.monotonic() < deadline, "the job never sent its payload"
-            time.sleep(0.1)
+        wait_until("the job's payload at the sink", lambda: sink.received, 60, 0.1)
         old = lp.broker_pid()
         os.kill(old, signal.SIGKILL)
         killed = time.time()
@@ -589,10 +587,8 @@ def test_condor_reconfig_does_not_kill_the_broker(lark_pool: LarkPool) -> None:
     master_log = lp.pool.root / "var/log/condor/MasterLog"
     seen = len(master_log.read_text())
     lp.pool.reconfig()
-    deadline = time.monotonic() + 20
-    while f"LARK_NETD (pid {pid})" not in (news := master_log.read_text()[seen:]):
-        assert time.monotonic() < deadline, f"the master never signalled lark-netd:\n{news[-2000:]}"
-        time.sleep(0.2)
+    wait_until(f"the master to signal lark-netd (pid {pid})",
+               lambda: f"LARK_NETD (pid {pid})" in master_log.read_text()[seen:], 20, 0.2)
     time.sleep(1)
     news = master_log.read_text()[seen:]
     assert "died" not in "".join(line for line in news.splitlines() if "LARK_NETD" in line), news[-2000:]

@@ -31,6 +31,7 @@ from tests.perfsonar.fakeps import (
 )
 from tests.pool.harness import COMPLETED, IDLE, JobHeld
 from tests.pool.larkpool import LarkPool
+from tests.support import wait_until
 
 pytestmark = pytest.mark.pool
 REPO = Path(__file__).resolve().parents[2]
@@ -114,14 +115,12 @@ KNOBS = BreakerKnobs(max_transfer_seconds=600)  # as 75-lark-matchmaking-test.co
 def wait_for_slots(lp: LarkPool, mbps: float, timeout: float = 30) -> None:
     """Until every slot holds FNAL's limit as the cron judges a fresh link of ``mbps``."""
     expected = judge_link({"Mbps": mbps, "MeasuredAt": time.time(), "Quality": "good"}, KNOBS, time.time()).limit
-    deadline = time.monotonic() + timeout
-    while True:
+    def shown() -> bool:
         seen = [s.get("LarkMaxInputBytes_FNAL") for s in lp.pool.status('MyType == "Machine"',
                                                                          ["LarkMaxInputBytes_FNAL"])]
-        if seen and all(isinstance(v, int) and abs(v - expected) <= 0.02 * expected for v in seen):
-            return
-        assert time.monotonic() < deadline, f"slots never showed FNAL's limit {expected} ({mbps} Mbps): {seen}"
-        time.sleep(0.5)
+        return bool(seen) and all(isinstance(v, int) and abs(v - expected) <= 0.02 * expected for v in seen)
+
+    wait_until(f"every slot to show FNAL's limit {expected} ({mbps} Mbps)", shown, timeout, 0.5)
 
 
 def test_poor_link_gates_big_jobs_until_it_is_good(matchmaking_pool: LarkPool, archive: Archive,
@@ -151,15 +150,16 @@ def gate_then_open(lp: LarkPool, archive: Archive, tmp_path: Path, big: int, sma
     # found no slot for it (the schedd records each rejection; the clock is in whole seconds).
     since = int(time.time()) + 1
     rejections: set[int] = set()
-    deadline = time.monotonic() + 60
-    while len(rejections) < 2:
+
+    def rejected_twice() -> dict[str, object] | None:
         [ad] = lp.pool.q(f"ClusterId == {big}", ["JobStatus", "LastRejMatchTime", "LastRejMatchReason"])
         assert ad["JobStatus"] == IDLE, ad
         if (ad.get("LastRejMatchTime") or 0) >= since:
             assert ad.get("LastRejMatchReason") == "no match found", ad
             rejections.add(ad["LastRejMatchTime"])
-        assert time.monotonic() < deadline, f"the negotiator did not reject the big job twice: {ad}"
-        time.sleep(0.5)
+        return ad if len(rejections) >= 2 else None
+
+    ad = wait_until("two rejections of the big job by the negotiator", rejected_twice, 60, 0.5)
     assert ad["JobStatus"] == IDLE, ad
     analysis = lp.pool.run(["condor_q", "-better-analyze", "-reverse", str(big)], check=False).stdout
     analysis += lp.pool.run(["condor_q", "-better-analyze", str(big)], check=False).stdout
@@ -255,14 +255,12 @@ def test_a_bad_breaker_knob_is_named_and_the_last_limits_stay(matchmaking_pool: 
     lp.pool.add_config("76-lark-bad-knob.conf", "LARK_MAX_LOSS = lots\n")
     lp.pool.reconfig()
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        def with_the_error() -> list[dict[str, object]]:
             slots = lp.pool.status('MyType == "Machine"', ["LarkLinksError", "LarkMaxInputBytes_FNAL"])
             errors = [str(s.get("LarkLinksError", "")) for s in slots]
-            if slots and all("LARK_MAX_LOSS: expected a number, got 'lots'" in e for e in errors):
-                break
-            assert time.monotonic() < deadline, errors
-            time.sleep(0.5)
+            return slots if all("LARK_MAX_LOSS: expected a number, got 'lots'" in e for e in errors) else []
+
+        slots = wait_until("every slot's LarkLinksError to name LARK_MAX_LOSS", with_the_error, 30, 0.5)
         assert all(isinstance(s.get("LarkMaxInputBytes_FNAL"), int) for s in slots), slots  # nothing lost
     finally:
         lp.pool.remove_config("76-lark-bad-knob.conf")

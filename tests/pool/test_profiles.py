@@ -3,13 +3,13 @@ the node advertises its profiles, and a user outside a profile's allowed list is
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.pool.harness import JobHeld
 from tests.pool.larkpool import LarkPool
+from tests.support import wait_until
 
 pytestmark = pytest.mark.pool
 
@@ -44,13 +44,11 @@ def profile_pool(lark_pool: LarkPool) -> Iterator[LarkPool]:
 
 
 def test_node_advertises_its_profiles(profile_pool: LarkPool) -> None:
-    deadline = time.monotonic() + 30
-    while True:
+    def advertised() -> bool:
         slots = profile_pool.pool.status('MyType == "Machine"', ["LarkProfiles"])
-        if slots and all(s.get("LarkProfiles") == "callback,staff-only" for s in slots):
-            return
-        assert time.monotonic() < deadline, slots
-        time.sleep(0.5)
+        return bool(slots) and all(s.get("LarkProfiles") == "callback,staff-only" for s in slots)
+
+    wait_until('every slot to advertise LarkProfiles = "callback,staff-only"', advertised, 30, 0.5)
 
 
 def test_callback_profile_exports_its_port_range(profile_pool: LarkPool) -> None:

@@ -273,28 +273,73 @@ def test_json_resync_across_chunk_boundaries(chunk):
     assert [(line, o["ClusterId"]) for line, o in got] == [(7, 2)] and stats.malformed == 1
 
 
-def test_mangled_inputs_never_raise(sample_ads):
+def _mangle(rng, text: bytes) -> bytes:
+    """Random bytes written over random places of ``text``, never a line break: the damage stays inside
+    one record, so the record's neighbours must come through untouched."""
+    b = bytearray(text)
+    for _ in range(rng.randrange(1, 6)):
+        i = rng.randrange(len(b))
+        b[i:i + rng.randrange(0, 8)] = bytes(rng.choice([c for c in range(256) if c not in b"\r\n"])
+                                             for _ in range(rng.randrange(0, 8)))
+    return bytes(b)
+
+
+def test_mangled_records_are_skipped_and_their_neighbours_survive():
+    """Damage some records of each input format: every undamaged record comes out with its values, and
+    every damaged one is either read (perhaps partly) or counted as malformed -- never raised on, never
+    silently dropped, never allowed to swallow the record after it."""
     import random
 
     from lark.report.gridftp import LineStats, iter_gridftp
 
-    from .conftest import gridftp_line
+    from .conftest import banner, gridftp_line
 
     rng = random.Random(11)
-    sources = [history_text(sample_ads).encode(), json_text(sample_ads).encode(),
-               "\n".join(gridftp_line("20260101120000.0", "20260101120001.5", i) for i in range(5)).encode()]
+    ads = [lark_job(k, f"user{k}", 1000 * k, 10 * k, AcctGroup=f"g{k % 3}", LarkSourceSite="FNAL")
+           for k in range(1, 13)]
+    lines = [gridftp_line("20260101120000.0", f"202601011200{k:02d}.5", 1000 + k, user=f"user{k}")
+             for k in range(1, 13)]
 
-    def mangle(b: bytes) -> bytes:
-        b = bytearray(b)
-        for _ in range(rng.randrange(1, 20)):
-            i = rng.randrange(len(b))
-            b[i:i + rng.randrange(0, 8)] = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 8)))
-        return bytes(b)
+    def clean_jobs(read) -> list[JobRecord]:
+        st = HistoryStats()
+        return list(jobs_from_ads(read(st), st))
 
-    for _ in range(40):
-        h, j, g = (mangle(x) for x in sources)
+    want_history = clean_jobs(lambda st: iter_history_ads(io.BytesIO(history_text(ads).encode()), "h", st))
+    want_json = clean_jobs(lambda st: iter_json_ads(io.BytesIO(json_text(ads).encode()), "j", st))
+    want_transfers = list(iter_gridftp(io.BytesIO("\n".join(lines).encode() + b"\n"), "g", LineStats()))
+    assert len(want_history) == len(want_json) == len(want_transfers) == 12
+
+    for _ in range(30):
+        damaged = set(rng.sample(range(12), rng.randrange(1, 6)))
+
+        # history file: the ad's own lines are damaged, its banner (the record separator) is not;
+        # the body's last line break stays, so the banner keeps a line of its own
+        parts = []
+        for k, ad in enumerate(ads):
+            body = ad.printOld().encode()
+            parts.append((_mangle(rng, body[:-1]) + b"\n" if k in damaged else body) + banner(ad).encode())
         st = HistoryStats()
-        list(jobs_from_ads(iter_history_ads(io.BytesIO(h), "h", st), st))
+        got = list(jobs_from_ads(iter_history_ads(io.BytesIO(b"".join(parts)), "h", st), st))
+        survivors = [job for k, job in enumerate(want_history) if k not in damaged]
+        assert [job for job in got if job in survivors] == survivors
+        assert len(got) - len(survivors) + st.malformed >= len(damaged)
+
+        # condor_history -json: an object's '{' (where the reader resynchronises) stays, the rest is damaged
+        objects = [ad.printJson().rstrip("\n").encode() for ad in ads]
+        objects = [o[:1] + _mangle(rng, o[1:]) if k in damaged else o for k, o in enumerate(objects)]
         st = HistoryStats()
-        list(jobs_from_ads(iter_json_ads(io.BytesIO(j), "j", st, chunk_size=rng.choice([4, 64, 4096])), st))
-        list(iter_gridftp(io.BytesIO(g), "g", LineStats()))
+        stream = io.BytesIO(b"[\n" + b"\n,\n".join(objects) + b"\n]\n")
+        got = list(jobs_from_ads(iter_json_ads(stream, "j", st, chunk_size=rng.choice([4, 64, 4096])), st))
+        survivors = [job for k, job in enumerate(want_json) if k not in damaged]
+        assert [job for job in got if job in survivors] == survivors
+        assert len(got) - len(survivors) + st.malformed >= len(damaged)
+
+        # GridFTP transfer log: one line per transfer, each line accounted for exactly once
+        text = b"".join((_mangle(rng, line.encode()) if k in damaged else line.encode()) + b"\n"
+                        for k, line in enumerate(lines))
+        ls = LineStats()
+        got_t = list(iter_gridftp(io.BytesIO(text), "g", ls))
+        survivors_t = [t for k, t in enumerate(want_transfers) if k not in damaged]
+        assert [t for t in got_t if t.line - 1 not in damaged] == survivors_t
+        assert ls.lines == 12
+        assert len(got_t) + ls.malformed + ls.listings + ls.failed + ls.other_events + ls.not_transfer == 12
