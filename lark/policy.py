@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import classad2
 
 from lark.classads import Unevaluated, classad_text
-from lark.config import NETWORK_TYPES, IPNetwork, LarkConfig, parse_list
+from lark.attach import mode_names
+from lark.config import IPNetwork, LarkConfig, parse_list
 from lark.errors import RequestError
 from lark.shaping import MAX_TBF_BYTES_PER_S
 
@@ -178,12 +179,12 @@ def bandwidth_attrs(attrs: Mapping[str, object], ceilings: tuple[tuple[int, str]
 def request_from_attributes(attrs: Mapping[str, object], config: LarkConfig, job_id: str) -> JobRequest:
     """Turn a job's ``Lark*`` attributes into a request this node will serve, or raise RequestError."""
     offered = ", ".join(config.network_types)
-    known = ", ".join(f'"{t}"' for t in NETWORK_TYPES)
+    known = ", ".join(f'"{t}"' for t in mode_names())
     type_accepted = (f"write one of {known} (this node offers: {offered}), or leave the attribute out for "
                      f"the default ({config.default_network_type})")
     text = string_attr(attrs, ATTR_TYPE, "a network type", type_accepted)
     network_type = config.default_network_type if text is None else text.lower()
-    if network_type not in NETWORK_TYPES:
+    if network_type not in mode_names():
         raise RequestError(ATTR_TYPE, f"unknown network type {classad_text(text)}; {type_accepted}")
     if network_type not in config.network_types:
         raise RequestError(ATTR_TYPE, f"{network_type!r} is not offered on this node (offered: "

@@ -12,6 +12,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lark.engine import Engine
 
 SINK = r"""
 import json, socket, sys
@@ -179,3 +183,13 @@ def links(netns: str) -> list[str]:
                          check=True).stdout if netns.startswith("/run/netns/") else subprocess.run(
         in_ns(netns, ["ip", "-o", "link"]), capture_output=True, text=True, check=True).stdout
     return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
+def wait_links_gone(engine: Engine, timeout: float = 3.0) -> list[str]:
+    """Prefixed host links still present after the kernel's asynchronous namespace cleanup."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = engine.prefixed_links()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)

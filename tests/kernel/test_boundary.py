@@ -25,7 +25,7 @@ import pytest
 
 from lark import names, netns
 from lark.config import load_config
-from lark.engine import Engine, wait_links_gone
+from lark.engine import Engine
 from lark.errors import NotFound
 from lark.firewall.base import JobCounters
 from lark.ipam import all_allocations
@@ -59,7 +59,7 @@ class Lab:
 
     def leftovers(self, engine: Engine) -> list[str]:
         """Every object of this lab's prefix that Lark could have left (pins included)."""
-        found = [f"link {n}" for n in wait_links_gone(engine)]
+        found = [f"link {n}" for n in jobtools.wait_links_gone(engine)]
         found += [f"netns {n}" for n in netns.list_named(self.prefix + "-") if names.token_of_netns(self.prefix, n)]
         found += [f"firewall {t}" for t in engine.firewall.job_tokens()]
         found += [f"allocation {a.pool}/{a.slot}" for a, _ in all_allocations(self.state)]

@@ -22,7 +22,7 @@ import pytest
 
 from lark import names, netns
 from lark.config import LarkConfig, load_config
-from lark.engine import Engine, wait_links_gone
+from lark.engine import Engine
 from lark.ipam import all_allocations
 from lark.locks import file_lock
 from lark.policy import JobRequest
@@ -50,7 +50,7 @@ class Lab:
 
     def lark_objects(self) -> list[str]:
         """Every object of this lab's prefix that Lark could have left: links, namespaces, rules, state."""
-        found = [f"link {n}" for n in wait_links_gone(self.engine)]
+        found = [f"link {n}" for n in jobtools.wait_links_gone(self.engine)]
         found += [f"netns {n}" for n in netns.list_named(self.prefix + "-") if names.token_of_netns(self.prefix, n)]
         found += [f"firewall {t}" for t in self.engine.firewall.job_tokens()]
         found += [f"allocation {a.pool}/{a.slot}" for a, _ in all_allocations(self.config.state_dir)]
