@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import classad2
 
-from lark.classads import Unevaluated, classad_text
 from lark.attach import mode_names
+from lark.classads import Unevaluated, classad_text
 from lark.config import IPNetwork, LarkConfig, parse_list
 from lark.errors import RequestError
 from lark.shaping import MAX_TBF_BYTES_PER_S

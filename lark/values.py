@@ -1,9 +1,9 @@
 """Value types and parsers shared by the configuration, IPAM and the attachment modes (pure, no I/O).
 
-This module sits below everything that reads knobs: :mod:`lark.config`, :mod:`lark.ipam` and the
-modes in :mod:`lark.attach` all import it, and it imports nothing of Lark's but the isolation
-parsers' address type. Every parser raises ``ValueError`` with a message naming what it accepts;
-the knob reader adds file, line and knob.
+This module sits below everything that reads knobs: :mod:`lark.config`, :mod:`lark.ipam`, the
+firewall and the modes in :mod:`lark.attach` all import it, and it imports nothing of Lark's.
+Every parser raises ``ValueError`` with a message naming what it accepts; the knob reader adds
+file, line and knob.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lark.firewall.isolation import IPNetwork
-
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 __all__ = [
