@@ -12,8 +12,8 @@ from lark.attach import bridge, ipvlan, macvlan, nat, none
 from lark.attach.base import AttachContext, Mode, SitePools
 from lark.errors import LarkError
 
-__all__ = ["AttachContext", "Mode", "SitePools", "UnknownMode", "mode", "mode_names", "modes", "register",
-           "unregister"]
+__all__ = ["AttachContext", "Mode", "SitePools", "UnknownMode", "facts_table", "mode", "mode_names", "modes",
+           "register", "unregister"]
 
 # in the order messages and docs list them
 _MODES: dict[str, Mode] = {m.name: m for m in (nat.MODE, bridge.MODE, macvlan.MODE, ipvlan.MODE, none.MODE)}
@@ -49,3 +49,14 @@ def register(new: Mode) -> None:
 
 def unregister(name: str) -> None:
     _MODES.pop(name, None)
+
+
+def facts_table() -> str:
+    """The registry's facts as the Markdown table of docs/modes.md (a test keeps the two equal)."""
+    columns = list(modes()[0].facts()) if modes() else []
+    lines = ["| mode | " + " | ".join(columns) + " | its knobs |", "|---|" + "---|" * (len(columns) + 1)]
+    for m in modes():
+        facts = m.facts()
+        knobs = ", ".join(f"`{k.name}`" for k in m.knobs)
+        lines.append(f"| `{m.name}` | " + " | ".join("yes" if facts[c] else "no" for c in columns) + f" | {knobs} |")
+    return "\n".join(lines)
