@@ -38,7 +38,6 @@ from lark.knobs import (
     read_settings,
 )
 from lark.links.knobs import KNOBS as LINK_PIPELINE_KNOBS
-from lark.report.settings import KNOBS as REPORT_KNOBS
 from lark.values import (
     AddressPool,
     IPAddress,
@@ -245,9 +244,19 @@ def engine_knobs() -> tuple[Knob[object], ...]:
     return CORE_KNOBS + tuple(k for m in attach.modes() for k in m.knobs)
 
 
+def node_knobs() -> tuple[Knob[object], ...]:
+    """The knobs of an execute node's programs and drop-ins: all but the report's."""
+    return engine_knobs() + MACRO_KNOBS + LINK_PIPELINE_KNOBS
+
+
 def all_knobs() -> tuple[Knob[object], ...]:
     """Every LARK_* knob any Lark component reads, each once."""
-    return engine_knobs() + MACRO_KNOBS + LINK_PIPELINE_KNOBS + REPORT_KNOBS
+    # Imported here, not above: the report's package costs ~7 ms to import, and the prepare hook
+    # reads the configuration at every job start; its knobs are needed only for a name no other
+    # component declares (see check_known).
+    from lark.report.settings import KNOBS as REPORT_KNOBS
+
+    return node_knobs() + REPORT_KNOBS
 
 
 def known_knob(name: str, knobs: Iterable[Knob[object]] | None = None) -> Knob[object] | None:
@@ -264,11 +273,16 @@ def _unknown_knob(name: str, knobs: Iterable[Knob[object]]) -> str:
 
 def check_known(settings: Mapping[str, Setting], knobs: Iterable[Knob[object]] | None = None) -> None:
     """Raise ConfigError (file, line, closest knob) for the first LARK_ name no component declares."""
-    known = list(all_knobs() if knobs is None else knobs)
+    known = list(node_knobs() if knobs is None else knobs)
     for name, setting in settings.items():
-        if name.startswith("LARK_") and known_knob(name, known) is None:
-            source = None if setting.source == "override" else setting.source
-            raise ConfigError(name, _unknown_knob(name, known), source, setting.line)
+        if not name.startswith("LARK_") or known_knob(name, known) is not None:
+            continue
+        if knobs is None:  # not a node knob: the report's, or unknown
+            known = list(all_knobs())
+            if known_knob(name, known) is not None:
+                continue
+        source = None if setting.source == "override" else setting.source
+        raise ConfigError(name, _unknown_knob(name, known), source, setting.line)
 
 
 # --------------------------------------------------------------------------------------------
