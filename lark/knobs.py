@@ -242,7 +242,9 @@ def parse_setting(knob: Knob[T], settings: Mapping[str, Setting], external: Look
     try:
         return knob.parse(expand(name, settings, external))
     except ValueError as err:
-        raise ConfigError(name, str(err), setting.source, setting.line) from None
+        # HTCondor's lookup does not say where a value came from; its own tool does
+        hint = f" (condor_config_val -v {name} shows where it is set)" if setting.source == FROM_HTCONDOR else ""
+        raise ConfigError(name, f"{err}{hint}", setting.source, setting.line) from None
 
 
 @dataclass(frozen=True)

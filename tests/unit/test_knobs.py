@@ -119,6 +119,8 @@ def test_reader_takes_htcondors_own_configuration_when_no_file_is_named(tmp_path
     condor_config = tmp_path / "condor_config"
     condor_config.write_text(f"LOCAL_DIR = {tmp_path}\nLOG = $(LOCAL_DIR)/log\nSITE_POOL = 10.9.0.0/16\n"
                              "LARK_NAT_IPV4_POOL = $(SITE_POOL)\nLARK_MAX_LOSS = 0.5\n")
+    bad = tmp_path / "bad_config"
+    bad.write_text("LARK_ANTI_SPOOF = sometimes\n")
     program = ("import json; from lark.config import condor_param, effective_knob_values, load_config\n"
                "rows = {r.name: [r.value, r.where] for r in effective_knob_values()}\n"
                "c = load_config(external=condor_param)\n"  # as lark-netd reads it
@@ -132,6 +134,11 @@ def test_reader_takes_htcondors_own_configuration_when_no_file_is_named(tmp_path
     assert pool == ["10.9.0.0/16", "HTCondor"] and loss == ["0.5", "HTCondor"]
     assert log == [f"{tmp_path}/log/LarkNetdLog", "default"]  # Lark's default, HTCondor's $(LOG)
     assert (parsed_pool, log_path) == ("10.9.0.0/16", f"{tmp_path}/log/LarkNetdLog")
+    env["CONDOR_CONFIG"] = str(bad)
+    done = subprocess.run([sys.executable, "-c", "from lark.config import load_config; load_config()"], env=env,
+                          capture_output=True, text=True, cwd=ROOT)
+    assert "ConfigError: HTCondor: LARK_ANTI_SPOOF: expected True or False, got 'sometimes' " \
+           "(condor_config_val -v LARK_ANTI_SPOOF shows where it is set)" in done.stderr
 
 
 def test_explicit_files_win_over_htcondor_and_lark_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
