@@ -38,10 +38,13 @@ def mode_names() -> tuple[str, ...]:
     return tuple(_MODES)
 
 
-def register(new: Mode) -> None:
-    """Add a mode at run time (a test's toy mode; a site plug-in). Its name must be new."""
-    if new.name in _MODES:
-        raise ValueError(f"attachment mode {new.name!r} is already registered")
+def register(new: Mode, replace: bool = False) -> None:
+    """Add a mode at run time (a test's toy mode; a site plug-in). Its name must be new, unless
+    ``replace``: then it takes the place of the registered mode of that name (a benchmark timing
+    a mode's steps wraps them with ``dataclasses.replace(mode("nat"), up=timed_up)``)."""
+    if (new.name in _MODES) != replace:
+        state = "already registered" if new.name in _MODES else "not registered, nothing to replace"
+        raise ValueError(f"attachment mode {new.name!r} is {state}")
     if not new.name.isidentifier() or new.name.lower() != new.name:
         raise ValueError(f"mode name {new.name!r} must be a lower-case identifier")
     _MODES[new.name] = new

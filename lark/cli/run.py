@@ -16,8 +16,6 @@ from lark.netns import CLONE_NEWNET
 from lark.policy import JobRequest
 from lark.state import JobRecord
 
-__all__ = ["FORWARDED_SIGNALS", "format_summary", "job_environment", "run_in_job"]
-
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 

@@ -149,3 +149,14 @@ def test_explicit_files_win_over_htcondor_and_lark_config(tmp_path: Path, monkey
     assert ConfigReader().settings["LARK_NAME_PREFIX"] == Setting("aa", str(a), 1)
     assert ConfigReader([b]).settings["LARK_NAME_PREFIX"] == Setting("bb", str(b), 1)
     assert load_config().name_prefix == "aa"
+
+
+def test_the_shipped_drop_ins_set_only_declared_knobs() -> None:
+    from lark.config import check_known
+    from lark.knobs import config_files, read_settings
+
+    settings: dict[str, Setting] = {}
+    for path in config_files([ROOT / "condor_config.d"]):
+        settings.update(read_settings(path))
+    assert len(settings) > 20  # the drop-ins were read
+    check_known(settings)  # raises ConfigError naming file:line of an undeclared one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -76,12 +77,19 @@ def test_a_registered_mode_is_offered_and_requested_and_goes_again() -> None:
         assert request.network_type == "quiet"
         with pytest.raises(ValueError, match="already registered"):
             attach.register(dummy("quiet"))
+        # replacing keeps the mode's place in the registry (the order messages list modes in)
+        names = attach.mode_names()
+        loud = dataclasses.replace(dummy("quiet"), summary="replaced")
+        attach.register(loud, replace=True)
+        assert attach.mode("quiet") is loud and attach.mode_names() == names
     finally:
         attach.unregister("quiet")
     with pytest.raises(RequestError, match=re.escape('unknown network type "quiet"')):
         request_from_attributes({"LarkNetworkType": "quiet"}, load_config([]), "1.0")
     with pytest.raises(attach.UnknownMode, match="unknown attachment mode 'quiet'"):
         attach.mode("quiet")
+    with pytest.raises(ValueError, match="nothing to replace"):
+        attach.register(dummy("quiet"), replace=True)
 
 
 @pytest.mark.parametrize("name", ["Loud", "two words", "x-y"])
