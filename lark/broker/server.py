@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from lark import journal, netns, node_summary
+from lark.attach import mode
 from lark.broker.condor import Chirp, ChirpAddress, JobContext, job_context
 from lark.broker.connections import move_up
 from lark.broker.peer import Peer, Starter, TrustedStarter, starter_of
@@ -246,7 +247,7 @@ class Broker:
         if record.owner_uid is not None and peer.uid not in (record.owner_uid, 0):
             raise NotPermitted(f"uid {peer.uid} does not own job {record.job_id}")
         # a job with no network sent and received nothing: explicit zeros, not undefined
-        counters = self.engine.final_counters(record.token)  # a mode without an interface: zeros
+        counters = self.engine.final_counters(record.token) if mode(record.mode).job_interface else JobCounters()
         attrs = self.record_final(record, counters, "finalize")
         # the reply goes out first; the ~40 ms veth delete happens after the wrapper has gone on
         threading.Thread(target=self._teardown_quietly, args=(record.token,), daemon=True).start()
