@@ -188,8 +188,8 @@ class ConfigReader:
     """The knobs' raw settings from one place (see the module docstring), read once.
 
     ``overrides`` (``-D KNOB=VALUE``, tests) win over everything; ``external`` resolves non-Lark
-    macros. ``settings`` holds only what is set somewhere; :meth:`value` falls back on the
-    knob's default.
+    macros. ``settings`` holds only what is set somewhere; :meth:`with_defaults` adds the
+    declared defaults of the given knobs, and :func:`parse_setting` turns one into its value.
     """
 
     def __init__(self, sources: Iterable[Path | str] | None = None, overrides: Mapping[str, str] | None = None,
@@ -206,24 +206,10 @@ class ConfigReader:
         for name, value in (overrides or {}).items():
             self.settings[name.upper()] = Setting(value, "override")
 
-    def setting(self, knob: Knob[object]) -> Setting:
-        return self.settings.get(knob.name) or Setting(knob.default)
-
     def with_defaults(self, knobs: Iterable[Knob[object]]) -> dict[str, Setting]:
         out = {k.name: Setting(k.default) for k in knobs if k.pattern is None}
         out.update(self.settings)
         return out
-
-    def text(self, name: str, knobs: Iterable[Knob[object]] = ()) -> str | None:
-        """The expanded text of ``name`` (its default when unset and known), or None."""
-        merged = self.with_defaults(knobs)
-        return expand(name, merged, self.external) if name in merged else None
-
-    def value(self, knob: Knob[T], knobs: Iterable[Knob[object]] = ()) -> T:
-        """``knob`` parsed; a bad value raises ConfigError naming where it was set."""
-        merged = self.with_defaults(knobs)
-        merged.setdefault(knob.name, Setting(knob.default))
-        return parse_setting(knob, merged, self.external)
 
     def lookup(self, knobs: Iterable[Knob[object]] = ()) -> Lookup:
         """A ``param``-like function over these settings (what the cron and the spider take)."""
