@@ -142,14 +142,14 @@ def wait_gone(ipr: Any, ifname: str, timeout: float = 5.0) -> float:
 
 def instrument(engine: Engine, times: dict[str, float]) -> Callable[[], None]:
     """Wrap Lark's steps with timers; returns the function that undoes it."""
-    import lark.attach.nat as nat_mode
+    import dataclasses
+
+    import lark.attach as attach
     from lark.firewall.nftables import NftablesBackend
 
     patched: list[tuple[object, str, object]] = []
 
-    def wrap(owner: object, attr: str, bucket: str) -> None:
-        original = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
-
+    def timer(original: Callable[..., Any], bucket: str) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
             try:
@@ -157,20 +157,34 @@ def instrument(engine: Engine, times: dict[str, float]) -> Callable[[], None]:
             finally:
                 times[bucket] += time.perf_counter() - t0
 
+        return timed
+
+    def wrap(owner: object, attr: str, bucket: str) -> None:
+        original = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
         patched.append((owner, attr, original))
-        setattr(owner, attr, timed)
+        setattr(owner, attr, timer(original, bucket))
 
     wrap(netns, "create_named", "netns")
     if hasattr(netns, "pin"):  # the same script times code from before pinning (a side-by-side run)
         wrap(netns, "pin", "netns")
     wrap(netns, "inode", "netns")
     wrap(netns, "iproute_in", "netns")
-    wrap(nat_mode, "allocate", "ipam")
-    wrap(nat_mode, "up", "links")
+    nat = None
+    if hasattr(attach, "register"):  # the engine asks the registered mode object
+        nat = attach.mode("nat")
+        attach.register(dataclasses.replace(nat, allocate=timer(nat.allocate, "ipam"), up=timer(nat.up, "links")),
+                        replace=True)
+    else:  # a checkout from before the mode registry (a side-by-side run): the engine calls the module
+        import lark.attach.nat as nat_module
+
+        wrap(nat_module, "allocate", "ipam")
+        wrap(nat_module, "up", "links")
     wrap(NftablesBackend, "add_job", "firewall")  # the job side and the host side alike
     wrap(engine.store, "save", "state")
 
     def undo() -> None:
+        if nat is not None:
+            attach.register(nat, replace=True)
         for owner, attr, original in reversed(patched):
             if isinstance(owner, (type, type(netns))):
                 setattr(owner, attr, original)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import classad2
 
-from lark.config import TrafficClass
 from lark.firewall.base import JobCounters
 from lark.state import JobRecord
+from lark.values import TrafficClass
 
 SETUP_ERROR_ATTR = "LarkSetupError"
 SHOWN_CHARS = 40  # longest value a message repeats back; a hold reason stays one readable line
@@ -137,10 +137,10 @@ def accounting_attributes(counters: JobCounters, classes: Iterable[TrafficClass]
 
 def network_attributes(record: JobRecord) -> dict[str, str | int]:
     attrs: dict[str, str | int] = {"LarkNetworkType": record.mode}
-    if record.ipv4:
-        attrs["LarkIPv4Address"] = record.ipv4.split("/")[0]
-    if record.ipv6:
-        attrs["LarkIPv6Address"] = record.ipv6.split("/")[0]
+    if record.ipv4_address:
+        attrs["LarkIPv4Address"] = record.ipv4_address
+    if record.ipv6_address:
+        attrs["LarkIPv6Address"] = record.ipv6_address
     if record.ports:
         attrs["LarkPublicAddress"] = record.public_ipv4 or ""
         attrs["LarkPortRange"] = f"{record.ports[0]}-{record.ports[1]}"

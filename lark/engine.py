@@ -12,6 +12,9 @@ A namespace Lark does not own (the wrapper's ``/proc/<pid>/ns/net``) is pinned a
 wrapper included) the namespace, and with it the job's counters, stays readable until the
 teardown, which reads the final counters first (``sweep(on_final=...)``, ``final_counters``).
 
+Reconciliation (``sweep``, ``check``, ``restore_host_rules``) is :mod:`lark.reconcile`. The
+engine asks each job's attachment mode (:mod:`lark.attach`) for its facts and behaviour.
+
 The engine keeps one netlink socket in the host namespace and opens a short-lived one in each
 job's namespace (see :mod:`lark.netns`); it never forks. All kernel work runs on one worker thread
 per engine: pyroute2 0.9 ties each socket's transport to the thread that first used it (and closes
@@ -22,20 +25,17 @@ may run engines at once (IPAM is file-locked).
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from lark import names, netns
-from lark.attach import module_for
-from lark.attach.base import AttachContext
+from lark.attach import AttachContext, Mode, mode
 from lark.config import LarkConfig, SiteAttachment
 from lark.errors import KernelError, LarkError, NotFound
 from lark.firewall import make_backend
@@ -49,17 +49,17 @@ from lark.firewall.base import (
     needs_host_part,
 )
 from lark.firewall.isolation import Isolation
-from lark.ipam import PortPool, all_allocations, release_allocation
+from lark.ipam import PortPool, release_allocation
 from lark.locks import file_lock
-from lark.netlink import delete_link, link_index, link_names, write_sysctl
+from lark.netlink import link_index, link_names, write_sysctl
 from lark.policy import JobRequest
-from lark.state import JobRecord, StateStore, holder_alive, process_start_time
+from lark.reconcile import FinalCallback, Reconciler, SweepReport, netns_matches, on_kernel_thread, open_job_netns
+from lark.state import JobRecord, StateStore, process_start_time
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
-VETH_MODES = ("nat", "bridge")
-F = TypeVar("F", bound=Callable[..., Any])
+__all__ = ["STEP_HOOK", "Engine", "FinalCallback", "SweepReport", "detect_public_ipv4"]
 # Called with the name of each step of ``up`` as it completes (None: nothing). Tests set it to kill
 # the process at an exact step, which a timer cannot do on a machine of unknown speed.
 STEP_HOOK: Callable[[str], None] | None = None
@@ -68,41 +68,12 @@ STEP_HOOK: Callable[[str], None] | None = None
 def _step(name: str) -> None:
     if STEP_HOOK is not None:
         STEP_HOOK(name)
+
+
 log = logging.getLogger("lark.engine")
-FinalCallback = Callable[[JobRecord, JobCounters | None], None]
 
 
-def _on_kernel_thread(method: F) -> F:
-    """Run an Engine method on the engine's single kernel thread (directly when already on it)."""
-
-    @functools.wraps(method)
-    def wrapper(self: Engine, *args: Any, **kwargs: Any) -> Any:
-        if threading.get_ident() == self._worker_ident:
-            return method(self, *args, **kwargs)
-        return self._worker.submit(method, self, *args, **kwargs).result()
-
-    return wrapper  # type: ignore[return-value]
-# Every mode with an interface counts and polices at the job's boundary, inside its namespace:
-# bridged traffic reaches the host's inet hooks with the *bridge* as interface, macvlan leaves no
-# host-side interface, and for NAT the host's output hook names the original route's device
-# (lo) for connections the host opens to a job's forwarded port (see lark.firewall.nftables).
-JOB_SIDE_FIREWALL_MODES = ("nat", "bridge", "macvlan", "ipvlan")
-
-
-@dataclass
-class SweepReport:
-    removed_jobs: list[str] = field(default_factory=list)
-    removed_links: list[str] = field(default_factory=list)
-    removed_netns: list[str] = field(default_factory=list)
-    removed_firewall: list[str] = field(default_factory=list)
-    released: list[str] = field(default_factory=list)
-
-    def empty(self) -> bool:
-        return not any((self.removed_jobs, self.removed_links, self.removed_netns, self.removed_firewall,
-                        self.released))
-
-
-class Engine:
+class Engine(Reconciler):
     def __init__(self, config: LarkConfig, host_netns: str | None = None) -> None:
         self.config = config
         self.prefix = config.name_prefix
@@ -139,7 +110,7 @@ class Engine:
             self._firewall = backend
         return self._firewall
 
-    @_on_kernel_thread
+    @on_kernel_thread
     def _close_sockets(self) -> None:
         if self._host is not None:
             self._host.close()
@@ -158,7 +129,7 @@ class Engine:
 
     # ---------------------------------------------------------------- up
 
-    @_on_kernel_thread
+    @on_kernel_thread
     def up(self, request: JobRequest, netns_path: str | None = None, holder_pid: int | None = None,
            owner_uid: int | None = None, site: SiteAttachment | None = None) -> JobRecord:
         """Give a job its network. ``netns_path`` None: Lark creates (and later deletes) a named one.
@@ -183,25 +154,25 @@ class Engine:
         while self.store.load(token) is not None:
             token = names.new_token()
         owned = netns_path is None
+        attachment = mode(request.network_type)
         record = JobRecord(
             # owned: created there; else the caller's namespace is pinned there (see _build)
             token=token, job_id=request.job_id, mode=request.network_type, status="setting-up",
             netns=str(netns.NETNS_RUN_DIR / names.netns_name(self.prefix, token)),
             netns_owned=owned, netns_source=netns_path, holder_pid=holder_pid,
             holder_start=process_start_time(holder_pid) if holder_pid else None,
-            host_ifname=names.host_ifname(self.prefix, token) if request.network_type in VETH_MODES else None,
-            job_ifname=names.JOB_IFNAME if request.network_type != "none" else None,
+            host_ifname=names.host_ifname(self.prefix, token) if attachment.host_interface else None,
+            job_ifname=names.JOB_IFNAME if attachment.job_interface else None,
             bandwidth_in_mbit=request.bandwidth_in_mbit, bandwidth_out_mbit=request.bandwidth_out_mbit,
             firewall=self.config.firewall,
-            firewall_job_side=request.network_type in JOB_SIDE_FIREWALL_MODES,
-            owner_uid=owner_uid,
-            extra={"creator_pid": os.getpid(), "creator_start": process_start_time(os.getpid())},
+            firewall_job_side=attachment.job_side_firewall,
+            owner_uid=owner_uid, creator_pid=os.getpid(), creator_start=process_start_time(os.getpid()),
         )
         self.store.save(record)  # before any kernel object: a crash from here on is swept
         return record
 
     def _build(self, record: JobRecord, request: JobRequest, site: SiteAttachment | None = None) -> None:
-        mode = module_for(record.mode)
+        attachment = mode(record.mode)
         if record.netns_owned:
             netns.create_named(os.path.basename(record.netns))
         elif record.netns_source is not None:
@@ -210,25 +181,25 @@ class Engine:
         _step("namespace")
         config = self.config if site is None else replace(
             self.config, site_attachments={**self.config.site_attachments, record.mode: site})
-        mode.allocate(config, record)
-        if request.inbound_ports and record.mode == "nat":
+        attachment.allocate(config, record)
+        if request.inbound_ports and attachment.port_forwarding:
             ports, alloc = PortPool(self.config.state_dir, self.config.inbound_port_range).allocate(
                 record.token, request.inbound_ports)
             record.ports = ports
             record.allocations.append(alloc)
             record.public_ipv4 = str(self.public_ipv4())
         elif request.inbound_ports and record.ipv4:
-            # bridge/macvlan jobs are addressable themselves: they may listen on any port
+            # a job on a site segment is addressable itself: it may listen on any port
             first = self.config.inbound_port_range[0]
             record.ports = first, first + request.inbound_ports - 1
-            record.public_ipv4 = record.ipv4.split("/")[0]
+            record.public_ipv4 = record.ipv4_address
         # No save here: allocations are files named by this job's token, and a sweep frees the
         # ones whose token has no live record, so the first and last saves are enough.
         _step("allocated")
 
-        if record.mode == "nat" and self.config.enable_forwarding:
+        if attachment.routed and self.config.enable_forwarding:
             self._ensure_forwarding()
-        spec = self._firewall_job(record, request) if record.mode != "none" else None
+        spec = self._firewall_job(record, request, attachment) if attachment.job_interface else None
         # The job side's batch (~1 ms of libnftables work, most of it outside the GIL) runs while
         # the interfaces are made: its rules match the job's interface by name, so they need not
         # wait for it, and they are in place before the job runs. Its namespace goes with the job.
@@ -238,9 +209,9 @@ class Engine:
             fd = os.open(record.netns, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 ctx = AttachContext(self.config, self.host, job_ipr, fd)
-                mode.up(ctx, record)
+                attachment.up(ctx, record)
                 _step("attached")
-                self._apply_limits(ctx, record)
+                self._apply_limits(ctx, record, attachment)
                 _step("limited")
             finally:
                 os.close(fd)
@@ -258,14 +229,14 @@ class Engine:
         record.status = "up"
         self.store.save(record)
 
-    def _apply_limits(self, ctx: AttachContext, record: JobRecord) -> None:
+    def _apply_limits(self, ctx: AttachContext, record: JobRecord, attachment: Mode) -> None:
         """Two egress qdiscs: the host end shapes what the job receives, the job end what it sends.
 
         The job's end sits in its namespace, which belongs to the initial user namespace, so the
         unprivileged job cannot remove the qdisc. macvlan/ipvlan have only the job end: its
         ingress is policed instead.
         """
-        if not (record.bandwidth_in_mbit or record.bandwidth_out_mbit) or record.mode == "none":
+        if not (record.bandwidth_in_mbit or record.bandwidth_out_mbit) or not attachment.shaping:
             return
         from lark import shaping
 
@@ -282,10 +253,10 @@ class Engine:
             else:
                 shaping.police_ingress(ctx.job, job_index, record.bandwidth_in_mbit)
 
-    def _firewall_job(self, record: JobRecord, request: JobRequest) -> FirewallJob:
+    def _firewall_job(self, record: JobRecord, request: JobRequest, attachment: Mode) -> FirewallJob:
         addresses = tuple(ipaddress.ip_interface(a).ip for a in (record.ipv4, record.ipv6) if a)
         forward = None
-        if record.ports and record.mode == "nat":
+        if record.ports and attachment.port_forwarding:
             forward = PortForward(record.ports[0], record.ports[1],
                                   ipaddress.IPv4Interface(record.ipv4).ip if record.ipv4 else None,
                                   ipaddress.IPv6Interface(record.ipv6).ip if record.ipv6 else None)
@@ -293,8 +264,8 @@ class Engine:
             token=record.token,
             ifname=(record.job_ifname if record.firewall_job_side else record.host_ifname) or "",
             addresses=addresses,
-            masquerade_ipv4=record.mode == "nat",
-            masquerade_ipv6=record.mode == "nat" and self.config.nat_ipv6_masquerade,
+            masquerade_ipv4=attachment.masquerade,
+            masquerade_ipv6=attachment.masquerade and self.config.nat_ipv6_masquerade,
             anti_spoof=self.config.anti_spoof,
             allow=request.allow,
             deny=tuple(request.deny) + tuple(self.config.deny),
@@ -356,7 +327,7 @@ class Engine:
 
     # ---------------------------------------------------------------- down
 
-    @_on_kernel_thread
+    @on_kernel_thread
     def down(self, job: str) -> bool:
         """Remove a job's network by job id or token. False if Lark has no such job."""
         record = self.store.find(job)
@@ -368,7 +339,7 @@ class Engine:
     def _teardown(self, record: JobRecord) -> None:
         """Remove everything the record names. Every step tolerates "already gone"."""
         errors: list[str] = []
-        ns_alive = _netns_matches(record)
+        ns_alive = netns_matches(record)
         self._last_counters.pop(record.token, None)
         # Only the host part is removed. The job-side table is left in place: the job's interface
         # goes below, and the table goes with the namespace once its last process is gone (pin
@@ -384,9 +355,9 @@ class Engine:
             # fast path: the kernel removes the veth (or macvlan) with the namespace
             netns.delete_named(record.netns)
         else:
-            job_ipr = _open_job_netns(record) if ns_alive else None
+            job_ipr = open_job_netns(record) if ns_alive else None
             try:
-                module_for(record.mode).down(AttachContext(self.config, self.host, job_ipr, None), record)
+                mode(record.mode).down(AttachContext(self.config, self.host, job_ipr, None), record)
             except LarkError as err:
                 errors.append(str(err))
             finally:
@@ -417,16 +388,16 @@ class Engine:
             raise NotFound(f"no Lark job {job!r}")
         return record
 
-    @_on_kernel_thread
+    @on_kernel_thread
     def counters(self, job: str) -> JobCounters:
         record = self.find(job)
-        if record.mode == "none":
-            return JobCounters()
+        if not mode(record.mode).job_interface:
+            return JobCounters()  # nothing to count
         found = self._backend_for(record).counters(record.token)
         self._last_counters[record.token] = found
         return found
 
-    @_on_kernel_thread
+    @on_kernel_thread
     def final_counters(self, job: str) -> JobCounters | None:
         """The job's counters right before ``down`` (None when they cannot be read any more).
 
@@ -436,9 +407,9 @@ class Engine:
         return None if record is None else self._read_final(record)
 
     def _read_final(self, record: JobRecord) -> JobCounters | None:
-        if record.mode == "none":
+        if not mode(record.mode).job_interface:
             return JobCounters()
-        if record.firewall_job_side and not _netns_matches(record):
+        if record.firewall_job_side and not netns_matches(record):
             return None
         try:
             return self._backend_for(record).counters(record.token)
@@ -446,7 +417,7 @@ class Engine:
             log.warning("job %s (%s): final counters unreadable: %s", record.job_id, record.token, err)
             return None
 
-    @_on_kernel_thread
+    @on_kernel_thread
     def all_counters(self) -> dict[str, JobCounters]:
         """Counters of every job that is up: one raw netlink dump in each job's namespace.
 
@@ -454,10 +425,10 @@ class Engine:
         gets its rules back here, counting on from the last value read.
         """
         out: dict[str, JobCounters] = {}
-        records = [r for r in self.store.all() if r.status == "up" and r.mode != "none"]
+        records = [r for r in self.store.all() if r.status == "up" and _counted(r)]
         if any(not r.firewall_job_side for r in records):  # records from before job-side counting
             out.update(self.firewall.all_counters())
-        inside = [r for r in records if r.firewall_job_side and _netns_matches(r)]
+        inside = [r for r in records if r.firewall_job_side and netns_matches(r)]
         read: dict[str, JobCounters | BaseException] = {}
         # nftables: one thread visits every job's namespace (a thread per job cost 0.4 ms each)
         nft = [r for r in inside if r.firewall == "nftables"]
@@ -475,7 +446,7 @@ class Engine:
             found = read[record.token]
             if isinstance(found, JobCounters):
                 out[record.token] = found
-            elif isinstance(found, NotFound) and _netns_matches(record):  # the table went, not the job
+            elif isinstance(found, NotFound) and netns_matches(record):  # the table went, not the job
                 restored = self._restore_job_side(record, self._backend_for(record))
                 if restored is not None:
                     out[record.token] = restored
@@ -497,148 +468,12 @@ class Engine:
                     record.job_id, record.token, last.bytes_in, last.bytes_out)
         return last
 
-    @_on_kernel_thread
-    def restore_host_rules(self, force: bool = False) -> list[str]:
-        """Re-apply the host-side rules when the host's Lark table was removed (an admin's
-        ``nft flush ruleset``, a firewall service restart); returns the tokens re-applied.
-
-        Cheap when nothing is missing (a few raw netlink requests with nftables), so the broker
-        calls it every ``LARK_FIREWALL_CHECK_INTERVAL`` seconds; ``force`` re-applies every job's
-        host part even so (a broker starting up cannot know what happened while it was down).
-        Counters are not affected: they live in the jobs' own namespaces. Connections already
-        translated keep their NAT (conntrack holds it); new ones need the restored elements.
-        """
-        with file_lock(self._base_lock, shared=True):  # not while release_if_idle removes the tables
-            # Not self.firewall: its first use builds the base, which would hide what is missing.
-            firewall = self._firewall or make_backend(self.config.firewall, self.prefix, self.host_netns,
-                                                      isolation=self.isolation)
-            if firewall.base_present() and not force:
-                return []
-            if not force:
-                log.warning("firewall: the host's Lark rules (table %s) are gone; restoring them", self.prefix)
-            firewall.ensure_base()
-            self._firewall = firewall
-            restored: list[str] = []
-            for record in self.store.all():
-                if record.status != "up" or not record.firewall_spec:
-                    continue
-                spec = firewall_job_from_dict(record.firewall_spec)
-                if not needs_host_part(spec) and record.firewall_job_side:
-                    continue
-                try:
-                    self._host_backend_for(record).add_job(spec)
-                except LarkError as err:
-                    log.error("job %s (%s): host rules not restored: %s", record.job_id, record.token, err)
-                    continue
-                restored.append(record.token)
-            log.log(logging.INFO if force else logging.WARNING, "firewall: re-applied the host rules of %d jobs: %s",
-                    len(restored), " ".join(restored) or "-")
-            return restored
-
-    # ---------------------------------------------------------------- sweep and check
-
-    def is_alive(self, record: JobRecord) -> bool:
-        if record.status == "tearing-down":
-            return False
-        if record.status == "setting-up":
-            creator = record.extra.get("creator_pid")
-            if isinstance(creator, int) and process_start_time(creator) != record.extra.get("creator_start"):
-                return False
-            return True  # still being built by a live process
-        if record.netns_source is not None:
-            # The pin keeps the namespace whatever happens to the job: liveness follows the path
-            # it was pinned from (the holder's /proc/<pid>/ns/net: the holder still in it).
-            return holder_alive(record) and _path_matches(record.netns_source, record.netns_inode)
-        return holder_alive(record) and _netns_matches(record)
-
-    @_on_kernel_thread
-    def sweep(self, on_final: FinalCallback | None = None) -> SweepReport:
-        """Remove dead jobs, then every prefixed kernel object and allocation no record owns.
-
-        ``on_final(record, counters)`` is called for every dead job that was up, with its
-        counters read just before its teardown (None when unreadable); its exceptions are
-        logged and do not stop the sweep.
-        """
-        report = SweepReport()
-        for record in self.store.all():
-            if not self.is_alive(record):
-                if on_final is not None and record.status == "up":
-                    counters = self._read_final(record)
-                    try:
-                        on_final(record, counters)
-                    except Exception:  # noqa: BLE001 - the callback's failure must not stop the sweep
-                        log.exception("job %s (%s): final-counters callback failed", record.job_id, record.token)
-                try:
-                    self._teardown(record)
-                    report.removed_jobs.append(record.token)
-                except LarkError:
-                    continue
-        live = {r.token for r in self.store.all()}
-        for ifname in link_names(self.host):
-            token = names.token_of_ifname(self.prefix, ifname)
-            if token and token not in live:
-                if delete_link(self.host, ifname):
-                    report.removed_links.append(ifname)
-        for name in netns.list_named(self.prefix + "-"):
-            token = names.token_of_netns(self.prefix, name)
-            if token and token not in live:
-                netns.delete_named(name)
-                report.removed_netns.append(name)
-        report.removed_firewall = sorted(self.firewall.remove_orphans(live))
-        for alloc, owner in all_allocations(self.config.state_dir):
-            if owner not in live and release_allocation(self.config.state_dir, alloc, owner):
-                report.released.append(f"{alloc.pool}/{alloc.slot}")
-        return report
-
-    @_on_kernel_thread
-    def check(self) -> list[str]:
-        """Drift between the records and the kernel, one message per problem (empty: all good)."""
-        problems: list[str] = []
-        records = self.store.all()
-        fw_tokens = self.firewall.job_tokens()
-        for record in records:
-            label = f"job {record.job_id} ({record.token})"
-            if not self.is_alive(record):
-                problems.append(f"{label}: dead (holder or namespace gone); run 'lark sweep'")
-                continue
-            if record.status != "up":
-                continue
-            job_ipr = _open_job_netns(record)
-            try:
-                ctx = AttachContext(self.config, self.host, job_ipr, None)
-                problems += [f"{label}: {p}" for p in module_for(record.mode).check(ctx, record)]
-            finally:
-                if job_ipr is not None:
-                    job_ipr.close()
-            if record.mode == "none" or not record.firewall_spec:
-                continue
-            if (needs_host_part(firewall_job_from_dict(record.firewall_spec)) or not record.firewall_job_side) \
-                    and record.token not in fw_tokens:
-                problems.append(f"{label}: host firewall rules (masquerade, port forwards) are missing")
-            if record.firewall_job_side:
-                try:
-                    self._backend_for(record).counters(record.token)
-                except NotFound:
-                    problems.append(f"{label}: firewall rules inside the job's namespace are missing")
-        live = {r.token for r in records}
-        for ifname in link_names(self.host):
-            token = names.token_of_ifname(self.prefix, ifname)
-            if token and token not in live:
-                problems.append(f"orphan interface {ifname} (no record)")
-        for name in netns.list_named(self.prefix + "-"):
-            token = names.token_of_netns(self.prefix, name)
-            if token and token not in live:
-                problems.append(f"orphan namespace {name} (no record)")
-        for token in sorted(fw_tokens - live):
-            problems.append(f"orphan firewall rules for {token} (no record)")
-        return problems
-
-    @_on_kernel_thread
+    @on_kernel_thread
     def destroy_base(self) -> None:
         """Remove the shared firewall tables (uninstall, end of a test run)."""
         self.firewall.destroy()
 
-    @_on_kernel_thread
+    @on_kernel_thread
     def release_if_idle(self) -> bool:
         """Remove the shared tables when no job is recorded (``lark run`` on a node without a broker)."""
         with file_lock(self._base_lock):  # waits for jobs being set up (they hold it shared)
@@ -648,7 +483,7 @@ class Engine:
             self._firewall = None
             return True
 
-    @_on_kernel_thread
+    @on_kernel_thread
     def prefixed_links(self) -> list[str]:
         """Host interfaces that carry this engine's job naming (for tests and leak checks)."""
         return [n for n in link_names(self.host) if names.token_of_ifname(self.prefix, n)]
@@ -657,22 +492,11 @@ class Engine:
 # -------------------------------------------------------------------- helpers
 
 
-def _open_job_netns(record: JobRecord) -> IPRoute | None:
-    """A socket in the job's namespace, or None when it vanished meanwhile (the job just exited)."""
+def _counted(record: JobRecord) -> bool:
+    """Whether the job's mode has an interface to count on (a record of an unknown mode: no)."""
     try:
-        return netns.iproute_in(record.netns)
-    except (NotFound, KernelError):
-        return None
-
-
-def _netns_matches(record: JobRecord) -> bool:
-    return _path_matches(record.netns, record.netns_inode)
-
-
-def _path_matches(path: str, inode: int) -> bool:
-    try:
-        return netns.inode(path) == inode
-    except NotFound:
+        return mode(record.mode).job_interface
+    except LarkError:
         return False
 
 
@@ -691,12 +515,3 @@ def detect_public_ipv4(ipr: IPRoute, prefix: str) -> ipaddress.IPv4Address:
         pass
     raise KernelError("cannot tell the host's public IPv4 address (no IPv4 default route); set LARK_PUBLIC_ADDRESS")
 
-
-def wait_links_gone(engine: Engine, timeout: float = 3.0) -> list[str]:
-    """Prefixed host links still present after the kernel's asynchronous namespace cleanup."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = engine.prefixed_links()
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.02)

@@ -16,9 +16,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lark.config import AddressPool, IPAddress, IPNetwork
 from lark.errors import AddressExhausted, LarkError
 from lark.locks import file_lock
+from lark.values import AddressPool, IPAddress, IPNetwork
 
 
 @dataclass(frozen=True)

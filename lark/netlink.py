@@ -49,6 +49,11 @@ def add_veth_into(ipr: IPRoute, host_name: str, job_name: str, job_netns_fd: int
     return require_link(ipr, host_name, "veth")
 
 
+def create_link(ipr: IPRoute, what: str, **spec: object) -> None:
+    """``ip link add`` with pyroute2's keywords (``kind``, ``link``, ``net_ns_fd``); ``what`` names it in errors."""
+    _netlink(what, lambda: ipr.link("add", **spec))
+
+
 def add_address(ipr: IPRoute, index: int, iface: Interface, ifname: str) -> None:
     kwargs: dict[str, object] = {"index": index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
     if iface.version == 6:

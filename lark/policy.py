@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import classad2
 
+from lark.attach import mode, mode_names
 from lark.classads import Unevaluated, classad_text
-from lark.config import NETWORK_TYPES, IPNetwork, LarkConfig, parse_list
+from lark.config import IPNetwork, LarkConfig, parse_list
 from lark.errors import RequestError
 from lark.shaping import MAX_TBF_BYTES_PER_S
 
@@ -221,8 +222,8 @@ def request_within(attrs: Mapping[str, object], limits: RequestLimits, job_id: s
     network_type = _network_type(attrs, limits, owner)
     bw_in, bw_out = _bandwidth(attrs, limits, owner)
     inbound = _inbound_ports(attrs, limits, owner)
-    if inbound and network_type == "none":
-        raise RequestError(ATTR_INBOUND, "a job with LarkNetworkType = \"none\" cannot receive connections")
+    if inbound and not mode(network_type).job_interface:
+        raise RequestError(ATTR_INBOUND, f"a job with LarkNetworkType = \"{network_type}\" cannot receive connections")
     allow = networks_attr(attrs, ATTR_ALLOW, f"what profile {owner} allows" if limits.allow else None) or ()
     for net in allow if limits.allow else ():
         if not any(net.version == p.version and net.subnet_of(p) for p in limits.allow):  # type: ignore[arg-type]
@@ -241,17 +242,17 @@ def _network_type(attrs: Mapping[str, object], limits: RequestLimits, owner: str
         text = string_attr(attrs, ATTR_TYPE, "a network type",
                            f"{leave_out} ({ATTR_PROFILE} {owner} attaches by {mode})")
         if text is not None and text.lower() != mode:
-            shown = repr(text.lower()) if text.lower() in NETWORK_TYPES else classad_text(text)
+            shown = repr(text.lower()) if text.lower() in mode_names() else classad_text(text)
             raise RequestError(ATTR_TYPE, f"{shown} conflicts with {ATTR_PROFILE} {owner}, which attaches by "
                                           f"{mode}; {leave_out}")
         return mode
     offered = ", ".join(limits.network_types)
-    known = ", ".join(f'"{t}"' for t in NETWORK_TYPES)
+    known = ", ".join(f'"{t}"' for t in mode_names())
     type_accepted = (f"write one of {known} (this node offers: {offered}), or leave the attribute out for "
                      f"the default ({limits.default_network_type})")
     text = string_attr(attrs, ATTR_TYPE, "a network type", type_accepted)
     network_type = limits.default_network_type if text is None else text.lower()
-    if network_type not in NETWORK_TYPES:
+    if network_type not in mode_names():
         raise RequestError(ATTR_TYPE, f"unknown network type {classad_text(text)}; {type_accepted}")
     if network_type not in limits.network_types:
         raise RequestError(ATTR_TYPE, f"{network_type!r} is not offered on this node (offered: "

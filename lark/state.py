@@ -13,16 +13,29 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from lark.ipam import Allocation
+
+# setting-up: written before the first kernel object (a crash from here on is swept);
+# up: everything in place; tearing-down: a teardown failed part-way, the next sweep retries it
+JobStatus = Literal["setting-up", "up", "tearing-down"]
+# What the previous record format kept in its ``extra`` dict, now typed fields of the same names.
+_FORMER_EXTRA = ("creator_pid", "creator_start", "starter_pid", "starter_start", "chirp", "global_job_id",
+                 "carried", "profile_env")
+
+
+def _address(text: str | None) -> str | None:
+    """``10.250.0.2/30`` -> ``10.250.0.2`` (a gateway recorded without a prefix length stays as it is)."""
+    return text.partition("/")[0] if text else None
 
 
 @dataclass
 class JobRecord:
     token: str
     job_id: str
-    mode: str
-    status: str  # "setting-up" | "up"
+    mode: str  # an attachment mode's name (lark.attach)
+    status: JobStatus
     netns: str  # path of the job's namespace
     netns_owned: bool  # Lark created it (lark run / lark up) and deletes it on down
     # The path the caller gave (``/proc/<pid>/ns/net``) when Lark pinned that namespace at
@@ -49,7 +62,34 @@ class JobRecord:
     allocations: list[Allocation] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     owner_uid: int | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    # The process that writes the record while it is setting up (a dead creator: swept).
+    creator_pid: int | None = None
+    creator_start: int | None = None
+    # Set by the broker for HTCondor jobs: the job's starter (one network per starter at a time),
+    # its chirp address, its GlobalJobId, earlier runs' totals and the profile's extra environment.
+    starter_pid: int | None = None
+    starter_start: int | None = None
+    chirp: dict[str, object] | None = None  # lark.broker.condor.ChirpAddress.to_dict()
+    global_job_id: str | None = None
+    carried: dict[str, int | float] = field(default_factory=dict)  # accounting attribute -> earlier total
+    profile_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ipv4_address(self) -> str | None:
+        return _address(self.ipv4)
+
+    @property
+    def ipv6_address(self) -> str | None:
+        return _address(self.ipv6)
+
+    @property
+    def host_ipv4_address(self) -> str | None:
+        """The host end's (NAT) or the gateway's (site modes) IPv4 address, without a prefix length."""
+        return _address(self.host_ipv4)
+
+    @property
+    def host_ipv6_address(self) -> str | None:
+        return _address(self.host_ipv6)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -58,10 +98,19 @@ class JobRecord:
 
     @classmethod
     def from_json(cls, text: str) -> JobRecord:
+        """A record of this format, or of the previous one (its ``extra`` dict): state survives an upgrade."""
         data = json.loads(text)
         data["allocations"] = [Allocation(p, s) for p, s in data.get("allocations", [])]
         if data.get("ports") is not None:
             data["ports"] = tuple(data["ports"])
+        extra = data.pop("extra", None)
+        if isinstance(extra, dict):
+            for name in _FORMER_EXTRA:
+                if extra.get(name) is not None and data.get(name) is None:
+                    data[name] = extra[name]
+        for name in ("carried", "profile_env"):
+            if not isinstance(data.get(name), dict):
+                data.pop(name, None)
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 

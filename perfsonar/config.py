@@ -17,6 +17,7 @@ the HTCondor bindings are importable, from the HTCondor configuration:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -27,7 +28,10 @@ from typing import Any
 
 import yaml
 
-from lark.config import parse_listen_address as listen_address
+from lark.knobs import ConfigReader
+from lark.links.knobs import KNOBS as LINK_PIPELINE_KNOBS
+from lark.links.knobs import SPIDER_CONFIG, SPIDER_OVERRIDES, parse_spider_value
+from lark.values import parse_listen_address as listen_address
 from lark.yamlfile import YamlLimits, line_of, load, read_text
 from perfsonar.discovery import ArchiveRef, LookupSettings, MeshSource
 from perfsonar.errors import ConfigError
@@ -50,22 +54,10 @@ MESH_FORMATS = ("auto", "psconfig", "meshconfig")
 LIMITS = YamlLimits(what="the spider's configuration", max_bytes=4 << 20, max_nesting=20, max_values=500_000,
                     usual_nesting=6, usual_values="a few hundred")
 
-KNOBS: dict[str, str] = {
-    "LARK_SPIDER_CONFIG": "Path of the spider's YAML configuration file.",
-    "LARK_SPIDER_INTERVAL": "Seconds between crawls (overrides spider.interval).",
-    "LARK_SPIDER_LOG": "The spider's log file, HTCondor line format (overrides spider.log).",
-    "LARK_SPIDER_STATE_FILE": "Where the last good link values are kept (overrides spider.state_file).",
-    "LARK_SPIDER_COLLECTOR": "Collector host[:port] to advertise to (overrides collector.address).",
-    "LARK_SPIDER_TOKEN_DIR": "IDTOKENS directory of the spider (overrides collector.token_dir).",
-    "LARK_SPIDER_METRICS_ADDRESS": "HOST:PORT of the spider's Prometheus endpoint (overrides spider.metrics_address).",
-    "LARK_SPIDER_METRICS_TEXTFILE": "File the spider rewrites with its metrics after each crawl "
-                                    "(overrides spider.metrics_textfile).",
-}
-_KNOB_PATHS = {"LARK_SPIDER_INTERVAL": ("spider", "interval"), "LARK_SPIDER_LOG": ("spider", "log"),
-               "LARK_SPIDER_STATE_FILE": ("spider", "state_file"), "LARK_SPIDER_COLLECTOR": ("collector", "address"),
-               "LARK_SPIDER_TOKEN_DIR": ("collector", "token_dir"),
-               "LARK_SPIDER_METRICS_ADDRESS": ("spider", "metrics_address"),
-               "LARK_SPIDER_METRICS_TEXTFILE": ("spider", "metrics_textfile")}
+# The LARK_SPIDER_* knobs are declared with the link pipeline's (lark.links.knobs), so that Lark's
+# one knob registry lists them; each overrides one key of the YAML file.
+KNOBS: dict[str, str] = {k.name: k.doc for k in (SPIDER_CONFIG, *SPIDER_OVERRIDES)}
+_KNOB_PATHS = {k.name: path for k, path in SPIDER_OVERRIDES.items()}
 
 
 @dataclass(frozen=True)
@@ -493,19 +485,21 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
 
 
 def knob_lookup_default(name: str) -> str | None:
-    """A LARK_SPIDER_* knob from the environment, else from HTCondor's configuration (if available)."""
+    """A LARK_SPIDER_* knob from the environment, else through Lark's one reader (HTCondor's
+    configuration when the bindings import, else the config files)."""
     value = os.environ.get(name)
     if value:
         return value
     try:
-        import htcondor2
-    except ImportError:
-        return None
-    try:
-        found = htcondor2.param.get(name)
+        found = _condor_knobs()(name)
     except Exception:  # noqa: BLE001 - a broken condor_config must not stop the spider from reading its YAML
         return None
-    return str(found) if found else None
+    return found or None
+
+
+@functools.cache
+def _condor_knobs() -> Callable[[str], str | None]:
+    return ConfigReader().lookup(LINK_PIPELINE_KNOBS)
 
 
 def config_path(explicit: str | None, lookup: Callable[[str], str | None] = knob_lookup_default) -> Path:
@@ -544,7 +538,7 @@ def load_config(path: Path, knobs: Callable[[str], str | None] | None = knob_loo
                 data.setdefault(section, {})
                 if not isinstance(data[section], dict):
                     continue
-                data[section][key] = _knob_value(value)
+                data[section][key] = parse_spider_value(value)
     if overrides is not None and isinstance(data, dict):
         overrides(data)
     config = parse_config(data, str(path) if text else "<command line>", document.root)
@@ -553,8 +547,3 @@ def load_config(path: Path, knobs: Callable[[str], str | None] | None = knob_loo
     return config
 
 
-def _knob_value(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        return text.strip()

@@ -2,22 +2,28 @@
 
 The job gets an address from the bridged LAN's pool (``LARK_BRIDGE_IPV4_POOL`` /
 ``LARK_BRIDGE_IPV6_POOL``) and is addressable on the site network like any host on it. Lark does
-not create the bridge: it belongs to the node's network configuration.
+not create the bridge: it belongs to the node's network configuration. Counting and policy sit
+inside the job's namespace: bridged traffic reaches the host's inet hooks with the *bridge* as
+interface.
 """
 
 from __future__ import annotations
 
-from lark.attach.base import AttachContext, allocate_site_addresses, check_job_side, configure_job_interface
-from lark.config import LarkConfig
+from typing import TYPE_CHECKING
+
+from lark.attach.base import (
+    AttachContext,
+    Mode,
+    SitePools,
+    allocate_site_addresses,
+    check_job_side,
+    configure_job_interface,
+)
 from lark.errors import KernelError
 from lark.netlink import add_veth_into, delete_link, link_index, set_up
-from lark.state import JobRecord
 
-mode = "bridge"
-
-
-def allocate(config: LarkConfig, record: JobRecord) -> None:
-    allocate_site_addresses(config, record, mode)
+if TYPE_CHECKING:
+    from lark.state import JobRecord
 
 
 def up(ctx: AttachContext, record: JobRecord) -> None:
@@ -49,3 +55,11 @@ def check(ctx: AttachContext, record: JobRecord) -> list[str]:
         if master != bridge:
             problems.append(f"host interface {record.host_ifname} is not enslaved to {record.parent}")
     return problems + check_job_side(ctx, record)
+
+
+MODE = Mode(
+    name="bridge", summary="veth pair whose host end joins the existing bridge LARK_BRIDGE; site addresses",
+    allocate=allocate_site_addresses, up=up, down=down, check=check, host_interface=True,
+    site=SitePools.for_mode("bridge", "LARK_BRIDGE", "bridge",
+                            "Name of an existing Linux bridge that bridge-mode jobs join."),
+)

@@ -5,17 +5,14 @@ Needs the kernel's ipvlan driver; on a kernel without it ``up`` fails with a cle
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lark.attach import macvlan
-from lark.attach.base import AttachContext
-from lark.config import LarkConfig
+from lark.attach.base import AttachContext, Mode, SitePools, allocate_site_addresses
 from lark.errors import KernelError, UnsupportedFeature
-from lark.state import JobRecord
 
-mode = "ipvlan"
-
-
-def allocate(config: LarkConfig, record: JobRecord) -> None:
-    macvlan.allocate(config, record)
+if TYPE_CHECKING:
+    from lark.state import JobRecord
 
 
 def up(ctx: AttachContext, record: JobRecord) -> None:
@@ -27,5 +24,8 @@ def up(ctx: AttachContext, record: JobRecord) -> None:
         raise
 
 
-down = macvlan.down
-check = macvlan.check
+MODE = Mode(
+    name="ipvlan", summary="ipvlan (L2) child of LARK_IPVLAN_PARENT, sharing its MAC; site addresses",
+    allocate=allocate_site_addresses, up=up, down=macvlan.down, check=macvlan.check,
+    site=SitePools.for_mode("ipvlan", "LARK_IPVLAN_PARENT", "parent interface", "Parent interface of ipvlan jobs."),
+)

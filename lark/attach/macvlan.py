@@ -3,26 +3,32 @@
 Near-native throughput (no veth hop, no host routing). There is no per-job interface on the host,
 so the job's accounting and policy live inside its own namespace (the firewall backend runs in
 job-side mode), where the unprivileged job cannot change them. In bridge mode, macvlan children
-reach each other but not the parent's own address: that is the driver's design.
+reach each other but not the parent's own address: that is the driver's design. The helpers here
+serve :mod:`lark.attach.ipvlan` too (the kernel link kind is the mode's name).
 """
 
 from __future__ import annotations
 
-from lark.attach.base import AttachContext, allocate_site_addresses, check_job_side, configure_job_interface
-from lark.config import LarkConfig
-from lark.errors import KernelError
-from lark.netlink import _netlink, delete_link, link_index
-from lark.state import JobRecord
+from typing import TYPE_CHECKING
 
-mode = "macvlan"
+from lark.attach.base import (
+    AttachContext,
+    Mode,
+    SitePools,
+    allocate_site_addresses,
+    check_job_side,
+    configure_job_interface,
+)
+from lark.errors import KernelError
+from lark.netlink import create_link, delete_link, link_index
+
+if TYPE_CHECKING:
+    from lark.state import JobRecord
+
 KIND_OPTIONS: dict[str, dict[str, object]] = {
     "macvlan": {"macvlan_mode": "bridge"},
     "ipvlan": {"ipvlan_mode": 0},  # L2
 }
-
-
-def allocate(config: LarkConfig, record: JobRecord) -> None:
-    allocate_site_addresses(config, record, record.mode)
 
 
 def up(ctx: AttachContext, record: JobRecord) -> None:
@@ -31,9 +37,9 @@ def up(ctx: AttachContext, record: JobRecord) -> None:
     if parent is None:
         knob = f"LARK_{record.mode.upper()}_PARENT"
         raise KernelError(f"parent interface {record.parent!r} ({knob}) does not exist on this host")
-    _netlink(f"creating {record.mode} {record.job_ifname} on {record.parent}", lambda: ctx.host.link(
-        "add", ifname=record.job_ifname, kind=record.mode, link=parent, net_ns_fd=ctx.job_netns_fd,
-        **KIND_OPTIONS[record.mode]))
+    create_link(ctx.host, f"creating {record.mode} {record.job_ifname} on {record.parent}",
+                ifname=record.job_ifname, kind=record.mode, link=parent, net_ns_fd=ctx.job_netns_fd,
+                **KIND_OPTIONS[record.mode])
     configure_job_interface(ctx, record)
 
 
@@ -48,3 +54,10 @@ def check(ctx: AttachContext, record: JobRecord) -> list[str]:
     if link_index(ctx.host, record.parent or "") is None:
         problems.append(f"parent interface {record.parent} is missing")
     return problems + check_job_side(ctx, record)
+
+
+MODE = Mode(
+    name="macvlan", summary="macvlan child of LARK_MACVLAN_PARENT, born in the job's namespace; site addresses",
+    allocate=allocate_site_addresses, up=up, down=down, check=check,
+    site=SitePools.for_mode("macvlan", "LARK_MACVLAN_PARENT", "parent interface", "Parent interface of macvlan jobs."),
+)

@@ -9,13 +9,16 @@ The host can reach the job (and the job the host) on these addresses directly.
 
 from __future__ import annotations
 
-from lark.attach.base import AttachContext, check_job_side, configure_job_interface
-from lark.config import LarkConfig
+import ipaddress
+from typing import TYPE_CHECKING
+
+from lark.attach.base import AttachContext, Mode, check_job_side, configure_job_interface
 from lark.ipam import SubnetPool
 from lark.netlink import add_address, add_veth_into, delete_link, link_index, set_up
-from lark.state import JobRecord
 
-mode = "nat"
+if TYPE_CHECKING:
+    from lark.config import LarkConfig
+    from lark.state import JobRecord
 
 
 def allocate(config: LarkConfig, record: JobRecord) -> None:
@@ -35,24 +38,14 @@ def allocate(config: LarkConfig, record: JobRecord) -> None:
 
 
 def up(ctx: AttachContext, record: JobRecord) -> None:
-    import ipaddress
-
     assert record.host_ifname and record.job_ifname and ctx.job_netns_fd is not None
     index = add_veth_into(ctx.host, record.host_ifname, record.job_ifname, ctx.job_netns_fd)
     for text in (record.host_ipv4, record.host_ipv6):
         if text:
             add_address(ctx.host, index, ipaddress.ip_interface(text), record.host_ifname)
     set_up(ctx.host, index, record.host_ifname)
-    configure_job_interface(ctx, _with_gateways(record))
-
-
-def _with_gateways(record: JobRecord) -> JobRecord:
-    # the job's default gateways are the host end's addresses (without their prefix length)
-    from dataclasses import replace
-
-    return replace(record,
-                   host_ipv4=record.host_ipv4.split("/")[0] if record.host_ipv4 else None,
-                   host_ipv6=record.host_ipv6.split("/")[0] if record.host_ipv6 else None)
+    # the job's default gateways are the host end's addresses (record.host_ipv4_address)
+    configure_job_interface(ctx, record)
 
 
 def down(ctx: AttachContext, record: JobRecord) -> None:
@@ -67,3 +60,14 @@ def check(ctx: AttachContext, record: JobRecord) -> list[str]:
     if record.host_ifname and link_index(ctx.host, record.host_ifname) is None:
         problems.append(f"host interface {record.host_ifname} is missing")
     return problems + check_job_side(ctx, record)
+
+
+# Counting and policy sit inside the job's namespace here too: for NAT the host's output hook
+# names the original route's device (lo) for connections the host opens to a job's forwarded
+# port (see lark.firewall.nftables).
+MODE = Mode(
+    name="nat", summary="veth pair; per-job subnet from LARK_NAT_*_POOL; masqueraded out; inbound ports forwarded",
+    allocate=allocate, up=up, down=down, check=check,
+    host_interface=True, masquerade=True, routed=True, port_forwarding=True,
+    address_source="LARK_NAT_IPV4_POOL/LARK_NAT_IPV6_POOL",
+)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from lark.attach.base import AttachContext, bring_up_loopback
-from lark.config import LarkConfig
-from lark.netlink import link_names
-from lark.state import JobRecord
+from typing import TYPE_CHECKING
 
-mode = "none"
+from lark.attach.base import AttachContext, Mode, bring_up_loopback
+from lark.netlink import link_names
+
+if TYPE_CHECKING:
+    from lark.config import LarkConfig
+    from lark.state import JobRecord
 
 
 def allocate(config: LarkConfig, record: JobRecord) -> None:
@@ -25,5 +27,12 @@ def down(ctx: AttachContext, record: JobRecord) -> None:
 def check(ctx: AttachContext, record: JobRecord) -> list[str]:
     if ctx.job is None:
         return [f"job namespace {record.netns} is gone"]
-    extra = [name for name in link_names(ctx.job) if name != "lo"]
-    return [f"job has unexpected interfaces: {', '.join(extra)}"] if extra else []
+    unexpected = [name for name in link_names(ctx.job) if name != "lo"]
+    return [f"job has unexpected interfaces: {', '.join(unexpected)}"] if unexpected else []
+
+
+MODE = Mode(
+    name="none", summary="loopback only: no interface, nothing to count, police or shape",
+    allocate=allocate, up=up, down=down, check=check,
+    job_interface=False, job_side_firewall=False, shaping=False,
+)

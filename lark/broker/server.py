@@ -35,15 +35,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from lark import journal, netns, node_summary
+from lark.attach import mode
 from lark.broker.condor import Chirp, ChirpAddress, JobContext, job_context
 from lark.broker.connections import move_up
 from lark.broker.peer import Peer, Starter, TrustedStarter, starter_of
 from lark.classads import SETUP_ERROR_ATTR, accounting_attributes, network_attributes
-from lark.cli.run import job_environment
 from lark.config import LarkConfig, condor_param
 from lark.engine import Engine
 from lark.errors import LarkError, NotPermitted
 from lark.firewall.base import JobCounters
+from lark.jobenv import wrapper_environment
 from lark.metrics import NodeMetrics
 from lark.node_summary import NODE_SUMMARY_FILE
 from lark.profiles import CatalogCache, profile_dir, request_for_job, user_and_groups
@@ -135,8 +136,8 @@ class Broker:
         return data if isinstance(data, dict) else {"holders": [], "totals": {}}
 
     def _remember_finished(self, record: JobRecord, attrs: Mapping[str, object]) -> None:
-        pid, start = record.extra.get("starter_pid"), record.extra.get("starter_start")
-        if not (isinstance(pid, int) and isinstance(start, int)):
+        pid, start = record.starter_pid, record.starter_start
+        if pid is None or start is None:
             return
         done = self._finished(pid, start)
         holders = list(done.get("holders") or [])
@@ -157,7 +158,7 @@ class Broker:
         records = self.engine.records()  # read once for the whole request
         existing = self._record_of(peer, records)
         if existing is not None and existing.status == "up" and existing.token not in self._final:
-            return {"ok": True, "env": _environment(existing), "again": True}  # the same wrapper (a lost reply)
+            return {"ok": True, "env": wrapper_environment(existing), "again": True}  # the same wrapper (a lost reply)
         with self._state_lock:
             if key in self._starting:
                 raise NotPermitted(f"the job of starter {starter.pid} already has its network being set up")
@@ -167,7 +168,7 @@ class Broker:
             # restarted in the same sandbox): a new wrapper is served only once every earlier one
             # of this starter has ended, and its counters continue from the earlier runs' totals.
             mine = [r for r in records
-                    if r.extra.get("starter_pid") == starter.pid and r.extra.get("starter_start") == starter.start]
+                    if r.starter_pid == starter.pid and r.starter_start == starter.start]
             earlier = [(r.holder_pid, r.holder_start) for r in mine]
             earlier += [tuple(h) for h in done.get("holders", []) if isinstance(h, list) and len(h) == 2]
             if any(isinstance(pid, int) and process_start_time(pid) == start for pid, start in earlier):
@@ -211,11 +212,11 @@ class Broker:
             raise NotPermitted(f"process {peer.pid} went away while its network was being set up")
         self._watch_holder(peer, record.token)
         profile_env = resolved.extras.job_environment(record.ports, record.public_ipv4) if resolved.extras else {}
-        global_job_id = ctx.ad.get("GlobalJobId")
-        record.extra.update({"chirp": ctx.chirp.to_dict() if ctx.chirp else None,
-                             "starter_pid": starter.pid, "starter_start": starter.start,
-                             "global_job_id": global_job_id if isinstance(global_job_id, str) else None,
-                             "carried": carried, "profile_env": profile_env})
+        record.chirp = ctx.chirp.to_dict() if ctx.chirp else None
+        record.starter_pid, record.starter_start = starter.pid, starter.start
+        record.global_job_id = _str_or_none(ctx.ad.get("GlobalJobId"))
+        record.carried = {k: v for k, v in carried.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        record.profile_env = profile_env
         self.engine.store.save(record)
         log.info("job %s: %s network up for pid %d (%s)%s", ctx.job_id, record.mode, peer.pid,
                  ", ".join(a for a in (record.ipv4, record.ipv6) if a) or "loopback only",
@@ -234,7 +235,7 @@ class Broker:
                     chirp.clear(SETUP_ERROR_ATTR)  # a released job must not be held again
             except LarkError as err:
                 log.warning("job %s: %s", ctx.job_id, err)
-        return {"ok": True, "env": _environment(record)}
+        return {"ok": True, "env": wrapper_environment(record)}
 
     # -- finalize and final accounting
 
@@ -246,7 +247,7 @@ class Broker:
         if record.owner_uid is not None and peer.uid not in (record.owner_uid, 0):
             raise NotPermitted(f"uid {peer.uid} does not own job {record.job_id}")
         # a job with no network sent and received nothing: explicit zeros, not undefined
-        counters = self.engine.final_counters(record.token) if record.mode != "none" else JobCounters()
+        counters = self.engine.final_counters(record.token) if mode(record.mode).job_interface else JobCounters()
         attrs = self.record_final(record, counters, "finalize")
         # the reply goes out first; the ~40 ms veth delete happens after the wrapper has gone on
         threading.Thread(target=self._teardown_quietly, args=(record.token,), daemon=True).start()
@@ -259,11 +260,9 @@ class Broker:
     def _attributes(self, record: JobRecord, counters: JobCounters) -> dict[str, object]:
         """The job ad's accounting attributes: this run's counters plus earlier runs' of the same job."""
         attrs: dict[str, object] = dict(accounting_attributes(counters, self.config.traffic_classes))
-        carried = record.extra.get("carried")
-        if isinstance(carried, dict):
-            for name, value in carried.items():
-                if isinstance(value, int | float) and not isinstance(value, bool) and name in attrs:
-                    attrs[name] = attrs[name] + value  # type: ignore[operator]
+        for name, value in record.carried.items():
+            if name in attrs:
+                attrs[name] = attrs[name] + value  # type: ignore[operator]
         return attrs
 
     def record_final(self, record: JobRecord, counters: JobCounters | None, reason: str) -> dict[str, object]:
@@ -276,7 +275,7 @@ class Broker:
             self._final.add(record.token)
         attrs = self._attributes(record, counters) if counters is not None else {}
         in_ad = False
-        address = ChirpAddress.from_record(record.extra.get("chirp"))
+        address = ChirpAddress.from_record(record.chirp)
         with self._job_lock(record.token):  # after any periodic push of this job still in flight
             if address is not None and attrs:
                 try:
@@ -289,7 +288,7 @@ class Broker:
                                 "journal %s", record.job_id, err, self.config.journal_path)
         try:
             journal.append(self.config.journal_path, journal.JournalEntry(
-                job_id=record.job_id, global_job_id=_str_or_none(record.extra.get("global_job_id")),
+                job_id=record.job_id, global_job_id=record.global_job_id,
                 owner_uid=record.owner_uid, token=record.token, reason=reason, in_job_ad=in_ad,
                 attributes=attrs))
         except OSError as err:
@@ -370,8 +369,8 @@ class Broker:
         self._node_running = (len(live_jobs), sum(c.bytes_in for c in seen), sum(c.bytes_out for c in seen))
         for record in running:
             c = counters.get(record.token)
-            address = ChirpAddress.from_record(record.extra.get("chirp"))
-            if c is None or address is None or record.mode == "none":
+            address = ChirpAddress.from_record(record.chirp)
+            if c is None or address is None:  # c is None for a mode without an interface
                 continue
             with self._job_lock(record.token):
                 if record.token in self._final:  # its final values are out; an older one must not follow
@@ -393,8 +392,8 @@ class Broker:
         """A job whose wrapper died without finalize (killed, or the job ended while we were away)."""
         if record.status != "up" or record.token in self._final:
             return  # never fully set up (nothing was counted), or already final (finalize ran)
-        pid, start = record.extra.get("starter_pid"), record.extra.get("starter_start")
-        if isinstance(pid, int) and isinstance(start, int) and \
+        pid, start = record.starter_pid, record.starter_start
+        if pid is not None and start is not None and \
                 [record.holder_pid, record.holder_start] in self._finished(pid, start).get("holders", []):
             return  # finalize ran before a restart of the broker; only its teardown was left
         self.record_final(record, counters, "holder-gone")
@@ -460,7 +459,3 @@ def _check_owner(ctx: JobContext, peer: Peer) -> None:
 def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
-
-def _environment(record: JobRecord) -> dict[str, str]:
-    """What the wrapper adds to the job's environment: Lark's variables, then the profile's."""
-    return {**job_environment(record), **dict(record.extra.get("profile_env") or {})}  # type: ignore[call-overload]

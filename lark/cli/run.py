@@ -11,28 +11,12 @@ from collections.abc import Callable, Sequence
 
 from lark.engine import Engine
 from lark.firewall.base import JobCounters
+from lark.jobenv import job_environment
 from lark.netns import CLONE_NEWNET
 from lark.policy import JobRequest
 from lark.state import JobRecord
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-
-
-def job_environment(record: JobRecord) -> dict[str, str]:
-    """The ``LARK_*`` variables a job sees (the HTCondor wrapper exports the same set)."""
-    env = {"LARK_NETWORK_TYPE": record.mode, "LARK_JOB_TOKEN": record.token}
-    if record.ipv4:
-        env["LARK_IPV4_ADDRESS"] = record.ipv4.split("/")[0]
-    if record.ipv6:
-        env["LARK_IPV6_ADDRESS"] = record.ipv6.split("/")[0]
-    if record.host_ipv4:
-        env["LARK_HOST_IPV4_ADDRESS"] = record.host_ipv4.split("/")[0]
-    if record.host_ipv6:
-        env["LARK_HOST_IPV6_ADDRESS"] = record.host_ipv6.split("/")[0]
-    if record.ports:
-        env["LARK_PORT_RANGE"] = f"{record.ports[0]}-{record.ports[1]}"
-        env["LARK_PUBLIC_ADDRESS"] = record.public_ipv4 or ""
-    return env
 
 
 def run_in_job(engine: Engine, request: JobRequest, command: Sequence[str] | Callable[[JobRecord], Sequence[str]],

@@ -22,8 +22,8 @@ import ipaddress
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from lark.config import IPAddress, IPNetwork, TrafficClass
 from lark.firewall.isolation import Isolation
+from lark.values import IPAddress, IPNetwork, TrafficClass
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lark.config import IPNetwork
 from lark.firewall.base import ClassCounters, FirewallJob, JobCounters
 from lark.firewall.isolation import Isolation
+from lark.values import IPNetwork
 
 TOTAL = "total"
 CLASS_PREFIX = "class:"

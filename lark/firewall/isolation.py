@@ -11,7 +11,7 @@ into a few base rules on the host side (see the nftables and iptables module doc
 ``udp/PORT``, ``tcp/FIRST-LAST``, a CIDR of host addresses (every port), or ``CIDR tcp/PORT``.
 ``LARK_JOB_TO_JOB_ALLOW`` is False, True, or a CIDR list of job addresses other jobs may reach.
 
-This module imports nothing from Lark, so :mod:`lark.config` can use its parsers.
+This module imports only :mod:`lark.values` from Lark, so :mod:`lark.config` can use its parsers.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from lark.values import IPNetwork
+
 PROTOCOLS = ("tcp", "udp")
 
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lark.config import IPNetwork
 from lark.firewall.base import ClassCounters, FirewallJob, JobCounters
 from lark.firewall.isolation import Isolation
+from lark.values import IPNetwork
 
 JsonObj = dict[str, Any]
 FAMILY = "inet"

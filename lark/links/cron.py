@@ -21,40 +21,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 
-from lark.config import parse_bool, parse_float, parse_int
 from lark.errors import ConfigError
+from lark.knobs import ConfigReader
+from lark.links.knobs import BREAKER_FIELDS, LINKS_CACHE, SITE, parse_policy
+from lark.links.knobs import KNOBS as KNOB_DECLARATIONS
 from lark.links.records import BreakerKnobs, cron_output, links_into, site_key
 
 Param = Callable[[str], str | None]
+__all__ = ["KNOBS", "parse_policy", "read_knobs", "run"]
 
-
-def parse_policy(text: str) -> bool:
-    """LARK_UNKNOWN_LINK_POLICY: True for allow (a boolean is read like any other boolean knob)."""
-    low = text.strip().lower()
-    if low in ("allow", "deny"):
-        return low == "allow"
-    try:
-        return parse_bool(text)
-    except ValueError:
-        raise ValueError(f"expected allow or deny, got {text!r}") from None
-
-
-# knob -> (BreakerKnobs field, parser); a knob that is not set keeps the field's default
-KNOBS: dict[str, tuple[str, Callable[[str], object]]] = {
-    "LARK_MAX_TRANSFER_SECONDS": ("max_transfer_seconds", lambda t: parse_float(t, 0, 1e9)),
-    # at most 18 digits, as the schedd's LarkLink transform accepts (both sides must read one value)
-    "LARK_SMALL_INPUT_BYTES": ("small_input_bytes", lambda t: parse_int(t, 0, 10**18 - 1)),
-    "LARK_MAX_LOSS": ("max_loss", lambda t: parse_float(t, 0, 1)),
-    "LARK_MAX_LINK_AGE": ("max_link_age", lambda t: parse_float(t, 0, 1e10)),
-    "LARK_UNKNOWN_LINK_POLICY": ("unknown_link_allowed", parse_policy),
-    "LARK_LINKS_PUBLISH_RECORD": ("publish_record", parse_bool),
-    "LARK_LINKS_MAX_SITES": ("max_sites", lambda t: parse_int(t, 1, 100000)),
-}
+# knob name -> (BreakerKnobs field, parser); a knob that is not set keeps the field's default
+KNOBS: dict[str, tuple[str, Callable[[str], object]]] = {k.name: (f, k.parse) for k, f in BREAKER_FIELDS.items()}
 assert {field for field, _ in KNOBS.values()} == {f.name for f in fields(BreakerKnobs)}
 
 
 def site_name(param: Param) -> str | None:
-    for knob in ("LARK_SITE", "GLIDEIN_Site"):
+    for knob in (SITE.name, "GLIDEIN_Site"):
         value = param(knob)
         if value:
             return str(value).strip().strip('"')
@@ -166,7 +148,8 @@ def main() -> int:
     import classad2
     import htcondor2
 
-    param = htcondor2.param.get
+    # Lark's one reader: HTCondor's own lookup (the cron runs under the startd, bindings present)
+    param = ConfigReader().lookup(KNOB_DECLARATIONS)
     knobs = read_knobs(param)[0]  # for the fail-closed answers below: the node's small-input limit
     site = site_name(param)
     if not site:
@@ -181,7 +164,7 @@ def main() -> int:
                        f' || LarkDestinationSite == {classad2.quote(site)})')
         return [dict(ad.items()) for ad in ads]
 
-    cache_text = param("LARK_LINKS_CACHE") or (f"{param('SPOOL')}/lark-links.json" if param("SPOOL") else "")
+    cache_text = param(LINKS_CACHE.name) or (f"{param('SPOOL')}/lark-links.json" if param("SPOOL") else "")
     try:
         sys.stdout.write(run(site, param, query, Path(cache_text) if cache_text else None, int(time.time())))
     except Exception as err:  # a cron that dies prints nothing; this at least says why, and fails closed

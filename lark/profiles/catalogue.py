@@ -10,14 +10,14 @@ directory (:func:`load_profiles`, :class:`CatalogCache`).
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lark.classads import classad_text
 from lark.config import AddressPool, LarkConfig
-from lark.errors import ConfigError, RequestError
+from lark.errors import RequestError
+from lark.knobs import expand
 from lark.policy import ATTR_PROFILE
 from lark.profiles.model import (
     ADVERTISED_ATTR,
@@ -206,39 +206,8 @@ def profile_dir(config: LarkConfig | None, external: Callable[[str], str | None]
     """``LARK_PROFILE_DIR`` from the node's config files (``$(...)`` expanded), else the default."""
     if config is None or PROFILE_DIR_KNOB not in config.settings:
         return DEFAULT_PROFILE_DIR
-    value = knob_text(config, PROFILE_DIR_KNOB, external).strip()
+    value = expand(PROFILE_DIR_KNOB, config.settings, external).strip()
     return Path(value) if value else DEFAULT_PROFILE_DIR
-
-
-_MACRO = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.]*)(?::([^)]*))?\)")
-
-
-def knob_text(config: LarkConfig, name: str, external: Callable[[str], str | None] | None = None) -> str:
-    """The value of knob ``name`` as the node's config files set it, ``$(...)`` macros expanded.
-
-    The only place the profiles read a knob that LarkConfig does not parse. It stands in for the
-    configuration reader's own expansion, which lark.config does not offer publicly yet: same rules
-    (other LARK_ knobs first, then ``external`` for HTCondor's macros, then ``$(NAME:default)``).
-    """
-    def expand(knob: str, seen: tuple[str, ...]) -> str:
-        setting = config.settings[knob]
-        if knob in seen:
-            raise ConfigError(knob, "refers to itself through $(...)", setting.source, setting.line)
-
-        def sub(m: re.Match[str]) -> str:
-            ref, default = m.group(1).upper(), m.group(2)
-            if ref in config.settings:
-                return expand(ref, (*seen, knob))
-            found = external(ref) if external is not None else None
-            if found is not None:
-                return found
-            if default is not None:
-                return default
-            raise ConfigError(knob, f"refers to $({ref}), which is not defined", setting.source, setting.line)
-
-        return _MACRO.sub(sub, setting.value)
-
-    return expand(name, ())
 
 
 class CatalogCache:

@@ -6,7 +6,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lark.config import ATTACH_MODES_WITH_POOLS, AddressPool, IPNetwork, SiteAttachment
+from lark.attach import mode
+from lark.config import AddressPool, IPNetwork, SiteAttachment
 from lark.policy import MAX_MBIT, MAX_PORTS, RequestLimits
 from lark.profiles.values import format_cpulist
 from lark.yamlfile import YamlFileError, YamlLimits
@@ -15,7 +16,6 @@ PROFILE_DIR_KNOB = "LARK_PROFILE_DIR"
 DEFAULT_PROFILE_DIR = Path("/etc/condor/profiles.d")
 ADVERTISED_ATTR = "LarkProfiles"  # slot attribute
 PROFILE_SUFFIXES = (".yaml", ".yml")
-SITE_MODES = ATTACH_MODES_WITH_POOLS  # modes that put jobs on an existing L2 segment
 DEFAULT_PORT_RANGE_ENV = (("GLOBUS_TCP_PORT_RANGE", "{first},{last}"),)
 # Bounds on what the loader reads, so a stray or hostile file cannot stall `lark profiles check` or
 # the broker (which reloads the directory on a job's start path). Real profile files are a few KiB
@@ -124,7 +124,7 @@ class Profile:
     @property
     def site(self) -> SiteAttachment | None:
         """The parent and pools the engine allocates from (bridge, macvlan, ipvlan), else None."""
-        if self.attach not in SITE_MODES:
+        if mode(self.attach).site is None:  # not a mode that puts jobs on an existing L2 segment
             return None
         assert self.parent is not None
         return SiteAttachment(self.parent, self.ipv4_pool, self.ipv4_gateway, self.ipv6_pool, self.ipv6_gateway)

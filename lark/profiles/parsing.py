@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 
 import yaml
 
-from lark.config import NETWORK_TYPES, IPNetwork, parse_address, parse_pool
+from lark.attach import mode, mode_names
+from lark.config import IPNetwork, parse_address, parse_pool
 from lark.policy import MAX_MBIT, MAX_PORTS
 from lark.profiles.model import (
     ACCEPTED,
@@ -23,7 +24,6 @@ from lark.profiles.model import (
     DEFAULT_PORT_RANGE_ENV,
     KEYS,
     LIMITS,
-    SITE_MODES,
     CpuHint,
     PortRangeVariable,
     Profile,
@@ -261,14 +261,14 @@ class _ProfileBuilder:
 
     def _attach(self) -> str | None:
         if "attach" not in self.values:
-            self.error("attach", f"is required (accepted: {', '.join(NETWORK_TYPES)})", on_name=True)
+            self.error("attach", f"is required (accepted: {', '.join(mode_names())})", on_name=True)
             return None
         value = self.values["attach"]
-        mode = value.strip().lower() if isinstance(value, str) else None
-        if mode not in NETWORK_TYPES:
-            self.error("attach", f"must be one of {', '.join(NETWORK_TYPES)}, got {describe_value(value)}")
+        name = value.strip().lower() if isinstance(value, str) else None
+        if name not in mode_names():
+            self.error("attach", f"must be one of {', '.join(mode_names())}, got {describe_value(value)}")
             return None
-        return mode
+        return name
 
     def _not_for(self, attach: str | None, keys: Sequence[str], why: str) -> None:
         for key in keys:
@@ -281,17 +281,18 @@ class _ProfileBuilder:
         if parent is not None and not IFNAME_RE.fullmatch(parent):
             self.error("parent", f"must be an interface name of at most 15 characters without '/', ':' or spaces, "
                                  f"got {parent!r}")
-        if attach == "none":
+        facts = mode(attach) if attach is not None else None
+        if facts is not None and not facts.job_interface:
             self._not_for(attach, ["parent", "ipv4_pool", "ipv4_gateway", "ipv6_pool", "ipv6_gateway"],
                           "the job has only loopback")
             return s
         s["parent"] = parent
         pool_keys = ("ipv4_pool", "ipv4_gateway", "ipv6_pool", "ipv6_gateway")
-        if attach == "nat":
-            self._not_for(attach, pool_keys, "NAT jobs get their subnets from LARK_NAT_IPV4_POOL/LARK_NAT_IPV6_POOL")
+        if facts is not None and facts.site is None:
+            self._not_for(attach, pool_keys, f"{attach} jobs get their addresses from {facts.address_source}")
             return s
-        if attach is not None and parent is None and "parent" not in self.values:
-            what = "the bridge jobs join, e.g. br-data" if attach == "bridge" else \
+        if facts is not None and facts.site is not None and parent is None and "parent" not in self.values:
+            what = "the bridge jobs join, e.g. br-data" if facts.site.parent_what == "bridge" else \
                 f"the interface the {attach} children hang off, e.g. ens1f0"
             self.error("parent", f"is required for attach '{attach}' ({what})", on_name=True)
         for family in (4, 6):
@@ -327,11 +328,12 @@ class _ProfileBuilder:
 
     def _ports(self, attach: str | None) -> dict[str, object]:
         s: dict[str, object] = {}
-        if attach == "none":
+        if attach is not None and not mode(attach).job_interface:
             self._not_for(attach, ["inbound_ports", "port_range_env"], "nothing can connect to the job")
             return s
         ports = self.integer("inbound_ports", 1, MAX_PORTS, "leave the key out for no inbound ports")
-        if ports is not None and attach in SITE_MODES and "ipv4_pool" not in self.values:
+        if ports is not None and attach is not None and mode(attach).site is not None \
+                and "ipv4_pool" not in self.values:
             self.error("inbound_ports", f"needs an ipv4_pool for attach '{attach}' (the port range is advertised "
                                         "with the job's IPv4 address)")
         s["inbound_ports"] = ports or 0
@@ -364,7 +366,7 @@ class _ProfileBuilder:
     def _limits(self, attach: str | None) -> dict[str, object]:
         s: dict[str, object] = {}
         limit_keys = ("bandwidth_mbit", "bandwidth_in_mbit", "bandwidth_out_mbit", "allow", "deny")
-        if attach == "none":
+        if attach is not None and not mode(attach).job_interface:
             self._not_for(attach, limit_keys, "the job has no network to limit")
             return s
         accepted = "0 = unlimited; one TBF qdisc goes up to 34 Gbit/s"

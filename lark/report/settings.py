@@ -1,9 +1,9 @@
 """Report settings: charge per GB per traffic class, session gap, circuit thresholds, top-N.
 
-Sources, later ones winning: built-in defaults; ``LARK_REPORT_*`` knobs in the HTCondor config files
-Lark reads (``$LARK_CONFIG`` or ``/etc/condor/config.d``, or the ``lark --config`` paths; ``-D``
-overrides); a YAML file given with ``--report-config`` (same names, lower case, without the
-``LARK_REPORT_`` prefix); command-line options.
+Sources, later ones winning: built-in defaults; ``LARK_REPORT_*`` knobs read by Lark's one reader
+(:class:`lark.knobs.ConfigReader`: the ``lark --config`` paths or ``$LARK_CONFIG``, else HTCondor's
+configuration, else ``/etc/condor/config.d``; ``-D`` overrides); a YAML file given with
+``--report-config`` (same names, lower case, without the ``LARK_REPORT_`` prefix); command-line options.
 
 =================================  =======================  ===============================================
 knob                               default                  meaning
@@ -24,18 +24,17 @@ LARK_REPORT_TOP                    10                       rows per table, top 
 from __future__ import annotations
 
 import math
-import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from lark.errors import ConfigError
+from lark.knobs import ConfigReader, Knob, expand
 
 PREFIX = "LARK_REPORT_"
-KNOB_NAMES = ("CHARGE_PER_GB", "CURRENCY", "SESSION_GAP", "CIRCUIT_MIN_MB", "CIRCUIT_MIN_MINUTES", "CIRCUIT_RATE",
-              "TOP")
+OWNER = "lark report"
 RATE_BASES = ("transfers", "sessions")
 DEFAULT_CLASS = "default"
 UNCLASSIFIED = "(unclassified)"
@@ -149,47 +148,47 @@ def apply(config: ReportConfig, values: Mapping[str, Any], source: str | None = 
     return replace(config, **changes)
 
 
-def knob_sources(paths: Iterable[Path] | None) -> list[Path]:
-    """Same search as lark.config: given paths, else $LARK_CONFIG, else /etc/condor/config.d if present."""
-    if paths:
-        return list(paths)
-    env = os.environ.get("LARK_CONFIG")
-    if env:
-        return [Path(p) for p in env.split(":") if p]
-    default = Path("/etc/condor/config.d")
-    return [default] if default.is_dir() else []
+def _checked(suffix: str) -> Callable[[str], ReportConfig]:
+    """The knob's parser: the report's own validation (``apply``), as the ValueError a Knob raises."""
 
-
-_KNOB_LINE = re.compile(r"^\s*(LARK_REPORT_[A-Za-z0-9_]+)\s*=\s*(.*?)\s*$", re.IGNORECASE)
-
-
-def read_knobs(paths: Iterable[Path]) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
-    """LARK_REPORT_* assignments in HTCondor config files / config.d directories (lexical order).
-
-    Only these lines are read: the rest of the file belongs to HTCondor and to other Lark components,
-    whose own validation must not stop an accounting report.
-    """
-    values: dict[str, str] = {}
-    where: dict[str, tuple[str, int]] = {}
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.is_file() and not f.name.endswith(("~", ".swp")))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise ConfigError("LARK_CONFIG", f"no such config file or directory: {p}")
-    for f in files:
+    def parse(text: str) -> ReportConfig:
         try:
-            text = f.read_text(encoding="utf-8", errors="replace")
-        except OSError as err:
-            raise ConfigError("LARK_CONFIG", f"cannot read {f}: {err.strerror}") from err
-        for n, line in enumerate(text.splitlines(), 1):
-            m = _KNOB_LINE.match(line)
-            if m:
-                name = m.group(1).upper()[len(PREFIX):]
-                values[name] = m.group(2)
-                where[name] = (str(f), n)
+            return apply(ReportConfig(), {suffix: text})
+        except ConfigError as err:
+            raise ValueError(err.detail) from None
+
+    return parse
+
+
+_DOCS = {
+    "CHARGE_PER_GB": ("", "class=rate list, rate per GB (10^9 bytes) in and out; class:in= / class:out= set one "
+                          "direction; default prices unclassified bytes and classes without a rate (empty: no "
+                          "charges)."),
+    "CURRENCY": ("", "Label printed next to charges."),
+    "SESSION_GAP": ("60", "Seconds between two transfers that still belong to one session."),
+    "CIRCUIT_MIN_MB": ("100", "Smallest session (MB = 10^6 bytes) considered for a circuit."),
+    "CIRCUIT_MIN_MINUTES": ("10", "A session 'needs a circuit' above this duration."),
+    "CIRCUIT_RATE": ("transfers", "Q3 of transfers or sessions throughput."),
+    "TOP": ("10", "Rows per table, top jobs and sessions."),
+}
+KNOBS: tuple[Knob[object], ...] = tuple(Knob(PREFIX + suffix, default, _checked(suffix), doc, OWNER)
+                                        for suffix, (default, doc) in _DOCS.items())
+KNOB_NAMES = tuple(_DOCS)
+
+
+def read_knobs(paths: Iterable[Path] | None) -> tuple[dict[str, str], dict[str, tuple[str, int | None]]]:
+    """LARK_REPORT_* settings (by suffix, expanded) and where each was set, through Lark's one reader.
+
+    Only these knobs are looked at: the rest belongs to HTCondor and to other Lark components, whose
+    own validation must not stop an accounting report.
+    """
+    reader = ConfigReader(paths)
+    values: dict[str, str] = {}
+    where: dict[str, tuple[str, int | None]] = {}
+    for name, setting in reader.settings.items():
+        if name.startswith(PREFIX):
+            values[name[len(PREFIX):]] = expand(name, reader.settings, reader.external)
+            where[name[len(PREFIX):]] = (setting.source or "", setting.line)
     return values, where
 
 
@@ -197,10 +196,10 @@ def load_report_config(knob_paths: Iterable[Path] | None = None, overrides: Iter
                        yaml_path: Path | None = None) -> ReportConfig:
     """Defaults <- knobs (files) <- ``-D LARK_REPORT_X=..`` overrides <- YAML file."""
     config = ReportConfig()
-    values, where = read_knobs(knob_sources(knob_paths))
+    values, where = read_knobs(knob_paths or None)
     for name, value in values.items():
         src, line = where[name]
-        config = apply(config, {name: value}, src, {name: line})
+        config = apply(config, {name: value}, src, {name: line} if line else None)
     for item in overrides:
         knob, sep, value = item.partition("=")
         knob = knob.strip().upper()

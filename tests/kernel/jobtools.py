@@ -12,6 +12,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
 
 from tests.support import in_ns, iperf3_json, received_mbit, wait_listening
 

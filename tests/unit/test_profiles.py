@@ -206,7 +206,7 @@ BAD = [
      "dtn.yaml:6: profile 'dtn': key 'users' must be a list of strings, e.g. [alice, bob], but has the boolean false "
      "(quote it if you mean a string)"),
     ("pool on a nat profile", "profiles:\n  dtn:\n    attach: nat\n    ipv4_pool: 198.51.100.0/24\n",
-     "dtn.yaml:4: profile 'dtn': key 'ipv4_pool' does not apply to attach 'nat' (NAT jobs get their subnets from "
+     "dtn.yaml:4: profile 'dtn': key 'ipv4_pool' does not apply to attach 'nat' (nat jobs get their addresses from "
      "LARK_NAT_IPV4_POOL/LARK_NAT_IPV6_POOL)"),
     ("bandwidth on a none profile", "profiles:\n  dtn:\n    attach: none\n    bandwidth_mbit: 10\n",
      "dtn.yaml:4: profile 'dtn': key 'bandwidth_mbit' does not apply to attach 'none' (the job has no network to "
