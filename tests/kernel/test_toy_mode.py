@@ -32,7 +32,7 @@ from lark.policy import request_from_attributes
 from lark.state import JobRecord
 from lark.values import parse_int
 from tests.kernel import jobtools
-from tests.support import links_left
+from tests.support import links_left, same_bytes, wire_count
 
 pytestmark = pytest.mark.kernel
 TOY_POOL = ipaddress.ip_network("10.254.0.0/24")
@@ -117,7 +117,7 @@ def test_a_mode_registered_in_a_test_is_set_up_counted_and_torn_down(toy_engine:
     assert json.loads(shown)[0]["mtu"] == 1300  # the mode's own knob, read from the configuration
 
     # counted: what the host sends to the job is the job's bytes in, as the wire at the job saw it
-    with jobtools.wire_count(record.netns, f"{toy_engine.prefix}-wire9100", "tcp dport 9100") as wire, \
+    with wire_count(record.netns, f"{toy_engine.prefix}-wire9100", "tcp dport 9100") as wire, \
             jobtools.sink(record.netns, "10.254.0.2", 9100) as server:
         out = jobtools.send(sandbox_ns, "10.254.0.2", 9100, 200_000)
         assert out.returncode == 0, out.stderr
@@ -125,7 +125,7 @@ def test_a_mode_registered_in_a_test_is_set_up_counted_and_torn_down(toy_engine:
         arrived = wire()
     assert got["bytes"] == 200_000 and got["peer"] == "10.254.0.1"  # routed, not translated
     counted = toy_engine.counters(record.token)
-    assert jobtools.same_bytes(counted.bytes_in, arrived), (counted.bytes_in, arrived)
+    assert same_bytes(counted.bytes_in, arrived), (counted.bytes_in, arrived)
 
     assert toy_engine.down(record.token)
     assert leftovers(toy_engine) == []
