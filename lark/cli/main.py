@@ -23,12 +23,21 @@ EPILOG = ("Knobs come from HTCondor's configuration (condor_config_val), or $LAR
 
 def add_common_options(parser: argparse.ArgumentParser, top: bool) -> None:
     """--config and -D, on the top parser and again on each sub-command's (so ``lark list --config X``
-    works too). On a sub-command they default to SUPPRESS: absent, they leave the top's value alone."""
-    parser.add_argument("--config", action="append", type=Path, metavar="PATH",
+    works too). A sub-command's go to their own names (argparse would otherwise replace the top's
+    list with the sub-command's); :func:`merge_common_options` joins them, the later ones last."""
+    after = "" if top else "_after"
+    parser.add_argument("--config", dest=f"config{after}", action="append", type=Path, metavar="PATH",
                         default=None if top else argparse.SUPPRESS,
                         help="config file or config.d directory (repeatable)")
-    parser.add_argument("-D", dest="overrides", action="append", metavar="KNOB=VALUE",
+    parser.add_argument("-D", dest=f"overrides{after}", action="append", metavar="KNOB=VALUE",
                         default=[] if top else argparse.SUPPRESS, help="override one LARK_* knob")
+
+
+def merge_common_options(args: argparse.Namespace) -> argparse.Namespace:
+    config = [*(args.config or []), *vars(args).pop("config_after", [])]
+    args.config = config or None
+    args.overrides = [*args.overrides, *vars(args).pop("overrides_after", [])]
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = merge_common_options(build_parser().parse_args(argv))
     try:
         return int(args.func(args))
     except LarkError as err:
