@@ -84,14 +84,20 @@ class NodeFacts:
     kernel: dict[str, str | None] = field(default_factory=dict)
     #: a site mode's parent interface (LARK_BRIDGE, LARK_MACVLAN_PARENT, ...) -> exists on the host
     parents: dict[str, bool] = field(default_factory=dict)
+    #: the roles to check ("execute", "submit"); empty: every role DAEMON_LIST gives the node
+    only_roles: tuple[str, ...] = ()
 
     @property
     def execute_node(self) -> bool:
+        if self.only_roles:
+            return "execute" in self.only_roles
         names = self.daemon_list.replace(",", " ").upper().split()
         return "STARTD" in names or "LARK_NETD" in names
 
     @property
     def submit_node(self) -> bool:
+        if self.only_roles:
+            return "submit" in self.only_roles
         return "SCHEDD" in self.daemon_list.replace(",", " ").upper().split()
 
 
@@ -375,9 +381,11 @@ def host_links() -> set[str]:
     return set(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else set()
 
 
-def gather(config: LarkConfig, param: Callable[[str], str | None], run: Runner = _run) -> NodeFacts:
-    """Ask everything :func:`run_checks` judges. ``config`` is the node's LarkConfig."""
-    facts = NodeFacts(daemon_list=param("DAEMON_LIST") or "")
+def gather(config: LarkConfig, param: Callable[[str], str | None], run: Runner = _run,
+           roles: Sequence[str] = ()) -> NodeFacts:
+    """Ask everything :func:`run_checks` judges for ``roles`` (empty: the node's own, from DAEMON_LIST).
+    ``config`` is the node's LarkConfig."""
+    facts = NodeFacts(daemon_list=param("DAEMON_LIST") or "", only_roles=tuple(roles))
     facts.socket_path = str(config.socket_path)
     facts.firewall = config.firewall
     facts.network_types = tuple(config.network_types)

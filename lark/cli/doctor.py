@@ -24,6 +24,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:  # argparse's _SubParsersAc
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                    help="keep checking up to SECONDS until all hold (the startd comes back ~10 s after "
                         "condor_restart)")
+    p.add_argument("--role", choices=("execute", "submit"), action="append", default=[],
+                   help="check only this role (repeatable; default: every role DAEMON_LIST gives the node)")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.set_defaults(func=run)
     return p
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     config = load(args)
     deadline = time.monotonic() + args.wait
     while True:
-        facts = gather(config, condor_param)
+        facts = gather(config, condor_param, roles=args.role)
         if facts.execute_node and os.geteuid() != 0:
             raise LarkError("must run as root on an execute node: it asks the broker and probes the kernel")
         checks = run_checks(facts)
