@@ -30,9 +30,9 @@ WAN_ADDR = "203.0.113.2"
 METRICS_PORT = 9810  # lark-netd's Prometheus endpoint, on the execute host's loopback
 CAMPUS_ADDR = "203.0.113.2"  # LARK_TRAFFIC_CLASS_CAMPUS = 203.0.113.0/25
 OFFCAMPUS_ADDR = "203.0.113.200"
-#: the wrapper's own config file, next to it in $(LARK_BIN); the test pool lets it give up on an absent
-#: broker after 5 s instead of 60, so that broker-down tests are quick
-WRAP_CONF = "/usr/local/bin/lark-wrap.conf"
+#: the wrapper's own config file, next to it in $(LARK_BIN) (the guide's /opt/lark/bin); the test pool
+#: lets it give up on an absent broker after 5 s instead of 60, so that broker-down tests are quick
+WRAP_CONF = "/opt/lark/bin/lark-wrap.conf"
 WRAP_RETRY_SECONDS = 5
 #: the broker's accounting journal (LARK_ACCOUNTING_JOURNAL's default)
 JOURNAL = "/var/lib/lark/accounting.jsonl"
@@ -406,7 +406,9 @@ def _ip(ns: str, *args: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def lark_pool(pool: Pool, run_prefix: str) -> Iterator[LarkPool]:
+def lark_pool(pool: Pool, run_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LarkPool]:
+    """Lark installed as docs/admin-guide.md says (its install blocks, run as written, with the test
+    pool's own knobs in a site file of their own written first), plus the ``[metrics]`` extra."""
     ns = pool.netns_name
     wan_name = f"{run_prefix}-pwan"
     wan = str(netns.create_named(wan_name))
@@ -425,10 +427,8 @@ def lark_pool(pool: Pool, run_prefix: str) -> Iterator[LarkPool]:
         _ip(ns, "addr", "add", "198.51.100.1/24", "dev", "br-lark")
         _ip(ns, "link", "set", "br-lark", "up")
 
-        for name in ("50-lark-execute.conf", "60-lark-submit.conf"):
-            pool.add_config(name, (REPO / "condor_config.d" / name).read_text())
+        # the site's own settings, in a file of its own next to the guide's drop-ins
         pool.add_config("70-lark-test.conf", f"""
-LARK_BIN = /usr/local/bin
 LARK_NAME_PREFIX = {run_prefix}
 LARK_NETWORK_TYPES = nat, bridge, none
 LARK_BRIDGE = br-lark
@@ -448,14 +448,20 @@ MASTER_BACKOFF_CONSTANT = 1
 NUM_CPUS = 8
 MASTER_NEW_BINARY_RESTART = NEVER
 """)
+        wheel = build_wheel(tmp_path_factory.mktemp("lark-wheel"))
+        fill_wheelhouse(pool, wheel, extras=("metrics",))
+        for block in ("execute", "submit"):  # each ends with `lark doctor`, which must pass
+            done = run_guide_block(pool, block)
+            if done.returncode != 0:
+                raise AssertionError(f"the admin guide's {block} install failed:\n{done.stdout}\n{done.stderr}\n"
+                                     f"{_netd_log(pool)}")
+        # the guide's "Extras": the broker's Prometheus endpoint (LARK_METRICS_ADDRESS) needs [metrics]
+        pool.run(["/opt/lark/bin/pip", "install", "-q", f"{INSTALL_DIR}/{wheel.name}[metrics]"],
+                 env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELHOUSE}, timeout=300)
         # the wrapper's own config file (root's, next to it): give up on an absent broker quickly
         pool.write(WRAP_CONF, f"retry_seconds = {WRAP_RETRY_SECONDS}\n", owner="root", mode=0o644)
-        pool.reconfig()  # the master starts LARK_NETD from DAEMON_LIST
-        pool.restart_daemon("startd")  # NO_JOB_NETWORKING is only fully applied at startd start
-        deadline = time.monotonic() + 30
-        while not (pool.root / "run/lark/netd.sock").exists():
-            assert time.monotonic() < deadline, "lark-netd did not start:\n" + _netd_log(pool)
-            time.sleep(0.2)
+        lp.netd_off()  # the broker imports prometheus-client at start: restart it
+        lp.netd_on()
         yield lp
     finally:
         for sink in lp.sinks:

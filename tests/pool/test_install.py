@@ -122,7 +122,10 @@ def uplink(pool: Pool, run_prefix: str) -> Iterator[Sink]:
     finally:
         if sink is not None:
             sink.close()
-        netns.delete_named(wan_name)  # the veth pair and the pool's default route go with it
+        # deleting one end deletes the pair, and the pool's default route with it, at once (a namespace
+        # is destroyed asynchronously, after its last socket is gone)
+        subprocess.run(["ip", "-n", pool.netns_name, "link", "del", "iup0"], capture_output=True)
+        netns.delete_named(wan_name)
 
 
 def test_a_jobs_network_input_mb_is_its_lark_bytes_in(pool: Pool, installed: dict[str, object], uplink: Sink) -> None:
