@@ -34,17 +34,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:  # argparse's _SubParsersAc
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from lark.doctor import checks_json, exit_status, format_checks, gather, run_checks
+    from lark.doctor import NodeFacts, checks_json, exit_status, format_checks, gather, run_checks
 
     if args.wait < 0:
         raise LarkError("--wait needs a number of seconds >= 0")
     config = load(args)
+    role = NodeFacts(daemon_list=condor_param("DAEMON_LIST") or "", only_roles=tuple(args.role))
+    if role.execute_node and os.geteuid() != 0:
+        raise LarkError("must run as root on an execute node: it asks the broker and probes the kernel")
     deadline = time.monotonic() + args.wait
     while True:
-        facts = gather(config, condor_param, roles=args.role)
-        if facts.execute_node and os.geteuid() != 0:
-            raise LarkError("must run as root on an execute node: it asks the broker and probes the kernel")
-        checks = run_checks(facts)
+        checks = run_checks(gather(config, condor_param, roles=args.role))
         if exit_status(checks) == 0 or time.monotonic() >= deadline:
             break
         time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
