@@ -21,11 +21,13 @@ EPILOG = ("Knobs come from HTCondor's configuration (condor_config_val), or $LAR
           "Exit status: 0 ok, 1 problems found, 2 usage or configuration error.")
 
 
-def add_common_options(parser: argparse.ArgumentParser, top: bool) -> None:
+def add_common_options(parser: argparse.ArgumentParser, level: int) -> None:
     """--config and -D, on the top parser and again on each sub-command's (so ``lark list --config X``
-    works too). A sub-command's go to their own names (argparse would otherwise replace the top's
-    list with the sub-command's); :func:`merge_common_options` joins them, the later ones last."""
-    after = "" if top else "_after"
+    works too, and after a sub-command's own verb: ``lark profiles check --config X``). Each level
+    (0: top, 1: sub-command, 2: its verb) has its own names, as argparse would otherwise replace the
+    top's list with the sub-command's; :func:`merge_common_options` joins them, the later ones last."""
+    top = level == 0
+    after = "" if top else f"_after{level}"
     parser.add_argument("--config", dest=f"config{after}", action="append", type=Path, metavar="PATH",
                         default=None if top else argparse.SUPPRESS,
                         help="config file or config.d directory (repeatable)")
@@ -34,16 +36,18 @@ def add_common_options(parser: argparse.ArgumentParser, top: bool) -> None:
 
 
 def merge_common_options(args: argparse.Namespace) -> argparse.Namespace:
-    config = [*(args.config or []), *vars(args).pop("config_after", [])]
-    args.config = config or None
-    args.overrides = [*args.overrides, *vars(args).pop("overrides_after", [])]
+    config, overrides = list(args.config or []), list(args.overrides)
+    for level in (1, 2):
+        config += vars(args).pop(f"config_after{level}", [])
+        overrides += vars(args).pop(f"overrides_after{level}", [])
+    args.config, args.overrides = config or None, overrides
     return args
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lark", description="Per-job networks for HTCondor.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"lark {__version__}")
-    add_common_options(parser, top=True)
+    add_common_options(parser, level=0)
     parser.add_argument("--host-netns", metavar="PATH", help=argparse.SUPPRESS)  # tests and benchmarks
     sub = parser.add_subparsers(dest="command", required=True)
     added = [*commands.add_parsers(sub), doctor.add_parser(sub)]
@@ -57,8 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     added.append(add_profiles_parser(sub))
     for p in added:
-        add_common_options(p, top=False)
+        add_common_options(p, level=1)
+        for q in _nested_parsers(p):  # e.g. `lark profiles check --config X`
+            add_common_options(q, level=2)
     return parser
+
+
+def _nested_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    return [q for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for q in action.choices.values()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

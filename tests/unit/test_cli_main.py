@@ -42,7 +42,7 @@ def test_both_places_add_up_in_order() -> None:
     args = parse("-D", "A=1", "--config", "/a", "check", "-D", "B=2", "--config", "/b")
     assert args.overrides == ["A=1", "B=2"]
     assert args.config == [Path("/a"), Path("/b")]
-    assert not hasattr(args, "overrides_after") and not hasattr(args, "config_after")
+    assert not [name for name in vars(args) if "_after" in name]
 
 
 def test_the_config_command_prints_json_with_sources(tmp_path: Path, capsys) -> None:
@@ -82,3 +82,9 @@ def test_every_executable_tells_its_version_and_help_without_doing_its_job(comma
     helped = run("--help")
     assert helped.returncode == 0
     assert helped.stdout.startswith(("usage:", f"usage: {name}")), helped.stdout[:200]
+
+
+def test_a_sub_commands_own_verbs_take_them_too() -> None:
+    args = parse("profiles", "-D", "A=1", "check", "--config", "/p", "-D", "B=2")
+    assert args.overrides == ["A=1", "B=2"]
+    assert args.config == [Path("/p")]
