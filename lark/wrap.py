@@ -1,19 +1,35 @@
 #!/bin/sh
-"exec" "/usr/bin/python3" "-I" "-S" "$0" "$@"  # noqa: B018 (sh runs this line; Python sees two strings)
-"""``lark-wrap``: HTCondor's USER_JOB_WRAPPER. Asks the broker for the job's network, runs the job.
+''':'
+# sh runs these lines, Python sees one string. Run under the interpreter Lark was installed with:
+# the python3 next to this script in its environment's bin/ ($(LARK_BIN)), with -I -S: no
+# site-packages and no .pth files on the job's start path. /usr/bin/python3 only as a fallback.
+case "$0" in */*) here=${0%/*} ;; *) here=. ;; esac
+if [ -x "$here/python3" ]; then exec "$here/python3" -I -S "$0" "$@"; fi
+echo "lark-wrap: no python3 next to $0 (not in Lark's environment's bin/?); trying /usr/bin/python3" >&2
+exec /usr/bin/python3 -I -S "$0" "$@"
+exit 127
+
+``lark-wrap``: HTCondor's USER_JOB_WRAPPER. Asks the broker for the job's network, runs the job.
 
 It runs as the job's user, in the empty network namespace the starter made (NO_JOB_NETWORKING),
 so it can do nothing privileged itself. Standard library only: it is on every job's start path
 (importing pyroute2 alone would cost ~170 ms).
 
 Installed as a plain script (``scripts`` in setup.cfg), not a console-script entry point: the
-first lines above make ``sh`` re-run it with the system ``python3 -I -S``, which skips the
-virtual environment's site-packages and their .pth files (15-25 ms on every job start).
+first lines above make ``sh`` re-run it with the interpreter of Lark's own environment (the
+``python3`` beside it) as ``python3 -I -S``, which skips the environment's site-packages and their
+.pth files (15-25 ms on every job start). So it runs on whatever Python Lark was installed with,
+whatever the node's system Python is (3.6 on EL8, 3.9 on EL9). The fallback, /usr/bin/python3,
+works from 3.7 on (annotations are not evaluated), and says so on the job's stderr.
 
 It stays the job's parent instead of exec'ing it, so that after the job exits it can ask the
 broker to finalise the accounting while the namespace is still alive, then exit with the job's
 own status or re-raise the job's signal.
-"""
+
+``lark-wrap --version`` and ``lark-wrap --help`` answer and exit (no job is ever called that).
+'''
+
+from __future__ import annotations
 
 import _signal  # the C modules: `signal` and `socket` import enum (and json imports re), ~5-15 ms
 import _socket
@@ -180,8 +196,33 @@ def exit_like(status: int) -> None:
     sys.exit(os.WEXITSTATUS(status))
 
 
+USAGE = """usage: lark-wrap JOB [ARG ...]
+
+HTCondor's USER_JOB_WRAPPER on a Lark execute node: asks lark-netd for the job's network, runs
+JOB with the LARK_* variables, asks for the final accounting and exits with JOB's status. Its
+settings are in lark-wrap.conf beside it (socket = PATH, retry_seconds = N). Exit 117: lark-netd
+could not be reached, 118: it refused; the job did not run."""
+
+
+def installed_version() -> str:
+    """``lark.__version__``, the package's one version; only for --version, so the job's start path
+    never loads site-packages."""
+    import site
+
+    site.main()
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))  # a checkout
+    try:
+        from lark import __version__
+    except ImportError:
+        return "unknown (the lark package is not importable beside this script)"
+    return str(__version__)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["--version"], ["--help"], ["-h"]):
+        print(f"lark-wrap {installed_version()}" if args == ["--version"] else USAGE)
+        sys.exit(0)
     if not args:
         print("lark-wrap: no job command given (configure it as USER_JOB_WRAPPER)", file=sys.stderr)
         sys.exit(1)

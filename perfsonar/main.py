@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from lark import __version__
 from perfsonar.config import SpiderConfig, config_path, load_config
 from perfsonar.crawl import CrawlResult, Spider
 from perfsonar.errors import ConfigError, PublishError
@@ -61,6 +62,7 @@ written, so a one-off crawl shows only what it measured.
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lark-spider", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"lark-spider {__version__}")
     p.add_argument("-c", "--config", metavar="FILE",
                    help="YAML configuration (default: $LARK_SPIDER_CONFIG or /etc/lark/spider.yaml; optional "
                         "when --psconfig, --esmond or --opensearch is given)")

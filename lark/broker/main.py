@@ -8,14 +8,22 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from lark import __version__
 from lark.config import condor_param, load_config
 from lark.errors import LarkError
 
 HTCONDOR_LOG_FORMAT = "%(asctime)s (pid:%(process)d) %(levelname)s %(message)s"
 HTCONDOR_DATE_FORMAT = "%m/%d/%y %H:%M:%S"
+#: Rotation as HTCondor rotates its daemons' logs: MAX_<SUBSYS>_LOG bytes (10 MiB by default, 0: never)
+#: and MAX_NUM_<SUBSYS>_LOG old files (1: LarkNetdLog.old). The master starts the broker as LARK_NETD.
+MAX_LOG_KNOB = "MAX_LARK_NETD_LOG"
+MAX_NUM_LOG_KNOB = "MAX_NUM_LARK_NETD_LOG"
+DEFAULT_MAX_LOG = 10 * 1024 * 1024
+DEFAULT_MAX_NUM_LOG = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,14 +31,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     # its default action would kill the broker (counted as a crash, and backed off). Ignored from
     # the first instant; a logging handler replaces this once the log is open.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    parser = argparse.ArgumentParser(prog="lark-netd", description="Lark's root network broker.")
+    parser = argparse.ArgumentParser(
+        prog="lark-netd", description="Lark's root network broker (condor_master runs it from DAEMON_LIST).",
+        epilog=f"Log: LARK_LOG, rotated at {MAX_LOG_KNOB} bytes keeping {MAX_NUM_LOG_KNOB} old files. "
+               "Exit status: 0 stopped by a signal, 2 usage or configuration error.")
+    parser.add_argument("--version", action="version", version=f"lark-netd {__version__}")
     parser.add_argument("--config", action="append", type=Path, metavar="PATH")
     parser.add_argument("-D", dest="overrides", action="append", default=[], metavar="KNOB=VALUE")
     parser.add_argument("--stderr", action="store_true", help="log to stderr instead of LARK_LOG")
     # condor_master starts its daemons with -f (foreground) and sometimes -local-name; accept them
     args, _unknown = parser.parse_known_args(argv)
-    overrides = dict(item.split("=", 1) for item in args.overrides)
     try:
+        overrides = {}
+        for item in args.overrides:
+            knob, sep, value = item.partition("=")
+            if not sep:
+                raise LarkError(f"-D expects KNOB=VALUE, got {item!r}")
+            overrides[knob.strip()] = value.strip()
         config = load_config(args.config, overrides, external=condor_param)
     except LarkError as err:
         print(f"lark-netd: {err}", file=sys.stderr)
@@ -43,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = logging.StreamHandler()
     else:
         config.log_path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(config.log_path)
+        handler = log_handler(config.log_path, condor_param)
     handler.setFormatter(logging.Formatter(HTCONDOR_LOG_FORMAT, HTCONDOR_DATE_FORMAT))
     root = logging.getLogger("lark")
     root.addHandler(handler)
@@ -122,6 +139,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.metrics_textfile is not None:  # stale series must not outlive the broker
             config.metrics_textfile.unlink(missing_ok=True)
     return 0
+
+
+def log_rotation(param: Callable[[str], str | None]) -> tuple[int, int]:
+    """(bytes, old files) from MAX_LARK_NETD_LOG / MAX_NUM_LARK_NETD_LOG, HTCondor's defaults when
+    unset or not a number (a bad knob must not stop the broker: jobs come first)."""
+    def number(knob: str, default: int) -> int:
+        text = (param(knob) or "").strip()
+        try:
+            return max(int(text), 0)
+        except ValueError:
+            return default
+
+    return number(MAX_LOG_KNOB, DEFAULT_MAX_LOG), max(number(MAX_NUM_LOG_KNOB, DEFAULT_MAX_NUM_LOG), 1)
+
+
+def log_handler(path: Path, param: Callable[[str], str | None]) -> logging.Handler:
+    """The broker's log file, rotated like HTCondor's daemon logs: at the size limit the file becomes
+    ``LarkNetdLog.old`` (more old files: ``.old``, ``.old.1``, ...) and a new one starts."""
+    max_bytes, keep = log_rotation(param)
+    if max_bytes == 0:
+        return logging.FileHandler(path)
+    handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=keep)
+    handler.namer = lambda name: _old_name(str(path), name)
+    return handler
+
+
+def _old_name(base: str, rotated: str) -> str:
+    """logging's ``X.1``, ``X.2`` as HTCondor's ``X.old``, then ``X.old.1``, ..."""
+    number = int(rotated.rsplit(".", 1)[1])
+    return f"{base}.old" if number == 1 else f"{base}.old.{number - 1}"
 
 
 def _raise_open_file_limit(log: logging.Logger) -> None:

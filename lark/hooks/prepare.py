@@ -46,7 +46,23 @@ def hook_output(ad_text: str) -> tuple[str, int]:
     return "", 0
 
 
-def main() -> None:
+USAGE = """usage: lark-prepare-job < JOB_AD
+
+HTCondor's PREPARE_JOB hook on a Lark execute node (LARK_HOOK_PREPARE_JOB): reads the job ad on
+stdin and prints nothing for a job this node can set up, or HookStatusCode and HookStatusMessage
+to hold it with a reason. Always exits 0 (HTCondor reads the verdict from the output)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args:  # HTCondor passes no arguments: anything given is a person asking
+        if args == ["--version"]:
+            from lark import __version__
+
+            print(f"lark-prepare-job {__version__}")
+            sys.exit(0)
+        print(USAGE, file=sys.stdout if args in (["--help"], ["-h"]) else sys.stderr)
+        sys.exit(0 if args in (["--help"], ["-h"]) else 2)
     out, _code = hook_output(sys.stdin.read())
     sys.stdout.write(out)
     sys.exit(0)

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,9 +30,9 @@ WAN_ADDR = "203.0.113.2"
 METRICS_PORT = 9810  # lark-netd's Prometheus endpoint, on the execute host's loopback
 CAMPUS_ADDR = "203.0.113.2"  # LARK_TRAFFIC_CLASS_CAMPUS = 203.0.113.0/25
 OFFCAMPUS_ADDR = "203.0.113.200"
-#: the wrapper's own config file, next to it in $(LARK_BIN); the test pool lets it give up on an absent
-#: broker after 5 s instead of 60, so that broker-down tests are quick
-WRAP_CONF = "/usr/local/bin/lark-wrap.conf"
+#: the wrapper's own config file, next to it in $(LARK_BIN) (the guide's /opt/lark/bin); the test pool
+#: lets it give up on an absent broker after 5 s instead of 60, so that broker-down tests are quick
+WRAP_CONF = "/opt/lark/bin/lark-wrap.conf"
 WRAP_RETRY_SECONDS = 5
 #: the broker's accounting journal (LARK_ACCOUNTING_JOURNAL's default)
 JOURNAL = "/var/lib/lark/accounting.jsonl"
@@ -405,7 +406,9 @@ def _ip(ns: str, *args: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def lark_pool(pool: Pool, run_prefix: str) -> Iterator[LarkPool]:
+def lark_pool(pool: Pool, run_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LarkPool]:
+    """Lark installed as docs/admin-guide.md says (its install blocks, run as written, with the test
+    pool's own knobs in a site file of their own written first), plus the ``[metrics]`` extra."""
     ns = pool.netns_name
     wan_name = f"{run_prefix}-pwan"
     wan = str(netns.create_named(wan_name))
@@ -424,10 +427,8 @@ def lark_pool(pool: Pool, run_prefix: str) -> Iterator[LarkPool]:
         _ip(ns, "addr", "add", "198.51.100.1/24", "dev", "br-lark")
         _ip(ns, "link", "set", "br-lark", "up")
 
-        for name in ("50-lark-execute.conf", "60-lark-submit.conf"):
-            pool.add_config(name, (REPO / "condor_config.d" / name).read_text())
+        # the site's own settings, in a file of its own next to the guide's drop-ins
         pool.add_config("70-lark-test.conf", f"""
-LARK_BIN = /usr/local/bin
 LARK_NAME_PREFIX = {run_prefix}
 LARK_NETWORK_TYPES = nat, bridge, none
 LARK_BRIDGE = br-lark
@@ -447,14 +448,20 @@ MASTER_BACKOFF_CONSTANT = 1
 NUM_CPUS = 8
 MASTER_NEW_BINARY_RESTART = NEVER
 """)
+        wheel = build_wheel(tmp_path_factory.mktemp("lark-wheel"))
+        fill_wheelhouse(pool, wheel, extras=("metrics",))
+        for block in ("execute", "submit"):  # each ends with `lark doctor`, which must pass
+            done = run_guide_block(pool, block)
+            if done.returncode != 0:
+                raise AssertionError(f"the admin guide's {block} install failed:\n{done.stdout}\n{done.stderr}\n"
+                                     f"{_netd_log(pool)}")
+        # the guide's "Extras": the broker's Prometheus endpoint (LARK_METRICS_ADDRESS) needs [metrics]
+        pool.run(["/opt/lark/bin/pip", "install", "-q", f"{INSTALL_DIR}/{wheel.name}[metrics]"],
+                 env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELHOUSE}, timeout=300)
         # the wrapper's own config file (root's, next to it): give up on an absent broker quickly
         pool.write(WRAP_CONF, f"retry_seconds = {WRAP_RETRY_SECONDS}\n", owner="root", mode=0o644)
-        pool.reconfig()  # the master starts LARK_NETD from DAEMON_LIST
-        pool.restart_daemon("startd")  # NO_JOB_NETWORKING is only fully applied at startd start
-        deadline = time.monotonic() + 30
-        while not (pool.root / "run/lark/netd.sock").exists():
-            assert time.monotonic() < deadline, "lark-netd did not start:\n" + _netd_log(pool)
-            time.sleep(0.2)
+        lp.netd_off()  # the broker imports prometheus-client at start: restart it
+        lp.netd_on()
         yield lp
     finally:
         for sink in lp.sinks:
@@ -474,3 +481,94 @@ def _netd_log(pool: Pool) -> str:
     return path.read_text()[-3000:] if path.exists() else "(no LarkNetdLog)"
 
 
+
+
+# ------------------------------------------------------------------ the admin guide's install
+
+ADMIN_GUIDE = REPO / "docs" / "admin-guide.md"
+#: where the wheel and the wheelhouse are put inside the pool; the guide's commands run in INSTALL_DIR
+INSTALL_DIR = "/root/lark-install"
+WHEELHOUSE = "/root/lark-wheelhouse"
+
+
+def guide_block(name: str, guide: Path = ADMIN_GUIDE) -> str:
+    """The fenced block that follows ``<!-- install: NAME ... -->`` in the admin guide, as written."""
+    lines = guide.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(f"<!-- install: {name} ") or line == f"<!-- install: {name} -->":
+            if not lines[i + 1].startswith("```"):
+                raise AssertionError(f"{guide}:{i + 2}: a fenced block must follow the install: {name} marker")
+            end = lines.index("```", i + 2)
+            return "\n".join(lines[i + 2:end]) + "\n"
+    raise AssertionError(f"{guide} has no '<!-- install: {name} ...' marker")
+
+
+def build_wheel(dest: Path) -> Path:
+    """``pip wheel --no-deps`` of a copy of the working tree (pip builds in the tree it is given)."""
+    tree = dest / "tree"
+    shutil.copytree(REPO, tree, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                              ".pytest_cache", ".ruff_cache"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest), str(tree)],
+                   check=True, timeout=600)
+    shutil.rmtree(tree)
+    (wheel,) = dest.glob("htcondor_lark-*.whl")
+    return wheel
+
+
+def wheel_requirements(wheel: Path, extras: Sequence[str] = ()) -> list[str]:
+    """The wheel's Requires-Dist lines that apply with ``extras`` (none: the plain install)."""
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf:
+        meta = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    wanted = []
+    for line in meta.splitlines():
+        if not line.startswith("Requires-Dist: "):
+            continue
+        req, _, marker = line[len("Requires-Dist: "):].partition(";")
+        extra = marker.split("==")[-1].strip().strip("'\"") if "extra" in marker else None
+        if extra is None or extra in extras:
+            wanted.append(req.strip())
+    return wanted
+
+
+def fill_wheelhouse(pool: Pool, wheel: Path, extras: Sequence[str] = ()) -> Path:
+    """Wheels, for the pool's Python, of what the plain install (plus ``extras``) needs and the pool's
+    system Python lacks (the pool has no network: pip runs there with --no-index). Downloaded from
+    PyPI on the host into a cache kept across runs; copied into the pool with the wheel."""
+    import re
+
+    from tests.pool.harness import CACHE_ROOT, image_info
+
+    python = str(image_info(pool.image)["python"])  # "3.14"
+    tag = "cp" + python.replace(".", "")
+    missing = []
+    for req in wheel_requirements(wheel, extras):
+        name = re.split(r"[<>=!~ \[]", req, maxsplit=1)[0]
+        found = pool.run(["python3", "-c", "import importlib.metadata, sys; importlib.metadata.version(sys.argv[1])",
+                          name], check=False)
+        if found.returncode != 0:
+            missing.append(req)
+    cache = CACHE_ROOT / f"wheelhouse-{tag}"
+    cache.mkdir(parents=True, exist_ok=True)
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--dest", str(cache), "--only-binary=:all:",
+                        "--python-version", python, "--implementation", "cp", "--abi", tag, "--abi", "abi3",
+                        "--abi", "none", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
+                        "--platform", "manylinux_2_28_x86_64", "--platform", "any", *missing], check=True, timeout=600)
+    inside = pool.host_path(WHEELHOUSE)
+    shutil.rmtree(inside, ignore_errors=True)
+    shutil.copytree(cache, inside)
+    target = pool.host_path(INSTALL_DIR)
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    shutil.copy2(wheel, target / wheel.name)
+    return inside
+
+
+def run_guide_block(pool: Pool, name: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The guide's block ``name`` in the pool, as root, in INSTALL_DIR, stopping at the first failing
+    command. pip finds packages only in the wheelhouse (PIP_NO_INDEX, PIP_FIND_LINKS: the pool has no
+    network); nothing else is added to the guide's commands."""
+    return pool.run("set -e -x\n" + guide_block(name), cwd=INSTALL_DIR, timeout=timeout, check=False,
+                    env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELHOUSE, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
