@@ -471,6 +471,8 @@ def main() -> int:
         (tmp / "launch.py").write_text(LAUNCHER)
         # the real installed wrapper, with the socket override file the admin would write next to it
         shutil.copy2(LARK_WRAP, tmp / "bin" / "lark-wrap")
+        # as installed: the wrapper runs under the python3 beside it in Lark's environment's bin/
+        (tmp / "bin" / "python3").symlink_to(VENV_BIN / "python3")
         (tmp / "bin" / "lark-wrap.socket").write_text(str(tmp / "netd.sock") + "\n")
         (tmp / "driver.py").write_text(DRIVER)
         (tmp / "engine_up.py").write_text(ENGINE_UP)

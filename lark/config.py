@@ -33,7 +33,6 @@ from lark.knobs import (
     Setting,
     condor_param,
     effective_knobs,
-    expand,
     parse_setting,
     read_settings,
 )
@@ -69,11 +68,6 @@ T = TypeVar("T")
 FIREWALL_BACKENDS = ("nftables", "iptables")
 CORE = "lark"  # owner of the knobs of lark-netd, the engine, the hook and the lark command
 MACROS = "condor_config.d"  # knobs only HTCondor's own configuration uses (daemon paths, hooks)
-# Compatibility names (snapshots of the registry when this module was imported): use
-# lark.attach.mode_names() and mode(name).site, which also see modes registered later.
-NETWORK_TYPES = attach.mode_names()
-ATTACH_MODES_WITH_POOLS = tuple(m.name for m in attach.modes() if m.site is not None)
-_expand = expand
 
 
 def _optional(parse: Callable[[str], T]) -> Callable[[str], T | None]:

@@ -18,11 +18,11 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from lark import __version__
+from lark import __version__, attach
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -37,11 +37,6 @@ Status = Literal["ok", "fail", "warn"]
 SUBMIT_TRANSFORMS = ("LarkNetwork", "LarkHold", "LarkSite", "LarkLink")
 #: what the starter must let through from the broker's delayed chirp updates
 CHIRP_PREFIXES = ("Lark*", "NetworkInputMb", "NetworkOutputMb")
-#: kernel features each attachment mode needs (probed in a throwaway namespace); shaping needs tbf
-MODE_FEATURES: Mapping[str, tuple[str, ...]] = {
-    "nat": ("veth", "tbf"), "bridge": ("veth", "bridge", "tbf"), "macvlan": ("veth", "macvlan", "tbf"),
-    "ipvlan": ("veth", "ipvlan", "tbf"), "none": (),
-}
 RESTART_STARTD = "condor_restart -daemon startd (NO_JOB_NETWORKING is read when the startd starts)"
 
 
@@ -205,7 +200,7 @@ def check_kernel(facts: NodeFacts) -> list[Check]:
     checks = []
     for feature in needed_features(facts.network_types):
         error = facts.kernel.get(feature, "not probed")
-        users = ", ".join(m for m in facts.network_types if feature in MODE_FEATURES.get(m, ()))
+        users = ", ".join(m for m in facts.network_types if feature in mode_features(m))
         if error is None:
             checks.append(Check(f"kernel-{feature}", "ok", f"the kernel does {feature} (for {users})"))
         else:
@@ -221,10 +216,19 @@ def check_kernel(facts: NodeFacts) -> list[Check]:
     return checks
 
 
+def mode_features(name: str) -> tuple[str, ...]:
+    """The kernel features mode ``name`` needs (none for a name this Lark does not know: the
+    configuration check reports that)."""
+    try:
+        return attach.mode(name).kernel_features
+    except attach.UnknownMode:
+        return ()
+
+
 def needed_features(network_types: Sequence[str]) -> list[str]:
     seen: dict[str, None] = {}
     for mode in network_types:
-        for feature in MODE_FEATURES.get(mode, ()):
+        for feature in mode_features(mode):
             seen[feature] = None
     return list(seen)
 
@@ -400,10 +404,10 @@ def gather(config: LarkConfig, param: Callable[[str], str | None], run: Runner =
         except Exception as err:  # no namespace at all: every feature fails with that reason
             facts.kernel = {f: f"cannot make a test namespace: {err}" for f in needed_features(facts.network_types)}
         links = host_links()
-        for mode, site in config.site_attachments.items():
-            if mode in facts.network_types and site.parent:
-                knob = "LARK_BRIDGE" if mode == "bridge" else f"LARK_{mode.upper()}_PARENT"
-                facts.parents[knob] = site.parent in links
+        for name, site in config.site_attachments.items():
+            pools = attach.mode(name).site
+            if name in facts.network_types and site.parent and pools is not None:
+                facts.parents[pools.parent.name] = site.parent in links
     if facts.submit_node:
         for knob in ("JOB_TRANSFORM_NAMES", "JOB_TRANSFORM_LarkNetwork"):
             facts.schedd[knob] = ask_daemon("schedd", knob, run)

@@ -88,9 +88,42 @@ def _htcondor_lark_settings() -> dict[str, Setting] | None:
         import htcondor2
 
         names = [k for k in htcondor2.param.keys() if k.upper().startswith("LARK_")]
-        return {k.upper(): Setting(str(htcondor2.param[k]), FROM_HTCONDOR) for k in names}
+        values = {k.upper(): str(htcondor2.param[k]) for k in names}
     except Exception:  # no bindings, or no readable HTCondor configuration
         return None
+    located = _htcondor_file_settings()
+    out = {}
+    for name, value in values.items():
+        found = located.get(name)
+        try:
+            same = found is not None and expand(name, located, condor_param) == value
+        except ConfigError:
+            same = False
+        # The bindings give values, not places. The last assignment in HTCondor's own files is the
+        # place when it expands to the value HTCondor has (an environment override does not).
+        out[name] = Setting(value, found.source, found.line) if same and found else Setting(value, FROM_HTCONDOR)
+    return out
+
+
+def _htcondor_file_settings() -> dict[str, Setting]:
+    """The LARK_* assignments of HTCondor's configuration files, in the order HTCondor reads them
+    (the main file, then LOCAL_CONFIG_DIR in lexical order, then LOCAL_CONFIG_FILE): last one wins."""
+    main = os.environ.get("CONDOR_CONFIG") or "/etc/condor/condor_config"
+    files: list[Path] = [Path(main)]
+    for knob in ("LOCAL_CONFIG_DIR", "LOCAL_CONFIG_FILE"):
+        for entry in re.split(r"[\s,]+", condor_param(knob) or ""):
+            path = Path(entry)
+            if entry and path.is_dir():
+                files.extend(sorted(p for p in path.iterdir() if p.is_file() and not p.name.endswith(("~", ".swp"))))
+            elif entry:
+                files.append(path)
+    settings: dict[str, Setting] = {}
+    for path in files:
+        try:
+            settings.update(read_settings(path))
+        except ConfigError:  # unreadable: HTCondor itself would have said so
+            continue
+    return settings
 
 
 # --------------------------------------------------------------------------------------------

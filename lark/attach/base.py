@@ -117,6 +117,9 @@ class Mode:
     shaping: bool = True
     # Where a mode without site pools takes its addresses from (said when a profile gives it pools).
     address_source: str = "the node's own configuration"
+    # Kernel features a job of this mode needs, as `lark doctor` probes them ("veth", "bridge",
+    # "macvlan", "ipvlan", "tbf" for shaping).
+    kernel_features: tuple[str, ...] = ()
     extra_knobs: tuple[Knob[object], ...] = field(default=())
 
     @property

@@ -62,4 +62,5 @@ MODE = Mode(
     allocate=allocate_site_addresses, up=up, down=down, check=check, host_interface=True,
     site=SitePools.for_mode("bridge", "LARK_BRIDGE", "bridge",
                             "Name of an existing Linux bridge that bridge-mode jobs join."),
+    kernel_features=("veth", "bridge", "tbf"),
 )

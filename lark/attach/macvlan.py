@@ -60,4 +60,5 @@ MODE = Mode(
     name="macvlan", summary="macvlan child of LARK_MACVLAN_PARENT, born in the job's namespace; site addresses",
     allocate=allocate_site_addresses, up=up, down=down, check=check,
     site=SitePools.for_mode("macvlan", "LARK_MACVLAN_PARENT", "parent interface", "Parent interface of macvlan jobs."),
+    kernel_features=("veth", "macvlan", "tbf"),
 )

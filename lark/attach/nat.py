@@ -70,4 +70,5 @@ MODE = Mode(
     allocate=allocate, up=up, down=down, check=check,
     host_interface=True, masquerade=True, routed=True, port_forwarding=True,
     address_source="LARK_NAT_IPV4_POOL/LARK_NAT_IPV6_POOL",
+    kernel_features=("veth", "tbf"),
 )

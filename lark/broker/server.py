@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from lark import journal, netns, node_summary
+from lark import __version__, journal, netns, node_summary
 from lark.attach import mode
 from lark.broker.condor import Chirp, ChirpAddress, JobContext, job_context
 from lark.broker.connections import move_up
@@ -103,8 +103,8 @@ class Broker:
                 return self.setup(peer)
             if op == "finalize":
                 return self.finalize(peer)
-            if op == "ping":
-                return {"ok": True}
+            if op == "ping":  # lark doctor: the broker answers, and which Lark it runs
+                return {"ok": True, "version": __version__}
             return {"ok": False, "error": f"unknown op {str(op)[:40]!r} (known: setup, finalize, ping)"}
         except LarkError as err:
             log.warning("refused %s from pid %d uid %d: %s", op, peer.pid, peer.uid, err)

@@ -10,13 +10,15 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from lark.cli.options import load
-from lark.config import NETWORK_TYPES, LarkConfig, parse_networks
+from lark.attach import mode_names, modes
+from lark.cli.options import knob_values, load
+from lark.config import LarkConfig, parse_networks
 from lark.errors import LarkError
+from lark.knobs import EffectiveKnob
 
 if TYPE_CHECKING:
     from lark.engine import Engine
@@ -29,7 +31,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def add_parsers(sub: Any) -> list[argparse.ArgumentParser]:  # argparse's _SubParsersAction is private
     def job_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--mode", choices=NETWORK_TYPES, help="attachment mode (default LARK_DEFAULT_NETWORK_TYPE)")
+        p.add_argument("--mode", choices=mode_names(), help="attachment mode (default LARK_DEFAULT_NETWORK_TYPE)")
         p.add_argument("--limit-mbit", type=int, help="bandwidth limit in both directions, Mbit/s")
         p.add_argument("--limit-in-mbit", type=int, help="limit of what the job receives")
         p.add_argument("--limit-out-mbit", type=int, help="limit of what the job sends")
@@ -54,7 +56,7 @@ def add_parsers(sub: Any) -> list[argparse.ArgumentParser]:  # argparse's _SubPa
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
     p = add("demo", cmd_demo, "fetch a page from a throwaway host-side server through a Lark network")
-    p.add_argument("--mode", choices=[m for m in NETWORK_TYPES if m != "none"], default="nat")
+    p.add_argument("--mode", choices=[m.name for m in modes() if m.job_interface], default="nat")
     p = add("up", cmd_up, "create a network for a job id (kept until 'lark down')")
     job_options(p)
     p.add_argument("job_id")
@@ -196,24 +198,24 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    config = load(args)
-    rows = config_rows(config)
+    """Every knob of every component: its value as the daemons see it ($(...) expanded) and where
+    it came from (file:line, HTCondor, override or default). Exit 2 when the configuration is bad
+    (the error names file, line and knob) or a value cannot be expanded."""
+    load(args)  # the same validation the broker does: a bad knob is an error here too
+    rows = config_rows(knob_values(args))
     if args.json:
         print(json.dumps(rows, indent=1))
-        return 0
-    for row in rows:
-        print(f"{row['knob']} = {row['value']}    # {row['where']}")
-    return 0
+    else:
+        for row in rows:
+            shown = row["value"] if row["error"] is None else f"<error: {row['error']}>"
+            print(f"{row['knob']} = {shown}    # {row['where']}")
+    return 2 if any(row["error"] is not None for row in rows) else 0
 
 
-def config_rows(config: LarkConfig) -> list[dict[str, object]]:
-    """Every knob, its value and where it came from (``file:line``, or ``default``)."""
-    rows: list[dict[str, object]] = []
-    for name, setting in sorted(config.settings.items()):
-        where = f"{setting.source}:{setting.line}" if setting.line else (setting.source or "default")
-        rows.append({"knob": name, "value": setting.value, "source": setting.source, "line": setting.line,
-                     "where": where})
-    return rows
+def config_rows(knobs: Iterable[EffectiveKnob]) -> list[dict[str, object]]:
+    """``lark config``'s rows, sorted by knob name."""
+    return [{"knob": k.name, "value": k.value, "where": k.where, "owner": k.knob.owner, "error": k.error}
+            for k in sorted(knobs, key=lambda k: k.name)]
 
 
 def cmd_node_ad(args: argparse.Namespace) -> int:

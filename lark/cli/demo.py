@@ -7,6 +7,7 @@ accounting for it, and leaves nothing behind.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import sys
 import threading
@@ -54,7 +55,7 @@ def demo(engine: Engine, config: LarkConfig, mode: str) -> int:
         for addr, cls in ((record.host_ipv4, ThreadingHTTPServer), (record.host_ipv6, _V6Server)):
             if not addr:
                 continue
-            ip = addr.split("/")[0]
+            ip = str(ipaddress.ip_interface(addr).ip)
             server = netns.call_in(engine.host_netns, lambda ip=ip, cls=cls: cls((ip, 0), _Handler))
             servers.append(server)
             threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -144,7 +144,24 @@ def run(site: str, param: Param, query: Callable[[], list[dict[str, object]]], c
     return cron_output(site, links, knobs, now, error="; ".join(errors), links_read_at=read_at)
 
 
-def main() -> int:
+USAGE = """usage: lark-links
+
+A startd cron (STARTD_CRON_LARKLINKS): prints the node's network link attributes for its machine ad
+from the LarkNetworkLink ads the spider publishes, for the circuit breakers (docs/matchmaking.md).
+Takes no arguments; --version and --help answer without running it."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args:  # the startd passes no arguments: anything given is a person asking
+        if args == ["--version"]:
+            from lark import __version__
+
+            print(f"lark-links {__version__}")
+            return 0
+        asked = args in (["--help"], ["-h"])
+        print(USAGE, file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
     import classad2
     import htcondor2
 

@@ -229,7 +229,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         import numpy  # noqa: F401 - the analyses are vectorised with numpy
     except ImportError as err:
-        raise ReportError("lark report needs numpy (pip install numpy)") from err
+        raise ReportError("lark report needs numpy: install Lark with its report extra "
+                          "(pip install 'htcondor-lark[report]')") from err
     from lark.report.render import render
     from lark.report.report import Inputs, ScheddQuery, produce
 

@@ -56,6 +56,16 @@ def test_the_config_command_prints_json_with_sources(tmp_path: Path, capsys) -> 
     assert rows["LARK_FIREWALL"]["where"] == "default"
 
 
+def test_the_config_command_prints_values_expanded(tmp_path: Path, capsys) -> None:
+    conf = tmp_path / "lark.conf"
+    conf.write_text("LARK_STATE_DIR = /srv/lark\nLARK_EXECUTE_DIR = $(LARK_STATE_DIR)/execute\n")
+    assert main(["config", "--config", str(conf)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"LARK_EXECUTE_DIR = /srv/lark/execute    # {conf}:2" in lines
+    # a knob that only has its default is expanded too (the journal lives in the state directory)
+    assert "LARK_ACCOUNTING_JOURNAL = /srv/lark/accounting.jsonl    # default" in lines
+
+
 def test_usage_and_configuration_errors_exit_2(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["no-such-command"])

@@ -113,31 +113,42 @@ def test_an_undefined_reference_is_shown_not_raised(tmp_path: Path) -> None:
 
 
 def test_reader_takes_htcondors_own_configuration_when_no_file_is_named(tmp_path: Path) -> None:
-    """Through the real bindings: HTCondor reads CONDOR_CONFIG, expands its macros, and Lark takes
-    the LARK_* values from it (a knob set only there, a macro only HTCondor knows)."""
+    """Through the real bindings: HTCondor reads CONDOR_CONFIG and its LOCAL_CONFIG_DIR, expands its
+    macros, and Lark takes the LARK_* values from it, each with the file and line HTCondor took it
+    from (a knob set only there, a macro only HTCondor knows); an environment override has no file."""
     pytest.importorskip("htcondor2")
+    drop_ins = tmp_path / "config.d"
+    drop_ins.mkdir()
     condor_config = tmp_path / "condor_config"
     condor_config.write_text(f"LOCAL_DIR = {tmp_path}\nLOG = $(LOCAL_DIR)/log\nSITE_POOL = 10.9.0.0/16\n"
-                             "LARK_NAT_IPV4_POOL = $(SITE_POOL)\nLARK_MAX_LOSS = 0.5\n")
-    bad = tmp_path / "bad_config"
-    bad.write_text("LARK_ANTI_SPOOF = sometimes\n")
+                             f"LOCAL_CONFIG_DIR = {drop_ins}\nLARK_MAX_LOSS = 0.1\n")
+    (drop_ins / "50-lark.conf").write_text("# Lark\nLARK_NAT_IPV4_POOL = $(SITE_POOL)\nLARK_MAX_LOSS = 0.5\n")
     program = ("import json; from lark.config import condor_param, effective_knob_values, load_config\n"
                "rows = {r.name: [r.value, r.where] for r in effective_knob_values()}\n"
                "c = load_config(external=condor_param)\n"  # as lark-netd reads it
                "print(json.dumps([rows['LARK_NAT_IPV4_POOL'], rows['LARK_MAX_LOSS'], rows['LARK_LOG'],"
-               " str(c.nat_ipv4_pool), str(c.log_path)]))")
+               " rows['LARK_NAME_PREFIX'], str(c.nat_ipv4_pool), str(c.log_path)]))")
     env = {k: v for k, v in os.environ.items() if k not in ("LARK_CONFIG",) and not k.startswith("_CONDOR_")}
     env["CONDOR_CONFIG"] = str(condor_config)
+    env["_CONDOR_LARK_NAME_PREFIX"] = "lkenv"
     done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    pool, loss, log, parsed_pool, log_path = json.loads(done.stdout)
-    assert pool == ["10.9.0.0/16", "HTCondor"] and loss == ["0.5", "HTCondor"]
+    pool, loss, log, prefix, parsed_pool, log_path = json.loads(done.stdout)
+    assert pool == ["10.9.0.0/16", f"{drop_ins}/50-lark.conf:2"]
+    assert loss == ["0.5", f"{drop_ins}/50-lark.conf:3"]  # the drop-in, read after the main file, wins
+    assert prefix == ["lkenv", "HTCondor"]  # set in the environment: HTCondor knows no file for it
     assert log == [f"{tmp_path}/log/LarkNetdLog", "default"]  # Lark's default, HTCondor's $(LOG)
     assert (parsed_pool, log_path) == ("10.9.0.0/16", f"{tmp_path}/log/LarkNetdLog")
-    env["CONDOR_CONFIG"] = str(bad)
+    # a bad value is reported with its file, line and knob, as when the files are named
+    (drop_ins / "60-bad.conf").write_text("\nLARK_ANTI_SPOOF = sometimes\n")
     done = subprocess.run([sys.executable, "-c", "from lark.config import load_config; load_config()"], env=env,
                           capture_output=True, text=True, cwd=ROOT)
-    assert "ConfigError: HTCondor: LARK_ANTI_SPOOF: expected True or False, got 'sometimes' " \
+    assert f"ConfigError: {drop_ins}/60-bad.conf:2: LARK_ANTI_SPOOF: expected True or False, got 'sometimes'" \
+        in done.stderr
+    env["_CONDOR_LARK_ANTI_SPOOF"] = "never"
+    done = subprocess.run([sys.executable, "-c", "from lark.config import load_config; load_config()"], env=env,
+                          capture_output=True, text=True, cwd=ROOT)
+    assert "ConfigError: HTCondor: LARK_ANTI_SPOOF: expected True or False, got 'never' " \
            "(condor_config_val -v LARK_ANTI_SPOOF shows where it is set)" in done.stderr
 
 
