@@ -29,8 +29,9 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -127,6 +128,16 @@ class Engine(Reconciler):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextmanager
+    def base_tables_in_use(self) -> Iterator[None]:
+        """Keep the shared firewall tables in place while the block runs, as a job's set-up does.
+
+        Any number of holders at once (a shared lock); ``release_if_idle`` in this or another
+        process waits for all of them, since a job being set up may not be recorded yet.
+        """
+        with file_lock(self._base_lock, shared=True):
+            yield
+
     # ---------------------------------------------------------------- up
 
     @on_kernel_thread
@@ -138,7 +149,7 @@ class Engine(Reconciler):
         """
         # shared: jobs set up side by side; ``release_if_idle`` takes it exclusively, so the shared
         # tables cannot be removed between this job's record and its rules
-        with file_lock(self._base_lock, shared=True):
+        with self.base_tables_in_use():
             record = self._new_record(request, netns_path, holder_pid, owner_uid)
             _step("recorded")
             try:

@@ -19,9 +19,9 @@ Layout (one concern per module; pure functions decide, thin edges do I/O):
 """
 
 from perfsonar.ads import MY_TYPE, build_link_ad, build_link_ads
-from perfsonar.config import SpiderConfig, load_config, parse_config
+from perfsonar.config import SpiderConfig, load_spider_config, parse_config
 from perfsonar.crawl import CrawlResult, Spider
 from perfsonar.publish import invalidate_links, publish_ads
 
 __all__ = ["MY_TYPE", "CrawlResult", "Spider", "SpiderConfig", "build_link_ad", "build_link_ads",
-           "invalidate_links", "load_config", "parse_config", "publish_ads"]
+           "invalidate_links", "load_spider_config", "parse_config", "publish_ads"]

@@ -509,7 +509,7 @@ def config_path(explicit: str | None, lookup: Callable[[str], str | None] = knob
     return Path(from_knob) if from_knob else DEFAULT_CONFIG_PATH
 
 
-def load_config(path: Path, knobs: Callable[[str], str | None] | None = knob_lookup_default,
+def load_spider_config(path: Path, knobs: Callable[[str], str | None] | None = knob_lookup_default,
                 overrides: Callable[[dict[str, Any]], None] | None = None, missing_ok: bool = False) -> SpiderConfig:
     """Read, validate and return the config at ``path``, with LARK_SPIDER_* knob overrides applied.
 

@@ -38,7 +38,7 @@ from perfsonar.meshes import (
     with_slash,
 )
 from perfsonar.model import ESMOND, SiteClaim
-from perfsonar.normalise import canonical_ip, parse_timestamp
+from perfsonar.normalise import canonical_ip, parse_archive_time
 
 __all__ = ["LATENCYBG_INTERVAL", "MESHCONFIG_TESTS", "PSCONFIG_TESTS", "ArchiveRef", "Inventory", "LookupSettings",
            "MeshContent", "MeshGroup", "MeshSource", "MeshTest", "archives_from_psconfig_archive", "discover",
@@ -118,7 +118,7 @@ def parse_ls_archives(records: Any, source: str, now: float, communities: Sequen
             continue
         if "service" not in _values(rec, "type") or "ma" not in _values(rec, "service-type"):
             continue
-        expires = parse_timestamp(rec.get("expires"))
+        expires = parse_archive_time(rec.get("expires"))
         if expires is not None and expires < now:
             continue
         if rec.get("state") in ("deleted", "expired"):

@@ -55,7 +55,7 @@ from perfsonar.normalise import (
     canonical_ip,
     histogram_median,
     owd_scale,
-    parse_timestamp,
+    parse_archive_time,
     plausible,
     plausible_time,
     to_float,
@@ -243,7 +243,7 @@ def convert_points(points: Any, ref: DataRef, scale: float, series: HostSeries, 
         if not isinstance(point, Mapping):
             series.rejected += 1
             continue
-        ts = plausible_time(parse_timestamp(point.get("ts")), now, oldest)
+        ts = plausible_time(parse_archive_time(point.get("ts")), now, oldest)
         if ts is None:
             series.rejected += 1
             continue
@@ -411,7 +411,7 @@ class EsmondReader:
                 convert_points(points, ref, spec.scale, series, self.now, start)
                 if not isinstance(points, list) or len(points) < self.settings.page_size:
                     break
-                last = max((parse_timestamp(p.get("ts")) or 0.0 for p in points if isinstance(p, Mapping)),
+                last = max((parse_archive_time(p.get("ts")) or 0.0 for p in points if isinstance(p, Mapping)),
                            default=0.0)
                 if last < time_start:
                     break  # a server ignoring time-start would loop forever

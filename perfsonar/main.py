@@ -20,7 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from lark import __version__
-from perfsonar.config import SpiderConfig, config_path, load_config
+from perfsonar.config import SpiderConfig, config_path, load_spider_config
 from perfsonar.crawl import CrawlResult, Spider
 from perfsonar.errors import ConfigError, PublishError
 from perfsonar.log import setup_logging
@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def load() -> SpiderConfig:
         # The same command line at start and at every SIGHUP reload.
-        return load_config(path, overrides=command_line_overrides(args),
+        return load_spider_config(path, overrides=command_line_overrides(args),
                            missing_ok=from_command_line and args.config is None)
 
     try:

@@ -79,7 +79,7 @@ def parse_seconds(value: object) -> float | None:
     return parse_iso_duration(value)
 
 
-def parse_timestamp(value: object) -> float | None:
+def parse_archive_time(value: object) -> float | None:
     """UNIX seconds (UTC) from epoch seconds or milliseconds, or an ISO-8601 date-time.
 
     OpenSearch ``pscheduler.start_time`` carries the measuring host's UTC offset

@@ -51,8 +51,8 @@ from perfsonar.model import (
 from perfsonar.normalise import (
     canonical_ip,
     owd_scale,
+    parse_archive_time,
     parse_seconds,
-    parse_timestamp,
     plausible,
     plausible_time,
     to_float,
@@ -231,7 +231,7 @@ def series_from_bucket(bucket: Any, test: str, archive: str, now: float, oldest:
     repeat = parse_seconds(_get(bucket, "repeat.value"))
     series.interval = repeat if repeat and repeat > 0 else None
     if stale:
-        last = parse_timestamp(_get(bucket, "last.value_as_string") or _get(bucket, "last.value"))
+        last = parse_archive_time(_get(bucket, "last.value_as_string") or _get(bucket, "last.value"))
         if last is None or not now - 10 * 365 * 86400 < last <= now + 600:
             return None
         series.last_seen = last
@@ -241,7 +241,7 @@ def series_from_bucket(bucket: Any, test: str, archive: str, now: float, oldest:
     ok_count = int(to_float(_get(bucket, "ok.doc_count")) or 0)
     listed_ok = listed_failed = listed_ok_docs = 0
     for doc in docs:
-        ts = plausible_time(parse_timestamp(_get(doc, "pscheduler.start_time")), now, oldest)
+        ts = plausible_time(parse_archive_time(_get(doc, "pscheduler.start_time")), now, oldest)
         if ts is None:
             series.rejected += 1
             continue

@@ -25,13 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from lark.yamlfile import YamlFileError, YamlLimits, load, read_text
 from perfsonar.errors import RegistryError
 
 PERFSONAR_SERVICE_TYPES = ("net.perfSONAR.Bandwidth", "net.perfSONAR.Latency")
 REGISTRY_TYPES = ("osg-topology", "gocdb", "cric")
 OSG_SITE_KEYS = ("resource_group", "site", "wlcg")
+# One OSG Topology resource-group file is a few kB (the largest a few hundred values); the bounds
+# keep a wrong file (or a hostile download) from stalling the crawl.
+OSG_YAML_LIMITS = YamlLimits(what="an OSG Topology resource-group file", max_bytes=8 << 20, max_nesting=20,
+                             max_values=500_000, usual_nesting=6, usual_values="a few hundred")
 
 
 @dataclass(frozen=True)
@@ -209,15 +212,20 @@ def parse_osg_rgsummary(text: str, source: str, site_key: str = "resource_group"
     return out
 
 
+def osg_yaml(text: str, source: str) -> object:
+    """The value of one OSG Topology YAML document; :class:`RegistryError` ``FILE:LINE: message`` if it is not one."""
+    try:
+        return load(text, source, OSG_YAML_LIMITS)[1]
+    except YamlFileError as err:
+        raise RegistryError(str(err)) from None
+
+
 def parse_registry(kind: str, text: str, source: str, site_key: str = "resource_group") -> list[RegistryEntry]:
     """Entries of one registry export given as text (a downloaded file or an HTTP answer)."""
     if kind == "osg-topology":
         if text.lstrip().startswith("<"):
             return parse_osg_rgsummary(text, source, site_key)
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise RegistryError(f"{source}: not valid YAML: {err}") from None
+        doc = osg_yaml(text, source)
         name = source.rstrip("/").rsplit("/", 1)[-1].removesuffix(".yaml").removesuffix(".yml")
         return parse_osg_resource_group(doc, source, name, None, site_key)
     if kind == "gocdb":
@@ -237,9 +245,9 @@ def load_registry(kind: str, path: Path, site_key: str = "resource_group") -> li
                 if f.stem.endswith("_downtime") or f.stem == "SITE":
                     continue  # downtime and site-description files list no resources
                 try:
-                    doc = yaml.safe_load(f.read_text(encoding="utf-8"))
-                except yaml.YAMLError as err:
-                    raise RegistryError(f"{f}: not valid YAML: {err}") from None
+                    doc = osg_yaml(read_text(f, OSG_YAML_LIMITS), str(f))
+                except YamlFileError as err:  # too large or not UTF-8: FILE: message
+                    raise RegistryError(str(err)) from None
                 site_dir = f.parent.name if path.is_dir() and f.parent != path else None
                 out.extend(parse_osg_resource_group(doc, str(f), f.stem, site_dir, site_key))
             return out

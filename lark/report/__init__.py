@@ -4,7 +4,7 @@ Entry points:
 
 * :func:`lark.report.history.read_history_file` (schedd history file),
   :func:`lark.report.history.read_history_json` (``condor_history -json`` output) and
-  :func:`lark.report.history.read_schedd_history` (a live schedd) yield :class:`JobRecord` values;
+  :func:`lark.report.history.read_schedd_history` (a live schedd) yield :class:`HistoryJob` values;
 * :func:`lark.report.gridftp.iter_gridftp` / :func:`lark.report.gridftp.parse_line` read transfer logs;
 * :class:`lark.report.accounting.HistoryAccumulator` and :func:`lark.report.transfers.analyze_transfers`
   are the pure analyses; :func:`lark.report.report.produce` runs everything;
@@ -15,11 +15,11 @@ Entry points:
 """
 
 from lark.report.history import (
+    HistoryJob,
     HistoryStats,
-    JobRecord,
     read_history_file,
     read_history_json,
     read_schedd_history,
 )
 
-__all__ = ["HistoryStats", "JobRecord", "read_history_file", "read_history_json", "read_schedd_history"]
+__all__ = ["HistoryJob", "HistoryStats", "read_history_file", "read_history_json", "read_schedd_history"]

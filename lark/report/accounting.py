@@ -1,6 +1,6 @@
 """Accounting from job history: totals per user, group, site, traffic class and job, and charges.
 
-:class:`HistoryAccumulator` consumes :class:`JobRecord` values one at a time (so a history of any size
+:class:`HistoryAccumulator` consumes :class:`HistoryJob` values one at a time (so a history of any size
 streams through) and keeps only per-key totals, a top-N heap of jobs, and three numbers per job for the
 distributions. No I/O; everything is unit-tested with hand-computed values.
 
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from lark.report.history import JobRecord
+from lark.report.history import HistoryJob
 from lark.report.settings import UNCLASSIFIED, ReportConfig, class_key
 from lark.report.stats import summarize
 
@@ -45,7 +45,7 @@ PART_FIELDS = 7  # user id, group id, site id, hour (-1: no CompletionDate), cla
 GROUPINGS = ("user", "group", "execute_site", "source_site", "network_type")
 
 
-def class_breakdown(job: JobRecord) -> tuple[list[tuple[str, int, int]], bool]:
+def class_breakdown(job: HistoryJob) -> tuple[list[tuple[str, int, int]], bool]:
     """(class, bytes in, bytes out) including the unclassified remainder; flag if classes exceed totals.
 
     When the class counters add up to more than the total (a counter reset, clock skew between
@@ -65,7 +65,7 @@ def class_breakdown(job: JobRecord) -> tuple[list[tuple[str, int, int]], bool]:
     return rows, inconsistent
 
 
-def job_charge(job: JobRecord, config: ReportConfig,
+def job_charge(job: HistoryJob, config: ReportConfig,
                breakdown: list[tuple[str, int, int]] | None = None) -> tuple[float, list[tuple[str, int, int, float]]]:
     """Total charge of one job and its (class, in, out, charge) parts."""
     parts = []
@@ -164,7 +164,7 @@ class HistoryAccumulator:
         self.id_names[g].append(name)
         return i
 
-    def add(self, job: JobRecord) -> None:
+    def add(self, job: HistoryJob) -> None:
         bi, bo = job.bytes_in, job.bytes_out
         counted = bi is not None or bo is not None
         bi, bo = bi or 0, bo or 0
@@ -380,7 +380,7 @@ class HistoryAccumulator:
         out["by_class"] = sorted_rows(classes, "class")
         top = []
         for total, _, holder in sorted(self.top, key=lambda e: (-e[0], -e[1])):
-            job: JobRecord = holder["job"]  # type: ignore[assignment]
+            job: HistoryJob = holder["job"]  # type: ignore[assignment]
             top.append({"job": job.job, "user": job.user, "group": job.group, "execute_site": job.execute_site,
                         "source_site": job.source_site, "network_type": job.network_type, "bytes_in": job.bytes_in,
                         "bytes_out": job.bytes_out, "bytes_total": total,

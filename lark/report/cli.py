@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from lark.errors import LarkError
 from lark.report.errors import ReportError
-from lark.report.history import HISTORY_ATTRIBUTES, JobRecord, class_attributes
+from lark.report.history import HISTORY_ATTRIBUTES, HistoryJob, class_attributes
 from lark.report.progress import Progress, wanted
 from lark.report.settings import RATE_BASES, ReportConfig, apply, load_report_config
 
@@ -205,7 +205,7 @@ class JobCsvSink:
         self.writer.writerow(JOB_CSV_FIELDS)
         self.config = config
 
-    def __call__(self, job: JobRecord) -> None:
+    def __call__(self, job: HistoryJob) -> None:
         charge = self.charge(job, self.config)[0] if job.bytes_total is not None else 0.0
         row = [getattr(job, f, None) for f in self.fields[:-1]] + [charge]
         self.writer.writerow(["" if v is None else v for v in row])

@@ -93,7 +93,7 @@ def _minute(prefix: str, text: str) -> int:
     return epoch
 
 
-def parse_timestamp(text: str) -> tuple[float, bool]:
+def parse_gridftp_time(text: str) -> tuple[float, bool]:
     """``YYYYmmddHHMMSS[.frac]`` (UTC) -> (epoch seconds, fraction was shorter than 6 digits).
 
     The fraction is a microsecond *count*: ``.2102`` is 2102 us (unpadded pre-2009 servers).
@@ -211,8 +211,8 @@ def parse_line(text: str, line: int = 0, stats: LineStats | None = None) -> Tran
         raise MalformedLine("no START= field")
     if nbytes_text is None:
         raise MalformedLine("no NBYTES= field")
-    end, unpadded_end = parse_timestamp(date or "")
-    start, unpadded_start = parse_timestamp(start_text)
+    end, unpadded_end = parse_gridftp_time(date or "")
+    start, unpadded_start = parse_gridftp_time(start_text)
     if end < start:
         raise MalformedLine("DATE (the end) is before START")
     if not nbytes_text.isdigit():

@@ -1,4 +1,4 @@
-"""Job history -> :class:`JobRecord`: ``condor_history -json`` output, history files, a live schedd.
+"""Job history -> :class:`HistoryJob`: ``condor_history -json`` output, history files, a live schedd.
 
 Three readers, all streamed (one ad in memory at a time):
 
@@ -14,7 +14,7 @@ Three readers, all streamed (one ad in memory at a time):
   list per call, so with a period the query is split into windows of ``window`` seconds of
   ``CompletionDate`` to keep memory bounded by one window.
 
-:func:`jobs_from_ads` turns any of those into :class:`JobRecord` values, counting missing and invalid
+:func:`jobs_from_ads` turns any of those into :class:`HistoryJob` values, counting missing and invalid
 attributes instead of failing. :func:`read_history_file`, :func:`read_history_json` and
 :func:`read_schedd_history` open the input and chain the two steps (the public entry points).
 """
@@ -60,8 +60,9 @@ UNKNOWN = "(unknown)"
 NONE = "(none)"
 
 
-class JobRecord(NamedTuple):
-    """The network-relevant facts of one job. Bytes are None when the job has no network counters.
+class HistoryJob(NamedTuple):
+    """The network facts of one finished job, from the history (a running job's kernel record is
+    :class:`lark.state.JobRecord`). Bytes are None when the job has no network counters.
 
     A NamedTuple rather than a frozen dataclass: a million of these are built per report, and tuple
     construction is several times cheaper.
@@ -130,7 +131,7 @@ class HistoryStats:
 
 
 # ------------------------------------------------------------------------------------------------
-# Ads -> JobRecord
+# Ads -> HistoryJob
 
 
 def _classad_items(ad: Any) -> Iterator[tuple[str, Any]]:
@@ -222,8 +223,8 @@ def _plan(names: tuple[str, ...]) -> _Plan:
     return plan
 
 
-def job_from_mapping(ad: dict[str, Any], stats: HistoryStats, line: int = 0) -> JobRecord:
-    """Build a :class:`JobRecord` from {attribute: value}; attribute names are case-insensitive."""
+def job_from_mapping(ad: dict[str, Any], stats: HistoryStats, line: int = 0) -> HistoryJob:
+    """Build a :class:`HistoryJob` from {attribute: value}; attribute names are case-insensitive."""
     names = tuple(ad)
     plan = _PLANS.get(names) or _plan(names)
     v = {low: ad[name] for name, low in plan.plain}
@@ -309,7 +310,7 @@ def job_from_mapping(ad: dict[str, Any], stats: HistoryStats, line: int = 0) -> 
     source = x if type(x) is str and x else _text(x) or UNKNOWN
     x = get("larknetworktype")
     net_type = x if type(x) is str and x else _text(x) or NONE
-    return JobRecord(  # positional: measurably cheaper than keywords at a million records
+    return HistoryJob(  # positional: measurably cheaper than keywords at a million records
         jid, user, group, site, source, net_type,
         None if b_in is None else int(b_in), None if b_out is None else int(b_out), counters, tuple(classes),
         int(recvd) if recvd else 0, int(sent) if sent else 0, float(input_mb) if input_mb else 0.0,
@@ -318,8 +319,8 @@ def job_from_mapping(ad: dict[str, Any], stats: HistoryStats, line: int = 0) -> 
 
 
 def jobs_from_ads(ads: Iterable[tuple[int, Any]], stats: HistoryStats, start: float | None = None,
-                  until: float | None = None) -> Iterator[JobRecord]:
-    """(line, ad) pairs (dicts from JSON or classad2.ClassAd) -> JobRecord, filtered by CompletionDate
+                  until: float | None = None) -> Iterator[HistoryJob]:
+    """(line, ad) pairs (dicts from JSON or classad2.ClassAd) -> HistoryJob, filtered by CompletionDate
     in [start, until) when a period is given (jobs without a CompletionDate are then left out)."""
     dated = start is not None or until is not None
     for line, ad in ads:
@@ -578,16 +579,16 @@ def locate_schedd(pool: str | None = None, name: str | None = None) -> Any:
 
 
 def read_history_file(path: str | Path, stats: HistoryStats | None = None, start: float | None = None,
-                      until: float | None = None, progress: Any = None) -> Iterator[JobRecord]:
-    """JobRecords from a schedd history file (banner format; .gz/.bz2/.xz ok; "-" = stdin)."""
+                      until: float | None = None, progress: Any = None) -> Iterator[HistoryJob]:
+    """HistoryJobs from a schedd history file (banner format; .gz/.bz2/.xz ok; "-" = stdin)."""
     stats = stats if stats is not None else HistoryStats()
     with open_binary(path, progress) as (stream, label):
         yield from jobs_from_ads(iter_history_ads(stream, label, stats, progress), stats, start, until)
 
 
 def read_history_json(path: str | Path, stats: HistoryStats | None = None, start: float | None = None,
-                      until: float | None = None, progress: Any = None) -> Iterator[JobRecord]:
-    """JobRecords from ``condor_history -json`` output (a file, or "-" for stdin)."""
+                      until: float | None = None, progress: Any = None) -> Iterator[HistoryJob]:
+    """HistoryJobs from ``condor_history -json`` output (a file, or "-" for stdin)."""
     stats = stats if stats is not None else HistoryStats()
     with open_binary(path, progress) as (stream, label):
         yield from jobs_from_ads(iter_json_ads(stream, label, stats, progress), stats, start, until)
@@ -596,8 +597,8 @@ def read_history_json(path: str | Path, stats: HistoryStats | None = None, start
 def read_schedd_history(schedd: Any = None, constraint: str | None = None, since: int | str | None = None,
                         match: int = -1, start: float | None = None, until: float | None = None,
                         classes: Iterable[str] = (), stats: HistoryStats | None = None,
-                        window: float | None = 86400.0, discover: bool = True) -> Iterator[JobRecord]:
-    """JobRecords from a live schedd (default: the local one) via ``htcondor2.Schedd.history``."""
+                        window: float | None = 86400.0, discover: bool = True) -> Iterator[HistoryJob]:
+    """HistoryJobs from a live schedd (default: the local one) via ``htcondor2.Schedd.history``."""
     stats = stats if stats is not None else HistoryStats()
     if schedd is None:
         schedd = locate_schedd()

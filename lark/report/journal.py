@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lark import journal
 from lark.report.errors import InputError
-from lark.report.history import JobRecord
+from lark.report.history import HistoryJob
 
 IN_PREFIX = "LarkBytesIn"
 OUT_PREFIX = "LarkBytesOut"
@@ -91,8 +91,8 @@ def load(paths: Iterable[str | Path]) -> tuple[dict[str, list[JournalFigures]], 
     return found, stats
 
 
-def complete(jobs: Iterable[JobRecord], found: Mapping[str, list[JournalFigures]], stats: JournalStats
-             ) -> Iterator[JobRecord]:
+def complete(jobs: Iterable[HistoryJob], found: Mapping[str, list[JournalFigures]], stats: JournalStats
+             ) -> Iterator[HistoryJob]:
     """``jobs`` with journal figures where the history has fewer bytes (or none).
 
     Only for the job's own owner: the job id in an entry comes from a file the job's user can edit,

@@ -15,8 +15,8 @@ from typing import Any
 from lark.report.accounting import HistoryAccumulator
 from lark.report.gridftp import LineStats, iter_gridftp
 from lark.report.history import (
+    HistoryJob,
     HistoryStats,
-    JobRecord,
     read_history_file,
     read_history_json,
     read_schedd_history,
@@ -66,7 +66,7 @@ def iso(ts: float | None) -> str | None:
 
 
 def _jobs(inputs: Inputs, stats: HistoryStats, start: float | None, until: float | None,
-          progress: Any) -> Iterator[JobRecord]:
+          progress: Any) -> Iterator[HistoryJob]:
     for path in inputs.history_files:
         yield from read_history_file(path, stats, start, until, progress)
     for path in inputs.history_json:
@@ -85,8 +85,8 @@ def _jobs(inputs: Inputs, stats: HistoryStats, start: float | None, until: float
             yield job
 
 
-def accumulate_jobs(jobs: Iterable[JobRecord], config: ReportConfig,
-                    sink: Callable[[JobRecord], None] | None = None) -> HistoryAccumulator:
+def accumulate_jobs(jobs: Iterable[HistoryJob], config: ReportConfig,
+                    sink: Callable[[HistoryJob], None] | None = None) -> HistoryAccumulator:
     acc = HistoryAccumulator(config)
     for job in jobs:
         acc.add(job)
@@ -106,7 +106,7 @@ def load_transfers(paths: Iterable[str | Path], stats: LineStats, start: float |
 
 
 def produce(inputs: Inputs, config: ReportConfig, start: float | None = None, until: float | None = None,
-            progress: Any = None, job_sink: Callable[[JobRecord], None] | None = None) -> ReportData:
+            progress: Any = None, job_sink: Callable[[HistoryJob], None] | None = None) -> ReportData:
     """Read every input once and build the report."""
     report: dict[str, Any] = {
         "format_version": FORMAT_VERSION,

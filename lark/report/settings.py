@@ -32,10 +32,14 @@ from typing import Any
 
 from lark.errors import ConfigError
 from lark.knobs import ConfigReader, Knob, expand
+from lark.yamlfile import YamlFileError, YamlLimits, line_of, load, read_text
 
 PREFIX = "LARK_REPORT_"
 OWNER = "lark report"
 RATE_BASES = ("transfers", "sessions")
+# A --report-config file holds a handful of settings; the bounds only stop a stray file early.
+YAML_LIMITS = YamlLimits(what="a report settings file", max_bytes=1 << 20, max_nesting=10, max_values=10_000,
+                         usual_nesting=3, usual_values="a dozen")
 DEFAULT_CLASS = "default"
 UNCLASSIFIED = "(unclassified)"
 
@@ -211,20 +215,19 @@ def load_report_config(knob_paths: Iterable[Path] | None = None, overrides: Iter
 
 
 def apply_yaml(config: ReportConfig, path: Path) -> ReportConfig:
+    """``config`` with the settings of the YAML file at ``path`` applied; errors say ``FILE:LINE``."""
+    source = str(path)
     try:
-        import yaml
-    except ImportError as err:  # pragma: no cover - pyyaml is a dependency
-        raise ConfigError("--report-config", "reading YAML needs PyYAML") from err
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        text = read_text(Path(path), YAML_LIMITS)
+        document, data = load(text, source, YAML_LIMITS)
     except OSError as err:
-        raise ConfigError("--report-config", f"cannot read: {err.strerror}", str(path)) from err
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise ConfigError("--report-config", f"not valid YAML: {err}", str(path),
-                          mark.line + 1 if mark is not None else None) from err
+        raise ConfigError("--report-config", f"cannot read: {err.strerror or err}", source) from err
+    except YamlFileError as err:  # too large, not UTF-8, not valid YAML: keep its line, name the option
+        raise ConfigError("--report-config", err.detail, err.source, err.line) from None
     if data is None:
         return config
     if not isinstance(data, Mapping):
-        raise ConfigError("--report-config", "expected a mapping of settings at the top level", str(path))
-    return apply(config, {str(k): v for k, v in data.items()}, str(path))
+        raise ConfigError("--report-config", "expected a mapping of settings at the top level", source,
+                          document.line(document.root))
+    lines = {str(k): line for k in data if (line := line_of(document.root, [str(k)])) is not None}
+    return apply(config, {str(k): v for k, v in data.items()}, source, lines)

@@ -24,7 +24,6 @@ from lark import names, netns
 from lark.config import LarkConfig, load_config
 from lark.engine import Engine
 from lark.ipam import all_allocations
-from lark.locks import file_lock
 from lark.policy import JobRequest
 from tests.kernel import jobtools
 from tests.support import in_ns, links_left, same_bytes, wire_count
@@ -390,7 +389,7 @@ def test_releasing_idle_tables_waits_for_a_job_being_set_up(lab: Lab) -> None:
     admin = Engine(lab.config, host_netns=lab.host)  # another process's engine over the same state
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
-            with file_lock(lab.engine._base_lock, shared=True):  # an up in progress
+            with lab.engine.base_tables_in_use():  # as an up in progress holds it
                 release = pool.submit(admin.release_if_idle)
                 with pytest.raises(TimeoutError):
                     release.result(timeout=0.5)  # no record yet, and still it must not act

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from perfsonar.config import config_path, load_config, parse_duration
+from perfsonar.config import config_path, load_spider_config, parse_duration
 from perfsonar.errors import ConfigError
 from perfsonar.model import LATENCY, THROUGHPUT
 
@@ -58,7 +58,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_full_config(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, FULL), knobs=None)
+    cfg = load_spider_config(write(tmp_path, FULL), knobs=None)
     assert cfg.interval == 600.0 and cfg.concurrency == 8
     assert cfg.state_file == tmp_path / "state.json"
     assert cfg.http.timeout == 5.0 and cfg.http.retries == 1
@@ -93,7 +93,7 @@ def test_errors_name_file_line_key_and_accepted_values(tmp_path: Path, old: str,
     line = next(i for i, t in enumerate(text.splitlines(), start=1) if marker in t)
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
-        load_config(path, knobs=None)
+        load_spider_config(path, knobs=None)
     err = info.value
     assert err.knob == knob and err.source == str(path) and err.line == line
     assert accepted in str(err) and str(err).startswith(f"{path}:{line}: {knob}:")
@@ -103,7 +103,7 @@ def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("spider:\n  interval: [600\n")
     with pytest.raises(ConfigError, match="not valid YAML") as info:
-        load_config(path, knobs=None)
+        load_spider_config(path, knobs=None)
     assert info.value.line is not None
 
 
@@ -114,33 +114,33 @@ def test_the_file_is_read_within_bounds(tmp_path: Path) -> None:
     levels = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 6))
     path.write_text("l0: &l0 [x, y, z, w, v, u, t, s, r, q]\n" + levels)
     with pytest.raises(ConfigError) as info:
-        load_config(path, knobs=None)
+        load_spider_config(path, knobs=None)
     assert str(info.value) == (f"{path}:6: holds more than 500000 values, counting what aliases (*name) and merge "
                                "keys (<<) repeat; the spider's configuration needs a few hundred")
     path.write_text("spider:\n  interval: " + "[" * 50_000 + "]" * 50_000 + "\n")
     with pytest.raises(ConfigError, match="^" + str(path) + ":2: is not valid YAML: collections are nested more "
                                           r"than 20 levels deep \(the spider's configuration needs 6\)$"):
-        load_config(path, knobs=None)
+        load_spider_config(path, knobs=None)
     path.write_bytes(b"spider:\n  name: caf\xe9\n")
     with pytest.raises(ConfigError, match="cannot be read: 'utf-8' codec"):
-        load_config(path, knobs=None)
+        load_spider_config(path, knobs=None)
     with path.open("w") as f:
         f.write("# padding\n" * (1 << 19))  # 5 MiB of comments
     with pytest.raises(ConfigError, match=r"is 5242880 bytes \(5.0 MiB\), more than the 4194304 bytes \(4 MiB\)"):
-        load_config(path, knobs=None)
+        load_spider_config(path, knobs=None)
 
 
 def test_lookup_service_alone_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ls.yaml"
     path.write_text("discovery:\n  lookup_service: {enabled: true}\n")
     with pytest.raises(ConfigError, match="Lookup Service alone"):
-        load_config(path, knobs=None)
+        load_spider_config(path, knobs=None)
 
 
 def test_knobs_override_the_yaml(tmp_path: Path) -> None:
     knobs = {"LARK_SPIDER_INTERVAL": "120", "LARK_SPIDER_COLLECTOR": "127.0.0.1:9618",
              "LARK_SPIDER_TOKEN_DIR": "/tmp/tokens"}
-    cfg = load_config(write(tmp_path, FULL), knobs=knobs.get)
+    cfg = load_spider_config(write(tmp_path, FULL), knobs=knobs.get)
     assert cfg.interval == 120.0 and cfg.collector.address == "127.0.0.1:9618"
     assert cfg.collector.token_dir == "/tmp/tokens"
     assert config_path(None, {"LARK_SPIDER_CONFIG": "/etc/x.yaml"}.get) == Path("/etc/x.yaml")
@@ -149,7 +149,7 @@ def test_knobs_override_the_yaml(tmp_path: Path) -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
-        load_config(tmp_path / "none.yaml", knobs=None)
+        load_spider_config(tmp_path / "none.yaml", knobs=None)
 
 
 def test_durations() -> None:

@@ -10,9 +10,9 @@ from perfsonar.normalise import (
     histogram_median,
     ip_family,
     owd_scale,
+    parse_archive_time,
     parse_iso_duration,
     parse_seconds,
-    parse_timestamp,
     percentile,
     plausible,
     plausible_time,
@@ -41,18 +41,18 @@ def test_seconds_accept_numbers_strings_and_iso() -> None:
 
 
 def test_timestamps_are_utc_epoch_seconds_whatever_the_offset() -> None:
-    utc = parse_timestamp("2025-05-02T10:00:03+00:00")
+    utc = parse_archive_time("2025-05-02T10:00:03+00:00")
     assert utc == 1746180003.0
     # pscheduler.start_time carries the measuring host's offset: same instant, other wall clock.
-    assert parse_timestamp("2025-05-02T12:00:03+02:00") == utc
-    assert parse_timestamp("2025-05-02T05:00:03-05:00") == utc
-    assert parse_timestamp("2025-05-02T10:00:03Z") == utc
-    assert parse_timestamp("2025-05-02T10:00:03") == utc  # no offset: taken as UTC
-    assert parse_timestamp(1746180003) == utc
-    assert parse_timestamp("1746180003") == utc  # esmond strings
-    assert parse_timestamp(1746180003000) == utc  # epoch milliseconds (OpenSearch sort values)
-    assert parse_timestamp("yesterday") is None
-    assert parse_timestamp(None) is None
+    assert parse_archive_time("2025-05-02T12:00:03+02:00") == utc
+    assert parse_archive_time("2025-05-02T05:00:03-05:00") == utc
+    assert parse_archive_time("2025-05-02T10:00:03Z") == utc
+    assert parse_archive_time("2025-05-02T10:00:03") == utc  # no offset: taken as UTC
+    assert parse_archive_time(1746180003) == utc
+    assert parse_archive_time("1746180003") == utc  # esmond strings
+    assert parse_archive_time(1746180003000) == utc  # epoch milliseconds (OpenSearch sort values)
+    assert parse_archive_time("yesterday") is None
+    assert parse_archive_time(None) is None
 
 
 def test_to_float_coerces_esmond_strings_and_refuses_garbage() -> None:

@@ -199,14 +199,14 @@ def test_archives_and_sites_from_the_command_line_alone(server: FakePerfSONAR, n
 
 def daemon_state(server: FakePerfSONAR, world: MetaWorld, tmp_path: Path) -> tuple[Path, Path]:
     """A configuration file like a daemon's, and the state file its last crawl wrote (3 links)."""
-    from perfsonar.config import load_config
+    from perfsonar.config import load_spider_config
     from perfsonar.crawl import Spider
 
     state = tmp_path / "daemon-state.json"
     cfg_file = tmp_path / "spider.yaml"
     cfg_file.write_text(json.dumps({"discovery": {"meshes": [world.publisher]},
                                     "spider": {"state_file": str(state)}, "sites": {"resolve_dns": False}}))
-    Spider(load_config(cfg_file, knobs=None)).crawl(persist=True)
+    Spider(load_spider_config(cfg_file, knobs=None)).crawl(persist=True)
     assert '"links": 3' in state.read_text().splitlines()[0]  # the daemon's links are on disk
     return cfg_file, state
 

@@ -10,7 +10,14 @@ import pytest
 import yaml
 
 from perfsonar.errors import RegistryError
-from perfsonar.registries import RegistryEntry, load_registry, parse_cric, parse_gocdb, parse_osg_resource_group
+from perfsonar.registries import (
+    RegistryEntry,
+    load_registry,
+    parse_cric,
+    parse_gocdb,
+    parse_osg_resource_group,
+    parse_registry,
+)
 from perfsonar.sites import SiteMap, SiteRule, registry_claims, resolve_names, static_resolver
 
 
@@ -108,6 +115,19 @@ def test_cric_object_and_agis_list() -> None:
 def test_missing_registry_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="nope.json"):
         load_registry("gocdb", tmp_path / "nope.json")
+
+
+def test_bad_osg_yaml_names_file_and_line(tmp_path: Path) -> None:
+    site_dir = tmp_path / "Facility" / "Site"
+    site_dir.mkdir(parents=True)
+    (site_dir / "RG-A.yaml").write_text("Resources:\n  BW: {FQDN: [a\n")
+    with pytest.raises(RegistryError, match=r"RG-A.yaml:3: is not valid YAML: expected ',' or '\]'"):
+        load_registry("osg-topology", tmp_path)
+    (site_dir / "RG-A.yaml").write_bytes(b"Resources: \xff\n")
+    with pytest.raises(RegistryError, match=r"RG-A.yaml: cannot be read: 'utf-8' codec"):
+        load_registry("osg-topology", tmp_path)
+    with pytest.raises(RegistryError, match=r"^rg.yaml:1: has a value that contains itself through an alias"):
+        parse_registry("osg-topology", "Resources: &r {x: *r}\n", "rg.yaml")
 
 
 def test_site_map_precedence_and_resolution() -> None:

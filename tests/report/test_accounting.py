@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lark.report.accounting import HistoryAccumulator, class_breakdown, job_charge
-from lark.report.history import JobRecord
+from lark.report.history import HistoryJob
 from lark.report.settings import UNCLASSIFIED, ReportConfig, parse_rates
 
 G = 1_000_000_000
@@ -15,9 +15,9 @@ def cfg(rates: str = "", top: int = 10) -> ReportConfig:
     return ReportConfig(charge_per_gb=parse_rates(rates), top=top)
 
 
-def job(jid: str, user: str = "alice", b_in: int | None = 0, b_out: int | None = 0, classes=(), **kw) -> JobRecord:
+def job(jid: str, user: str = "alice", b_in: int | None = 0, b_out: int | None = 0, classes=(), **kw) -> HistoryJob:
     counters = "lark" if b_in is not None or b_out is not None else ""
-    return JobRecord(job=jid, user=user, bytes_in=b_in, bytes_out=b_out, counters=counters, classes=tuple(classes),
+    return HistoryJob(job=jid, user=user, bytes_in=b_in, bytes_out=b_out, counters=counters, classes=tuple(classes),
                      **kw)
 
 
@@ -118,4 +118,4 @@ def test_accumulator_charge_equals_sum_of_job_charges():
 def test_groupings_match_job_record_field_order():
     from lark.report.accounting import GROUPINGS
 
-    assert JobRecord._fields[1:6] == GROUPINGS  # HistoryAccumulator.add slices job[1:6]
+    assert HistoryJob._fields[1:6] == GROUPINGS  # HistoryAccumulator.add slices job[1:6]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lark.report.gridftp import LineStats, MalformedLine, iter_gridftp, parse_line, parse_timestamp, split_fields
+from lark.report.gridftp import LineStats, MalformedLine, iter_gridftp, parse_gridftp_time, parse_line, split_fields
 from lark.report.inputs import open_binary
 from lark.report.transfers import Transfer
 
@@ -29,11 +29,11 @@ def test_date_is_the_end_and_start_the_start():
 
 def test_unpadded_microseconds_are_a_count_of_microseconds():
     # the 2007 NERSC sample: DATE=20070215110703.2102 means 11:07:03 + 2102 us, not + 0.2102 s
-    ts, unpadded = parse_timestamp("20070215110703.2102")
+    ts, unpadded = parse_gridftp_time("20070215110703.2102")
     assert unpadded and ts == pytest.approx(1171537623 + 0.002102, abs=1e-9)
-    padded, flag = parse_timestamp("20070215110703.002102")
+    padded, flag = parse_gridftp_time("20070215110703.002102")
     assert padded == ts and not flag
-    assert parse_timestamp("20070215110703") == (1171537623, False)
+    assert parse_gridftp_time("20070215110703") == (1171537623, False)
     stats = LineStats()
     t = parse_line(gridftp_line("20070215110700.5", "20070215110703.2102", 10), 1, stats)
     assert t.duration == pytest.approx(3 + 0.002102 - 0.000005) and stats.unpadded_microseconds == 1
@@ -43,7 +43,7 @@ def test_unpadded_microseconds_are_a_count_of_microseconds():
                                   "20260101120000.", "20260101120000.1234567", "20260101120000.12x"])
 def test_bad_timestamps(text):
     with pytest.raises(MalformedLine):
-        parse_timestamp(text)
+        parse_gridftp_time(text)
 
 
 @pytest.mark.parametrize("name", ["/data/my file.dat", "/data/a=b", "/data/x y=z BUFFER", "/a  double  space",

@@ -14,8 +14,8 @@ import pytest
 from lark.report.errors import InputError
 from lark.report.history import (
     HISTORY_ATTRIBUTES,
+    HistoryJob,
     HistoryStats,
-    JobRecord,
     class_attributes,
     discover_class_attributes,
     iter_history_ads,
@@ -30,10 +30,10 @@ from lark.report.history import (
 from .conftest import T0, history_text, json_text, lark_job, make_ad, write_history, write_json
 
 
-def check_sample(jobs: list[JobRecord], stats: HistoryStats) -> None:
+def check_sample(jobs: list[HistoryJob], stats: HistoryStats) -> None:
     """Expectations for conftest.sample_ads, whichever format they came in."""
     a, b, c, d = jobs
-    assert a == JobRecord(job="submit.lark.test#1.0", user="alice", group="cms", execute_site="UNL",
+    assert a == HistoryJob(job="submit.lark.test#1.0", user="alice", group="cms", execute_site="UNL",
                           source_site="FNAL", network_type="nat", bytes_in=6_000_000_000, bytes_out=2_000_000_000,
                           counters="lark", classes=(("Wan", 4_000_000_000, 1_000_000_000),), sandbox_in=5000,
                           sandbox_out=1000, input_mb=5.0, start=T0, end=T0 + 100)
@@ -300,7 +300,7 @@ def test_mangled_records_are_skipped_and_their_neighbours_survive():
     lines = [gridftp_line("20260101120000.0", f"202601011200{k:02d}.5", 1000 + k, user=f"user{k}")
              for k in range(1, 13)]
 
-    def clean_jobs(read) -> list[JobRecord]:
+    def clean_jobs(read) -> list[HistoryJob]:
         st = HistoryStats()
         return list(jobs_from_ads(read(st), st))
 

@@ -12,7 +12,7 @@ import pytest
 
 from lark.report import cli
 from lark.report.accounting import DAY, HOUR, HistoryAccumulator
-from lark.report.history import JobRecord
+from lark.report.history import HistoryJob
 from lark.report.settings import UNCLASSIFIED, ReportConfig, parse_rates
 
 from .month import CHARGE_ARGS, OCT, SERVERS, month_jobs, write_month_gridftp, write_month_history
@@ -138,8 +138,8 @@ def test_hourly_cells_become_daily_past_three_days():
     acc = HistoryAccumulator(ReportConfig(charge_per_gb=parse_rates("default=1")))
     G = 1_000_000_000
 
-    def job(n: int, end: int, b_in: int, user: str = "alice") -> JobRecord:
-        return JobRecord(job=str(n), user=user, bytes_in=b_in, bytes_out=0, counters="lark", start=end - 10,
+    def job(n: int, end: int, b_in: int, user: str = "alice") -> HistoryJob:
+        return HistoryJob(job=str(n), user=user, bytes_in=b_in, bytes_out=0, counters="lark", start=end - 10,
                          end=end, classes=(("Wan", b_in // 2, 0),))
 
     acc.add(job(1, 10 * HOUR + 5, 2 * G))

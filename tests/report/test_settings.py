@@ -54,11 +54,17 @@ def test_errors_name_knob_file_and_line(tmp_path: Path):
     with pytest.raises(ConfigError, match="unknown report setting"):
         load_report_config([f])
     y = tmp_path / "r.yaml"
-    y.write_text("top: [1\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    y.write_text("currency: CHF\ntop: [1\n")  # the flow list is still open at the end of line 3
+    with pytest.raises(ConfigError, match=r"r.yaml:3: --report-config: is not valid YAML: expected ',' or ']'"):
         load_report_config([], yaml_path=y)
     y.write_text("- a\n")
-    with pytest.raises(ConfigError, match="mapping"):
+    with pytest.raises(ConfigError, match=r"r.yaml:1: --report-config: expected a mapping"):
+        load_report_config([], yaml_path=y)
+    y.write_text("currency: CHF\n\ntop: 2.5\n")  # a bad value: blamed on its own line
+    with pytest.raises(ConfigError, match=r"r.yaml:3: LARK_REPORT_TOP: expected a whole number"):
+        load_report_config([], yaml_path=y)
+    y.write_text("top: &t [*t]\n")  # bounded like every admin-written YAML file
+    with pytest.raises(ConfigError, match=r"r.yaml:1: --report-config: has a value that contains itself"):
         load_report_config([], yaml_path=y)
     with pytest.raises(ConfigError, match="no such config"):
         load_report_config([tmp_path / "missing"])
