@@ -32,8 +32,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lark.spider")
 
+# Lark's convention (0 ok, 1 problems found, 2 usage or configuration error); a crawl's own
+# findings have codes of their own, so that a cron or a test can tell them apart.
 EXIT_OK = 0
-EXIT_CONFIG = 1
+EXIT_CONFIG = 2  # argparse's usage errors exit 2 too
 EXIT_COLLECTOR = 3
 EXIT_NO_LINKS = 4
 EXIT_NOTHING_FOUND = 5
@@ -47,7 +49,8 @@ EPILOG = """examples:
 
 exit status:
   0  success (unreachable archives are not an error: their links are carried over as stale)
-  1  configuration error
+  2  usage or configuration error (a bad option, YAML file or LARK_SPIDER_* knob; a log file
+     that cannot be opened)
   3  the collector refused the ads (--once)
   4  hosts were discovered but no link could be published from this crawl's data (--once,
      --dry-run); the reason, naming the unmapped hosts, is printed on stderr
@@ -263,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def load() -> SpiderConfig:
         # The same command line at start and at every SIGHUP reload.
         return load_spider_config(path, overrides=command_line_overrides(args),
-                           missing_ok=from_command_line and args.config is None)
+                                  missing_ok=from_command_line and args.config is None)
 
     try:
         config = load()

@@ -265,12 +265,30 @@ def test_cli_once_dry_run_prints_ads(world: World, tmp_path: Path, capsys: pytes
     assert any(a.get("Name") == "BETA->ALPHA/IPv4" for a in ads)
 
 
-def test_cli_config_errors_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_config_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "spider.yaml"
     path.write_text("quality:\n  max_loss: lots\n")
-    assert main(["--check-config", "-c", str(path)]) == 1
+    assert main(["--check-config", "-c", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}:2: quality.max_loss" in err
+
+
+def test_cli_knob_log_and_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "spider.yaml"
+    path.write_text("archives:\n  endpoints:\n    - {url: http://127.0.0.1:9/esmond/perfsonar/archive, type: esmond}\n")
+    assert main(["--check-config", "-c", str(path)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("LARK_SPIDER_INTERVAL", "soon")  # a knob overrides its key of the file
+    assert main(["--check-config", "-c", str(path)]) == 2
+    assert "interval" in capsys.readouterr().err
+    monkeypatch.delenv("LARK_SPIDER_INTERVAL")
+    log = tmp_path / "missing-dir" / "spider.log"
+    assert main(["--once", "--dry-run", "--log", str(log), "-c", str(path)]) == 2
+    assert f"cannot open log {log}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["--no-such-option"])
+    assert usage.value.code == 2
 
 
 def test_ad_batches_recycle_a_fixed_pool(world: World, tmp_path: Path) -> None:

@@ -194,7 +194,7 @@ def test_archives_and_sites_from_the_command_line_alone(server: FakePerfSONAR, n
     check = run_spider(tmp_path, "--check-config", "--esmond", server.url("/a/esmond/perfsonar/archive/"))
     assert check.returncode == 0 and "<command line>: OK (0 publishers, 0 meshes, 1 archive endpoints" in check.stdout
     bad = run_spider(tmp_path, "--once", "--dry-run", "--esmond", server.url("/a/"), "--site", "nosite")
-    assert bad.returncode == 1 and "expected HOST=SITE" in bad.stderr
+    assert bad.returncode == 2 and "expected HOST=SITE" in bad.stderr
 
 
 def daemon_state(server: FakePerfSONAR, world: MetaWorld, tmp_path: Path) -> tuple[Path, Path]:

@@ -133,6 +133,25 @@ def test_errors_exit_2_with_one_line(argv, msg, capsys):
     assert code == 2 and msg in err and err.startswith("lark report: error:") and out == ""
 
 
+def test_configuration_errors_exit_2_under_both_commands(tmp_path: Path, capsys):
+    """A bad settings file or knob is a configuration error: 2, under ``python -m lark.report`` and
+    ``lark report`` alike, with the file and line that hold it."""
+    from lark.cli.main import main as lark_main
+
+    bad_yaml = tmp_path / "r.yaml"
+    bad_yaml.write_text("currency: CHF\ntop: [1\n")
+    bad_knob = tmp_path / "lark.conf"
+    bad_knob.write_text("LARK_REPORT_TOP = many\n")
+    for argv, where in ((["--report-config", str(bad_yaml)], f"{bad_yaml}:3: --report-config: is not valid YAML"),
+                        (["--config", str(bad_knob)], f"{bad_knob}:1: LARK_REPORT_TOP: expected a number"),
+                        (["-D", "LARK_REPORT_CIRCUIT_RATE=jobs"], "LARK_REPORT_CIRCUIT_RATE: expected one of")):
+        code, out, err = run(["--gridftp", str(tmp_path / "x"), *argv], capsys)
+        assert (code, out) == (2, "") and where in err, err
+        code = lark_main(["report", "--no-progress", "--gridftp", str(tmp_path / "x"), *argv])
+        out, err = capsys.readouterr()
+        assert (code, out) == (2, "") and where in err, err
+
+
 def test_when_parsing():
     assert cli.parse_when("2026-10-01", "x") == 1790812800
     assert cli.parse_when("2026-10-01T01:00", "x") == 1790812800 + 3600
