@@ -25,21 +25,27 @@ from lark.report.settings import ReportConfig
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def doc_table(path: Path, heading: str) -> dict[str, str]:
-    """knob -> second column of the first table after ``heading`` (backticks stripped)."""
+def doc_table(path: Path, heading: str, column: str = "default") -> dict[str, str]:
+    """knob -> its cell in ``column`` (matched by the header's first word) of the first table after
+    ``heading``, backticks stripped; a table without that column fails the test."""
     text = path.read_text()
-    start = text.index(heading)
+    start = text.rfind("\n", 0, text.index(heading)) + 1  # the heading's line: it may be the table's header
     rows: dict[str, str] = {}
-    in_table = False
-    for line in text[start:].splitlines()[1:]:
-        if line.startswith("|"):
-            in_table = True
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            m = re.fullmatch(r"`(LARK_[A-Z0-9_<>]+)`.*", cells[0])
-            if m:
-                rows[m.group(1)] = cells[1].strip("`") if len(cells) > 1 else ""
-        elif in_table:
-            break
+    index: int | None = None
+    for line in text[start:].splitlines():
+        if not line.startswith("|"):
+            if index is not None:
+                break
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if index is None:
+            headers = [c.strip("`").split(" ")[0].lower() for c in cells]
+            assert column in headers, f"{path.name}: the table after {heading!r} has no {column!r} column"
+            index = headers.index(column)
+            continue
+        m = re.fullmatch(r"`(LARK_[A-Z0-9_<>]+)`.*", cells[0])
+        if m:
+            rows[m.group(1)] = cells[index].strip("`") if len(cells) > index else ""
     return rows
 
 
@@ -54,14 +60,23 @@ def test_admin_guide_lists_exactly_the_engine_knobs_with_their_defaults() -> Non
     assert documented == {k.name: k.default for k in engine_knobs()}
 
 
-def test_report_and_spider_and_matchmaking_docs_name_only_declared_knobs() -> None:
-    owners = {k.name: k.owner for k in all_knobs()}
-    report = doc_table(ROOT / "docs" / "report.md", "## Settings")
-    assert set(report) == {k.name for k in REPORT_KNOBS}
-    spider = doc_table(ROOT / "docs" / "spider.md", "| knob | meaning |")
-    assert spider and all(owners.get(name) == link_knobs.SPIDER for name in spider)
-    links = doc_table(ROOT / "docs" / "matchmaking.md", "| `LARK_SITE`")
-    assert links and all(owners.get(name) == link_knobs.CRON for name in links)
+@pytest.mark.parametrize("page,heading,owner", [
+    ("report.md", "## Settings", "lark report"),
+    ("spider.md", "| knob | default | meaning |", link_knobs.SPIDER),
+    ("matchmaking.md", "| knob | side | default |", link_knobs.CRON),
+])
+def test_each_components_page_lists_exactly_its_knobs_with_their_defaults(page: str, heading: str,
+                                                                          owner: str) -> None:
+    """The spider's, the report's and the links cron's tables, like the admin guide's: every knob the
+    component declares, none it does not, each with its declared default (an empty cell for an empty
+    one: what the component does then is the meaning column's to say)."""
+    declared = {k.name: k.default for k in all_knobs() if k.owner == owner}
+    assert declared  # the owner name matches the registry's
+    assert doc_table(ROOT / "docs" / page, heading) == declared
+
+
+def test_report_knobs_are_the_registrys() -> None:
+    assert {k.name for k in REPORT_KNOBS} == {k.name for k in all_knobs() if k.owner == "lark report"}
 
 
 def test_defaults_parse_and_say_what_the_components_use_unset() -> None:
