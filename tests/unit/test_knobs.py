@@ -186,3 +186,20 @@ def test_the_shipped_drop_ins_set_only_declared_knobs() -> None:
         settings.update(read_settings(path))
     assert len(settings) > 20  # the drop-ins were read
     check_known(settings)  # raises ConfigError naming file:line of an undeclared one
+
+
+def test_admin_guides_mode_table_says_where_each_mode_counts() -> None:
+    """The "accounting and policy" column against each mode's declared fact: inside the job's
+    namespace exactly for the modes whose firewall sits there (NAT's moved there from the host)."""
+    from lark.attach import mode, mode_names
+
+    text = (ROOT / "docs" / "admin-guide.md").read_text()
+    table = text[text.index("| mode | how | accounting and policy | use |"):].split("\n\n", 1)[0]
+    where: dict[str, str] = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        for name in re.findall(r"`([a-z]+)`", cells[0]):
+            where[name] = cells[2]
+    assert set(where) == set(mode_names())
+    for name, cell in where.items():
+        assert cell.startswith("inside the job's namespace") == mode(name).job_side_firewall, (name, cell)
