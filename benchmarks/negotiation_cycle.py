@@ -16,14 +16,6 @@ significant digits (copied to ``LarkInputTransferOK`` for people); START is left
 pair that is nothing for small jobs, and for large jobs one or two slot-attribute lookups and a
 comparison.
 
-**History.** The first version of this script measured the previous design: the cron published the
-measurements as a nested record (``LarkLinks = [ <site> = [ Mbps = ...; Loss = ...; MeasuredAt = ...;
-Quality = "..." ]; ... ]``) and START judged them per pair. On 1000 x 1000 with 100 sites that cycle
-took 3.37x the baseline (90 % CI 3.2-3.9; 1.73x with small inputs; carrying the record without
-evaluating it 1.12x), flat per-site limits checked in the jobs' Requirements 1.19x, one trivial START
-clause 1.07x (docs/benchmarks.md, "previous design"). That is why the design changed; those variants
-(B nested record, Ba, C, D, D10) are gone from the code (git history has them).
-
 **Pool.** The real-pool harness (tests/pool/harness.py): HTCondor 25.x from the cached image, in its
 own overlay and network namespace ``larkn<x>-pool`` (``<x>``: one random character per run). One
 startd with ``--slots`` static 1-core slots, ``UPDATE_INTERVAL = 60``, ``COLLECTOR.CLASSAD_LIFETIME =
@@ -64,12 +56,6 @@ per variant; the rank helper is not enabled, as in the shipped config):
 * ``J``  floor of any job-side check: A's config, jobs whose Requirements have one more trivial
   clause reading a slot attribute, ``((TARGET.Cpus ?: 0) >= 0)``.
 
-The first version of the shipped design evaluated the job's compiled check from START
-(``(TARGET.LarkInputTransferOK ?: true) =?= true``): 1.67x (CI 1.38-2.13), Bs 1.26x, F 1.14x in the
-same run; calling an expression of the other ad from START costs ~2.5 us per pair, and the check's
-``MY.LarkInputBytes`` kept jobs of one size class in separate autoclusters. So the check moved into
-the job's Requirements with the size compiled in.
-
 Jobs of A, F and J are submitted before ``60-lark-submit.conf`` is in the schedd's config, those of B
 and Bs with it (the transform acts at submission only).
 
@@ -82,7 +68,7 @@ phase 1 = ads from the collector, phase 4 = matchmaking), and the negotiator's C
 /proc, read when the Started and Finished lines appear). The figure is the median over all cycles
 of a variant; the ratio is median(variant) / median(A), with a 90 % bootstrap interval. The
 negotiator ad's ``LastNegotiationCycleDuration0`` is whole seconds, so the log is used instead.
-RSS of the startd and collector is read after each visit. On the 2-core VM single cycles of one
+RSS of the startd and collector is read after each visit. On a 2-core machine single cycles of one
 variant vary by up to 2x even on an idle machine (the negotiator's CPU time varies with the wall
 time), so the table shows each variant's range too.
 
