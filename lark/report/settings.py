@@ -5,20 +5,8 @@ Sources, later ones winning: built-in defaults; ``LARK_REPORT_*`` knobs read by 
 configuration, else ``/etc/condor/config.d``; ``-D`` overrides); a YAML file given with
 ``--report-config`` (same names, lower case, without the ``LARK_REPORT_`` prefix); command-line options.
 
-=================================  =======================  ===============================================
-knob                               default                  meaning
-=================================  =======================  ===============================================
-LARK_REPORT_CHARGE_PER_GB          (empty: no charges)      ``class=rate`` list, rate per GB (10^9 bytes) in
-                                                            and out; ``class:in=`` / ``class:out=`` set one
-                                                            direction; ``default`` prices unclassified bytes
-                                                            and classes without a rate
-LARK_REPORT_CURRENCY               (empty)                  label printed next to charges
-LARK_REPORT_SESSION_GAP            60                       seconds; see lark.report.transfers
-LARK_REPORT_CIRCUIT_MIN_MB         100                      smallest session (MB = 10^6 bytes) considered
-LARK_REPORT_CIRCUIT_MIN_MINUTES    10                       a session "needs a circuit" above this duration
-LARK_REPORT_CIRCUIT_RATE           transfers                Q3 of ``transfers`` or ``sessions`` throughput
-LARK_REPORT_TOP                    10                       rows per table, top jobs and sessions
-=================================  =======================  ===============================================
+The knobs, with their defaults and meanings, are declared once in :data:`KNOBS` below (docs/report.md
+lists them, and a unit test holds that table to these declarations).
 """
 
 from __future__ import annotations
