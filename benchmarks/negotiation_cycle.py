@@ -630,8 +630,7 @@ def build_variants(keys: Sequence[str], sites: Sequence[str], shipped: str) -> l
     }
     unknown = [k for k in keys if k not in catalog]
     if unknown:
-        raise SystemExit(f"unknown variants {unknown}; choose from {list(catalog)} "
-                         "(the previous design's B, Ba, C, D, D10 are in git history)")
+        raise SystemExit(f"unknown variants {unknown}; choose from {list(catalog)}")
     return [catalog[k] for k in keys]
 
 

@@ -26,7 +26,7 @@ stamp=.venv/.lark-installed
 # lark-wrap is installed as a copy (a plain script, not an entry point): reinstall when it changes too
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ lark/wrap.py -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[test,plot,metrics,iptables,report]'
+  .venv/bin/pip install -qq -e '.[test,plot,metrics,iptables,report]'
   touch "$stamp"
 fi
 
