@@ -225,7 +225,12 @@ CORE_KNOBS: tuple[Knob[object], ...] = (
 MACRO_KNOBS: tuple[Knob[object], ...] = (
     Knob("LARK_BIN", "", parse_text, "Directory of Lark's executables (the drop-ins build paths from it).", MACROS),
     Knob("LARK_NETD", "", parse_text, "The broker's executable, for DAEMON_LIST (50-lark-execute.conf).", MACROS),
-    Knob("LARK_NETD_ARGS", "", parse_text, "Extra arguments condor_master passes to lark-netd.", MACROS),
+    # condor_master's own settings of the daemons Lark adds to DAEMON_LIST (LARK_NETD_ARGS,
+    # LARK_SPIDER_ENVIRONMENT, ...): HTCondor reads them, Lark must not call them unknown.
+    Knob("LARK_<DAEMON>_<SETTING>", "", parse_text, "HTCondor's per-daemon settings of lark-netd and "
+         "lark-spider (ARGS, ENVIRONMENT, DEBUG, USERID, ...), read by condor_master.", MACROS,
+         pattern=r"LARK_(NETD|SPIDER)_(ARGS|ENVIRONMENT|DEBUG|USERID|ADDRESS_FILE|DAEMON_AD_FILE|LOCK"
+                 r"|LOG_KEEP_OPEN|NOT_RESPONDING_TIMEOUT|MAX_FILE_DESCRIPTORS|SETTABLE_ATTRS_[A-Z_]+)"),
     Knob("LARK_HOOK_PREPARE_JOB", "", parse_text, "The prepare-job hook's executable (50-lark-execute.conf).",
          MACROS),
     Knob("LARK_PRE_JOB_RANK", "", parse_text, "Rank expression preferring good links, for "

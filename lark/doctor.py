@@ -18,11 +18,11 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from lark import __version__, attach
+from lark import __version__, attach, extra_hint
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -37,6 +37,8 @@ Status = Literal["ok", "fail", "warn"]
 SUBMIT_TRANSFORMS = ("LarkNetwork", "LarkHold", "LarkSite", "LarkLink")
 #: what the starter must let through from the broker's delayed chirp updates
 CHIRP_PREFIXES = ("Lark*", "NetworkInputMb", "NetworkOutputMb")
+#: the module that gives a feature, where its name differs
+KERNEL_MODULES: Mapping[str, str] = {"tbf": "sch_tbf"}
 RESTART_STARTD = "condor_restart -daemon startd (NO_JOB_NETWORKING is read when the startd starts)"
 
 
@@ -192,7 +194,7 @@ def check_firewall(facts: NodeFacts) -> Check:
     if facts.firewall_error is None:
         return Check("firewall", "ok", f"LARK_FIREWALL = {facts.firewall} is usable")
     fix = ("install libnftables1 (Debian/Ubuntu) or nftables (EL)" if facts.firewall == "nftables"
-           else "pip install 'htcondor-lark[iptables]' into Lark's environment (needs gcc), or use nftables")
+           else f"{extra_hint('iptables')} (needs gcc), or use nftables")
     return Check("firewall", "fail", f"LARK_FIREWALL = {facts.firewall}: {facts.firewall_error}", fix)
 
 
@@ -204,8 +206,9 @@ def check_kernel(facts: NodeFacts) -> list[Check]:
         if error is None:
             checks.append(Check(f"kernel-{feature}", "ok", f"the kernel does {feature} (for {users})"))
         else:
+            module = KERNEL_MODULES.get(feature, feature)
             checks.append(Check(f"kernel-{feature}", "fail", f"the kernel cannot do {feature}, which {users} "
-                                f"needs: {error}", f"load the module (modprobe {feature}) or remove {users} "
+                                f"needs: {error}", f"load the module (modprobe {module}) or remove {users} "
                                 "from LARK_NETWORK_TYPES"))
     for knob, present in sorted(facts.parents.items()):
         if present:

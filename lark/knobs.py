@@ -2,7 +2,7 @@
 
 Every component declares its ``LARK_*`` knobs as :class:`Knob` values next to the code that uses
 them (core: :mod:`lark.config`; each attachment mode: its :mod:`lark.attach` module; links cron:
-:mod:`lark.links.knobs`; report: :mod:`lark.report.settings`; spider: :mod:`perfsonar.knobs`);
+:mod:`lark.links.knobs`; report: :mod:`lark.report.settings`; spider: :mod:`lark.links.knobs`, beside the cron's);
 :func:`lark.config.all_knobs` gathers them, so "every knob" is one lookup and the unknown-knob
 check and the admin guide's tables derive from it.
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from lark import __version__
+from lark import __version__, extra_hint
 from perfsonar.config import SpiderConfig, config_path, load_spider_config
 from perfsonar.crawl import CrawlResult, Spider
 from perfsonar.errors import ConfigError, PublishError
@@ -233,8 +233,8 @@ def _metrics(config: SpiderConfig) -> SpiderMetrics | None:
             log.info("metrics on http://%s:%d/metrics", *config.metrics_address)
         return metrics
     except (ImportError, OSError) as err:
-        log.error("metrics are off: %s (spider.metrics_address needs prometheus-client: pip install "
-                  "'htcondor-lark[metrics]')", err)
+        log.error("metrics are off: %s (spider.metrics_address needs prometheus-client: %s)", err,
+                  extra_hint("metrics"))
         return None
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from lark import __version__
+from lark import __version__, extra_hint
 from lark.config import condor_param, load_config
 from lark.errors import LarkError
 
@@ -93,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.info("metrics on http://%s:%d/metrics", *config.metrics_address)
         except (ImportError, OSError) as err:
             # the broker's job comes first: jobs get their networks without metrics
-            log.error("metrics are off: %s (LARK_METRICS_ADDRESS needs prometheus-client: pip install "
-                      "'htcondor-lark[metrics]')", err)
+            log.error("metrics are off: %s (LARK_METRICS_ADDRESS needs prometheus-client: %s)", err,
+                      extra_hint("metrics"))
             broker.metrics = None
     try:
         # the host's rules as this broker's knobs say (isolation may have changed), and every running

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from lark.attach import mode_names, modes
@@ -66,7 +66,7 @@ def add_parsers(sub: Any) -> list[argparse.ArgumentParser]:  # argparse's _SubPa
     p = add("status", cmd_status, "one job in detail")
     p.add_argument("job")
     json_option(p)
-    add("sweep", cmd_sweep, "remove dead jobs and orphaned objects")
+    json_option(add("sweep", cmd_sweep, "remove dead jobs and orphaned objects"))
     json_option(add("check", cmd_check, "report drift between records and the kernel (exit 1 when there is any)"))
     json_option(add("config", cmd_config, "print the effective LARK_* knobs and where each comes from"))
     add("node-ad", cmd_node_ad, "print the node's network totals as machine-ad attributes (a startd cron)")
@@ -170,6 +170,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     with _engine(args, load(args)) as engine:
         report = engine.sweep()
+    if args.json:
+        print(json.dumps(asdict(report), indent=1))
+        return 0
     for label, items in (("jobs", report.removed_jobs), ("interfaces", report.removed_links),
                          ("namespaces", report.removed_netns), ("firewall", report.removed_firewall),
                          ("allocations", report.released)):

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from lark.attach import mode
 from lark.cli.options import load
 from lark.config import condor_param
 from lark.errors import LarkError
@@ -146,7 +147,7 @@ def describe(p: Profile, cpus_note: str) -> str:
     if p.inbound_ports:
         env = ", ".join(f"{v.name}={v.template}" for v in p.port_range_env) or "no mover variables"
         lines.append(f"  inbound ports: {p.inbound_ports} per job ({env})")
-    if p.attach != "none":
+    if mode(p.attach).shaping:
         def mbit(v: int) -> str:
             return f"{v} Mbit/s" if v else "unlimited"
         lines.append(f"  bandwidth: in {mbit(p.bandwidth_in_mbit)}, out {mbit(p.bandwidth_out_mbit)}")

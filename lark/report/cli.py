@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from lark import extra_hint
 from lark.errors import LarkError
 from lark.report.errors import ReportError
 from lark.report.history import HISTORY_ATTRIBUTES, HistoryJob, class_attributes
@@ -229,8 +230,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         import numpy  # noqa: F401 - the analyses are vectorised with numpy
     except ImportError as err:
-        raise ReportError("lark report needs numpy: install Lark with its report extra "
-                          "(pip install 'htcondor-lark[report]')") from err
+        raise ReportError(f"lark report needs numpy: {extra_hint('report')}") from err
     from lark.report.render import render
     from lark.report.report import Inputs, ScheddQuery, produce
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from lark import extra_hint
 from lark.report.errors import ReportError
 from lark.report.page import Figure, report_page
 from lark.report.render import fmt_bytes, fmt_duration, fmt_money, fmt_rate, fmt_share
@@ -46,7 +47,7 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as err:
-        raise ReportError("--plot needs matplotlib (pip install 'htcondor-lark[plot]')") from err
+        raise ReportError(f"--plot needs matplotlib: {extra_hint('plot')}") from err
     matplotlib.use("Agg")  # no display on a submit node; must precede the pyplot import
     import matplotlib.pyplot as plt
 

@@ -9,6 +9,7 @@ Topology (all in namespaces this test creates; the real host is never touched):
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -343,8 +344,11 @@ def test_kill_mid_up_then_sweep_leaves_nothing(lab: Lab, step: str) -> None:
     assert [r.status for r in records] == ["setting-up"], records  # killed mid-way, and recorded so
     if step != "recorded":  # the kill came after the namespace was made: the sweep has work to do
         assert [n for n in netns.list_named(lab.prefix + "-") if names.token_of_netns(lab.prefix, n)]
-    report = lab.engine.sweep()
-    assert report.removed_jobs == [records[0].token]
+    # the admin's command, as a script would read it
+    swept = subprocess.run(lab.cli("sweep", "--json"), capture_output=True, text=True, timeout=60)
+    assert swept.returncode == 0, swept.stderr
+    report = json.loads(swept.stdout)
+    assert report["removed_jobs"] == [records[0].token]
     assert lab.lark_objects() == []
 
 

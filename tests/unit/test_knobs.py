@@ -203,3 +203,18 @@ def test_admin_guides_mode_table_says_where_each_mode_counts() -> None:
     assert set(where) == set(mode_names())
     for name, cell in where.items():
         assert cell.startswith("inside the job's namespace") == mode(name).job_side_firewall, (name, cell)
+
+
+@pytest.mark.parametrize("name", ["LARK_NETD_ARGS", "LARK_NETD_ENVIRONMENT", "LARK_SPIDER_ARGS", "LARK_SPIDER_DEBUG"])
+def test_htcondors_own_settings_of_larks_daemons_are_not_unknown(tmp_path: Path, name: str) -> None:
+    conf = tmp_path / "lark.conf"
+    conf.write_text(f"{name} = -f\n")
+    load_config([conf])  # the broker starts with condor_master's per-daemon settings in the drop-ins
+
+
+def test_a_misspelt_daemon_setting_is_still_unknown(tmp_path: Path) -> None:
+    conf = tmp_path / "lark.conf"
+    conf.write_text("LARK_NETD_ENVIROMENT = X=1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config([conf])
+    assert err.value.line == 1 and "unknown Lark knob" in str(err.value)
