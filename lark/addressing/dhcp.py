@@ -15,6 +15,12 @@ and found again through its pidfile, named by the job's token like everything el
     <state>/dhcp/<token>.events   one line per hook call: "<epoch> <event> ip= mask= router= server= lease="
     <state>/dhcp/<token>.log      the client's own messages
     <state>/dhcp/udhcpc-hook      the hook (written by Lark, root-only)
+    <state>/dhcp/last-<hash>      the address a client identifier last held (kept 7 days)
+
+A released lease is free for the server to give to anyone, and dnsmasq, for one, then picks a
+new client's address from a hash of its MAC (new for every run). So the client asks for the
+address its identifier last held (option 50, ``-r``): a re-run job gets its address back
+whenever it is still free.
 
 The hook gives the address the lease's own lifetime (``valid_lft``): a renewal extends it, and a
 lease that runs out unrenewed (the server is gone) is removed by the kernel exactly at expiry,
@@ -23,6 +29,7 @@ whatever happens to the client. So the job keeps its address until then, and no 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -33,8 +40,8 @@ from pathlib import Path
 from lark.addressing import LeaseEvent, latest_lease, parse_events
 from lark.errors import KernelError
 
-__all__ = ["HOOK", "client_alive", "client_pid", "events_path", "read_events", "restart_needed", "start_client",
-           "stop_client", "wait_for_lease"]
+__all__ = ["HOOK", "client_alive", "client_pid", "events_path", "read_events", "remember_address", "restart_needed",
+           "start_client", "stop_client", "wait_for_lease"]
 
 HOOK = """#!/bin/sh
 # udhcpc event hook written by Lark (lark/addressing/dhcp.py); runs as root in the job's namespace.
@@ -91,6 +98,35 @@ def _udhcpc() -> list[str]:
     raise KernelError("DHCP addressing needs busybox's udhcpc (Debian package udhcpc), which is not installed")
 
 
+_REMEMBER_SECONDS = 7 * 86400
+
+
+def _last_path(state_dir: Path, client_id: bytes) -> Path:
+    return state_dir / "dhcp" / f"last-{hashlib.sha256(client_id).hexdigest()[:24]}"
+
+
+def remember_address(state_dir: Path, client_id: bytes, address: str) -> None:
+    """The address (with prefix length) a client identifier was granted, for its next run."""
+    path = _last_path(state_dir, client_id)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(address)
+    os.replace(tmp, path)
+
+
+def _last_address(state_dir: Path, client_id: bytes) -> str | None:
+    now = time.time()
+    for old in (state_dir / "dhcp").glob("last-*"):  # forget identifiers not seen for a week
+        try:
+            if now - old.stat().st_mtime > _REMEMBER_SECONDS:
+                old.unlink(missing_ok=True)
+        except FileNotFoundError:
+            continue
+    try:
+        return _last_path(state_dir, client_id).read_text().strip().partition("/")[0] or None
+    except FileNotFoundError:
+        return None
+
+
 def start_client(state_dir: Path, token: str, netns_path: str, ifname: str, client_id: bytes, hostname: str) -> None:
     """Start (or restart) the job's client; it keeps its lease renewed until :func:`stop_client`.
 
@@ -102,6 +138,9 @@ def start_client(state_dir: Path, token: str, netns_path: str, ifname: str, clie
             "-s", str(_hook(state_dir)), "-p", str(_pidfile(state_dir, token)), "-R",
             "-t", "3", "-T", "1", "-A", "2",
             "-x", f"0x3d:{client_id.hex()}", "-x", f"hostname:{hostname}"]
+    last = _last_address(state_dir, client_id)
+    if last is not None:
+        argv += ["-r", last]
     _pidfile(state_dir, token).unlink(missing_ok=True)
     with open(directory / f"{token}.log", "ab") as log:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

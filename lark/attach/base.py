@@ -248,13 +248,17 @@ def configure_site_interface(ctx: AttachContext, record: JobRecord) -> int:
             _set_family(record, family, None, None)
     configure_job_interface(ctx, record)  # the static family, if any; link up
     state_dir = ctx.config.state_dir
+    timeout = ctx.config.addressing_timeout
+    deadline = time.monotonic() + timeout
+    # A link is usable once the kernel has seen its carrier (up to ~1 s after "up"; until then
+    # what it sends is dropped): a discover sent before would be lost, and the next comes 1 s later.
+    _wait_operational(ctx.job, index, deadline)
+    ident = b""
     if wants_dhcp(record.addressing):
         ident = client_id(record.global_job_id or record.job_id, record.job_ifname)
         record.dhcp_client_id = ident.hex()
         dhcp.start_client(state_dir, record.token, record.netns, record.job_ifname, ident,
                           dhcp_hostname(record.job_id, record.token))
-    timeout = ctx.config.addressing_timeout
-    deadline = time.monotonic() + timeout
     missing: list[int] = []
     if wants_dhcp(record.addressing):
         lease = dhcp.wait_for_lease(state_dir, record.token, deadline)
@@ -264,6 +268,8 @@ def configure_site_interface(ctx: AttachContext, record: JobRecord) -> int:
             _set_family(record, 4, lease.address, lease.router)
             record.lease_server, record.lease_expires = lease.server, lease.expires
             record.lease_events_seen = len(dhcp.read_events(state_dir, record.token))
+            if lease.address:
+                dhcp.remember_address(state_dir, ident, lease.address)
     if wants_slaac(record.addressing):
         found = slaac.wait_for_address(ctx.job, index, deadline)
         if found is None:
@@ -273,6 +279,13 @@ def configure_site_interface(ctx: AttachContext, record: JobRecord) -> int:
     if missing:
         _fall_back(ctx, record, index, missing, reserved, timeout)
     return index
+
+
+def _wait_operational(ipr: IPRoute, index: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if ipr.get_links(index)[0].get("IFLA_OPERSTATE") in ("UP", "UNKNOWN"):
+            return
+        time.sleep(0.01)
 
 
 def _set_family(record: JobRecord, family: int, address: str | None, gateway: str | None) -> None:

@@ -4,6 +4,8 @@ tests/kernel/test_dhcp.py."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,43 @@ def test_profile_addressing_reaches_the_site() -> None:
     assert lab is not None and plain is not None
     assert (lab.addressing, lab.ipv4, plain.addressing) == ("dhcp+slaac", None, "static")
     assert by_name["lab"].as_dict()["addressing"] == "dhcp+slaac"
+
+
+def test_lark_list_lease_column() -> None:
+    from lark.cli.commands import lease_text, record_summary
+    from lark.state import JobRecord
+
+    record = JobRecord("ab12cd", "7.0", "bridge", "up", "/run/netns/lark-ab12cd", True)
+    assert lease_text(record_summary(record)) == "-"
+    record.addressing = "slaac"
+    assert lease_text(record_summary(record)) == "slaac"  # no lease to show, but not static either
+    record.addressing, record.lease_expires, record.lease_server = "dhcp", 1700000000.0, "192.0.2.1"
+    row = record_summary(record)
+    assert lease_text(row) == "until " + time.strftime("%H:%M:%S", time.localtime(1700000000))
+    assert (row["lease_server"], row["lease_renewals"]) == ("192.0.2.1", 0)
+
+
+def test_old_records_load_as_static() -> None:
+    from lark.state import JobRecord
+
+    record = JobRecord("ab12cd", "7.0", "bridge", "up", "/run/netns/lark-ab12cd", True)
+    data = json.loads(record.to_json())
+    for name in ("addressing", "dhcp_client_id", "lease_server", "lease_expires", "lease_renewals",
+                 "lease_expiries", "lease_events_seen"):
+        del data[name]  # a record written before these fields existed
+    old = JobRecord.from_json(json.dumps(data))
+    assert (old.addressing, old.dhcp_client_id, old.lease_renewals) == ("static", None, 0)
+
+
+def test_job_ad_attributes_of_a_dhcp_job() -> None:
+    from lark.classads import network_attributes
+    from lark.state import JobRecord
+
+    record = JobRecord("ab12cd", "7.0", "bridge", "up", "/run/netns/lark-ab12cd", True, ipv4="192.0.2.50/24")
+    assert "LarkAddressing" not in network_attributes(record)  # static: as before
+    record.addressing, record.dhcp_client_id = "dhcp", "00aa"
+    record.lease_expires, record.lease_server, record.lease_renewals = 1700000123.9, "192.0.2.1", 2
+    attrs = network_attributes(record)
+    assert attrs["LarkIPv4Address"] == "192.0.2.50" and attrs["LarkAddressing"] == "dhcp"
+    assert (attrs["LarkLeaseExpires"], attrs["LarkLeaseServer"], attrs["LarkLeaseRenewals"]) == \
+        (1700000123, "192.0.2.1", 2)
