@@ -189,6 +189,8 @@ def wait_for_lease(state_dir: Path, token: str, deadline: float) -> LeaseEvent |
 
 def stop_client(state_dir: Path, token: str, wait: float = 2.0) -> None:
     """Stop the job's client (it sends a RELEASE first) and forget its files. Idempotent."""
+    if not (state_dir / "dhcp").is_dir():
+        return  # no job of this node was ever addressed by DHCP: one stat per teardown
     pid = client_pid(state_dir, token)
     if pid is not None:
         try:

@@ -297,13 +297,15 @@ def _set_family(record: JobRecord, family: int, address: str | None, gateway: st
 
 def _fall_back(ctx: AttachContext, record: JobRecord, index: int, missing: list[int],
                reserved: dict[int, tuple[str | None, str | None]], timeout: float) -> None:
-    from lark.addressing import dhcp
+    from lark.addressing import dhcp, slaac
 
     what = {4: "no DHCPv4 lease", 6: "no IPv6 address from router advertisements (SLAAC)"}
     if ctx.config.addressing_fallback == "static" and all(reserved[f][0] for f in missing):
         if 4 in missing:
             dhcp.stop_client(ctx.config.state_dir, record.token)  # it would add a late lease's address
             record.dhcp_client_id = None
+        if 6 in missing:  # a late advertisement's address would be one the job may not use
+            slaac.accept_router_adverts(record.netns, record.job_ifname or "", False)
         assert ctx.job is not None
         for family in missing:
             address, gateway = reserved[family]
@@ -315,7 +317,8 @@ def _fall_back(ctx: AttachContext, record: JobRecord, index: int, missing: list[
         return
     reason = " and ".join(what[f] for f in missing)
     client = f" (DHCP client id {record.dhcp_client_id})" if 4 in missing else ""
-    fallback = "no pool address in reserve" if ctx.config.addressing_fallback == "static" else \
-        "LARK_ADDRESSING_FALLBACK = hold"
+    pools = " or ".join(f"IPv{f}" for f in missing if not reserved[f][0])
+    fallback = f"LARK_ADDRESSING_FALLBACK = static, but there is no {pools} pool to fall back on" \
+        if ctx.config.addressing_fallback == "static" else "LARK_ADDRESSING_FALLBACK = hold"
     raise AddressingTimeout(f"{reason} on {record.parent} within {timeout:g} s (LARK_ADDRESSING_TIMEOUT)"
                             f"{client}; {fallback}")

@@ -388,6 +388,8 @@ class Broker:
         (the server gone: the job keeps its address until expiry, then the kernel removes it) are
         logged and counted in the record and the job ad; a client that died is started again with
         the same identifier, so the server hands back the same lease."""
+        if not (self.config.state_dir / "dhcp").is_dir():
+            return  # no job here was ever addressed by DHCP: no records to read
         for record in self.engine.records():
             if record.status != "up" or record.dhcp_client_id is None or record.token in self._final:
                 continue

@@ -17,6 +17,7 @@ import ipaddress
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -226,8 +227,8 @@ def test_a_job_gets_a_lease_and_a_slaac_address_used_counted_and_released(site: 
                                                    capture_output=True, text=True).stdout
 
     engine.down(record.token)
-    assert site.dnsmasq.said(f"DHCPRELEASE(srv0) {record.ipv4_address}")
-    assert site.dnsmasq.lease_lines() == []
+    wait_until("the release at the server", lambda: site.dnsmasq.said(f"DHCPRELEASE(srv0) {record.ipv4_address}"), 5)
+    wait_until("the lease released", lambda: site.dnsmasq.lease_lines() == [], 5)
     assert site.lark_objects(engine) == []
 
 
@@ -384,8 +385,59 @@ def test_the_broker_serves_a_dhcp_job_follows_its_renewals_and_releases_it(site:
         final = starter.ask(wrapper, "finalize")
         assert final.get("ok") is True, f"finalize: {final}"
         wait_until("the teardown", lambda: lab.records() == [], 15)
-        assert site.dnsmasq.said(f"DHCPRELEASE(srv0) {record['ipv4'].split('/')[0]}")
+        released = f"DHCPRELEASE(srv0) {record['ipv4'].split('/')[0]}"
+        wait_until("the release at the server", lambda: site.dnsmasq.said(released), 5)
         assert udhcpc_pids(lab.state) == []
     finally:
         for pid in udhcpc_pids(lab.state):
             os.kill(pid, signal.SIGKILL)
+
+
+KILL_AT_STEP = (
+    "import os, signal, sys\n"
+    "import lark.engine\n"
+    "step = sys.argv.pop(1)\n"
+    "lark.engine.STEP_HOOK = lambda s: os.kill(os.getpid(), signal.SIGKILL) if s == step else None\n"
+    "from lark.cli.main import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_a_set_up_killed_after_the_lease_leaves_no_client_after_the_sweep(site: Site) -> None:
+    """The client outlives the process that started it (it is detached): the sweep must stop it."""
+    site.dnsmasq.start()
+    engine = site.make_engine(LARK_BRIDGE_ADDRESSING="dhcp")
+    argv = [str(Path(sys.executable).parent / "lark"), "--host-netns", site.host]
+    for knob, value in {"LARK_NAME_PREFIX": site.prefix, "LARK_STATE_DIR": str(site.state_dir),
+                        "LARK_NETWORK_TYPES": "bridge", "LARK_DEFAULT_NETWORK_TYPE": "bridge",
+                        "LARK_BRIDGE": f"{site.prefix}br", "LARK_BRIDGE_ADDRESSING": "dhcp"}.items():
+        argv += ["-D", f"{knob}={value}"]
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_STEP, "attached", *argv[1:], "up", "k-dhcp"],
+                            capture_output=True, text=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
+    [record] = engine.records()
+    assert record.status == "setting-up" and record.addressing == "static"  # saved before the lease
+    assert len(udhcpc_pids(site.state_dir)) == 1  # the client lives on, holding the lease
+    report = engine.sweep()
+    assert report.removed_jobs == [record.token]
+    assert site.lark_objects(engine) == []
+    wait_until("the lease released", lambda: site.dnsmasq.lease_lines() == [], 5)
+
+
+def test_a_macvlan_job_gets_a_lease_and_a_slaac_address(site: Site) -> None:
+    """The bridge serves as the macvlan parent here: the child's frames leave through it to the server."""
+    site.dnsmasq.start()
+    engine = site.make_engine(LARK_NETWORK_TYPES="macvlan", LARK_DEFAULT_NETWORK_TYPE="macvlan",
+                              LARK_MACVLAN_PARENT=f"{site.prefix}br", LARK_MACVLAN_ADDRESSING="dhcp+slaac")
+    record = engine.up(JobRequest("14.0", "macvlan"), global_job_id="submit#14.0#1")
+    assert record.host_ifname is None
+    assert in_net(record.ipv4, "10.77.0.0/24") and in_net(record.ipv6, "fd77::/64")
+    assert bytes.fromhex(record.dhcp_client_id or "") == b"\x00submit#14.0#1/lark0"
+    with jobtools.sink(site.site, SERVER4, 9107, "udp") as sink:
+        out = jobtools.send(record.netns, SERVER4, 9107, 100, "udp")
+        assert out.returncode == 0, out.stderr
+        assert jobtools.result(sink)["peer"] == record.ipv4_address
+    assert engine.counters(record.token).bytes_out >= 100
+    engine.down(record.token)
+    wait_until("the release at the server", lambda: site.dnsmasq.said(f"DHCPRELEASE(srv0) {record.ipv4_address}"), 5)
+    assert site.lark_objects(engine) == []
