@@ -130,13 +130,16 @@ def _last_address(state_dir: Path, client_id: bytes) -> str | None:
 def start_client(state_dir: Path, token: str, netns_path: str, ifname: str, client_id: bytes, hostname: str) -> None:
     """Start (or restart) the job's client; it keeps its lease renewed until :func:`stop_client`.
 
-    Discovery retries every second (3 tries, then a 2 s pause, and again) for as long as the client
-    runs; how long a job's start waits for the first lease is the caller's bound.
+    Discovery sends a DISCOVER every second for 5 s (an answer to any of them is taken), pauses
+    1 s, and starts again, for as long as the client runs; how long a job's start waits for the
+    first lease is the caller's bound. The 5 s round outlasts a server's check that an address is
+    free before it first offers it (dnsmasq pings for 3 s): with udhcpc's default 3 s round the
+    late offer missed the round, and the lease came a round later.
     """
     directory = _dir(state_dir)
     argv = ["setsid", "--fork", "nsenter", f"--net={netns_path}", *_udhcpc(), "-f", "-i", ifname,
             "-s", str(_hook(state_dir)), "-p", str(_pidfile(state_dir, token)), "-R",
-            "-t", "3", "-T", "1", "-A", "2",
+            "-t", "5", "-T", "1", "-A", "1",
             "-x", f"0x3d:{client_id.hex()}", "-x", f"hostname:{hostname}"]
     last = _last_address(state_dir, client_id)
     if last is not None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["accept_router_adverts", "wait_for_address"]
 
 _TENTATIVE = 0x40  # IFA_F_TENTATIVE: duplicate address detection still running
+_OPTIMISTIC = 0x04  # ... but usable meanwhile (RFC 4429)
 _DADFAILED = 0x08
 
 
@@ -30,15 +31,21 @@ def accept_router_adverts(netns_path: str, ifname: str, accept: bool) -> None:
     def apply() -> None:
         write_sysctl(f"net.ipv6.conf.{ifname}.accept_ra", value)
         write_sysctl(f"net.ipv6.conf.{ifname}.autoconf", value)
+        if accept:
+            # Solicit at once rather than after up to 1 s, and use the address while duplicate
+            # detection runs (optimistic DAD, RFC 4429; a duplicate still removes it): a job's
+            # start waits ~0.1 s instead of 2-3 s for its SLAAC address.
+            write_sysctl(f"net.ipv6.conf.{ifname}.router_solicitation_delay", "0")
+            write_sysctl(f"net.ipv6.conf.{ifname}.optimistic_dad", "1")
 
     netns.call_in(netns_path, apply)
 
 
 def global_address(ipr: IPRoute, index: int) -> str | None:
-    """A usable (DAD done) global IPv6 address of the interface, with its prefix length."""
+    """A usable global IPv6 address of the interface (DAD done, or optimistic), with its prefix length."""
     for msg in ipr.get_addr(family=10, index=index):
         flags = msg.get("IFA_FLAGS") or msg["flags"]
-        if msg["scope"] != 0 or flags & (_TENTATIVE | _DADFAILED):
+        if msg["scope"] != 0 or flags & _DADFAILED or (flags & _TENTATIVE and not flags & _OPTIMISTIC):
             continue
         return f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}"
     return None

@@ -391,7 +391,9 @@ class Broker:
         if not (self.config.state_dir / "dhcp").is_dir():
             return  # no job here was ever addressed by DHCP: no records to read
         for record in self.engine.records():
-            if record.status != "up" or record.dhcp_client_id is None or record.token in self._final:
+            # starter_pid None: not (yet) saved by _setup, whose fields a save from here would undo
+            if record.status != "up" or record.dhcp_client_id is None or record.token in self._final \
+                    or record.starter_pid is None:
                 continue
             events = dhcp_client.read_events(self.config.state_dir, record.token)
             news = follow_lease(events[record.lease_events_seen:], record.ipv4)

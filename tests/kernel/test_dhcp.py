@@ -382,6 +382,14 @@ def test_the_broker_serves_a_dhcp_job_follows_its_renewals_and_releases_it(site:
             "lease_renewals") == 1 and lab.record_of(wrapper), 15)
         assert renewed["lease_expires"] >= record["lease_expires"]
         assert "DHCP lease of " + record["ipv4"].split("/")[0] + " renewed" in lab.broker_log()
+        # a client that dies is started again by the broker, and gets the job's address again
+        os.kill(pid, signal.SIGKILL)
+        wait_until("the broker restarting the client", lambda: dhcp.client_pid(lab.state, record["token"]) not in
+                   (None, pid), 15)
+        assert "its DHCP client died; starting it again" in lab.broker_log()
+        wait_until("the restarted client's lease", lambda: (dhcp.read_events(lab.state, record["token"]) or [None])[-1]
+                   is not None and dhcp.read_events(lab.state, record["token"])[-1].event == "bound", 15)
+        assert dhcp.read_events(lab.state, record["token"])[-1].address == record["ipv4"]
         final = starter.ask(wrapper, "finalize")
         assert final.get("ok") is True, f"finalize: {final}"
         wait_until("the teardown", lambda: lab.records() == [], 15)
