@@ -14,6 +14,7 @@ which is the same exchange with the server.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -103,6 +104,16 @@ class Site:
                   if p.name != "udhcpc-hook" and not p.name.startswith("last-")]
         found += [f"udhcpc {pid}" for pid in udhcpc_pids(self.state_dir)]
         return found
+
+
+def lark_cli(site: Site, **knobs: str) -> list[str]:
+    """``lark --host-netns <host> -D ...`` with the knobs of the site's engines."""
+    argv = [str(Path(sys.executable).parent / "lark"), "--host-netns", site.host]
+    for knob, value in {"LARK_NAME_PREFIX": site.prefix, "LARK_STATE_DIR": str(site.state_dir),
+                        "LARK_NETWORK_TYPES": "bridge", "LARK_DEFAULT_NETWORK_TYPE": "bridge",
+                        "LARK_BRIDGE": f"{site.prefix}br", "LARK_BRIDGE_ADDRESSING": "dhcp+slaac", **knobs}.items():
+        argv += ["-D", f"{knob}={value}"]
+    return argv
 
 
 def udhcpc_pids(state_dir: Path) -> list[int]:
@@ -225,6 +236,13 @@ def test_a_job_gets_a_lease_and_a_slaac_address_used_counted_and_released(site: 
                == ["renew"], 10)
     assert f"inet {record.ipv4}" in subprocess.run(in_ns(record.netns, ["ip", "-4", "addr", "show", "lark0"]),
                                                    capture_output=True, text=True).stdout
+    # `lark list` shows the lease (the engine's record: the broker keeps it current for its jobs)
+    listed = subprocess.run([*lark_cli(site), "list", "--json"], capture_output=True, text=True, check=True)
+    [row] = json.loads(listed.stdout)
+    assert (row["addressing"], row["lease_server"], row["lease_expires"]) == \
+        ("dhcp+slaac", SERVER4, record.lease_expires)
+    table = subprocess.run([*lark_cli(site), "list"], capture_output=True, text=True, check=True).stdout
+    assert "LEASE" in table.splitlines()[0] and "until " in table.splitlines()[1]
 
     engine.down(record.token)
     wait_until("the release at the server", lambda: site.dnsmasq.said(f"DHCPRELEASE(srv0) {record.ipv4_address}"), 5)
@@ -415,11 +433,7 @@ def test_a_set_up_killed_after_the_lease_leaves_no_client_after_the_sweep(site: 
     """The client outlives the process that started it (it is detached): the sweep must stop it."""
     site.dnsmasq.start()
     engine = site.make_engine(LARK_BRIDGE_ADDRESSING="dhcp")
-    argv = [str(Path(sys.executable).parent / "lark"), "--host-netns", site.host]
-    for knob, value in {"LARK_NAME_PREFIX": site.prefix, "LARK_STATE_DIR": str(site.state_dir),
-                        "LARK_NETWORK_TYPES": "bridge", "LARK_DEFAULT_NETWORK_TYPE": "bridge",
-                        "LARK_BRIDGE": f"{site.prefix}br", "LARK_BRIDGE_ADDRESSING": "dhcp"}.items():
-        argv += ["-D", f"{knob}={value}"]
+    argv = lark_cli(site, LARK_BRIDGE_ADDRESSING="dhcp")
     killed = subprocess.run([sys.executable, "-c", KILL_AT_STEP, "attached", *argv[1:], "up", "k-dhcp"],
                             capture_output=True, text=True, timeout=60)
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
