@@ -147,6 +147,19 @@ def network_attributes(record: JobRecord) -> dict[str, str | int]:
     if record.bandwidth_in_mbit or record.bandwidth_out_mbit:
         attrs["LarkBandwidthInLimitMbit"] = record.bandwidth_in_mbit
         attrs["LarkBandwidthOutLimitMbit"] = record.bandwidth_out_mbit
+    if record.addressing != "static":
+        attrs["LarkAddressing"] = record.addressing
+        attrs.update(lease_attributes(record))
+    return attrs
+
+
+def lease_attributes(record: JobRecord) -> dict[str, str | int]:
+    """A DHCP job's lease: when it runs out unless renewed (epoch seconds), who granted it, renewals."""
+    attrs: dict[str, str | int] = {}
+    if record.dhcp_client_id is not None and record.lease_expires is not None:
+        attrs["LarkLeaseExpires"] = int(record.lease_expires)
+        attrs["LarkLeaseServer"] = record.lease_server or ""
+        attrs["LarkLeaseRenewals"] = record.lease_renewals
     return attrs
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from lark import attach
+from lark.addressing import parse_fallback
 from lark.errors import ConfigError
 from lark.firewall.isolation import HostAllow, parse_host_allow, parse_job_to_job
 from lark.knobs import (
@@ -211,6 +212,15 @@ METRICS_TEXTFILE = _core("LARK_METRICS_TEXTFILE", "", _optional(parse_absolute_p
 ACCOUNTING_JOURNAL = _core("LARK_ACCOUNTING_JOURNAL", "$(LARK_STATE_DIR)/accounting.jsonl", parse_absolute_path,
                            "Durable journal (JSON lines) of every job's final counters, kept even when the job "
                            "ad could not be updated (read by lark report).")
+# Site-segment jobs addressed by the network (LARK_<MODE>_ADDRESSING = dhcp, slaac, dhcp+slaac)
+ADDRESSING_TIMEOUT = _core("LARK_ADDRESSING_TIMEOUT", "10", _bounded_float(0.5, 600),
+                           "Seconds a bridge/macvlan job's start waits for its DHCP lease and SLAAC address "
+                           "(LARK_<MODE>_ADDRESSING) before LARK_ADDRESSING_FALLBACK applies.")
+ADDRESSING_FALLBACK = _core("LARK_ADDRESSING_FALLBACK", "hold", parse_fallback,
+                            "When the network gives a job no address in time: hold (the job's start fails "
+                            "with the reason and HTCondor holds it) or static (the family's pool address, "
+                            "reserved for the job's life).")
+DYNAMIC_ADDRESSING_KNOBS: tuple[Knob[object], ...] = (ADDRESSING_TIMEOUT, ADDRESSING_FALLBACK)
 
 CORE_KNOBS: tuple[Knob[object], ...] = (
     NAME_PREFIX, STATE_DIR, SOCKET, FIREWALL, NETWORK_TYPES_KNOB, DEFAULT_NETWORK_TYPE, NAT_IPV4_POOL,
@@ -219,7 +229,7 @@ CORE_KNOBS: tuple[Knob[object], ...] = (
     INBOUND_PORT_RANGE, MAX_INBOUND_PORTS, PUBLIC_ADDRESS, DENY, SWEEP_INTERVAL, ACCOUNTING_INTERVAL, LOG,
     PROFILE_DIR, EXECUTE_DIR, STARTER, REQUEST_TIMEOUT, BROKER_BACKLOG, BROKER_WORKERS, BROKER_MAX_CONNECTIONS,
     ISOLATE_JOBS, JOB_HOST_ALLOW, JOB_TO_JOB_ALLOW, FIREWALL_CHECK_INTERVAL, METRICS_ADDRESS, METRICS_TEXTFILE,
-    ACCOUNTING_JOURNAL,
+    ACCOUNTING_JOURNAL, *DYNAMIC_ADDRESSING_KNOBS,
 )
 # Set in the shipped drop-ins for HTCondor's own use; Lark's programs do not read them.
 MACRO_KNOBS: tuple[Knob[object], ...] = (
@@ -326,6 +336,8 @@ class LarkConfig:
     job_host_allow: tuple[HostAllow, ...] = ()
     job_to_job_allow: bool | tuple[IPNetwork, ...] = False
     firewall_check_interval: float = 5.0
+    addressing_timeout: float = 10.0
+    addressing_fallback: str = "hold"
     settings: Mapping[str, Setting] = field(repr=False, default_factory=dict)
 
 
@@ -383,15 +395,17 @@ def build_config(settings: Mapping[str, Setting], external: Lookup | None = None
         parent = get(pools.parent)
         v4, v6 = get(pools.ipv4_pool), get(pools.ipv6_pool)
         gw4, gw6 = get(pools.ipv4_gateway), get(pools.ipv6_gateway)
+        addressing = get(pools.addressing) if pools.addressing is not None else "static"
         if mode.name in types:
             if not parent:
                 raise fail(pools.parent.name, f"network type {mode.name!r} is offered (LARK_NETWORK_TYPES) but no "
                            f"{pools.parent_what} is configured")
-            if v4 is None and v6 is None:
-                raise fail(pools.ipv4_pool.name, f"network type {mode.name!r} is offered but has no address pool")
+            if v4 is None and v6 is None and addressing == "static":
+                raise fail(pools.ipv4_pool.name, f"network type {mode.name!r} is offered but has no address pool "
+                           "(or set its addressing to dhcp, slaac or dhcp+slaac)")
         assert gw4 is None or isinstance(gw4, ipaddress.IPv4Address)  # the gateway parsers check the family
         assert gw6 is None or isinstance(gw6, ipaddress.IPv6Address)
-        sites[mode.name] = SiteAttachment(parent, v4, gw4, v6, gw6)
+        sites[mode.name] = SiteAttachment(parent, v4, gw4, v6, gw6, addressing)
 
     classes: list[TrafficClass] = []
     for name in get(TRAFFIC_CLASSES):
@@ -444,5 +458,7 @@ def build_config(settings: Mapping[str, Setting], external: Lookup | None = None
         job_host_allow=get(JOB_HOST_ALLOW),
         job_to_job_allow=get(JOB_TO_JOB_ALLOW),
         firewall_check_interval=get(FIREWALL_CHECK_INTERVAL),
+        addressing_timeout=get(ADDRESSING_TIMEOUT),
+        addressing_fallback=get(ADDRESSING_FALLBACK),
         settings=dict(settings),
     )

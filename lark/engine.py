@@ -142,15 +142,18 @@ class Engine(Reconciler):
 
     @on_kernel_thread
     def up(self, request: JobRequest, netns_path: str | None = None, holder_pid: int | None = None,
-           owner_uid: int | None = None, site: SiteAttachment | None = None) -> JobRecord:
+           owner_uid: int | None = None, site: SiteAttachment | None = None,
+           global_job_id: str | None = None) -> JobRecord:
         """Give a job its network. ``netns_path`` None: Lark creates (and later deletes) a named one.
 
         ``site``: the parent and pools of a network profile, instead of the node's ``LARK_<MODE>_*``.
+        ``global_job_id``: the job's identity towards a DHCP server (its client identifier).
         """
         # shared: jobs set up side by side; ``release_if_idle`` takes it exclusively, so the shared
         # tables cannot be removed between this job's record and its rules
         with self.base_tables_in_use():
             record = self._new_record(request, netns_path, holder_pid, owner_uid)
+            record.global_job_id = global_job_id
             _step("recorded")
             try:
                 self._build(record, request, site)
@@ -210,7 +213,10 @@ class Engine(Reconciler):
 
         if attachment.routed and self.config.enable_forwarding:
             self._ensure_forwarding()
-        spec = self._firewall_job(record, request, attachment) if attachment.job_interface else None
+        # Addresses the site's network gives (DHCP, SLAAC) are known only once the interface is up:
+        # such a job's rules (anti-spoofing names them) are built after it.
+        late = record.addressing != "static"
+        spec = self._firewall_job(record, request, attachment) if attachment.job_interface and not late else None
         # The job side's batch (~1 ms of libnftables work, most of it outside the GIL) runs while
         # the interfaces are made: its rules match the job's interface by name, so they need not
         # wait for it, and they are in place before the job runs. Its namespace goes with the job.
@@ -232,6 +238,9 @@ class Engine(Reconciler):
                 wait([job_side])  # awaited either way; a failure above stays the one reported
         if job_side is not None:
             job_side.result()  # its own failure fails the job too
+        if late and attachment.job_interface:
+            spec = self._firewall_job(record, request, attachment)
+            self._backend_for(record).add_job(spec)
         if spec is not None:
             record.firewall_spec = firewall_job_to_dict(spec)
             if needs_host_part(spec):
@@ -357,6 +366,11 @@ class Engine(Reconciler):
         # removed). Deleting it would cost 6-17 ms per job end (an nf_tables delete waits for the
         # kernel's deferred cleanup); a later job in the same namespace replaces it (add_job).
         spec = firewall_job_from_dict(record.firewall_spec) if record.firewall_spec else None
+        # A job's DHCP client, if it has one (found by its pidfile: a record saved before the client
+        # started does not say so); its RELEASE goes out while the link still exists.
+        from lark.addressing.dhcp import stop_client
+
+        stop_client(self.config.state_dir, record.token)
         if spec is not None and (needs_host_part(spec) or not record.firewall_job_side):
             try:
                 self._host_backend_for(record).remove_job(spec)

@@ -73,6 +73,16 @@ class JobRecord:
     global_job_id: str | None = None
     carried: dict[str, int | float] = field(default_factory=dict)  # accounting attribute -> earlier total
     profile_env: dict[str, str] = field(default_factory=dict)
+    # Where the addresses come from (lark.addressing): "static" (Lark's pools), "dhcp", "slaac",
+    # "dhcp+slaac". A DHCP job's lease facts follow, kept up to date by the broker from the client's
+    # event log (lease_events_seen of its lines read so far).
+    addressing: str = "static"
+    dhcp_client_id: str | None = None  # option 61 as hex
+    lease_server: str | None = None
+    lease_expires: float | None = None  # seconds since the epoch
+    lease_renewals: int = 0
+    lease_expiries: int = 0  # leases that ran out unrenewed while the job ran (server gone)
+    lease_events_seen: int = 0
 
     @property
     def ipv4_address(self) -> str | None:

@@ -45,6 +45,7 @@ class SiteAttachment:
     ipv4_gateway: ipaddress.IPv4Address | None
     ipv6: AddressPool | None
     ipv6_gateway: ipaddress.IPv6Address | None
+    addressing: str = "static"  # lark.addressing: static, dhcp, slaac, dhcp+slaac
 
 
 @dataclass(frozen=True)

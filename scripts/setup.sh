@@ -7,7 +7,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 packages=(nftables iptables iproute2 iperf3 python3-venv python3-dev gcc libnftables1
-          debootstrap ethtool procps util-linux curl chromium fonts-dejavu-core)
+          debootstrap ethtool procps util-linux curl chromium fonts-dejavu-core udhcpc dnsmasq-base)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,10 +13,13 @@ messages (empty when the kernel matches the record).
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lark.addressing import Addressing, client_id, dhcp_hostname, parse_addressing, wants_dhcp, wants_slaac
+from lark.errors import LarkError
 from lark.ipam import AddressRangePool
 from lark.knobs import Knob
 from lark.netlink import add_address, add_default_route, addresses_of, link_index, require_link, set_up
@@ -68,11 +71,19 @@ class SitePools:
     ipv4_gateway: Knob[IPAddress | None]
     ipv6_pool: Knob[AddressPool | None]
     ipv6_gateway: Knob[IPAddress | None]
+    # Where the job's addresses come from (None: always the pools); see lark.addressing.
+    addressing: Knob[Addressing] | None = None
 
     @classmethod
-    def for_mode(cls, mode: str, parent_knob: str, parent_what: str, parent_doc: str) -> SitePools:
-        """``LARK_<MODE>_IPV4_POOL`` and friends, owned by ``mode``."""
+    def for_mode(cls, mode: str, parent_knob: str, parent_what: str, parent_doc: str,
+                 dynamic: bool = False) -> SitePools:
+        """``LARK_<MODE>_IPV4_POOL`` and friends, owned by ``mode``; ``dynamic``: also
+        ``LARK_<MODE>_ADDRESSING`` (the site's DHCP server and router advertisements)."""
         up, owner = mode.upper(), f"mode {mode}"
+        addressing = Knob(f"LARK_{up}_ADDRESSING", "static", parse_addressing,
+                          f"Where {mode} jobs' addresses come from: static (the pools), dhcp (IPv4 from the "
+                          "site's DHCP server), slaac (IPv6 from router advertisements) or dhcp+slaac; a family "
+                          "not taken from the network comes from its pool.", owner) if dynamic else None
         return cls(
             parent=Knob(parent_knob, "", parse_text, parent_doc, owner),
             parent_what=parent_what,
@@ -84,10 +95,12 @@ class SitePools:
                            f"{mode} jobs' IPv6 addresses (CIDR, optional range).", owner),
             ipv6_gateway=Knob(f"LARK_{up}_IPV6_GATEWAY", "", _optional_gateway(6),
                               f"Default IPv6 gateway of {mode} jobs.", owner),
+            addressing=addressing,
         )
 
     def knobs(self) -> tuple[Knob[object], ...]:
-        return (self.parent, self.ipv4_pool, self.ipv4_gateway, self.ipv6_pool, self.ipv6_gateway)
+        pools = (self.parent, self.ipv4_pool, self.ipv4_gateway, self.ipv6_pool, self.ipv6_gateway)
+        return pools + ((self.addressing,) if self.addressing is not None else ())
 
 
 @dataclass(frozen=True)
@@ -138,11 +151,22 @@ class Mode:
 # Helpers the modes share
 
 
+class AddressingTimeout(LarkError):
+    """The site's network gave a job no address within LARK_ADDRESSING_TIMEOUT (the job is held)."""
+
+
 def allocate_site_addresses(config: LarkConfig, record: JobRecord) -> None:
-    """Addresses from an L2 segment's pools (bridge, macvlan, ipvlan jobs)."""
+    """Addresses from an L2 segment's pools (bridge, macvlan, ipvlan jobs).
+
+    A family the site's network addresses (DHCP, SLAAC) takes nothing from its pool, unless the
+    node falls back to static addresses (LARK_ADDRESSING_FALLBACK): then its pool address is held
+    in reserve for the job's life and used only when the network gives none in time.
+    """
     site = config.site_attachments[record.mode]
+    record.addressing = site.addressing
+    reserve = config.addressing_fallback == "static"
     for pool, gateway, family in ((site.ipv4, site.ipv4_gateway, 4), (site.ipv6, site.ipv6_gateway, 6)):
-        if pool is None:
+        if pool is None or (_dynamic(record, family) and not reserve):
             continue
         iface, alloc = AddressRangePool(config.state_dir, record.mode, pool, gateway).allocate(record.token)
         record.allocations.append(alloc)
@@ -193,3 +217,108 @@ def configure_job_interface(ctx: AttachContext, record: JobRecord) -> int:
         if gateway:
             add_default_route(ctx.job, ipaddress.ip_address(gateway), index)
     return index
+
+
+# --------------------------------------------------------------------------------------------
+# Addresses from the site's network (lark.addressing): DHCPv4 and SLAAC
+
+
+def _dynamic(record: JobRecord, family: int) -> bool:
+    return wants_dhcp(record.addressing) if family == 4 else wants_slaac(record.addressing)
+
+
+def configure_site_interface(ctx: AttachContext, record: JobRecord) -> int:
+    """The job's interface on a site segment, addressed as ``record.addressing`` says.
+
+    Router advertisements are accepted only by a SLAAC job. A DHCP job's client starts once the
+    link is up; the job's start waits for its lease and SLAAC address together, at most
+    LARK_ADDRESSING_TIMEOUT seconds, then either fails with a clear reason (the job is held) or,
+    with LARK_ADDRESSING_FALLBACK = static, takes the pool address reserved for the family.
+    """
+    from lark.addressing import dhcp, slaac
+
+    assert ctx.job is not None and record.job_ifname
+    index = require_link(ctx.job, record.job_ifname, "job interface")
+    slaac.accept_router_adverts(record.netns, record.job_ifname, wants_slaac(record.addressing))
+    if record.addressing == "static":
+        return configure_job_interface(ctx, record)
+    reserved = {4: (record.ipv4, record.host_ipv4), 6: (record.ipv6, record.host_ipv6)}
+    for family in (4, 6):
+        if _dynamic(record, family):
+            _set_family(record, family, None, None)
+    configure_job_interface(ctx, record)  # the static family, if any; link up
+    state_dir = ctx.config.state_dir
+    timeout = ctx.config.addressing_timeout
+    deadline = time.monotonic() + timeout
+    # A link is usable once the kernel has seen its carrier (up to ~1 s after "up"; until then
+    # what it sends is dropped): a discover sent before would be lost, and the next comes 1 s later.
+    _wait_operational(ctx.job, index, deadline)
+    ident = b""
+    if wants_dhcp(record.addressing):
+        ident = client_id(record.global_job_id or record.job_id, record.job_ifname)
+        record.dhcp_client_id = ident.hex()
+        dhcp.start_client(state_dir, record.token, record.netns, record.job_ifname, ident,
+                          dhcp_hostname(record.job_id, record.token))
+    missing: list[int] = []
+    if wants_dhcp(record.addressing):
+        lease = dhcp.wait_for_lease(state_dir, record.token, deadline)
+        if lease is None:
+            missing.append(4)
+        else:
+            _set_family(record, 4, lease.address, lease.router)
+            record.lease_server, record.lease_expires = lease.server, lease.expires
+            record.lease_events_seen = len(dhcp.read_events(state_dir, record.token))
+            if lease.address:
+                dhcp.remember_address(state_dir, ident, lease.address)
+    if wants_slaac(record.addressing):
+        found = slaac.wait_for_address(ctx.job, index, deadline)
+        if found is None:
+            missing.append(6)
+        else:
+            _set_family(record, 6, found, None)
+    if missing:
+        _fall_back(ctx, record, index, missing, reserved, timeout)
+    return index
+
+
+def _wait_operational(ipr: IPRoute, index: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if ipr.get_links(index)[0].get("IFLA_OPERSTATE") in ("UP", "UNKNOWN"):
+            return
+        time.sleep(0.01)
+
+
+def _set_family(record: JobRecord, family: int, address: str | None, gateway: str | None) -> None:
+    if family == 4:
+        record.ipv4, record.host_ipv4 = address, gateway
+    else:
+        record.ipv6, record.host_ipv6 = address, gateway
+
+
+def _fall_back(ctx: AttachContext, record: JobRecord, index: int, missing: list[int],
+               reserved: dict[int, tuple[str | None, str | None]], timeout: float) -> None:
+    from lark.addressing import dhcp, slaac
+
+    what = {4: "no DHCPv4 lease", 6: "no IPv6 address from router advertisements (SLAAC)"}
+    if ctx.config.addressing_fallback == "static" and all(reserved[f][0] for f in missing):
+        if 4 in missing:
+            dhcp.stop_client(ctx.config.state_dir, record.token)  # it would add a late lease's address
+            record.dhcp_client_id = None
+        if 6 in missing:  # a late advertisement's address would be one the job may not use
+            slaac.accept_router_adverts(record.netns, record.job_ifname or "", False)
+        assert ctx.job is not None
+        for family in missing:
+            address, gateway = reserved[family]
+            assert address is not None
+            _set_family(record, family, address, gateway)
+            add_address(ctx.job, index, ipaddress.ip_interface(address), record.job_ifname or "")
+            if gateway:
+                add_default_route(ctx.job, ipaddress.ip_address(gateway.partition("/")[0]), index)
+        return
+    reason = " and ".join(what[f] for f in missing)
+    client = f" (DHCP client id {record.dhcp_client_id})" if 4 in missing else ""
+    pools = " or ".join(f"IPv{f}" for f in missing if not reserved[f][0])
+    fallback = f"LARK_ADDRESSING_FALLBACK = static, but there is no {pools} pool to fall back on" \
+        if ctx.config.addressing_fallback == "static" else "LARK_ADDRESSING_FALLBACK = hold"
+    raise AddressingTimeout(f"{reason} on {record.parent} within {timeout:g} s (LARK_ADDRESSING_TIMEOUT)"
+                            f"{client}; {fallback}")

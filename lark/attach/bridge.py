@@ -1,7 +1,9 @@
 """``bridge``: a veth whose host end is enslaved to an existing Linux bridge (``LARK_BRIDGE``).
 
 The job gets an address from the bridged LAN's pool (``LARK_BRIDGE_IPV4_POOL`` /
-``LARK_BRIDGE_IPV6_POOL``) and is addressable on the site network like any host on it. Lark does
+``LARK_BRIDGE_IPV6_POOL``), or from the site's DHCP server and router advertisements
+(``LARK_BRIDGE_ADDRESSING``, see :mod:`lark.addressing`), and is addressable on the site network
+like any host on it. Lark does
 not create the bridge: it belongs to the node's network configuration. Counting and policy sit
 inside the job's namespace: bridged traffic reaches the host's inet hooks with the *bridge* as
 interface.
@@ -17,7 +19,7 @@ from lark.attach.base import (
     SitePools,
     allocate_site_addresses,
     check_job_side,
-    configure_job_interface,
+    configure_site_interface,
 )
 from lark.errors import KernelError
 from lark.netlink import add_veth_into, delete_link, link_index, set_up
@@ -36,7 +38,7 @@ def up(ctx: AttachContext, record: JobRecord) -> None:
         raise KernelError(f"LARK_BRIDGE {record.parent!r} is a {kind or 'plain'} interface, not a bridge")
     index = add_veth_into(ctx.host, record.host_ifname, record.job_ifname, ctx.job_netns_fd)
     set_up(ctx.host, index, record.host_ifname, master=bridge)
-    configure_job_interface(ctx, record)
+    configure_site_interface(ctx, record)
 
 
 def down(ctx: AttachContext, record: JobRecord) -> None:
@@ -61,6 +63,6 @@ MODE = Mode(
     name="bridge", summary="veth pair whose host end joins the existing bridge LARK_BRIDGE; site addresses",
     allocate=allocate_site_addresses, up=up, down=down, check=check, host_interface=True,
     site=SitePools.for_mode("bridge", "LARK_BRIDGE", "bridge",
-                            "Name of an existing Linux bridge that bridge-mode jobs join."),
+                            "Name of an existing Linux bridge that bridge-mode jobs join.", dynamic=True),
     kernel_features=("veth", "bridge", "tbf"),
 )

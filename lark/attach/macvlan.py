@@ -17,7 +17,7 @@ from lark.attach.base import (
     SitePools,
     allocate_site_addresses,
     check_job_side,
-    configure_job_interface,
+    configure_site_interface,
 )
 from lark.errors import KernelError
 from lark.netlink import create_link, delete_link, link_index
@@ -40,7 +40,7 @@ def up(ctx: AttachContext, record: JobRecord) -> None:
     create_link(ctx.host, f"creating {record.mode} {record.job_ifname} on {record.parent}",
                 ifname=record.job_ifname, kind=record.mode, link=parent, net_ns_fd=ctx.job_netns_fd,
                 **KIND_OPTIONS[record.mode])
-    configure_job_interface(ctx, record)
+    configure_site_interface(ctx, record)
 
 
 def down(ctx: AttachContext, record: JobRecord) -> None:
@@ -59,6 +59,7 @@ def check(ctx: AttachContext, record: JobRecord) -> list[str]:
 MODE = Mode(
     name="macvlan", summary="macvlan child of LARK_MACVLAN_PARENT, born in the job's namespace; site addresses",
     allocate=allocate_site_addresses, up=up, down=down, check=check,
-    site=SitePools.for_mode("macvlan", "LARK_MACVLAN_PARENT", "parent interface", "Parent interface of macvlan jobs."),
+    site=SitePools.for_mode("macvlan", "LARK_MACVLAN_PARENT", "parent interface", "Parent interface of macvlan jobs.",
+                            dynamic=True),
     kernel_features=("veth", "macvlan", "tbf"),
 )

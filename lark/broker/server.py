@@ -35,11 +35,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from lark import __version__, journal, netns, node_summary
+from lark.addressing import client_id, dhcp_hostname, follow_lease
+from lark.addressing import dhcp as dhcp_client
 from lark.attach import mode
 from lark.broker.condor import Chirp, ChirpAddress, JobContext, job_context
 from lark.broker.connections import move_up
 from lark.broker.peer import Peer, Starter, TrustedStarter, starter_of
-from lark.classads import SETUP_ERROR_ATTR, accounting_attributes, network_attributes
+from lark.classads import SETUP_ERROR_ATTR, accounting_attributes, lease_attributes, network_attributes
 from lark.config import LarkConfig, condor_param
 from lark.engine import Engine
 from lark.errors import LarkError, NotPermitted
@@ -191,7 +193,8 @@ class Broker:
             resolved = request_for_job(ctx.ad, self.profiles.get, self.config, ctx.job_id,
                                        lambda: user_and_groups(peer.uid))
             record = self.engine.up(resolved.request, netns_path=f"/proc/{peer.pid}/ns/net", holder_pid=peer.pid,
-                                    owner_uid=peer.uid, site=resolved.site)
+                                    owner_uid=peer.uid, site=resolved.site,
+                                    global_job_id=_str_or_none(ctx.ad.get("GlobalJobId")))
         except NotPermitted:
             raise  # nothing of the job's own to report in its ad
         except LarkError as err:
@@ -380,6 +383,53 @@ class Broker:
                 except LarkError as err:
                     log.debug("job %s: periodic update skipped: %s", record.job_id, err)
 
+    def watch_leases(self) -> None:
+        """DHCP jobs: what each client did since the last look. Renewals and leases that ran out
+        (the server gone: the job keeps its address until expiry, then the kernel removes it) are
+        logged and counted in the record and the job ad; a client that died is started again with
+        the same identifier, so the server hands back the same lease."""
+        if not (self.config.state_dir / "dhcp").is_dir():
+            return  # no job here was ever addressed by DHCP: no records to read
+        for record in self.engine.records():
+            # starter_pid None: not (yet) saved by _setup, whose fields a save from here would undo
+            if record.status != "up" or record.dhcp_client_id is None or record.token in self._final \
+                    or record.starter_pid is None:
+                continue
+            events = dhcp_client.read_events(self.config.state_dir, record.token)
+            news = follow_lease(events[record.lease_events_seen:], record.ipv4)
+            record.lease_events_seen = len(events)
+            record.lease_renewals += news.renewals
+            record.lease_expiries += news.expiries
+            if news.latest is not None:
+                record.lease_expires, record.lease_server = news.latest.expires, news.latest.server
+            if news.renewals:
+                log.info("job %s: DHCP lease of %s renewed (%d), now until %s", record.job_id, record.ipv4_address,
+                         record.lease_renewals, time.strftime("%H:%M:%S", time.localtime(record.lease_expires or 0)))
+            if news.expiries:
+                log.warning("job %s: DHCP lease of %s ran out unrenewed (server %s unreachable?); the address "
+                            "is gone, the client keeps asking", record.job_id, record.ipv4_address, record.lease_server)
+            if news.changed_address:
+                log.error("job %s: the DHCP server granted %s instead of %s; the job's rules still name the "
+                          "old address", record.job_id, news.changed_address, record.ipv4_address)
+            if dhcp_client.restart_needed(self.config.state_dir, record.token) and record.job_ifname:
+                log.warning("job %s: its DHCP client died; starting it again", record.job_id)
+                try:
+                    dhcp_client.start_client(self.config.state_dir, record.token, record.netns, record.job_ifname,
+                                             client_id(record.global_job_id or record.job_id, record.job_ifname),
+                                             dhcp_hostname(record.job_id, record.token))
+                except LarkError as err:
+                    log.error("job %s: %s", record.job_id, err)
+            if not (news.renewals or news.expiries or news.latest):
+                continue
+            self.engine.store.save(record)
+            address = ChirpAddress.from_record(record.chirp)
+            if address is not None:
+                with self._job_lock(record.token):
+                    try:
+                        Chirp(address).set(lease_attributes(record), delayed=True)
+                    except LarkError as err:
+                        log.debug("job %s: lease update skipped: %s", record.job_id, err)
+
     def sweep(self) -> None:
         report = self.engine.sweep(on_final=self._holder_gone)
         if not report.empty():
@@ -433,6 +483,7 @@ class Broker:
                  (self.write_metrics_file, self.config.accounting_interval),
                  (self.write_node_summary, self.config.accounting_interval),
                  (self.restore_firewall, self.config.firewall_check_interval),
+                 (self.watch_leases, self.config.accounting_interval),
                  (self.sweep, self.config.sweep_interval)]
         due = [time.monotonic()] * len(tasks)
         while not self.stop.is_set():

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
@@ -144,11 +145,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'JOB':<16}{'TOKEN':<8}{'MODE':<8}{'STATUS':<12}{'IPV4':<18}{'IPV6':<28}{'BYTES IN':>12}{'BYTES OUT':>12}")
+    print(f"{'JOB':<16}{'TOKEN':<8}{'MODE':<8}{'STATUS':<12}{'IPV4':<18}{'IPV6':<28}{'BYTES IN':>12}{'BYTES OUT':>12}"
+          f"  {'LEASE':<10}")
     for row in rows:
         c: dict[str, Any] = row["counters"] or {}  # type: ignore[assignment]
         print(f"{row['job_id']:<16}{row['token']:<8}{row['mode']:<8}{row['status']:<12}{row['ipv4'] or '-':<18}"
-              f"{row['ipv6'] or '-':<28}{c.get('bytes_in', 0):>12}{c.get('bytes_out', 0):>12}")
+              f"{row['ipv6'] or '-':<28}{c.get('bytes_in', 0):>12}{c.get('bytes_out', 0):>12}  {lease_text(row)}")
     return 0
 
 
@@ -263,8 +265,17 @@ def request_from_args(args: argparse.Namespace, config: LarkConfig, job_id: str)
 
 def record_summary(record: JobRecord) -> dict[str, object]:
     keys = ("job_id", "token", "mode", "status", "netns", "host_ifname", "ipv4", "ipv6", "host_ipv4", "host_ipv6",
-            "public_ipv4", "ports", "bandwidth_in_mbit", "bandwidth_out_mbit")
+            "public_ipv4", "ports", "bandwidth_in_mbit", "bandwidth_out_mbit", "addressing", "lease_expires",
+            "lease_server", "lease_renewals")
     return {k: getattr(record, k) for k in keys}
+
+
+def lease_text(row: dict[str, object]) -> str:
+    """``lark list``'s LEASE column: until when a DHCP job's lease runs unless renewed (local time)."""
+    expires = row.get("lease_expires")
+    if not isinstance(expires, int | float):
+        return "-" if row.get("addressing") in (None, "static") else str(row["addressing"])
+    return "until " + time.strftime("%H:%M:%S", time.localtime(expires))
 
 
 def counters_dict(c: JobCounters) -> dict[str, object]:

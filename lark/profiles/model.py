@@ -38,6 +38,8 @@ KEYS: dict[str, str] = {
     "ipv4_gateway": "jobs' default IPv4 gateway, inside ipv4_pool's prefix (never handed out)",
     "ipv6_pool": "jobs' IPv6 addresses: 'CIDR' or 'CIDR FIRST-LAST'",
     "ipv6_gateway": "jobs' default IPv6 gateway",
+    "addressing": "where jobs' addresses come from: static (the pools, default), dhcp, slaac or dhcp+slaac "
+                  "(bridge, macvlan)",
     "inbound_ports": f"size of each job's inbound port range, 1..{MAX_PORTS} (leave out for none)",
     "port_range_env": "variables that tell movers the port range: NAME: template with {first}, {last}, "
                       "{public_address} (default GLOBUS_TCP_PORT_RANGE: '{first},{last}')",
@@ -101,6 +103,7 @@ class Profile:
     ipv4_gateway: ipaddress.IPv4Address | None = None
     ipv6_pool: AddressPool | None = None
     ipv6_gateway: ipaddress.IPv6Address | None = None
+    addressing: str = "static"  # lark.addressing
     inbound_ports: int = 0
     port_range_env: tuple[PortRangeVariable, ...] = ()
     bandwidth_in_mbit: int = 0  # 0: unlimited
@@ -127,7 +130,8 @@ class Profile:
         if mode(self.attach).site is None:  # not a mode that puts jobs on an existing L2 segment
             return None
         assert self.parent is not None
-        return SiteAttachment(self.parent, self.ipv4_pool, self.ipv4_gateway, self.ipv6_pool, self.ipv6_gateway)
+        return SiteAttachment(self.parent, self.ipv4_pool, self.ipv4_gateway, self.ipv6_pool, self.ipv6_gateway,
+                              self.addressing)
 
     def request_limits(self) -> RequestLimits:
         """What a job of this profile may ask for: the profile is the ceiling and the default.
@@ -153,6 +157,7 @@ class Profile:
             "ipv4_gateway": str(self.ipv4_gateway) if self.ipv4_gateway else None,
             "ipv6_pool": format_pool(self.ipv6_pool), "ipv6_gateway": str(self.ipv6_gateway) if self.ipv6_gateway
             else None,
+            "addressing": self.addressing,
             "inbound_ports": self.inbound_ports, "port_range_env": {v.name: v.template for v in self.port_range_env},
             "bandwidth_in_mbit": self.bandwidth_in_mbit, "bandwidth_out_mbit": self.bandwidth_out_mbit,
             "allow": [str(n) for n in self.allow], "deny": [str(n) for n in self.deny], "cpus": str(self.cpus),

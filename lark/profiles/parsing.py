@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import yaml
 
+from lark.addressing import parse_addressing
 from lark.attach import mode, mode_names
 from lark.config import IPNetwork, parse_address, parse_pool
 from lark.policy import MAX_MBIT, MAX_PORTS
@@ -283,14 +284,16 @@ class _ProfileBuilder:
                                  f"got {parent!r}")
         facts = mode(attach) if attach is not None else None
         if facts is not None and not facts.job_interface:
-            self._not_for(attach, ["parent", "ipv4_pool", "ipv4_gateway", "ipv6_pool", "ipv6_gateway"],
+            self._not_for(attach, ["parent", "ipv4_pool", "ipv4_gateway", "ipv6_pool", "ipv6_gateway", "addressing"],
                           "the job has only loopback")
             return s
         s["parent"] = parent
-        pool_keys = ("ipv4_pool", "ipv4_gateway", "ipv6_pool", "ipv6_gateway")
+        pool_keys = ("ipv4_pool", "ipv4_gateway", "ipv6_pool", "ipv6_gateway", "addressing")
         if facts is not None and facts.site is None:
             self._not_for(attach, pool_keys, f"{attach} jobs get their addresses from {facts.address_source}")
             return s
+        addressing = self._addressing_choice(attach)
+        s["addressing"] = addressing
         if facts is not None and facts.site is not None and parent is None and "parent" not in self.values:
             what = "the bridge jobs join, e.g. br-data" if facts.site.parent_what == "bridge" else \
                 f"the interface the {attach} children hang off, e.g. ens1f0"
@@ -321,10 +324,27 @@ class _ProfileBuilder:
                         self.error(gw_key, f"is outside {pool_key}'s prefix {pool.network} (got {gateway}); the "
                                            "gateway must be on the jobs' own subnet")
             s[pool_key], s[gw_key] = pool, gateway
-        if attach is not None and "ipv4_pool" not in self.values and "ipv6_pool" not in self.values:
-            self.error("ipv4_pool", f"or ipv6_pool is required for attach '{attach}' (the addresses jobs get)",
-                       on_name=True)
+        if attach is not None and "ipv4_pool" not in self.values and "ipv6_pool" not in self.values \
+                and addressing == "static":
+            self.error("ipv4_pool", f"or ipv6_pool is required for attach '{attach}' (the addresses jobs get), "
+                                    "unless addressing is dhcp, slaac or dhcp+slaac", on_name=True)
         return s
+
+    def _addressing_choice(self, attach: str | None) -> str:
+        """The ``addressing`` key: static (default), dhcp, slaac, dhcp+slaac, for modes that offer it."""
+        text = self.text("addressing")
+        if text is None:
+            return "static"
+        site = mode(attach).site if attach is not None else None
+        if site is not None and site.addressing is None:
+            self.error("addressing", f"does not apply to attach '{attach}' (its jobs take addresses from the pools "
+                                     "only; the network addresses bridge and macvlan jobs)")
+            return "static"
+        try:
+            return parse_addressing(text)
+        except ValueError as err:
+            self.error("addressing", f"is not valid: {err}")
+            return "static"
 
     def _ports(self, attach: str | None) -> dict[str, object]:
         s: dict[str, object] = {}

@@ -126,7 +126,16 @@ BAD = [
      "br-data)"),
     ("no pool", "profiles:\n  dtn:\n    attach: macvlan\n    parent: ens1f0\n",
      "dtn.yaml:2: profile 'dtn': key 'ipv4_pool' or ipv6_pool is required for attach 'macvlan' (the addresses jobs "
-     "get)"),
+     "get), unless addressing is dhcp, slaac or dhcp+slaac"),
+    ("bad addressing", macvlan("    addressing: bootp\n"),
+     "dtn.yaml:6: profile 'dtn': key 'addressing' is not valid: expected one of static, dhcp, slaac, dhcp+slaac, "
+     "got 'bootp'"),
+    ("addressing for a pools-only mode", macvlan("    addressing: dhcp\n").replace("macvlan", "ipvlan"),
+     "dtn.yaml:6: profile 'dtn': key 'addressing' does not apply to attach 'ipvlan' (its jobs take addresses from "
+     "the pools only; the network addresses bridge and macvlan jobs)"),
+    ("addressing for nat", "profiles:\n  dtn:\n    attach: nat\n    addressing: dhcp\n",
+     "dtn.yaml:4: profile 'dtn': key 'addressing' does not apply to attach 'nat' (nat jobs get their addresses from "
+     "LARK_NAT_IPV4_POOL/LARK_NAT_IPV6_POOL)"),
     ("interface name too long", macvlan().replace("ens1f0", "a-very-long-interface0"),
      "dtn.yaml:4: profile 'dtn': key 'parent' must be an interface name of at most 15 characters without '/', ':' "
      "or spaces, got 'a-very-long-interface0'"),
