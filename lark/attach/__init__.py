@@ -2,21 +2,38 @@
 
 Everything that lists modes (the configuration's checks of ``LARK_NETWORK_TYPES`` and of the
 per-mode knobs, the job attribute ``LarkNetworkType``, the CLI's choices, docs/modes.md) asks this
-registry; the engine asks the mode object for its facts. Adding a mode is one new module that
-declares a ``MODE`` and one line below (or :func:`register` from a test).
+registry; the engine asks the mode object for its facts. Adding a mode is one new module in this
+package that declares a ``MODE``: the registry collects every module's ``MODE`` at import (a test or
+a site plug-in outside the package uses :func:`register`).
 """
 
 from __future__ import annotations
 
-from lark.attach import bridge, ipvlan, macvlan, nat, none
+import importlib
+import pkgutil
+
 from lark.attach.base import AttachContext, Mode, SitePools
 from lark.errors import LarkError
 
 __all__ = ["AttachContext", "Mode", "SitePools", "UnknownMode", "facts_table", "mode", "mode_names", "modes",
            "register", "unregister"]
 
-# in the order messages and docs list them
-_MODES: dict[str, Mode] = {m.name: m for m in (nat.MODE, bridge.MODE, macvlan.MODE, ipvlan.MODE, none.MODE)}
+
+
+def _collect() -> dict[str, Mode]:
+    """Every module of this package that declares a ``MODE``, in the order messages and docs list
+    them (``Mode.rank``, then name)."""
+    found: list[Mode] = []
+    for module in pkgutil.iter_modules(__path__):
+        if module.name == "base":
+            continue
+        declared = getattr(importlib.import_module(f"{__name__}.{module.name}"), "MODE", None)
+        if isinstance(declared, Mode):
+            found.append(declared)
+    return {m.name: m for m in sorted(found, key=lambda m: (m.rank, m.name))}
+
+
+_MODES: dict[str, Mode] = _collect()
 
 
 class UnknownMode(LarkError):

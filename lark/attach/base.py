@@ -133,6 +133,8 @@ class Mode:
     # Kernel features a job of this mode needs, as `lark doctor` probes them ("veth", "bridge",
     # "macvlan", "ipvlan", "tbf" for shaping).
     kernel_features: tuple[str, ...] = ()
+    # Where the mode is listed (messages, CLI choices, docs): lower first, then by name.
+    rank: int = 50
     extra_knobs: tuple[Knob[object], ...] = field(default=())
 
     @property

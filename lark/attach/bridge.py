@@ -60,7 +60,8 @@ def check(ctx: AttachContext, record: JobRecord) -> list[str]:
 
 
 MODE = Mode(
-    name="bridge", summary="veth pair whose host end joins the existing bridge LARK_BRIDGE; site addresses",
+    name="bridge", rank=20,
+    summary="veth pair whose host end joins the existing bridge LARK_BRIDGE; site addresses",
     allocate=allocate_site_addresses, up=up, down=down, check=check, host_interface=True,
     site=SitePools.for_mode("bridge", "LARK_BRIDGE", "bridge",
                             "Name of an existing Linux bridge that bridge-mode jobs join.", dynamic=True),

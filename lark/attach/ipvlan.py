@@ -25,7 +25,8 @@ def up(ctx: AttachContext, record: JobRecord) -> None:
 
 
 MODE = Mode(
-    name="ipvlan", summary="ipvlan (L2) child of LARK_IPVLAN_PARENT, sharing its MAC; site addresses",
+    name="ipvlan", rank=40,
+    summary="ipvlan (L2) child of LARK_IPVLAN_PARENT, sharing its MAC; site addresses",
     allocate=allocate_site_addresses, up=up, down=macvlan.down, check=macvlan.check,
     site=SitePools.for_mode("ipvlan", "LARK_IPVLAN_PARENT", "parent interface", "Parent interface of ipvlan jobs."),
     kernel_features=("veth", "ipvlan", "tbf"),

@@ -57,7 +57,8 @@ def check(ctx: AttachContext, record: JobRecord) -> list[str]:
 
 
 MODE = Mode(
-    name="macvlan", summary="macvlan child of LARK_MACVLAN_PARENT, born in the job's namespace; site addresses",
+    name="macvlan", rank=30,
+    summary="macvlan child of LARK_MACVLAN_PARENT, born in the job's namespace; site addresses",
     allocate=allocate_site_addresses, up=up, down=down, check=check,
     site=SitePools.for_mode("macvlan", "LARK_MACVLAN_PARENT", "parent interface", "Parent interface of macvlan jobs.",
                             dynamic=True),

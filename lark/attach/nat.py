@@ -66,7 +66,8 @@ def check(ctx: AttachContext, record: JobRecord) -> list[str]:
 # names the original route's device (lo) for connections the host opens to a job's forwarded
 # port (see lark.firewall.nftables).
 MODE = Mode(
-    name="nat", summary="veth pair; per-job subnet from LARK_NAT_*_POOL; masqueraded out; inbound ports forwarded",
+    name="nat", rank=10,
+    summary="veth pair; per-job subnet from LARK_NAT_*_POOL; masqueraded out; inbound ports forwarded",
     allocate=allocate, up=up, down=down, check=check,
     host_interface=True, masquerade=True, routed=True, port_forwarding=True,
     address_source="LARK_NAT_IPV4_POOL/LARK_NAT_IPV6_POOL",

@@ -32,7 +32,8 @@ def check(ctx: AttachContext, record: JobRecord) -> list[str]:
 
 
 MODE = Mode(
-    name="none", summary="loopback only: no interface, nothing to count, police or shape",
+    name="none", rank=90,
+    summary="loopback only: no interface, nothing to count, police or shape",
     allocate=allocate, up=up, down=down, check=check,
     job_interface=False, job_side_firewall=False, shaping=False,
 )

@@ -96,3 +96,13 @@ def test_a_registered_mode_is_offered_and_requested_and_goes_again() -> None:
 def test_mode_names_are_lower_case_identifiers(name: str) -> None:
     with pytest.raises(ValueError, match="lower-case identifier"):
         attach.register(dummy(name))
+
+
+def test_every_module_of_the_package_is_a_registered_mode_in_rank_order() -> None:
+    """Adding a mode is one file: the registry collects each module's MODE, nothing is listed by hand."""
+    package = Path(attach.__file__).parent
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__", "base"}
+    assert set(attach.mode_names()) == modules
+    ranks = [(m.rank, m.name) for m in attach.modes()]
+    assert ranks == sorted(ranks)
+    assert attach.mode_names()[0] == "nat" and attach.mode_names()[-1] == "none"  # default first, loopback last
