@@ -73,10 +73,12 @@ class SitePools:
     ipv6_gateway: Knob[IPAddress | None]
     # Where the job's addresses come from (None: always the pools); see lark.addressing.
     addressing: Knob[Addressing] | None = None
+    # What a profile of this mode names as `parent`, with an example (said when it is missing).
+    parent_hint: str = "the interface the jobs' children hang off, e.g. ens1f0"
 
     @classmethod
     def for_mode(cls, mode: str, parent_knob: str, parent_what: str, parent_doc: str,
-                 dynamic: bool = False) -> SitePools:
+                 dynamic: bool = False, parent_hint: str | None = None) -> SitePools:
         """``LARK_<MODE>_IPV4_POOL`` and friends, owned by ``mode``; ``dynamic``: also
         ``LARK_<MODE>_ADDRESSING`` (the site's DHCP server and router advertisements)."""
         up, owner = mode.upper(), f"mode {mode}"
@@ -96,6 +98,7 @@ class SitePools:
             ipv6_gateway=Knob(f"LARK_{up}_IPV6_GATEWAY", "", _optional_gateway(6),
                               f"Default IPv6 gateway of {mode} jobs.", owner),
             addressing=addressing,
+            parent_hint=parent_hint or f"the interface the {mode} children hang off, e.g. ens1f0",
         )
 
     def knobs(self) -> tuple[Knob[object], ...]:

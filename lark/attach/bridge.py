@@ -64,6 +64,7 @@ MODE = Mode(
     summary="veth pair whose host end joins the existing bridge LARK_BRIDGE; site addresses",
     allocate=allocate_site_addresses, up=up, down=down, check=check, host_interface=True,
     site=SitePools.for_mode("bridge", "LARK_BRIDGE", "bridge",
-                            "Name of an existing Linux bridge that bridge-mode jobs join.", dynamic=True),
+                            "Name of an existing Linux bridge that bridge-mode jobs join.", dynamic=True,
+                            parent_hint="the bridge jobs join, e.g. br-data"),
     kernel_features=("veth", "bridge", "tbf"),
 )

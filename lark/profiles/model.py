@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lark.attach import mode
+from lark.attach import mode, mode_names, modes
 from lark.config import AddressPool, IPNetwork, SiteAttachment
 from lark.policy import MAX_MBIT, MAX_PORTS, RequestLimits
 from lark.profiles.values import format_cpulist
@@ -31,10 +31,11 @@ LIMITS = YamlLimits(what="a profile file", max_bytes=MAX_FILE_BYTES, max_nesting
 # Every key a profile accepts, in the order the docs and error messages list them.
 KEYS: dict[str, str] = {
     "description": "one line shown by `lark profiles list`",
-    "attach": "attachment mode: nat, bridge, macvlan, ipvlan or none (required)",
+    "attach": f"attachment mode: {', '.join(mode_names())} (required)",
     "parent": "parent interface (macvlan, ipvlan) or bridge (bridge); for nat only the NIC `cpus: network` "
               "refers to",
-    "ipv4_pool": "jobs' IPv4 addresses: 'CIDR' or 'CIDR FIRST-LAST' (bridge, macvlan, ipvlan)",
+    "ipv4_pool": "jobs' IPv4 addresses: 'CIDR' or 'CIDR FIRST-LAST' "
+                 f"({', '.join(m.name for m in modes() if m.site is not None)})",
     "ipv4_gateway": "jobs' default IPv4 gateway, inside ipv4_pool's prefix (never handed out)",
     "ipv6_pool": "jobs' IPv6 addresses: 'CIDR' or 'CIDR FIRST-LAST'",
     "ipv6_gateway": "jobs' default IPv6 gateway",

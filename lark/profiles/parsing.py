@@ -295,9 +295,7 @@ class _ProfileBuilder:
         addressing = self._addressing_choice(attach)
         s["addressing"] = addressing
         if facts is not None and facts.site is not None and parent is None and "parent" not in self.values:
-            what = "the bridge jobs join, e.g. br-data" if facts.site.parent_what == "bridge" else \
-                f"the interface the {attach} children hang off, e.g. ens1f0"
-            self.error("parent", f"is required for attach '{attach}' ({what})", on_name=True)
+            self.error("parent", f"is required for attach '{attach}' ({facts.site.parent_hint})", on_name=True)
         for family in (4, 6):
             pool_key, gw_key = f"ipv{family}_pool", f"ipv{family}_gateway"
             pool = gateway = None
