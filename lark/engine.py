@@ -54,6 +54,7 @@ from lark.locks import file_lock
 from lark.netlink import link_index, link_names, write_sysctl
 from lark.policy import JobRequest
 from lark.reconcile import FinalCallback, Reconciler, SweepReport, netns_matches, on_kernel_thread, open_job_netns
+from lark.sharetree import ShareTree
 from lark.state import JobRecord, StateStore, process_start_time
 
 if TYPE_CHECKING:
@@ -91,6 +92,9 @@ class Engine(Reconciler):
         # namespace is rebuilt from (the bytes since that read are lost, and logged as such).
         self._last_counters: dict[str, JobCounters] = {}
         self.isolation = Isolation(config.isolate_jobs, config.job_host_allow, config.job_to_job_allow)
+        # per-user shares of the uplink (None: off); see lark.sharetree
+        self.shares = ShareTree(config.shares, self.prefix, config.state_dir, host_netns) \
+            if config.shares.enabled else None
 
     # ---------------------------------------------------------------- resources
 
@@ -131,10 +135,12 @@ class Engine(Reconciler):
 
     @on_kernel_thread
     def up(self, request: JobRequest, netns_path: str | None = None, holder_pid: int | None = None,
-           owner_uid: int | None = None, site: SiteAttachment | None = None) -> JobRecord:
+           owner_uid: int | None = None, site: SiteAttachment | None = None,
+           accounting_group: str | None = None) -> JobRecord:
         """Give a job its network. ``netns_path`` None: Lark creates (and later deletes) a named one.
 
         ``site``: the parent and pools of a network profile, instead of the node's ``LARK_<MODE>_*``.
+        ``accounting_group``: the job's HTCondor accounting group, for LARK_SHARES_WEIGHTS.
         """
         # shared: jobs set up side by side; ``release_if_idle`` takes it exclusively, so the shared
         # tables cannot be removed between this job's record and its rules
@@ -142,7 +148,7 @@ class Engine(Reconciler):
             record = self._new_record(request, netns_path, holder_pid, owner_uid)
             _step("recorded")
             try:
-                self._build(record, request, site)
+                self._build(record, request, site, accounting_group)
             except BaseException:
                 self._teardown(record)
                 raise
@@ -171,7 +177,8 @@ class Engine(Reconciler):
         self.store.save(record)  # before any kernel object: a crash from here on is swept
         return record
 
-    def _build(self, record: JobRecord, request: JobRequest, site: SiteAttachment | None = None) -> None:
+    def _build(self, record: JobRecord, request: JobRequest, site: SiteAttachment | None = None,
+               accounting_group: str | None = None) -> None:
         attachment = mode(record.mode)
         if record.netns_owned:
             netns.create_named(os.path.basename(record.netns))
@@ -212,6 +219,8 @@ class Engine(Reconciler):
                 attachment.up(ctx, record)
                 _step("attached")
                 self._apply_limits(ctx, record, attachment)
+                if self.shares is not None and attachment.shaping and attachment.job_interface:
+                    self.shares.join(self.host, self.store, record, ctx.job, accounting_group)
                 _step("limited")
             finally:
                 os.close(fd)
@@ -349,6 +358,11 @@ class Engine(Reconciler):
         if spec is not None and (needs_host_part(spec) or not record.firewall_job_side):
             try:
                 self._host_backend_for(record).remove_job(spec)
+            except LarkError as err:
+                errors.append(str(err))
+        if record.share and self.shares is not None:
+            try:
+                self.shares.leave(self.host, self.store, record)
             except LarkError as err:
                 errors.append(str(err))
         if record.netns_owned:

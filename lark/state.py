@@ -73,6 +73,8 @@ class JobRecord:
     global_job_id: str | None = None
     carried: dict[str, int | float] = field(default_factory=dict)  # accounting attribute -> earlier total
     profile_env: dict[str, str] = field(default_factory=dict)
+    # Per-user shares (lark.sharetree): user, accounting group, HTB class ids, uplink; empty: none.
+    share: dict[str, object] = field(default_factory=dict)
 
     @property
     def ipv4_address(self) -> str | None:

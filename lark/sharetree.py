@@ -1,0 +1,297 @@
+"""The kernel side of the per-user shares (:mod:`lark.shares`): HTB trees and the download IFB.
+
+What Lark creates while at least one job holds a share, and removes with the last one:
+
+* an HTB root qdisc ``1:`` on the uplink (``LARK_SHARES_UPLINK``) with the upload tree; packets
+  without a Lark class (the host's own traffic) go HTB's direct queue, unshaped;
+* with ``LARK_SHARES_DOWNLINK_MBIT``, an IFB device ``<prefix>-shdown`` carrying the download tree:
+  each veth job's host end gets a ``clsact`` egress filter redirecting what the job receives to
+  it; the IFB hands every packet back to the veth afterwards (its own download cap still applies);
+* the classification maps (:mod:`lark.firewall.shares`), and for jobs without a host-side
+  interface (macvlan) one rule inside the job's namespace.
+
+The uplink's qdisc is Lark's only while ``<state>/shares.json`` says so (written before the
+qdisc is put there), so a sweep after a crash removes it and never an admin's own.
+
+Every change rebuilds the whole tree from the job records (:meth:`ShareTree.sync`), under a lock:
+the rates of every class depend on who is present, and a rebuild is a handful of netlink
+messages. Class ids and the user each job belongs to are in its record (``JobRecord.share``).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import pwd
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lark.errors import KernelError
+from lark.firewall import shares as classify
+from lark.locks import file_lock
+from lark.shares import (
+    HTB_MAJOR,
+    HtbClass,
+    ShareMember,
+    ShareSettings,
+    allocate_classes,
+    classid,
+    classid_text,
+    plan_tree,
+)
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+    from lark.state import JobRecord, StateStore
+
+log = logging.getLogger("lark.shares")
+TC_H_ROOT = 0xFFFFFFFF
+CLSACT_HANDLE = 0xFFFF0000
+CLSACT_EGRESS = 0xFFFFFFF3
+ETH_P_ALL = 0x0003
+IFB_TXQUEUELEN = 1000  # an IFB with txqueuelen 0 drops under load
+ACTIVE = ("setting-up", "up")
+
+
+def ifb_name(prefix: str) -> str:
+    return f"{prefix}-shdown"
+
+
+def user_name(uid: int | None) -> str:
+    """The login of ``uid`` (the uid as text when it has none; root for Lark's own jobs)."""
+    uid = 0 if uid is None else uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def member_of(record: JobRecord) -> ShareMember | None:
+    share = record.share
+    if not share or record.status not in ACTIVE:
+        return None
+    return ShareMember(record.token, str(share["user"]), share.get("group") or None,  # type: ignore[arg-type]
+                       int(share["user_class"]), int(share["job_class"]),  # type: ignore[call-overload]
+                       record.bandwidth_out_mbit, record.bandwidth_in_mbit)
+
+
+def members_of(records: Iterable[JobRecord]) -> list[ShareMember]:
+    return [m for m in (member_of(r) for r in records) if m is not None]
+
+
+def _tc_error(err: Exception, what: str) -> KernelError:
+    code = getattr(err, "code", None)
+    return KernelError(f"shares: {what}: {errno.errorcode.get(code, str(code)) if isinstance(code, int) else err}")
+
+
+class ShareTree:
+    """Joins jobs to the tree, removes them, and rebuilds it from the records (engine's kernel thread)."""
+
+    def __init__(self, settings: ShareSettings, prefix: str, state_dir: Path, host_netns: str | None) -> None:
+        self.settings = settings
+        self.prefix = prefix
+        self.host_netns = host_netns
+        self.state_file = state_dir / "shares.json"
+        self.lock = state_dir / ".shares.lock"
+
+    # ---------------------------------------------------------------- engine hooks
+
+    def join(self, host: IPRoute, store: StateStore, record: JobRecord, job: IPRoute | None,
+             group: str | None = None) -> None:
+        """Give ``record``'s job a leaf under its user's class (created with the user's first job)."""
+        with file_lock(self.lock):
+            others = members_of(r for r in store.all() if r.token != record.token)
+            user = user_name(record.owner_uid)
+            user_class, job_class = allocate_classes(others, user)
+            record.share = {"user": user, "group": group or "", "user_class": user_class, "job_class": job_class,
+                            "uplink": self.settings.uplink}
+            store.save(record)  # recorded before the kernel has it: a crash from here on is swept
+            if record.host_ifname is None and job is not None and record.job_ifname:
+                classify.apply_job_side(self.prefix, record.job_ifname, classid_text(job_class), record.netns)
+            if record.host_ifname is not None and self.settings.downlink_mbit:
+                self._redirect_downloads(host, record.host_ifname)
+            self._sync(host, store.all())
+
+    def leave(self, host: IPRoute, store: StateStore, record: JobRecord) -> None:
+        """Take the job off the tree (its user's class goes with the user's last job)."""
+        if not record.share:
+            return
+        with file_lock(self.lock):
+            self._sync(host, [r for r in store.all() if r.token != record.token])
+
+    def sync(self, host: IPRoute, records: Iterable[JobRecord]) -> None:
+        """Rebuild from ``records`` (the sweep: dead jobs' classes go, a crash's leftovers too)."""
+        with file_lock(self.lock):
+            self._sync(host, records)
+
+    # ---------------------------------------------------------------- the rebuild
+
+    def _sync(self, host: IPRoute, records: Iterable[JobRecord]) -> None:
+        records = [r for r in records if member_of(r) is not None]
+        members = members_of(records)
+        if not members:
+            self._remove_all(host)
+            return
+        self._write_state()
+        uplink = self._uplink_index(host)
+        self._apply(host, uplink, plan_tree(self.settings.uplink_mbit, self.settings, members, "up"))
+        if self.settings.downlink_mbit:
+            ifb = self._ensure_ifb(host)
+            self._apply(host, ifb, plan_tree(self.settings.downlink_mbit, self.settings, members, "down"))
+        classify.apply_host(self.prefix, [
+            classify.Classified(r.host_ifname, classid_text(int(r.share["job_class"])),  # type: ignore[call-overload]
+                                classid_text(int(r.share["job_class"])) if self.settings.downlink_mbit else None)  # type: ignore[call-overload]
+            for r in records if r.host_ifname], self.host_netns)
+
+    def _uplink_index(self, host: IPRoute) -> int:
+        found = host.link_lookup(ifname=self.settings.uplink)
+        if not found:
+            raise KernelError(f"shares: the uplink {self.settings.uplink!r} (LARK_SHARES_UPLINK) does not exist")
+        return int(found[0])
+
+    def _write_state(self) -> None:
+        state = {"uplink": self.settings.uplink, "ifb": ifb_name(self.prefix) if self.settings.downlink_mbit else None}
+        if self._read_state() != state:
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, self.state_file)
+
+    def _read_state(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _apply(self, host: IPRoute, index: int, classes: list[HtbClass]) -> None:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        if not _is_lark_htb(host, index):
+            try:
+                host.tc("replace", "htb", index, HTB_MAJOR << 16, default=0, r2q=10)
+            except NetlinkError as err:
+                raise _tc_error(err, f"HTB root on ifindex {index}") from None
+        wanted = {c.minor for c in classes}
+        present = class_minors(host, index)
+        # leaves before their users: HTB refuses to delete a class that still has children
+        for minor in sorted(present - wanted, reverse=True):
+            try:
+                host.tc("del-class", index=index, handle=classid(minor))
+            except NetlinkError as err:
+                if err.code not in (errno.ENOENT, errno.EINVAL):
+                    raise _tc_error(err, f"remove class {classid_text(minor)}") from None
+        for c in classes:
+            parent = classid(c.parent) if c.parent else HTB_MAJOR << 16
+            try:
+                host.tc("replace-class", "htb", index, classid(c.minor), parent=parent, rate=c.rate, ceil=c.ceil,
+                        burst=c.burst, cburst=c.cburst, quantum=c.quantum)
+            except NetlinkError as err:
+                raise _tc_error(err, f"class {classid_text(c.minor)} ({c.label})") from None
+
+    def _ensure_ifb(self, host: IPRoute) -> int:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        name = ifb_name(self.prefix)
+        found = host.link_lookup(ifname=name)
+        if not found:
+            try:
+                host.link("add", ifname=name, kind="ifb")
+            except NetlinkError as err:
+                if err.code != errno.EEXIST:
+                    raise _tc_error(err, f"create {name}") from None
+            found = host.link_lookup(ifname=name)
+        index = int(found[0])
+        host.link("set", index=index, state="up", txqlen=IFB_TXQUEUELEN)
+        return index
+
+    def _redirect_downloads(self, host: IPRoute, host_ifname: str) -> None:
+        """What the host end sends to the job goes through the download IFB first (clsact egress)."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        ifb = self._ensure_ifb(host)
+        found = host.link_lookup(ifname=host_ifname)
+        if not found:
+            raise KernelError(f"shares: job interface {host_ifname} vanished")
+        try:
+            host.tc("add", "clsact", found[0])
+            host.tc("add-filter", "u32", found[0], parent=CLSACT_EGRESS, prio=1, protocol=ETH_P_ALL,
+                    keys=["0x0/0x0+0"], target=1,
+                    action={"kind": "mirred", "direction": "egress", "action": "redirect", "ifindex": ifb})
+        except NetlinkError as err:
+            raise _tc_error(err, f"redirect {host_ifname}'s downloads to {ifb_name(self.prefix)}") from None
+
+    def _remove_all(self, host: IPRoute) -> None:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        state = self._read_state()
+        classify.remove_host(self.prefix, self.host_netns)
+        if state is None:
+            return
+        found = host.link_lookup(ifname=str(state.get("uplink") or ""))
+        if found and _is_lark_htb(host, found[0]):
+            try:
+                host.tc("del", index=found[0], parent=TC_H_ROOT)
+            except NetlinkError as err:
+                if err.code not in (errno.ENOENT, errno.EINVAL):
+                    raise _tc_error(err, "remove the uplink's HTB") from None
+        if state.get("ifb"):
+            found = host.link_lookup(ifname=str(state["ifb"]))
+            if found:
+                host.link("del", index=found[0])
+        self.state_file.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- reading
+
+    def check(self, host: IPRoute, records: Iterable[JobRecord]) -> list[str]:
+        """Drift: the classes the records call for and the classification, against the kernel."""
+        members = members_of(records)
+        if not members:
+            return []
+        problems: list[str] = []
+        found = host.link_lookup(ifname=self.settings.uplink)
+        if not found:
+            return [f"shares: uplink {self.settings.uplink} is missing"]
+        have = class_minors(host, found[0])
+        for c in plan_tree(self.settings.uplink_mbit, self.settings, members, "up"):
+            if c.minor not in have:
+                problems.append(f"shares: class {classid_text(c.minor)} ({c.label}) is missing on "
+                                f"{self.settings.uplink}")
+        return problems
+
+
+def _is_lark_htb(host: IPRoute, index: int) -> bool:
+    for msg in host.get_qdiscs(index=index):
+        if msg["parent"] == TC_H_ROOT:
+            return msg.get_attr("TCA_KIND") == "htb" and msg["handle"] == HTB_MAJOR << 16
+    return False
+
+
+def class_minors(host: IPRoute, index: int) -> set[int]:
+    """Minors of the HTB classes under ``1:`` on ``index``."""
+    return {msg["handle"] & 0xFFFF for msg in host.get_classes(index=index)
+            if msg.get_attr("TCA_KIND") == "htb" and msg["handle"] >> 16 == HTB_MAJOR}
+
+
+def class_stats(host: IPRoute, index: int) -> dict[int, dict[str, int]]:
+    """Bytes and packets sent per class (tests and the benchmark read the counters)."""
+    out: dict[int, dict[str, int]] = {}
+    for msg in host.get_classes(index=index):
+        if msg.get_attr("TCA_KIND") != "htb" or msg["handle"] >> 16 != HTB_MAJOR:
+            continue
+        basic = msg.get_attr("TCA_STATS2")
+        counts = basic.get_attr("TCA_STATS_BASIC") if basic is not None else None
+        stats = msg.get_attr("TCA_STATS")
+        if counts is not None:
+            out[msg["handle"] & 0xFFFF] = {"bytes": counts["bytes"], "packets": counts["packets"]}
+        elif stats is not None:
+            out[msg["handle"] & 0xFFFF] = {"bytes": stats["bytes"], "packets": stats["packets"]}
+        parms = msg.get_attr("TCA_OPTIONS")
+        htb = parms.get_attr("TCA_HTB_PARMS") if parms is not None else None
+        if htb is not None:
+            out.setdefault(msg["handle"] & 0xFFFF, {"bytes": 0, "packets": 0})
+            out[msg["handle"] & 0xFFFF].update(rate=htb["rate"], ceil=htb["ceil"], quantum=htb["quantum"])
+    return out
