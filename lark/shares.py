@@ -183,15 +183,16 @@ def _bucket(rate: int) -> int:
     return max(math.ceil(rate / HZ), 4 * FRAME)
 
 
-def _quantum(rate: int) -> int:
-    # Proportional to the rate (so borrowing follows the weights), within the bounds the kernel
-    # accepts without warning. Set explicitly: HTB's default (rate / r2q) warns at high rates.
-    return min(max(rate // 100, FRAME), MAX_QUANTUM)
+def _quantum(rate: int, link: int) -> int:
+    # Proportional to the rate (so borrowing follows the weights): the link's share of the largest
+    # quantum the kernel accepts without warning, at least one frame. Set explicitly: HTB's default
+    # (rate / r2q) warns at high rates and is not proportional once clamped.
+    return max(FRAME, MAX_QUANTUM * rate // link)
 
 
-def _klass(minor: int, parent: int, rate: int, ceil: int, label: str) -> HtbClass:
+def _klass(minor: int, parent: int, rate: int, ceil: int, label: str, link: int) -> HtbClass:
     rate = min(rate, ceil)
-    return HtbClass(minor, parent, rate, ceil, _quantum(rate), _bucket(rate), _bucket(ceil), label)
+    return HtbClass(minor, parent, rate, ceil, _quantum(rate, link), _bucket(rate), _bucket(ceil), label)
 
 
 def plan_tree(link_mbit: int, settings: ShareSettings, members: Iterable[ShareMember],
@@ -210,15 +211,16 @@ def plan_tree(link_mbit: int, settings: ShareSettings, members: Iterable[ShareMe
         by_user.setdefault(member.user_class, []).append(member)
     weights = {c: settings.weight(jobs[0].user, jobs[0].group) for c, jobs in by_user.items()}
     total_weight = sum(weights.values())
-    out = [_klass(ROOT_MINOR, 0, link, link, "uplink" if direction == "up" else "downlink")]
+    out = [_klass(ROOT_MINOR, 0, link, link, "uplink" if direction == "up" else "downlink", link)]
     for user_class, jobs in by_user.items():
         user = _klass(user_class, ROOT_MINOR, max(1, int(link * weights[user_class] / total_weight)), user_ceil,
-                      f"user {jobs[0].user}")
+                      f"user {jobs[0].user}", link)
         out.append(user)
         for job in jobs:
             cap = job.cap_up_mbit if direction == "up" else job.cap_down_mbit
             ceil = min(_bytes(cap), user_ceil) if cap else user_ceil
-            out.append(_klass(job.job_class, user_class, max(1, user.rate // len(jobs)), ceil, f"job {job.token}"))
+            out.append(_klass(job.job_class, user_class, max(1, user.rate // len(jobs)), ceil, f"job {job.token}",
+                              link))
     return out
 
 

@@ -83,6 +83,19 @@ def members_of(records: Iterable[JobRecord]) -> list[ShareMember]:
     return [m for m in (member_of(r) for r in records) if m is not None]
 
 
+def share_rows(settings: ShareSettings, records: Iterable[JobRecord]) -> dict[str, dict[str, object]]:
+    """Per job token: its user, its user's class and its leaf's guaranteed rate and ceiling in
+    Mbit/s (upload), as the tree is built from the same records (for `lark list`)."""
+    members = members_of(records)
+    if not settings.enabled or not members:
+        return {}
+    classes = {c.minor: c for c in plan_tree(settings.uplink_mbit, settings, members, "up")}
+    return {m.token: {"user": m.user, "class": classid_text(m.user_class), "job_class": classid_text(m.job_class),
+                      "rate_mbit": round(classes[m.job_class].rate_mbit, 1),
+                      "ceil_mbit": round(classes[m.job_class].ceil * 8 / 1_000_000, 1),
+                      "user_rate_mbit": round(classes[m.user_class].rate_mbit, 1)} for m in members}
+
+
 def _tc_error(err: Exception, what: str) -> KernelError:
     code = getattr(err, "code", None)
     return KernelError(f"shares: {what}: {errno.errorcode.get(code, str(code)) if isinstance(code, int) else err}")
