@@ -92,9 +92,8 @@ class Engine(Reconciler):
         # namespace is rebuilt from (the bytes since that read are lost, and logged as such).
         self._last_counters: dict[str, JobCounters] = {}
         self.isolation = Isolation(config.isolate_jobs, config.job_host_allow, config.job_to_job_allow)
-        # per-user shares of the uplink (None: off); see lark.sharetree
-        self.shares = ShareTree(config.shares, self.prefix, config.state_dir, host_netns) \
-            if config.shares.enabled else None
+        # per-user shares of the uplink (lark.sharetree); when off, it still sweeps an earlier tree
+        self.shares = ShareTree(config.shares, self.prefix, config.state_dir, host_netns)
 
     # ---------------------------------------------------------------- resources
 
@@ -219,7 +218,7 @@ class Engine(Reconciler):
                 attachment.up(ctx, record)
                 _step("attached")
                 self._apply_limits(ctx, record, attachment)
-                if self.shares is not None and attachment.shaping and attachment.job_interface:
+                if self.shares.settings.enabled and attachment.shaping and attachment.job_interface:
                     self.shares.join(self.host, self.store, record, ctx.job, accounting_group)
                 _step("limited")
             finally:
@@ -360,7 +359,7 @@ class Engine(Reconciler):
                 self._host_backend_for(record).remove_job(spec)
             except LarkError as err:
                 errors.append(str(err))
-        if record.share and self.shares is not None:
+        if record.share:
             try:
                 self.shares.leave(self.host, self.store, record)
             except LarkError as err:

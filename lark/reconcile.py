@@ -77,7 +77,7 @@ class Reconciler:
         host_netns: str | None
         store: StateStore
         isolation: Isolation
-        shares: ShareTree | None
+        shares: ShareTree
         _firewall: FirewallBackend | None
         _worker: ThreadPoolExecutor
         _worker_ident: int
@@ -185,8 +185,8 @@ class Reconciler:
                 netns.delete_named(name)
                 report.removed_netns.append(name)
         report.removed_firewall = sorted(self.firewall.remove_orphans(live))
-        if self.shares is not None:  # classes of jobs gone without a teardown, or the whole tree
-            self.shares.sync(self.host, self.store.all())
+        # classes of jobs gone without a teardown; the whole tree with the last one (or shares off)
+        self.shares.sync(self.host, self.store.all())
         for alloc, owner in all_allocations(self.config.state_dir):
             if owner not in live and release_allocation(self.config.state_dir, alloc, owner):
                 report.released.append(f"{alloc.pool}/{alloc.slot}")
@@ -233,8 +233,7 @@ class Reconciler:
                 problems.append(f"orphan namespace {name} (no record)")
         for token in sorted(fw_tokens - live):
             problems.append(f"orphan firewall rules for {token} (no record)")
-        if self.shares is not None:
-            problems += self.shares.check(self.host, records)
+        problems += self.shares.check(self.host, records)
         return problems
 
 

@@ -30,8 +30,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lark.state import JobRecord
 
 HZ = 250
 FRAME = 1514  # an Ethernet frame (HTB accounts L2 bytes)
@@ -43,6 +47,7 @@ JOB_MINORS = range(0x1000, 0xFFFF)
 HTB_MAJOR = 0x1
 GROUP_PREFIX = "group:"
 MAX_QUANTUM = 200_000  # the kernel's own upper hint for HTB quantum
+ACTIVE = ("setting-up", "up")  # record statuses whose jobs hold their class
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,31 @@ def plan_tree(link_mbit: int, settings: ShareSettings, members: Iterable[ShareMe
     return out
 
 
-def member_rates(classes: Iterable[HtbClass]) -> Mapping[int, HtbClass]:
-    """Classes by minor (for `lark list` and the node's ad)."""
-    return {c.minor: c for c in classes}
+# --------------------------------------------------------------------------------------------
+# From the job records (the tree is rebuilt from them; `lark list` and the metrics read them)
+
+
+def member_of(record: JobRecord) -> ShareMember | None:
+    share = record.share
+    if not share or record.status not in ACTIVE:
+        return None
+    return ShareMember(record.token, str(share["user"]), share.get("group") or None,  # type: ignore[arg-type]
+                       int(share["user_class"]), int(share["job_class"]),  # type: ignore[call-overload]
+                       record.bandwidth_out_mbit, record.bandwidth_in_mbit)
+
+
+def members_of(records: Iterable[JobRecord]) -> list[ShareMember]:
+    return [m for m in (member_of(r) for r in records) if m is not None]
+
+
+def share_rows(settings: ShareSettings, records: Iterable[JobRecord]) -> dict[str, dict[str, object]]:
+    """Per job token: its user, its user's class and its leaf's guaranteed rate and ceiling in
+    Mbit/s (upload), as the tree is built from the same records (for `lark list`)."""
+    members = members_of(records)
+    if not settings.enabled or not members:
+        return {}
+    classes = {c.minor: c for c in plan_tree(settings.uplink_mbit, settings, members, "up")}
+    return {m.token: {"user": m.user, "class": classid_text(m.user_class), "job_class": classid_text(m.job_class),
+                      "rate_mbit": round(classes[m.job_class].rate_mbit, 1),
+                      "ceil_mbit": round(classes[m.job_class].ceil * 8 / 1_000_000, 1),
+                      "user_rate_mbit": round(classes[m.user_class].rate_mbit, 1)} for m in members}

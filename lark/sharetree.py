@@ -24,22 +24,23 @@ import errno
 import json
 import logging
 import os
-import pwd
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lark.errors import KernelError
 from lark.firewall import shares as classify
+from lark.journal import user_name as account_name
 from lark.locks import file_lock
 from lark.shares import (
     HTB_MAJOR,
     HtbClass,
-    ShareMember,
     ShareSettings,
     allocate_classes,
     classid,
     classid_text,
+    member_of,
+    members_of,
     plan_tree,
 )
 
@@ -54,46 +55,10 @@ CLSACT_HANDLE = 0xFFFF0000
 CLSACT_EGRESS = 0xFFFFFFF3
 ETH_P_ALL = 0x0003
 IFB_TXQUEUELEN = 1000  # an IFB with txqueuelen 0 drops under load
-ACTIVE = ("setting-up", "up")
 
 
 def ifb_name(prefix: str) -> str:
     return f"{prefix}-shdown"
-
-
-def user_name(uid: int | None) -> str:
-    """The login of ``uid`` (the uid as text when it has none; root for Lark's own jobs)."""
-    uid = 0 if uid is None else uid
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def member_of(record: JobRecord) -> ShareMember | None:
-    share = record.share
-    if not share or record.status not in ACTIVE:
-        return None
-    return ShareMember(record.token, str(share["user"]), share.get("group") or None,  # type: ignore[arg-type]
-                       int(share["user_class"]), int(share["job_class"]),  # type: ignore[call-overload]
-                       record.bandwidth_out_mbit, record.bandwidth_in_mbit)
-
-
-def members_of(records: Iterable[JobRecord]) -> list[ShareMember]:
-    return [m for m in (member_of(r) for r in records) if m is not None]
-
-
-def share_rows(settings: ShareSettings, records: Iterable[JobRecord]) -> dict[str, dict[str, object]]:
-    """Per job token: its user, its user's class and its leaf's guaranteed rate and ceiling in
-    Mbit/s (upload), as the tree is built from the same records (for `lark list`)."""
-    members = members_of(records)
-    if not settings.enabled or not members:
-        return {}
-    classes = {c.minor: c for c in plan_tree(settings.uplink_mbit, settings, members, "up")}
-    return {m.token: {"user": m.user, "class": classid_text(m.user_class), "job_class": classid_text(m.job_class),
-                      "rate_mbit": round(classes[m.job_class].rate_mbit, 1),
-                      "ceil_mbit": round(classes[m.job_class].ceil * 8 / 1_000_000, 1),
-                      "user_rate_mbit": round(classes[m.user_class].rate_mbit, 1)} for m in members}
 
 
 def _tc_error(err: Exception, what: str) -> KernelError:
@@ -118,7 +83,8 @@ class ShareTree:
         """Give ``record``'s job a leaf under its user's class (created with the user's first job)."""
         with file_lock(self.lock):
             others = members_of(r for r in store.all() if r.token != record.token)
-            user = user_name(record.owner_uid)
+            # the login (what HTCondor calls the Owner), else the uid; root for Lark's own jobs
+            user = account_name(record.owner_uid or 0) or str(record.owner_uid)
             user_class, job_class = allocate_classes(others, user)
             record.share = {"user": user, "group": group or "", "user_class": user_class, "job_class": job_class,
                             "uplink": self.settings.uplink}
@@ -146,7 +112,7 @@ class ShareTree:
     def _sync(self, host: IPRoute, records: Iterable[JobRecord]) -> None:
         records = [r for r in records if member_of(r) is not None]
         members = members_of(records)
-        if not members:
+        if not members or not self.settings.enabled:
             self._remove_all(host)
             return
         self._write_state()
@@ -241,9 +207,9 @@ class ShareTree:
         from pyroute2.netlink.exceptions import NetlinkError
 
         state = self._read_state()
-        classify.remove_host(self.prefix, self.host_netns)
-        if state is None:
+        if state is None:  # written before any part of the tree: nothing of Lark's is there
             return
+        classify.remove_host(self.prefix, self.host_netns)
         found = host.link_lookup(ifname=str(state.get("uplink") or ""))
         if found and _is_lark_htb(host, found[0]):
             try:
@@ -262,7 +228,7 @@ class ShareTree:
     def check(self, host: IPRoute, records: Iterable[JobRecord]) -> list[str]:
         """Drift: the classes the records call for and the classification, against the kernel."""
         members = members_of(records)
-        if not members:
+        if not members or not self.settings.enabled:
             return []
         problems: list[str] = []
         found = host.link_lookup(ifname=self.settings.uplink)

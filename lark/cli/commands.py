@@ -133,7 +133,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from lark.sharetree import share_rows
+    from lark.shares import share_rows
 
     config = load(args)
     with _engine(args, config) as engine:

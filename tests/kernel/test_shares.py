@@ -14,8 +14,10 @@ the byte counters of a job's class, which grow only when its packets land there.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from lark.sharetree import class_stats, ifb_name
 from tests.kernel import jobtools
 
 pytestmark = pytest.mark.kernel
+LARK = str(Path(sys.executable).parent / "lark")
 ALICE, BOB = 61001, 61002  # uids without a login: their user names are the uids
 UPLINK_MBIT, DOWNLINK_MBIT = 400, 300
 # An idle job still sends a few control packets of its own (IPv6 neighbour discovery, MLD) that
@@ -48,6 +51,13 @@ class Lab:
     prefix: str
     engine: Engine
     uplinks: dict[str, str]  # mode -> the device its jobs' uploads leave through
+    overrides: dict[str, str]
+
+    def cli(self, *args: str) -> list[str]:
+        argv = [LARK, "--host-netns", self.host]
+        for knob, value in self.overrides.items():
+            argv += ["-D", f"{knob}={value}"]
+        return [*argv, *args]
 
 
 def ip(ns: str, *args: str) -> None:
@@ -91,7 +101,7 @@ def make_lab(make_ns, host: str, prefix: str, state: Path, uplink_mode: str, ext
         "LARK_SHARES_UPLINK_MBIT": str(UPLINK_MBIT),
         **extra,
     }
-    return Lab(host, wan, lan, prefix, Engine(load_config([], overrides), host_netns=host), uplinks)
+    return Lab(host, wan, lan, prefix, Engine(load_config([], overrides), host_netns=host), uplinks, overrides)
 
 
 @pytest.fixture
@@ -252,8 +262,7 @@ def test_sweep_removes_the_classes_of_a_vanished_job_and_then_the_tree(lab_for) 
 
 def test_planned_classes_match_the_kernels(lab_for) -> None:  # noqa: ANN001
     """The plan (what `lark list` shows) and the kernel agree on every class."""
-    from lark.shares import plan_tree
-    from lark.sharetree import members_of, share_rows
+    from lark.shares import members_of, plan_tree, share_rows
 
     lab = lab_for("nat")
     for i, uid in enumerate((ALICE, BOB, BOB)):
@@ -267,3 +276,18 @@ def test_planned_classes_match_the_kernels(lab_for) -> None:  # noqa: ANN001
         leaf = found[minors(record)[1]]
         assert rows[record.token]["rate_mbit"] == round(leaf["rate"] * 8 / 1e6, 1)
         assert rows[record.token]["class"] == classid_text(minors(record)[0])
+
+
+def test_lark_list_shows_each_jobs_share_and_the_node_ad_the_policy(lab_for) -> None:  # noqa: ANN001
+    lab = lab_for("nat", LARK_SHARES_WEIGHTS=f"{ALICE}=3")
+    alice = lab.engine.up(JobRequest("1.0", "nat"), owner_uid=ALICE)
+    bob = lab.engine.up(JobRequest("2.0", "nat"), owner_uid=BOB)
+    out = subprocess.run(lab.cli("list", "--json"), capture_output=True, text=True, check=True).stdout
+    shares = {row["token"]: row["share"] for row in json.loads(out)}
+    assert shares[alice.token]["user"] == str(ALICE) and shares[alice.token]["rate_mbit"] == 300.0
+    assert shares[bob.token]["class"] == classid_text(minors(bob)[0]) and shares[bob.token]["rate_mbit"] == 100.0
+    text = subprocess.run(lab.cli("list"), capture_output=True, text=True, check=True).stdout
+    assert f"{BOB} {classid_text(minors(bob)[0])} 100/400" in text
+    ad = subprocess.run(lab.cli("node-ad"), capture_output=True, text=True, check=True).stdout
+    assert f'LarkSharePolicy = "uplink0 up {UPLINK_MBIT}/down unshared Mbit; weights {ALICE}=3"' in ad
+    assert f"LarkShareUplinkMbit = {UPLINK_MBIT}" in ad

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from lark.config import load_config
 from lark.errors import ConfigError
+from lark.metrics import NodeMetrics
 from lark.node_summary import share_attributes
 from lark.shares import (
     JOB_MINORS,
@@ -17,7 +20,9 @@ from lark.shares import (
     classid_text,
     parse_weights,
     plan_tree,
+    share_rows,
 )
+from lark.state import JobRecord
 
 MB = 1_000_000 // 8  # bytes per second in one Mbit/s
 
@@ -108,3 +113,36 @@ def test_the_node_advertises_its_share_policy() -> None:
     attrs = share_attributes(ShareSettings("eth0", 1000, 800, (("alice", 2.0),), 500))
     assert attrs == {"LarkSharePolicy": "eth0 up 1000/down 800 Mbit; user ceiling 500 Mbit; weights alice=2",
                      "LarkShareUplinkMbit": 1000, "LarkShareDownlinkMbit": 800, "LarkShareUserCeilingMbit": 500}
+
+
+def record(token: str, user: str, user_class: int, job_class: int, cap: int = 0) -> JobRecord:
+    return JobRecord(token=token, job_id=f"{token}.0", mode="nat", status="up", netns=f"/run/netns/x-{token}",
+                     netns_owned=True, bandwidth_out_mbit=cap,
+                     share={"user": user, "group": "", "user_class": user_class, "job_class": job_class,
+                            "uplink": "eth0"})
+
+
+def test_lark_list_rows_and_metrics_come_from_the_records() -> None:
+    settings = ShareSettings("eth0", 300)
+    records = [record("aaaaaa", "alice", 0x10, 0x1000), record("bbbbbb", "bob", 0x11, 0x1001, cap=20),
+               record("cccccc", "bob", 0x11, 0x1002)]
+    records.append(JobRecord(token="dddddd", job_id="9.0", mode="none", status="up", netns="/x", netns_owned=True))
+    rows = share_rows(settings, records)
+    assert set(rows) == {"aaaaaa", "bbbbbb", "cccccc"}  # a job without a share has no row
+    assert rows["bbbbbb"] == {"user": "bob", "class": "1:11", "job_class": "1:1001", "rate_mbit": 20.0,
+                              "ceil_mbit": 20.0, "user_rate_mbit": 150.0}
+    assert rows["cccccc"]["rate_mbit"] == 75.0 and rows["cccccc"]["ceil_mbit"] == 300.0
+    assert share_rows(ShareSettings(), records) == {}
+    # a record being torn down no longer holds its class
+    gone = replace(records[0], status="tearing-down")
+    assert "aaaaaa" not in share_rows(settings, [gone, *records[1:]])
+
+    metrics = NodeMetrics(shares=settings)
+    metrics.update_running(records, {})
+    text = metrics.exposition().decode()
+    assert 'lark_user_share_mbit{user="bob"} 150.0' in text
+    assert 'lark_user_share_jobs{user="bob"} 2.0' in text
+    assert 'lark_user_share_mbit{user="alice"} 150.0' in text
+    without = NodeMetrics()
+    without.update_running(records, {})
+    assert 'lark_user_share_mbit{' not in without.exposition().decode()  # shares off: no series
