@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -231,6 +231,13 @@ def plan_tree(link_mbit: int, settings: ShareSettings, members: Iterable[ShareMe
 
 # --------------------------------------------------------------------------------------------
 # From the job records (the tree is rebuilt from them; `lark list` and the metrics read them)
+
+
+def accounting_group(ad: Mapping[str, object]) -> str | None:
+    """The job's HTCondor accounting group (``AcctGroup``, set from ``accounting_group`` at submit),
+    for ``group:<name>`` weights; None when the job has none."""
+    value = ad.get("AcctGroup")
+    return value.strip() or None if isinstance(value, str) else None
 
 
 def member_of(record: JobRecord) -> ShareMember | None:

@@ -45,8 +45,8 @@ class Classified:
     """One host-side veth and the class its packets belong to in each direction."""
 
     ifname: str
-    up_class: str  # "1:1000"
-    down_class: str | None  # None: downloads are not shared
+    job_class: str  # "1:1000"
+    down: bool  # downloads are shared too (the same class id on the download IFB's tree)
 
 
 def _quote(ifname: str) -> str:
@@ -71,13 +71,30 @@ def host_commands(prefix: str, jobs: Sequence[Classified]) -> str:
             f"flush map {family} {table} up",
             f"flush map {family} {table} down",
         ]
-        up = ", ".join(f"{_quote(j.ifname)} : {j.up_class}" for j in jobs)
-        down = ", ".join(f"{_quote(j.ifname)} : {j.down_class}" for j in jobs if j.down_class)
-        if up:
-            lines.append(f"add element {family} {table} up {{ {up} }}")
-        if down:
-            lines.append(f"add element {family} {table} down {{ {down} }}")
+        lines += _elements("add", family, table, jobs)
     return "\n".join(lines) + "\n"
+
+
+def _elements(verb: str, family: str, table: str, jobs: Sequence[Classified]) -> list[str]:
+    up = ", ".join(f"{_quote(j.ifname)} : {j.job_class}" for j in jobs)
+    down = ", ".join(f"{_quote(j.ifname)} : {j.job_class}" for j in jobs if j.down)
+    keys = ", ".join(_quote(j.ifname) for j in jobs)
+    keys_down = ", ".join(_quote(j.ifname) for j in jobs if j.down)
+    if verb == "delete":
+        up, down = keys, keys_down
+    return [f"{verb} element {family} {table} {name} {{ {items} }}" for name, items in (("up", up), ("down", down))
+            if items]
+
+
+def update_commands(prefix: str, had: Sequence[Classified], now: Sequence[Classified]) -> str:
+    """Only the elements that changed between ``had`` (in the maps) and ``now``."""
+    gone = [j for j in had if j not in now]
+    new = [j for j in now if j not in had]
+    lines: list[str] = []
+    for family in FAMILIES:
+        lines += _elements("delete", family, table_name(prefix), gone)
+        lines += _elements("add", family, table_name(prefix), new)
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def job_side_commands(prefix: str, ifname: str, up_class: str) -> str:
@@ -96,7 +113,20 @@ def apply_host(prefix: str, jobs: Iterable[Classified], netns: str | None = None
     if not jobs:
         remove_host(prefix, netns)
         return
-    libnft.run(host_commands(prefix, jobs), netns)
+    libnft.with_session(netns, lambda session: session.execute(host_commands(prefix, jobs)), persistent=True)
+
+
+def update_host(prefix: str, had: Sequence[Classified], now: Sequence[Classified], netns: str | None = None) -> None:
+    """Add and delete only what changed (a job joining or leaving); the whole rewrite if the
+    elements were not as expected (someone flushed the tables)."""
+    commands = update_commands(prefix, had, now)
+    if not commands:
+        return
+    try:
+        # a persistent context: freeing one after a delete waits ~13 ms for nf_tables' cleanup
+        libnft.with_session(netns, lambda session: session.execute(commands), persistent=True)
+    except libnft.NftError:
+        apply_host(prefix, now, netns)
 
 
 def remove_host(prefix: str, netns: str | None = None) -> None:

@@ -15,6 +15,7 @@ from lark.shares import (
     USER_MINORS,
     ShareMember,
     ShareSettings,
+    accounting_group,
     allocate_classes,
     classid,
     classid_text,
@@ -146,3 +147,10 @@ def test_lark_list_rows_and_metrics_come_from_the_records() -> None:
     without = NodeMetrics()
     without.update_running(records, {})
     assert 'lark_user_share_mbit{' not in without.exposition().decode()  # shares off: no series
+
+
+def test_the_accounting_group_comes_from_the_job_ad() -> None:
+    assert accounting_group({"AcctGroup": "group_physics", "Owner": "alice"}) == "group_physics"
+    assert accounting_group({"Owner": "alice"}) is None
+    assert accounting_group({"AcctGroup": "  "}) is None
+    assert accounting_group({"AcctGroup": 3}) is None
