@@ -11,6 +11,8 @@ server per job in the sandbox "wan") through an uplink shaped at ``--uplink-mbit
 * **caps**: equal weights; the 4-job user's jobs are capped (``--cap-mbit`` each, below their
   share). Each capped job's rate against its cap (goal: within 5 %, payload-corrected); the rest
   is lent to the others.
+* **cost**: the engine's ``up`` and ``down`` per job with ``--cost-jobs`` jobs of 10 users present,
+  with shares (upload and download trees) against without (no goal; a ratio to watch).
 
 Each scenario runs twice in the same sandbox: with Lark's shares (HTB tree per user and job on
 the uplink) and without (the same uplink shaped by one TBF at the same rate, jobs' caps as today),
@@ -149,6 +151,7 @@ def main() -> None:
     parser.add_argument("--cap-mbit", type=int, default=10, help="per-job cap of the 4-job user in 'caps'")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cost-jobs", type=int, default=100, help="jobs present for the set-up cost figure")
     parser.add_argument("--short", action="store_true", help="3 s per scenario, 1 run")
     args = parser.parse_args()
     if args.short:
@@ -206,6 +209,12 @@ def main() -> None:
                         record((variant, "caps: total / full uplink"), sum(per_user(flows).values()) / full)
             print(f"   run {run + 1}: " + "; ".join(f"{k[0]} {k[1]} {v[-1]:.3f}" for k, v in results.items()),
                   flush=True)
+        for variant in ("shares", "no shares"):
+            engine = sandbox.engine(topo.host, LARK_SHARES_DOWNLINK_MBIT=str(args.uplink_mbit), **share_knobs) \
+                if variant == "shares" else engines[variant]
+            ups, downs = setup_cost(engine, args.cost_jobs)
+            record((variant, f"cost: up ms (median, {args.cost_jobs} jobs)"), ups)
+            record((variant, f"cost: down ms (median, {args.cost_jobs} jobs)"), downs)
         figures = sorted({k[1] for k in results}, key=list(dict.fromkeys(k[1] for k in results)).index)
         rows = [[f, median(results[("shares", f)]), median(results[("no shares", f)]),
                  f"{min(results[('shares', f)]):.3f}-{max(results[('shares', f)]):.3f}"] for f in figures]
@@ -223,6 +232,22 @@ def main() -> None:
                    get["caps: worst capped job vs cap %"] <= 5)
     finally:
         sandbox.close()
+
+
+def setup_cost(engine: Engine, count: int) -> tuple[float, float]:
+    """Median ms of ``up`` and of ``down`` over ``count`` nat jobs of 10 users (all present at once)."""
+    ups, downs, records = [], [], []
+    try:
+        for i in range(count):
+            began = time.perf_counter()
+            records.append(engine.up(JobRequest(f"cost.{i}", "nat"), owner_uid=62000 + i % 10))
+            ups.append((time.perf_counter() - began) * 1000)
+    finally:
+        for record in records:
+            began = time.perf_counter()
+            engine.down(record.token)
+            downs.append((time.perf_counter() - began) * 1000)
+    return median(ups), median(downs)
 
 
 @contextmanager
