@@ -93,8 +93,6 @@ class ShareTree:
             store.save(record)  # recorded before the kernel has it: a crash from here on is swept
             if record.host_ifname is None and job is not None and record.job_ifname:
                 classify.apply_job_side(self.prefix, record.job_ifname, classid_text(job_class), record.netns)
-            if record.host_ifname is not None and self.settings.downlink_mbit:
-                self._redirect_downloads(host, record.host_ifname)
             self._sync(host, [*others_records, record], previous=others_records)
 
     def leave(self, host: IPRoute, store: StateStore, record: JobRecord) -> None:
@@ -116,15 +114,29 @@ class ShareTree:
     def _sync(self, host: IPRoute, records: Iterable[JobRecord], previous: list[JobRecord] | None = None) -> None:
         """Make the kernel hold the tree of ``records``. With ``previous`` (the records the kernel
         holds already: a job joining or leaving) only the classes and map elements that differ are
-        written, so a job's start costs the same with 5 or 500 jobs present; without, the kernel is
-        read and everything rewritten."""
+        written (its user's classes, its own elements); without, the kernel is read and everything
+        rewritten."""
         records = [r for r in records if member_of(r) is not None]
         members = members_of(records)
         if not members or not self.settings.enabled:
             self._remove_all(host)
             return
+        state = self._read_state()
+        if state is not None and state != self._state():
+            # the configuration changed under running jobs (another uplink, downloads switched
+            # on or off): take the old tree down and build the new one whole
+            for record in records:
+                if record.host_ifname:
+                    self._stop_redirect(host, record.host_ifname)
+            self._remove_all(host)
+            state, previous = None, None
         before = members_of(previous) if previous is not None else None
         self._write_state()
+        if self.settings.downlink_mbit:  # every veth job's downloads to the IFB: new jobs, or all of a new tree
+            known = {r.token for r in previous or ()} if state is not None else set()
+            for record in records:
+                if record.host_ifname and record.token not in known and (previous is not None or state is None):
+                    self._redirect_downloads(host, record.host_ifname)
         uplink = self._uplink_index(host)
         for index, mbit, direction in self._trees(host, uplink):
             old = plan_tree(mbit, self.settings, before, direction) if before else None
@@ -151,8 +163,11 @@ class ShareTree:
             raise KernelError(f"shares: the uplink {self.settings.uplink!r} (LARK_SHARES_UPLINK) does not exist")
         return int(found[0])
 
+    def _state(self) -> dict[str, Any]:
+        return {"uplink": self.settings.uplink, "ifb": ifb_name(self.prefix) if self.settings.downlink_mbit else None}
+
     def _write_state(self) -> None:
-        state = {"uplink": self.settings.uplink, "ifb": ifb_name(self.prefix) if self.settings.downlink_mbit else None}
+        state = self._state()
         if self._read_state() != state:
             tmp = self.state_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(state))
@@ -223,11 +238,27 @@ class ShareTree:
             raise KernelError(f"shares: job interface {host_ifname} vanished")
         try:
             host.tc("add", "clsact", found[0])
+        except NetlinkError as err:
+            if err.code == errno.EEXIST:
+                return  # redirected already (the clsact qdisc is Lark's: the veth is the job's)
+            raise _tc_error(err, f"clsact on {host_ifname}") from None
+        try:
             host.tc("add-filter", "u32", found[0], parent=CLSACT_EGRESS, prio=1, protocol=ETH_P_ALL,
                     keys=["0x0/0x0+0"], target=1,
                     action={"kind": "mirred", "direction": "egress", "action": "redirect", "ifindex": ifb})
         except NetlinkError as err:
             raise _tc_error(err, f"redirect {host_ifname}'s downloads to {ifb_name(self.prefix)}") from None
+
+    def _stop_redirect(self, host: IPRoute, host_ifname: str) -> None:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        found = host.link_lookup(ifname=host_ifname)
+        if found:
+            try:
+                host.tc("del", "clsact", found[0])
+            except NetlinkError as err:
+                if err.code not in (errno.ENOENT, errno.EINVAL):
+                    raise _tc_error(err, f"remove the clsact of {host_ifname}") from None
 
     def _remove_all(self, host: IPRoute) -> None:
         from pyroute2.netlink.exceptions import NetlinkError

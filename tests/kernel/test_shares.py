@@ -291,3 +291,24 @@ def test_lark_list_shows_each_jobs_share_and_the_node_ad_the_policy(lab_for) -> 
     ad = subprocess.run(lab.cli("node-ad"), capture_output=True, text=True, check=True).stdout
     assert f'LarkSharePolicy = "uplink0 up {UPLINK_MBIT}/down unshared Mbit; weights {ALICE}=3"' in ad
     assert f"LarkShareUplinkMbit = {UPLINK_MBIT}" in ad
+
+
+def test_a_changed_configuration_replaces_the_tree_under_running_jobs(lab_for) -> None:  # noqa: ANN001
+    lab = lab_for("nat", LARK_SHARES_DOWNLINK_MBIT=str(DOWNLINK_MBIT))
+    job = lab.engine.up(JobRequest("1.0", "nat"), owner_uid=ALICE)
+    with netns.iproute_in(lab.host) as ipr:
+        kinds = {m.get_attr("TCA_KIND") for m in ipr.get_qdiscs(index=index_of(lab, job.host_ifname))}
+    assert "clsact" in kinds  # its downloads go to the IFB
+    # the broker restarts with downloads no longer shared: the IFB and the veth's redirect go
+    # (a redirect to a missing IFB would drop the job's downloads), the upload tree stays
+    overrides = {k: v for k, v in lab.overrides.items() if k != "LARK_SHARES_DOWNLINK_MBIT"}
+    with Engine(load_config([], overrides), host_netns=lab.host) as engine:
+        engine.sweep()
+        with netns.iproute_in(lab.host) as ipr:
+            assert not ipr.link_lookup(ifname=ifb_name(lab.prefix))
+            kinds = {m.get_attr("TCA_KIND") for m in ipr.get_qdiscs(index=index_of(lab, job.host_ifname))}
+        assert "clsact" not in kinds
+        assert stats(lab, "uplink0")[minors(job)[1]]["rate"] == byte_rate(UPLINK_MBIT)
+        assert jobtools.iperf_mbit(lab.wan, "203.0.113.2", job.netns, seconds=1, reverse=True, port=9103) > 1
+        engine.down(job.token)
+    assert_nothing_left(lab, "uplink0")
