@@ -2,7 +2,8 @@
 
 Order of ``up`` (every step recorded before it touches the kernel, so a crash at any point is
 undone by ``sweep``): record (status ``setting-up``) -> namespace (created when Lark owns it,
-else pinned) -> addresses and ports from IPAM -> attachment -> bandwidth limits -> the job-side
+else pinned) -> addresses and ports from IPAM -> attachment -> bandwidth limits and the user's
+share of the uplink (:mod:`lark.sharetree`, when ``LARK_SHARES_UPLINK`` is set) -> the job-side
 firewall batch (counters and policy, inside the job's namespace) -> the host-side batch
 (masquerade, port forwards) -> status ``up``. ``down`` reverses it from the record alone and is
 idempotent.

@@ -186,7 +186,10 @@ class Reconciler:
                 report.removed_netns.append(name)
         report.removed_firewall = sorted(self.firewall.remove_orphans(live))
         # classes of jobs gone without a teardown; the whole tree with the last one (or shares off)
-        self.shares.sync(self.host, self.store.all())
+        try:
+            self.shares.sync(self.host, self.store.all())
+        except LarkError as err:  # e.g. the uplink is gone: the rest of the sweep still runs
+            log.error("shares: %s", err)
         for alloc, owner in all_allocations(self.config.state_dir):
             if owner not in live and release_allocation(self.config.state_dir, alloc, owner):
                 report.released.append(f"{alloc.pool}/{alloc.slot}")

@@ -241,12 +241,15 @@ def accounting_group(ad: Mapping[str, object]) -> str | None:
 
 
 def member_of(record: JobRecord) -> ShareMember | None:
+    """The record's place on the tree; None when it holds none (or its share is not readable)."""
     share = record.share
-    if not share or record.status not in ACTIVE:
+    if not isinstance(share, dict) or not share or record.status not in ACTIVE:
         return None
-    return ShareMember(record.token, str(share["user"]), share.get("group") or None,  # type: ignore[arg-type]
-                       int(share["user_class"]), int(share["job_class"]),  # type: ignore[call-overload]
-                       record.bandwidth_out_mbit, record.bandwidth_in_mbit)
+    user, group, user_class, job_class = (share.get(k) for k in ("user", "group", "user_class", "job_class"))
+    if not isinstance(user, str) or not isinstance(user_class, int) or not isinstance(job_class, int):
+        return None
+    return ShareMember(record.token, user, group if isinstance(group, str) and group else None, user_class,
+                       job_class, record.bandwidth_out_mbit, record.bandwidth_in_mbit)
 
 
 def members_of(records: Iterable[JobRecord]) -> list[ShareMember]:

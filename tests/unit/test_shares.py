@@ -137,6 +137,9 @@ def test_lark_list_rows_and_metrics_come_from_the_records() -> None:
     # a record being torn down no longer holds its class
     gone = replace(records[0], status="tearing-down")
     assert "aaaaaa" not in share_rows(settings, [gone, *records[1:]])
+    # a damaged share in a record is ignored, not fatal to the tree of the others
+    damaged = replace(records[0], share={"user": "alice", "user_class": "x"})
+    assert set(share_rows(settings, [damaged, *records[1:]])) == {"bbbbbb", "cccccc"}
 
     metrics = NodeMetrics(shares=settings)
     metrics.update_running(records, {})
