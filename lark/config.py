@@ -38,6 +38,7 @@ from lark.knobs import (
     read_settings,
 )
 from lark.links.knobs import KNOBS as LINK_PIPELINE_KNOBS
+from lark.shares import ShareSettings, parse_weights
 from lark.values import (
     AddressPool,
     IPAddress,
@@ -222,6 +223,21 @@ ADDRESSING_FALLBACK = _core("LARK_ADDRESSING_FALLBACK", "hold", parse_fallback,
                             "reserved for the job's life).")
 DYNAMIC_ADDRESSING_KNOBS: tuple[Knob[object], ...] = (ADDRESSING_TIMEOUT, ADDRESSING_FALLBACK)
 
+# Per-user shares of the uplink (lark.shares); LARK_SHARES_UPLINK empty: off.
+SHARES_UPLINK = _core("LARK_SHARES_UPLINK", "", parse_text, "Interface whose upload bandwidth users share "
+                      "(HTB tree: one class per user, one leaf per job); empty: no shares.")
+SHARES_UPLINK_MBIT = _core("LARK_SHARES_UPLINK_MBIT", "0", _bounded_int(0, 10_000_000),
+                           "Upload capacity shared among users, Mbit/s (required with LARK_SHARES_UPLINK).")
+SHARES_DOWNLINK_MBIT = _core("LARK_SHARES_DOWNLINK_MBIT", "0", _bounded_int(0, 10_000_000),
+                             "Download capacity shared among users of veth jobs (nat, bridge), Mbit/s; "
+                             "0: downloads are not shared.")
+SHARES_WEIGHTS = _core("LARK_SHARES_WEIGHTS", "", parse_weights, "Weights of users (login or uid) and "
+                       "accounting groups (group:NAME), e.g. 'alice=2, group:physics=3'; others weigh 1.")
+SHARES_USER_CEILING_MBIT = _core("LARK_SHARES_USER_CEILING_MBIT", "0", _bounded_int(0, 10_000_000),
+                                 "Most one user may take even when the link is idle, Mbit/s (0: the link).")
+SHARE_KNOBS: tuple[Knob[object], ...] = (
+    SHARES_UPLINK, SHARES_UPLINK_MBIT, SHARES_DOWNLINK_MBIT, SHARES_WEIGHTS, SHARES_USER_CEILING_MBIT)
+
 CORE_KNOBS: tuple[Knob[object], ...] = (
     NAME_PREFIX, STATE_DIR, SOCKET, FIREWALL, NETWORK_TYPES_KNOB, DEFAULT_NETWORK_TYPE, NAT_IPV4_POOL,
     NAT_IPV4_SUBNET_LENGTH, NAT_IPV6_POOL, NAT_IPV6_SUBNET_LENGTH, NAT_IPV6_MASQUERADE, ENABLE_FORWARDING,
@@ -230,7 +246,7 @@ CORE_KNOBS: tuple[Knob[object], ...] = (
     PROFILE_DIR, EXECUTE_DIR, STARTER, REQUEST_TIMEOUT, BROKER_BACKLOG, BROKER_WORKERS, BROKER_MAX_CONNECTIONS,
     ISOLATE_JOBS, JOB_HOST_ALLOW, JOB_TO_JOB_ALLOW, FIREWALL_CHECK_INTERVAL, METRICS_ADDRESS, METRICS_TEXTFILE,
     ACCOUNTING_JOURNAL, *DYNAMIC_ADDRESSING_KNOBS,
-)
+) + SHARE_KNOBS
 # Set in the shipped drop-ins for HTCondor's own use; Lark's programs do not read them.
 MACRO_KNOBS: tuple[Knob[object], ...] = (
     Knob("LARK_BIN", "", parse_text, "Directory of Lark's executables (the drop-ins build paths from it).", MACROS),
@@ -338,6 +354,7 @@ class LarkConfig:
     firewall_check_interval: float = 5.0
     addressing_timeout: float = 10.0
     addressing_fallback: str = "hold"
+    shares: ShareSettings = ShareSettings()
     settings: Mapping[str, Setting] = field(repr=False, default_factory=dict)
 
 
@@ -420,6 +437,8 @@ def build_config(settings: Mapping[str, Setting], external: Lookup | None = None
             raise fail(knob, "is empty; give at least one CIDR prefix")
         classes.append(TrafficClass(name.lower(), nets))
 
+    shares = _share_settings(get, fail)
+
     return LarkConfig(
         name_prefix=prefix,
         state_dir=Path(get(STATE_DIR)),
@@ -460,5 +479,19 @@ def build_config(settings: Mapping[str, Setting], external: Lookup | None = None
         firewall_check_interval=get(FIREWALL_CHECK_INTERVAL),
         addressing_timeout=get(ADDRESSING_TIMEOUT),
         addressing_fallback=get(ADDRESSING_FALLBACK),
+        shares=shares,
         settings=dict(settings),
     )
+
+
+def _share_settings(get: Callable[[Knob[T]], T], fail: Callable[[str, str], ConfigError]) -> ShareSettings:
+    uplink = get(SHARES_UPLINK).strip()
+    up_mbit, down_mbit = get(SHARES_UPLINK_MBIT), get(SHARES_DOWNLINK_MBIT)
+    if uplink and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,15}", uplink):
+        raise fail("LARK_SHARES_UPLINK", f"{uplink!r} is not an interface name")
+    if uplink and not up_mbit:
+        raise fail("LARK_SHARES_UPLINK_MBIT", "is 0 but LARK_SHARES_UPLINK is set; give the uplink's capacity")
+    if not uplink and (up_mbit or down_mbit):
+        name = "LARK_SHARES_UPLINK_MBIT" if up_mbit else "LARK_SHARES_DOWNLINK_MBIT"
+        raise fail(name, "is set but LARK_SHARES_UPLINK is empty (shares are off)")
+    return ShareSettings(uplink, up_mbit, down_mbit, get(SHARES_WEIGHTS), get(SHARES_USER_CEILING_MBIT))

@@ -2,7 +2,8 @@
 
 Order of ``up`` (every step recorded before it touches the kernel, so a crash at any point is
 undone by ``sweep``): record (status ``setting-up``) -> namespace (created when Lark owns it,
-else pinned) -> addresses and ports from IPAM -> attachment -> bandwidth limits -> the job-side
+else pinned) -> addresses and ports from IPAM -> attachment -> bandwidth limits and the user's
+share of the uplink (:mod:`lark.sharetree`, when ``LARK_SHARES_UPLINK`` is set) -> the job-side
 firewall batch (counters and policy, inside the job's namespace) -> the host-side batch
 (masquerade, port forwards) -> status ``up``. ``down`` reverses it from the record alone and is
 idempotent.
@@ -55,6 +56,7 @@ from lark.locks import file_lock
 from lark.netlink import link_index, link_names, write_sysctl
 from lark.policy import JobRequest
 from lark.reconcile import FinalCallback, Reconciler, SweepReport, netns_matches, on_kernel_thread, open_job_netns
+from lark.sharetree import ShareTree
 from lark.state import JobRecord, StateStore, process_start_time
 
 if TYPE_CHECKING:
@@ -92,6 +94,8 @@ class Engine(Reconciler):
         # namespace is rebuilt from (the bytes since that read are lost, and logged as such).
         self._last_counters: dict[str, JobCounters] = {}
         self.isolation = Isolation(config.isolate_jobs, config.job_host_allow, config.job_to_job_allow)
+        # per-user shares of the uplink (lark.sharetree); when off, it still sweeps an earlier tree
+        self.shares = ShareTree(config.shares, self.prefix, config.state_dir, host_netns)
 
     # ---------------------------------------------------------------- resources
 
@@ -143,11 +147,12 @@ class Engine(Reconciler):
     @on_kernel_thread
     def up(self, request: JobRequest, netns_path: str | None = None, holder_pid: int | None = None,
            owner_uid: int | None = None, site: SiteAttachment | None = None,
-           global_job_id: str | None = None) -> JobRecord:
+           global_job_id: str | None = None, accounting_group: str | None = None) -> JobRecord:
         """Give a job its network. ``netns_path`` None: Lark creates (and later deletes) a named one.
 
         ``site``: the parent and pools of a network profile, instead of the node's ``LARK_<MODE>_*``.
         ``global_job_id``: the job's identity towards a DHCP server (its client identifier).
+        ``accounting_group``: the job's HTCondor accounting group, for LARK_SHARES_WEIGHTS.
         """
         # shared: jobs set up side by side; ``release_if_idle`` takes it exclusively, so the shared
         # tables cannot be removed between this job's record and its rules
@@ -156,7 +161,7 @@ class Engine(Reconciler):
             record.global_job_id = global_job_id
             _step("recorded")
             try:
-                self._build(record, request, site)
+                self._build(record, request, site, accounting_group)
             except BaseException:
                 self._teardown(record)
                 raise
@@ -185,7 +190,8 @@ class Engine(Reconciler):
         self.store.save(record)  # before any kernel object: a crash from here on is swept
         return record
 
-    def _build(self, record: JobRecord, request: JobRequest, site: SiteAttachment | None = None) -> None:
+    def _build(self, record: JobRecord, request: JobRequest, site: SiteAttachment | None = None,
+               accounting_group: str | None = None) -> None:
         attachment = mode(record.mode)
         if record.netns_owned:
             netns.create_named(os.path.basename(record.netns))
@@ -229,6 +235,8 @@ class Engine(Reconciler):
                 attachment.up(ctx, record)
                 _step("attached")
                 self._apply_limits(ctx, record, attachment)
+                if self.shares.settings.enabled and attachment.shaping and attachment.job_interface:
+                    self.shares.join(self.host, self.store, record, ctx.job, accounting_group)
                 _step("limited")
             finally:
                 os.close(fd)
@@ -374,6 +382,11 @@ class Engine(Reconciler):
         if spec is not None and (needs_host_part(spec) or not record.firewall_job_side):
             try:
                 self._host_backend_for(record).remove_job(spec)
+            except LarkError as err:
+                errors.append(str(err))
+        if record.share:
+            try:
+                self.shares.leave(self.host, self.store, record)
             except LarkError as err:
                 errors.append(str(err))
         if record.netns_owned:

@@ -7,6 +7,8 @@ What an operator watches on an execute node, beside what lands in job ads:
   disappear when it ends, so labels stay bounded by the jobs running now;
 * per user: bytes by direction and class, ended jobs included (``lark_user_*``), counters that
   only grow while the broker runs (a restart resets them, which Prometheus' ``rate()`` handles);
+* per user holding a share of the uplink (``LARK_SHARES_UPLINK``): its guaranteed upload rate
+  and how many jobs share it (``lark_user_share_*``), from the job records;
 * the broker's own life: jobs set up (by mode), set-ups that failed (the job was held),
   requests refused, set-up latency, firewall rules restored after a flush, final counters that
   reached only the journal, and how often the broker has started on this node.
@@ -32,6 +34,7 @@ from lark.journal import user_name as account_name
 
 if TYPE_CHECKING:
     from lark.firewall.base import JobCounters
+    from lark.shares import ShareSettings
     from lark.state import JobRecord
 
 # Set-up latency buckets (seconds): the broker's set-up is ~10-20 ms; the tail shows contention.
@@ -86,7 +89,7 @@ class Exposed:
 class NodeMetrics(Exposed):
     """The broker's metrics. Thread-safe: request workers and the periodic thread update it."""
 
-    def __init__(self, state_dir: Path | None = None) -> None:
+    def __init__(self, state_dir: Path | None = None, shares: ShareSettings | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
@@ -110,6 +113,8 @@ class NodeMetrics(Exposed):
         self._running: dict[str, RunningJob] = {}  # token -> job
         self._ended: dict[tuple[str, str, str], int] = {}  # (user, direction, class or "") -> bytes
         self._users: dict[int, str] = {}
+        self._share_settings = shares
+        self._shares: dict[str, tuple[float, int]] = {}  # user -> (guaranteed upload Mbit/s, jobs)
         # jobs already folded into their user's totals: a periodic snapshot read just before a
         # job ended must not bring it back (it would count twice until the next snapshot)
         self._gone: dict[str, float] = {}
@@ -121,9 +126,12 @@ class NodeMetrics(Exposed):
 
     def update_running(self, records: Iterable[JobRecord], counters: Mapping[str, JobCounters]) -> None:
         """Replace the running jobs' figures (after a periodic read of every job's counters)."""
+        records = list(records)
         running = {r.token: RunningJob(r.job_id, user_name(r.owner_uid, self._users), r.mode, counters[r.token])
                    for r in records if r.token in counters}
+        shares = user_shares(self._share_settings, records) if self._share_settings else {}
         with self._lock:
+            self._shares = shares
             now = time.monotonic()
             self._gone = {t: when for t, when in self._gone.items() if now - when < 3600}
             self._running = {t: job for t, job in running.items() if t not in self._gone}
@@ -148,6 +156,21 @@ class NodeMetrics(Exposed):
     def snapshot(self) -> tuple[list[RunningJob], dict[tuple[str, str, str], int]]:
         with self._lock:
             return list(self._running.values()), dict(self._ended)
+
+    def share_snapshot(self) -> dict[str, tuple[float, int]]:
+        with self._lock:
+            return dict(self._shares)
+
+
+def user_shares(settings: ShareSettings, records: Iterable[JobRecord]) -> dict[str, tuple[float, int]]:
+    """user -> (guaranteed upload Mbit/s of the user's class, jobs in it) (pure)."""
+    from lark.shares import share_rows
+
+    out: dict[str, tuple[float, int]] = {}
+    for row in share_rows(settings, records).values():
+        user = str(row["user"])
+        out[user] = (float(row["user_rate_mbit"]), out.get(user, (0.0, 0))[1] + 1)  # type: ignore[arg-type]
+    return out
 
 class _TrafficCollector:
     """Builds the traffic families at scrape time from the last snapshot (no kernel access)."""
@@ -195,7 +218,14 @@ class _TrafficCollector:
                 user_bytes.add_metric([user, direction], value)
         for mode, count in sorted(per_mode.items()):
             jobs.add_metric([mode], count)
-        yield from (job_bytes, job_packets, job_class, user_bytes, user_class, jobs)
+        share_rate = GaugeMetricFamily("lark_user_share_mbit", "Upload rate guaranteed to a user's class on the "
+                                       "shared uplink (its weighted part; idle parts are lent on).", labels=["user"])
+        share_jobs = GaugeMetricFamily("lark_user_share_jobs", "Jobs sharing a user's class on the uplink.",
+                                       labels=["user"])
+        for user, (rate, count) in sorted(self.metrics.share_snapshot().items()):
+            share_rate.add_metric([user], rate)
+            share_jobs.add_metric([user], count)
+        yield from (job_bytes, job_packets, job_class, user_bytes, user_class, jobs, share_rate, share_jobs)
 
 
 def count_start(state_dir: Path) -> int:

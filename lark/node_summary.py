@@ -14,6 +14,10 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lark.shares import ShareSettings
 
 NODE_SUMMARY_FILE = "node.json"
 
@@ -61,3 +65,17 @@ def startd_attributes(path: Path, now: float | None = None) -> dict[str, object]
         "LarkNodeJobsEnded": int(ended.get("jobs", 0)),
         "LarkNodeSummaryAge": max(0, int(now) - written),
     }
+
+
+def share_attributes(settings: ShareSettings) -> dict[str, object]:
+    """The node's share policy for its ad (pure): whether users share the uplink, and how."""
+    if not settings.enabled:
+        return {"LarkSharePolicy": "off"}
+    attrs: dict[str, object] = {
+        "LarkSharePolicy": settings.summary(),
+        "LarkShareUplinkMbit": settings.uplink_mbit,
+        "LarkShareDownlinkMbit": settings.downlink_mbit,
+    }
+    if settings.user_ceiling_mbit:
+        attrs["LarkShareUserCeilingMbit"] = settings.user_ceiling_mbit
+    return attrs

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from lark.config import LarkConfig
     from lark.firewall.base import FirewallBackend
     from lark.firewall.isolation import Isolation
+    from lark.sharetree import ShareTree
     from lark.state import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,6 +77,7 @@ class Reconciler:
         host_netns: str | None
         store: StateStore
         isolation: Isolation
+        shares: ShareTree
         _firewall: FirewallBackend | None
         _worker: ThreadPoolExecutor
         _worker_ident: int
@@ -183,6 +185,11 @@ class Reconciler:
                 netns.delete_named(name)
                 report.removed_netns.append(name)
         report.removed_firewall = sorted(self.firewall.remove_orphans(live))
+        # classes of jobs gone without a teardown; the whole tree with the last one (or shares off)
+        try:
+            self.shares.sync(self.host, self.store.all())
+        except LarkError as err:  # e.g. the uplink is gone: the rest of the sweep still runs
+            log.error("shares: %s", err)
         for alloc, owner in all_allocations(self.config.state_dir):
             if owner not in live and release_allocation(self.config.state_dir, alloc, owner):
                 report.released.append(f"{alloc.pool}/{alloc.slot}")
@@ -229,6 +236,7 @@ class Reconciler:
                 problems.append(f"orphan namespace {name} (no record)")
         for token in sorted(fw_tokens - live):
             problems.append(f"orphan firewall rules for {token} (no record)")
+        problems += self.shares.check(self.host, records)
         return problems
 
 

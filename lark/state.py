@@ -83,6 +83,8 @@ class JobRecord:
     lease_renewals: int = 0
     lease_expiries: int = 0  # leases that ran out unrenewed while the job ran (server gone)
     lease_events_seen: int = 0
+    # Per-user shares (lark.sharetree): user, accounting group, HTB class ids, uplink; empty: none.
+    share: dict[str, object] = field(default_factory=dict)
 
     @property
     def ipv4_address(self) -> str | None:

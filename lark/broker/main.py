@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             from lark.metrics import NodeMetrics
 
-            broker.metrics = NodeMetrics(config.state_dir)
+            broker.metrics = NodeMetrics(config.state_dir, config.shares)
             if config.metrics_address is not None:
                 broker.metrics.serve(*config.metrics_address)
                 log.info("metrics on http://%s:%d/metrics", *config.metrics_address)

@@ -50,6 +50,7 @@ from lark.jobenv import wrapper_environment
 from lark.metrics import NodeMetrics
 from lark.node_summary import NODE_SUMMARY_FILE
 from lark.profiles import CatalogCache, profile_dir, request_for_job, user_and_groups
+from lark.shares import accounting_group
 from lark.state import JobRecord, process_start_time
 
 log = logging.getLogger("lark.netd")
@@ -194,7 +195,8 @@ class Broker:
                                        lambda: user_and_groups(peer.uid))
             record = self.engine.up(resolved.request, netns_path=f"/proc/{peer.pid}/ns/net", holder_pid=peer.pid,
                                     owner_uid=peer.uid, site=resolved.site,
-                                    global_job_id=_str_or_none(ctx.ad.get("GlobalJobId")))
+                                    global_job_id=_str_or_none(ctx.ad.get("GlobalJobId")),
+                                    accounting_group=accounting_group(ctx.ad))
         except NotPermitted:
             raise  # nothing of the job's own to report in its ad
         except LarkError as err:

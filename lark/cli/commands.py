@@ -134,23 +134,32 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with _engine(args, load(args)) as engine:
+    from lark.shares import share_rows
+
+    config = load(args)
+    with _engine(args, config) as engine:
         counters = engine.all_counters()
+        records = engine.records()
+        shares = share_rows(config.shares, records)
         rows = []
-        for record in engine.records():
+        for record in records:
             row = record_summary(record)
             c = counters.get(record.token)
             row["counters"] = counters_dict(c) if c else None
+            row["share"] = shares.get(record.token)
             rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     print(f"{'JOB':<16}{'TOKEN':<8}{'MODE':<8}{'STATUS':<12}{'IPV4':<18}{'IPV6':<28}{'BYTES IN':>12}{'BYTES OUT':>12}"
-          f"  {'LEASE':<10}")
+          f"  {'LEASE':<10}  SHARE (user class rate/ceil Mbit)")
     for row in rows:
         c: dict[str, Any] = row["counters"] or {}  # type: ignore[assignment]
+        share: dict[str, Any] | None = row["share"]  # type: ignore[assignment]
+        share_text = f"{share['user']} {share['class']} {share['rate_mbit']:g}/{share['ceil_mbit']:g}" if share else "-"
         print(f"{row['job_id']:<16}{row['token']:<8}{row['mode']:<8}{row['status']:<12}{row['ipv4'] or '-':<18}"
-              f"{row['ipv6'] or '-':<28}{c.get('bytes_in', 0):>12}{c.get('bytes_out', 0):>12}  {lease_text(row)}")
+              f"{row['ipv6'] or '-':<28}{c.get('bytes_in', 0):>12}{c.get('bytes_out', 0):>12}  {lease_text(row):<10}"
+              f"  {share_text}")
     return 0
 
 
@@ -226,10 +235,10 @@ def config_rows(knobs: Iterable[EffectiveKnob]) -> list[dict[str, object]]:
 def cmd_node_ad(args: argparse.Namespace) -> int:
     """The startd cron runs it unprivileged."""
     from lark.classads import expressions
-    from lark.node_summary import NODE_SUMMARY_FILE, startd_attributes
+    from lark.node_summary import NODE_SUMMARY_FILE, share_attributes, startd_attributes
 
     config = load(args)
-    attrs = startd_attributes(config.state_dir / NODE_SUMMARY_FILE)
+    attrs = startd_attributes(config.state_dir / NODE_SUMMARY_FILE) | share_attributes(config.shares)
     for name, text in expressions(attrs).items():
         print(f"{name} = {text}")
     return 0
