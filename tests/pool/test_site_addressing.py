@@ -1,0 +1,127 @@
+"""A bridge job addressed by the site network, on the real pool: the site LAN's own DHCP server
+(dnsmasq, started here on the pool's bridge) leases the job its IPv4 address and router
+advertisements give it an IPv6 address; the lease is renewed while the job runs (dnsmasq's shortest
+lease is two minutes, so the client renews after one: the job runs a little longer than that); the
+job's bytes reach condor_history; at the end the lease is released and Lark leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.pool.larkpool import LarkPool
+from tests.support import in_ns, same_bytes, wait_until
+
+pytestmark = pytest.mark.pool
+
+LEASED = ("198.51.100.100", "198.51.100.120")  # the server's range: outside Lark's static pool (.10-.50)
+SITE_V6 = "2001:db8:5::1/64"  # the bridge's own address; the advertised prefix is its /64
+PROFILE = """\
+profiles:
+  sitenet:
+    description: the site LAN, addressed by its own DHCP server and router advertisements
+    attach: bridge
+    parent: br-lark
+    addressing: dhcp+slaac
+"""
+
+
+class SiteServer:
+    """dnsmasq on the pool's site bridge, started and ended here by its pid; its log and lease
+    file are the test's own view of what the job's client did."""
+
+    def __init__(self, netns: str, workdir: Path) -> None:
+        self.netns = netns
+        self.log = workdir / "dnsmasq.log"
+        self.leases = workdir / "dnsmasq.leases"
+        self.log.write_text("")
+        argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                "--port=0", "--bind-interfaces", "--interface=br-lark", "--dhcp-authoritative", "--log-dhcp",
+                f"--dhcp-range={LEASED[0]},{LEASED[1]},255.255.255.0,2m", f"--dhcp-leasefile={self.leases}",
+                f"--log-facility={self.log}", "--pid-file", "--enable-ra",
+                "--dhcp-range=::,constructor:br-lark,ra-only"]
+        self.proc = subprocess.Popen(in_ns(netns, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until("dnsmasq listening on the site bridge", lambda: "sockets bound exclusively" in self.log.read_text(),
+                   10)
+
+    def said(self, fragment: str) -> bool:
+        return fragment in self.log.read_text()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def site_lan(lark_pool: LarkPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteServer]:
+    pool = lark_pool.pool
+    netns = pool.netns_path
+    subprocess.run(["ip", "-n", pool.netns_name, "addr", "add", SITE_V6, "dev", "br-lark", "nodad"], check=True)
+    pool.write("/etc/condor/profiles.d/sitenet.yaml", PROFILE, owner="root")
+    pool.add_config("76-lark-sitenet-test.conf", "STARTD_CRON_LARKPROFILES_PERIOD = 2s\n")
+    pool.reconfig()
+    server = SiteServer(netns, tmp_path_factory.mktemp("sitenet"))
+    try:
+        def advertised() -> bool:
+            slots = pool.status('MyType == "Machine"', ["LarkProfiles"])
+            return bool(slots) and all("sitenet" in str(s.get("LarkProfiles")) for s in slots)
+
+        wait_until("the slots to advertise the sitenet profile", advertised, 30, 0.5)
+        yield server
+    finally:
+        server.close()
+        pool.remove_config("76-lark-sitenet-test.conf")
+        (pool.root / "etc/condor/profiles.d/sitenet.yaml").unlink(missing_ok=True)
+        pool.reconfig()
+        subprocess.run(["ip", "-n", pool.netns_name, "addr", "del", SITE_V6, "dev", "br-lark"], capture_output=True)
+
+
+def test_bridge_job_leased_by_the_site_keeps_its_lease_and_is_accounted(lark_pool: LarkPool,
+                                                                         site_lan: SiteServer) -> None:
+    sink = lark_pool.pool_sink("198.51.100.1")
+    # sends 200 kB on the site LAN, then runs past the client's renewal (T1: half the 2-minute lease)
+    cluster = lark_pool.submit_job(f"198.51.100.1 {sink.port} 200000 75", extra='+LarkNetworkProfile = "sitenet"')
+    lark_pool.pool.wait(cluster, timeout=240)
+    out = lark_pool.output(cluster)
+    assert out.get("reply") == "ok", out
+
+    # the job's addresses: IPv4 from the server's range, IPv6 from the advertised prefix
+    v4 = out["env"]["LARK_IPV4_ADDRESS"]
+    assert ipaddress.ip_address(LEASED[0]) <= ipaddress.ip_address(v4) <= ipaddress.ip_address(LEASED[1])
+    v6 = ipaddress.ip_address(out["env"]["LARK_IPV6_ADDRESS"])
+    assert v6 in ipaddress.ip_interface(SITE_V6).network
+    assert sink.received == [(v4, 200000)]
+
+    # the server's own log: the lease granted to that address, renewed while the job ran, released after
+    assert site_lan.said(f"DHCPACK(br-lark) {v4}")
+    log = site_lan.log.read_text()
+    assert log.count(f"DHCPACK(br-lark) {v4}") >= 2, "no renewal of the job's lease reached the server"
+    wait_until("the job's lease to be released", lambda: site_lan.said(f"DHCPRELEASE(br-lark) {v4}"), 30)
+
+    # the job's ad in condor_history: the lease facts and its bytes, equal to the wire
+    ad = lark_pool.pool.history(cluster, ["LarkAddressing", "LarkIPv4Address", "LarkIPv6Address", "LarkLeaseServer",
+                                          "LarkLeaseRenewals", "LarkBytesOut", "NetworkOutputMb"])[0]
+    assert ad["LarkAddressing"] == "dhcp+slaac"
+    assert ad["LarkIPv4Address"] == v4 and ipaddress.ip_address(ad["LarkIPv6Address"]) == v6
+    assert ad["LarkLeaseServer"] == "198.51.100.1"
+    assert ad["LarkLeaseRenewals"] >= 1
+    [wire] = sink.wire_bytes().values()
+    assert 200000 <= ad["LarkBytesOut"] and same_bytes(ad["LarkBytesOut"], wire), (ad, wire)
+
+    # nothing of the job is left on the node: no record, no client, no job interface on the bridge
+    def nothing_left() -> bool:
+        listed = json.loads(lark_pool.pool.run(["/opt/lark/bin/lark", "list", "--json"]).stdout)
+        ports = subprocess.run(["ip", "-n", lark_pool.pool.netns_name, "-o", "link", "show", "master", "br-lark"],
+                               capture_output=True, text=True, check=True).stdout
+        return listed == [] and f"{lark_pool.prefix}" not in ports
+
+    wait_until("the job's record and bridge port to be gone", nothing_left, 30, 0.5)
+    clients = lark_pool.pool.run(["sh", "-c", "ls /var/lib/lark/dhcp/*.pid 2>/dev/null | wc -l"]).stdout.strip()
+    assert clients == "0"
