@@ -17,14 +17,13 @@ import difflib
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from lark import attach
 from lark.addressing import parse_fallback
 from lark.errors import ConfigError
-from lark.firewall.isolation import HostAllow, parse_host_allow, parse_job_to_job
+from lark.firewall.isolation import parse_host_allow, parse_job_to_job
 from lark.knobs import (
     DEFAULT_SOURCES,
     ConfigReader,
@@ -38,6 +37,7 @@ from lark.knobs import (
     read_settings,
 )
 from lark.links.knobs import KNOBS as LINK_PIPELINE_KNOBS
+from lark.nodeconfig import LarkConfig
 from lark.shares import ShareSettings, parse_weights
 from lark.values import (
     AddressPool,
@@ -60,7 +60,7 @@ from lark.values import (
 )
 
 __all__ = [  # re-exported for the modules that import them from here
-    "DEFAULT_SOURCES", "AddressPool", "IPAddress", "IPNetwork", "Knob", "Setting", "SiteAttachment",
+    "DEFAULT_SOURCES", "AddressPool", "IPAddress", "IPNetwork", "Knob", "LarkConfig", "Setting", "SiteAttachment",
     "TrafficClass", "condor_param", "parse_absolute_path", "parse_address", "parse_bool", "parse_float",
     "parse_int", "parse_list", "parse_listen_address", "parse_network", "parse_networks", "parse_pool",
     "parse_port_range", "read_settings",
@@ -311,51 +311,6 @@ def check_known(settings: Mapping[str, Setting], knobs: Iterable[Knob[object]] |
 
 
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LarkConfig:
-    name_prefix: str
-    state_dir: Path
-    socket_path: Path
-    firewall: str
-    network_types: tuple[str, ...]
-    default_network_type: str
-    nat_ipv4_pool: IPNetwork
-    nat_ipv4_subnet_length: int
-    nat_ipv6_pool: IPNetwork | None
-    nat_ipv6_subnet_length: int
-    nat_ipv6_masquerade: bool
-    enable_forwarding: bool
-    site_attachments: Mapping[str, SiteAttachment]
-    traffic_classes: tuple[TrafficClass, ...]
-    max_bandwidth_mbit: int
-    default_bandwidth_mbit: int
-    anti_spoof: bool
-    inbound_port_range: tuple[int, int]
-    max_inbound_ports: int
-    public_address: ipaddress.IPv4Address | None
-    deny: tuple[IPNetwork, ...]
-    sweep_interval: float
-    accounting_interval: float
-    log_path: Path
-    execute_dir: Path
-    starter_path: Path = Path("/usr/sbin/condor_starter")
-    request_timeout: float = 5.0
-    broker_backlog: int = 256
-    broker_workers: int = 8
-    broker_max_connections: int = 4096
-    journal_path: Path = Path("/var/lib/lark/accounting.jsonl")
-    metrics_address: tuple[str, int] | None = None
-    metrics_textfile: Path | None = None
-    isolate_jobs: bool = True
-    job_host_allow: tuple[HostAllow, ...] = ()
-    job_to_job_allow: bool | tuple[IPNetwork, ...] = False
-    firewall_check_interval: float = 5.0
-    addressing_timeout: float = 10.0
-    addressing_fallback: str = "hold"
-    shares: ShareSettings = ShareSettings()
-    settings: Mapping[str, Setting] = field(repr=False, default_factory=dict)
 
 
 def load_config(sources: Iterable[Path] | None = None, overrides: Mapping[str, str] | None = None,

@@ -28,7 +28,7 @@ from lark.values import AddressPool, IPAddress, parse_address, parse_pool, parse
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
-    from lark.config import LarkConfig
+    from lark.nodeconfig import LarkConfig
     from lark.state import JobRecord
 
 

@@ -17,7 +17,7 @@ from lark.ipam import SubnetPool
 from lark.netlink import add_address, add_veth_into, delete_link, link_index, set_up
 
 if TYPE_CHECKING:
-    from lark.config import LarkConfig
+    from lark.nodeconfig import LarkConfig
     from lark.state import JobRecord
 
 

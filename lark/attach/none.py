@@ -8,7 +8,7 @@ from lark.attach.base import AttachContext, Mode, bring_up_loopback
 from lark.netlink import link_names
 
 if TYPE_CHECKING:
-    from lark.config import LarkConfig
+    from lark.nodeconfig import LarkConfig
     from lark.state import JobRecord
 
 
