@@ -101,9 +101,21 @@ def fill_wheelhouse(pool: Pool, wheel: Path, extras: Sequence[str] = ()) -> Path
     return inside
 
 
-def run_guide_block(pool: Pool, name: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+#: the guide: "On a submit node (schedd), install the same environment (the first two lines)" of the execute block
+ENVIRONMENT_LINES = 2
+
+
+def environment_block() -> str:
+    """The execute block's first lines, which make the environment (for a node that is only a submit node)."""
+    return "\n".join(guide_block("execute").splitlines()[:ENVIRONMENT_LINES]) + "\n"
+
+
+def run_guide_block(pool: Pool, name: str, timeout: float = 300, *,
+                    environment_first: bool = False) -> subprocess.CompletedProcess[str]:
     """The guide's block ``name`` in the pool, as root, in INSTALL_DIR, stopping at the first failing
-    command. pip finds packages only in the wheelhouse (PIP_NO_INDEX, PIP_FIND_LINKS: the pool has no
+    command; with ``environment_first``, after :func:`environment_block` (a node that is only a submit
+    node). pip finds packages only in the wheelhouse (PIP_NO_INDEX, PIP_FIND_LINKS: the pool has no
     network); nothing else is added to the guide's commands."""
-    return pool.run("set -e -x\n" + guide_block(name), cwd=INSTALL_DIR, timeout=timeout, check=False,
+    script = (environment_block() if environment_first else "") + guide_block(name)
+    return pool.run("set -e -x\n" + script, cwd=INSTALL_DIR, timeout=timeout, check=False,
                     env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELHOUSE, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})

@@ -128,11 +128,13 @@ class Pool:
     def __init__(self, prefix: str | None = None, *, image: Path | None = None, repo: Path = REPO,
                  netns_name: str | None = None, base_config: str = BASE_CONFIG,
                  ready_types: Iterable[str] = ("Machine", "Scheduler", "Negotiator"),
-                 ready_constraint: str | None = None, collector_address: str = "127.0.0.1:9618") -> None:
+                 ready_constraint: str | None = None, collector_address: str = "127.0.0.1:9618",
+                 hostname: str | None = None) -> None:
         self.prefix = prefix or _random_prefix()
         self.base_config = base_config
         self.ready_types = frozenset(ready_types)
         self.ready_constraint = ready_constraint
+        self.hostname = hostname  # set: the daemons get a UTS namespace of their own with this host name
         self.image = image or image_path()
         self.repo = repo
         self.run_dir = CACHE_ROOT / "runs" / self.prefix
@@ -277,11 +279,12 @@ class Pool:
         pid_file = self.root / MASTER_PID.lstrip("/")
         pid_file.unlink(missing_ok=True)
         env = " ".join(["PATH=" + CONDOR_PATH, "LANG=C.UTF-8", "HOME=/root"])
-        script = ('cd "$1" && mkdir -p .oldroot && pivot_root . .oldroot && cd / && umount -l /.oldroot && '
+        uts = ('hostname "$2" && ', ["--uts"], [self.hostname]) if self.hostname else ("", [], [])
+        script = (uts[0] + 'cd "$1" && mkdir -p .oldroot && pivot_root . .oldroot && cd / && umount -l /.oldroot && '
                   f'rmdir /.oldroot && exec /usr/bin/env -i {env} /usr/sbin/condor_master -pidfile {MASTER_PID}')
         t0 = time.monotonic()
-        _host(["nsenter", f"--net={self.netns_path}", "unshare", "--mount", "--propagation", "private", "--",
-               "/bin/sh", "-c", script, "lark-pool-start", str(self.root)], timeout=30)
+        _host(["nsenter", f"--net={self.netns_path}", "unshare", "--mount", *uts[1], "--propagation", "private",
+               "--", "/bin/sh", "-c", script, "lark-pool-start", str(self.root), *uts[2]], timeout=30)
         pid = wait_until("master.pid", lambda: pid_file.exists() and pid_file.read_text().strip(), 20)
         self.master_pid = int(pid)
         self._mntns_ino = os.stat(f"/proc/{self.master_pid}/ns/mnt").st_ino
@@ -307,6 +310,28 @@ class Pool:
         return "\n".join(file_tail(logs / name, 20) for name in ("MasterLog", "StartLog", "SchedLog", "CollectorLog"))
 
     # -- running things ------------------------------------------------------------------------------------------
+    def command(self, argv: Sequence[str], *, user: str = "root", env: Mapping[str, str] | None = None,
+                cwd: str | None = None, pivoted: bool = False) -> list[str]:
+        """The host argv that runs ``argv`` in the node as :meth:`run` does (for callers that want the
+        terminal, e.g. ``lark pool exec``)."""
+        home = self.home(user)
+        uid, gid = (0, 0) if user == "root" else self._passwd(user)[:2]
+        if pivoted:
+            if self.master_pid is None:
+                raise PoolError("pivoted=True needs a running master")
+            prefix = ["nsenter", f"--target={self.master_pid}", "--mount", "--net", "--uts", "--root"]
+            if user != "root":
+                prefix += [f"--setuid={uid}", f"--setgid={gid}"]
+        else:
+            prefix = ["nsenter", f"--net={self.netns_path}", "chroot"]
+            if user != "root":
+                prefix += [f"--userspec={uid}:{gid}", f"--groups={gid}"]
+            prefix.append(str(self.root))
+        base = {"PATH": CONDOR_PATH, "LANG": "C.UTF-8", "HOME": home, "USER": user, "LOGNAME": user}
+        envs = [f"{k}={v}" for k, v in {**base, **(env or {})}.items()]
+        full = [*prefix, "/usr/bin/env", "-i", f"--chdir={cwd or home}", *envs, *argv]
+        return full
+
     def run(self, cmd: Sequence[str] | str, *, user: str = "root", check: bool = True, timeout: float = 60.0,
             input: str | None = None, env: Mapping[str, str] | None = None, cwd: str | None = None,
             pivoted: bool = False) -> subprocess.CompletedProcess[str]:
@@ -318,22 +343,7 @@ class Pool:
         teardown). ``pivoted=True``: inside the master's own mount namespace, where the pool's root is a real
         root as the daemons see it (user namespaces and so apptainer work there, not in a chroot)."""
         argv = ["bash", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        home = self.home(user)
-        uid, gid = (0, 0) if user == "root" else self._passwd(user)[:2]
-        if pivoted:
-            if self.master_pid is None:
-                raise PoolError("pivoted=True needs a running master")
-            prefix = ["nsenter", f"--target={self.master_pid}", "--mount", "--net", "--root"]
-            if user != "root":
-                prefix += [f"--setuid={uid}", f"--setgid={gid}"]
-        else:
-            prefix = ["nsenter", f"--net={self.netns_path}", "chroot"]
-            if user != "root":
-                prefix += [f"--userspec={uid}:{gid}", f"--groups={gid}"]
-            prefix.append(str(self.root))
-        base = {"PATH": CONDOR_PATH, "LANG": "C.UTF-8", "HOME": home, "USER": user, "LOGNAME": user}
-        envs = [f"{k}={v}" for k, v in {**base, **(env or {})}.items()]
-        full = [*prefix, "/usr/bin/env", "-i", f"--chdir={cwd or home}", *envs, *argv]
+        full = self.command(argv, user=user, env=env, cwd=cwd, pivoted=pivoted)
         log.debug("pool run (%s): %s", user, shlex.join(argv))
         try:
             proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=input,
