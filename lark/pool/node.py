@@ -490,8 +490,14 @@ class Pool:
         Raises :class:`JobHeld` as soon as one is held, PoolError (with ``better-analyze``) on timeout."""
         queued: list[dict[str, Any]] = []
 
+        failures: list[str] = []
+
         def left_queue() -> list[dict[str, Any]]:
-            queued[:] = self.q(f"ClusterId == {cluster}", ["ClusterId", "ProcId", "JobStatus", "HoldReason"])
+            try:
+                queued[:] = self.q(f"ClusterId == {cluster}", ["ClusterId", "ProcId", "JobStatus", "HoldReason"])
+            except PoolError as exc:  # a schedd busy beyond the tool's time-out (a loaded machine): ask again
+                failures.append(str(exc))
+                return []
             held = [ad for ad in queued if ad.get("JobStatus") == HELD]
             if held:
                 raise JobHeld(f"job {cluster}.{held[0].get('ProcId')} held: {held[0].get('HoldReason')}", held)
@@ -502,7 +508,8 @@ class Pool:
         except TimeoutError:
             analysis = self.run(["condor_q", "-better-analyze", str(cluster)], check=False).stdout
             raise PoolError(f"cluster {cluster} not done after {timeout:.0f} s: {queued}\n"
-                            f"{tail(analysis, 40)}") from None
+                            f"{tail(analysis, 40)}" + (f"\nlast condor_q failure: {failures[-1]}" if failures else "")
+                            ) from None
 
     def wait_status(self, cluster: int, status: int | Iterable[int], timeout: float = 60.0) -> list[dict[str, Any]]:
         """Wait until every queued job of ``cluster`` has JobStatus in ``status`` (e.g. RUNNING, HELD) and

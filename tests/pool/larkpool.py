@@ -407,6 +407,12 @@ class DataSegment:
         subprocess.run(["ip", "-n", self.pool.netns_name, "link", "del", self.parent], capture_output=True)
 
 
+def host_links() -> set[str]:
+    """Names of the host's own network interfaces (a pool must add none)."""
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+
+
 def _ip(ns: str, *args: str) -> None:
     subprocess.run(["ip", "-n", ns, *args], check=True)
 

@@ -1,0 +1,125 @@
+"""The multi-site personal pool (``lark pool``): sites, shaped WAN links, per-class accounting across sites.
+
+One pool for the module: a central manager, a submit node and three execute sites (1000, 100 and 10
+Mbit/s to the WAN), Lark installed into it by the admin guide's blocks. Each site's data server is an HTTP
+server in its router's namespace (:class:`lark.pool.data.DataServer`); the ground truth for a job's
+counters is an nft counter on the path the data took, past the shaping.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from lark.pool.data import DataServer
+from lark.pool.node import host_sysctls
+from lark.pool.personal import PersonalPool, personal_pool
+from tests.pool.larkpool import host_links
+from tests.support import in_ns, iperf3_json, received_mbit, same_bytes, wait_listening, wire_count
+
+pytestmark = pytest.mark.pool
+
+GET = """#!/usr/bin/python3
+# Downloads a URL and prints how many bytes of body it got.
+import sys, urllib.request
+n = 0
+with urllib.request.urlopen(sys.argv[1], timeout=60) as response:
+    while chunk := response.read(65536):
+        n += len(chunk)
+print(n)
+"""
+
+
+@pytest.fixture(scope="module")
+def sites(require_root: None, run_prefix: str) -> Iterator[PersonalPool]:
+    before = host_links()
+    with personal_pool(run_prefix, sites=3, slots=2) as pool:
+        pool.host_links_before = before  # type: ignore[attr-defined]
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def data_servers(sites: PersonalPool) -> Iterator[dict[int, DataServer]]:
+    servers = {s.index: DataServer(f"/run/netns/{sites.plan.router_netns(s)}", s.data_address)
+               for s in sites.plan.sites}
+    yield servers
+    for server in servers.values():
+        server.close()
+
+
+def test_every_node_has_its_own_namespace_and_name_and_the_host_is_untouched(sites: PersonalPool) -> None:
+    for node in sites.plan.nodes:
+        pool = sites.nodes[node.name]
+        assert pool.master_pid is not None
+        assert os.stat(f"/proc/{pool.master_pid}/ns/net").st_ino == os.stat(pool.netns_path).st_ino
+        assert pool.run(["hostname"], pivoted=True).stdout.strip() == node.hostname
+        assert pool.config_val("ENABLE_KERNEL_TUNING").lower() == "false"
+        assert host_sysctls() == pool.host_sysctls_at_start
+    assert host_links() == sites.host_links_before  # type: ignore[attr-defined]
+    slots = sites.submit.status('MyType == "Machine"', ["Machine", "HasLark", "LarkSite"])
+    assert sorted(s["Machine"] for s in slots) == ["site1.lark.test", "site2.lark.test", "site3.lark.test"]
+    assert all(s.get("HasLark") is True for s in slots), slots
+    status = sites.status()
+    assert all(ping.get("ok") for ping in status["brokers"].values()), status["brokers"]
+
+
+def _download_mbit(sites: PersonalPool, node: str, server: str) -> float:
+    """iperf3 from the node's namespace, the server sending (-R): the rate the node's site link allows."""
+    router = f"/run/netns/{sites.plan.router_netns(sites.plan.sites[0])}"
+    port = 5201
+    proc = subprocess.Popen(in_ns(router, ["iperf3", "-s", "-1", "-B", server, "-p", str(port)]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(router, port)
+        done = subprocess.run(in_ns(sites.nodes[node].netns_path, ["iperf3", "-J", "-R", "-t", "2", "-c", server,
+                                                                   "-p", str(port)]),
+                              capture_output=True, text=True, timeout=60, check=False)
+        return received_mbit(iperf3_json(done.stdout, done.stderr))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_site_links_have_their_own_capacities(sites: PersonalPool) -> None:
+    server = sites.plan.sites[0].data_address  # site1's side of the WAN is the fast one
+    thin = _download_mbit(sites, "site3", server)
+    middle = _download_mbit(sites, "site2", server)
+    assert sites.plan.sites[2].mbit == 10 and sites.plan.sites[1].mbit == 100
+    assert 3 < thin <= 10 * 1.05, thin
+    assert 3 * thin < middle <= 100 * 1.05, (thin, middle)
+
+
+@pytest.mark.parametrize(("job_site", "server_site", "traffic_class"),
+                         [(3, 1, "Offcampus"), (1, 1, "Campus")], ids=["cross-site", "same-site"])
+def test_a_download_is_accounted_to_its_class_and_equals_the_wire(
+        sites: PersonalPool, data_servers: dict[int, DataServer], job_site: int, server_site: int,
+        traffic_class: str) -> None:
+    server = data_servers[server_site]
+    payload = 2_000_000
+    job_node = sites.plan.node(f"site{job_site}")
+    # the packets that reached the job's site: counted where they enter its LAN, past the WAN's shaping
+    # (a packet the shaper dropped and TCP sent again is on the server's wire twice, in the job once)
+    if job_site == server_site:
+        netns, hook = sites.plan.router_netns(sites.plan.sites[server_site - 1]), "output"
+    else:
+        netns, hook = sites.plan.router_netns(sites.plan.sites[job_site - 1]), "forward"
+    match = f"ip saddr {server.address} tcp sport {server.port} ip daddr {job_node.address}"
+    with wire_count(f"/run/netns/{netns}", f"{sites.plan.prefix}-wire".replace("-", "_"), match, hook) as wire:
+        cluster = sites.submit.submit(
+            f"executable = get.py\narguments = {server.url}/bytes/{payload}\noutput = out\nerror = err\nlog = log\n"
+            f"should_transfer_files = YES\nrequirements = Machine == \"{job_node.hostname}\"\nqueue\n",
+            files={"get.py": GET})
+        (ad,) = sites.submit.wait(cluster, timeout=120)
+        seen = wire()
+    assert sites.submit.host_path(f"{ad['Iwd']}/out").read_text().strip() == str(payload)
+    other = "Campus" if traffic_class == "Offcampus" else "Offcampus"
+    (hist,) = sites.submit.history(cluster, ["LarkBytesIn", f"LarkBytesIn{traffic_class}", f"LarkBytesIn{other}",
+                                             "LarkNetworkType", "ExitCode"])
+    assert hist["ExitCode"] == 0 and hist["LarkNetworkType"] == "nat"
+    assert payload < hist["LarkBytesIn"]
+    assert same_bytes(hist["LarkBytesIn"], seen), (hist, seen)
+    assert hist[f"LarkBytesIn{traffic_class}"] == hist["LarkBytesIn"]
+    assert hist[f"LarkBytesIn{other}"] == 0
