@@ -2,7 +2,8 @@
 
 ``up`` boots a central manager, a submit node and one execute node per site, each in its own network
 namespace, on a WAN whose site links have different capacities, and installs Lark as the admin guide says;
-``exec`` runs a command in a node; ``list`` and ``status`` show pools; ``down`` removes one completely.
+``exec`` runs a command in a node; ``list`` and ``status`` show pools; ``down`` removes one completely;
+``demo`` runs the story of docs/pool.md in a pool of its own.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:  # argparse's _SubParsersAc
     dn = verbs.add_parser("down", help="stop a pool and remove everything it made")
     dn.add_argument("name")
     dn.set_defaults(func=cmd_down)
+    de = verbs.add_parser("demo", help="up a pool, show Lark's main job in it step by step, down")
+    de.add_argument("--name", default="demo", help="pool name (default demo)")
+    de.set_defaults(func=cmd_demo)
     return p
 
 
@@ -170,6 +174,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     for link in status["links"]:
         print(f"  {link.get('source')} -> {link.get('destination')}: {link.get('mbit')} Mbit/s")
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _root()
+    from lark.pool.demo import demo
+    from lark.pool.util import PoolError
+
+    try:
+        return demo(args.name)
+    except PoolError as exc:
+        raise PoolCommandError(str(exc)) from None
 
 
 def cmd_down(args: argparse.Namespace) -> int:
