@@ -28,6 +28,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:  # argparse's _SubParsersAc
 
     p = sub.add_parser("pool", help="a personal multi-site HTCondor pool with Lark (root)",
                        description=__doc__.split("\n\n")[0])
+    p.set_defaults(func=run)
     verbs = p.add_subparsers(dest="pool_command", required=True)
     up = verbs.add_parser("up", help="start a pool and install Lark into it")
     up.add_argument("--name", default="lark", help="pool name (1-10 lower-case letters and digits; default lark)")
@@ -37,27 +38,32 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:  # argparse's _SubParsersAc
     up.add_argument("--site-mbit", metavar="LIST", help="site link capacities, Mbit/s, comma-separated "
                     "(default 1000,100,10, repeated)")
     up.add_argument("--no-lark", action="store_true", help="HTCondor only: skip the admin guide's install")
-    up.set_defaults(func=cmd_up)
+    up.set_defaults(pool_func=cmd_up)
     ex = verbs.add_parser("exec", help="run a command in a node (default: the submit node, as root)")
     ex.add_argument("name")
     ex.add_argument("--user", default="root", help="run as this user of the pool (e.g. larkuser)")
     ex.add_argument("--node", default="submit", help="cm, submit or siteN (default submit)")
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
-    ex.set_defaults(func=cmd_exec)
+    ex.set_defaults(pool_func=cmd_exec)
     ls = verbs.add_parser("list", help="the pools on this machine")
     ls.add_argument("--json", action="store_true", help="print JSON")
-    ls.set_defaults(func=cmd_list)
+    ls.set_defaults(pool_func=cmd_list)
     st = verbs.add_parser("status", help="a pool's daemons, slots, Lark brokers and link ads")
     st.add_argument("name")
     st.add_argument("--json", action="store_true", help="print JSON")
-    st.set_defaults(func=cmd_status)
+    st.set_defaults(pool_func=cmd_status)
     dn = verbs.add_parser("down", help="stop a pool and remove everything it made")
     dn.add_argument("name")
-    dn.set_defaults(func=cmd_down)
+    dn.set_defaults(pool_func=cmd_down)
     de = verbs.add_parser("demo", help="up a pool, show Lark's main job in it step by step, down")
     de.add_argument("--name", default="demo", help="pool name (default demo)")
-    de.set_defaults(func=cmd_demo)
+    de.set_defaults(pool_func=cmd_demo)
     return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """The handler of ``lark pool``: its verb's."""
+    return int(args.pool_func(args))
 
 
 def _root() -> None:
@@ -139,14 +145,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         running = sum(1 for node in pool.nodes.values() if node.master_pid is not None)
         rows.append({"name": name, "sites": [s.mbit for s in pool.plan.sites], "slots": pool.plan.slots,
                      "nodes_running": running, "nodes": len(pool.nodes), "keeper": pool.keeper(),
-                     "lark": pool.lark})
+                     "in_use": pool.in_use(), "lark": pool.lark})
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     if not rows:
         print("no pools (lark pool up)")
     for row in rows:
-        state = "up" if row["keeper"] and row["nodes_running"] == row["nodes"] else "broken (lark pool down it)"
+        if not row["in_use"]:
+            state = "broken: its owner is gone (lark pool down NAME removes it)"
+        else:
+            state = "up" if row["nodes_running"] == row["nodes"] else "starting or stopping"
         mbit = "/".join(str(m) for m in row["sites"])
         print(f"{row['name']:10} {state:8} {len(row['sites'])} sites ({mbit} Mbit/s), {row['slots']} slots each, "
               f"{row['nodes_running']}/{row['nodes']} nodes running")

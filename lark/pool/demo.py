@@ -1,23 +1,23 @@
 """``lark pool demo``: up a multi-site pool, show Lark's main job in it step by step, down.
 
-Each step prints what it shows and its evidence: the site links measured with iperf3 over the shaped WAN,
-then jobs that download from a site's data server, accounted per traffic class (their own site's LAN is
-``campus``, the rest ``offcampus``) — ``condor_q -af`` while they run, ``condor_history`` after, next
-to the bytes the server sent.
+Each step prints what it shows and its evidence: the site links measured with iperf3 over the shaped WAN
+and kept in a perfSONAR archive, lark-spider's link ads, the links cron's slot limits; jobs that download
+from a site's data server, accounted per traffic class (their own site's LAN is ``campus``, the rest
+``offcampus``) — ``condor_q -af`` while they run, ``condor_history`` after, next to the bytes the server
+sent; and big-input jobs the circuit breaker keeps off the thin site, with ``condor_q -better-analyze``.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 from collections.abc import Callable
 
+from lark.pool.archive import MeasurementArchive
 from lark.pool.data import DataServer
+from lark.pool.links import crawl_and_publish, enable_links_cron, measure_links, wait_for_limits
 from lark.pool.personal import PersonalPool, personal_pool
-from lark.pool.util import HOST_PATH, PoolError, wait_until
+from lark.pool.util import wait_until
 
-IPERF_PORT = 5201
 DOWNLOAD_BYTES = 4_000_000
 GET = """#!/usr/bin/python3
 # Downloads a URL slowly enough to be watched, and prints how many bytes of body it got.
@@ -29,6 +29,7 @@ with urllib.request.urlopen(sys.argv[1], timeout=120) as response:
 time.sleep(3)
 print(n)
 """
+BIG_INPUT = 2 * 10**9  # 600 s carry it at 27 Mbit/s: SITE2 (100) can, SITE3 (10) cannot
 ATTRS = ("LarkNetworkType", "LarkBytesIn", "LarkBytesInCampus", "LarkBytesInOffcampus")
 
 Say = Callable[[str], None]
@@ -36,30 +37,6 @@ Say = Callable[[str], None]
 
 def _print(message: str) -> None:
     print(message, flush=True)
-
-
-def measure_mbit(pool: PersonalPool, server_site: int, node: str, seconds: int = 2) -> float:
-    """iperf3 from ``node``'s namespace, ``server_site``'s data server sending: that link's rate, Mbit/s."""
-    router = f"/run/netns/{pool.plan.router_netns(pool.plan.sites[server_site - 1])}"
-    address = pool.plan.sites[server_site - 1].data_address
-    server = subprocess.Popen(["nsenter", f"--net={router}", "iperf3", "-s", "-1", "-B", address, "-p",
-                               str(IPERF_PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={"PATH": HOST_PATH})
-    try:
-        def client() -> subprocess.CompletedProcess[str] | None:
-            done = subprocess.run(["nsenter", f"--net={pool.nodes[node].netns_path}", "iperf3", "-J", "-R", "-t",
-                                   str(seconds), "-c", address, "-p", str(IPERF_PORT)], capture_output=True,
-                                  text=True, timeout=60, check=False, env={"PATH": HOST_PATH})
-            return done if done.returncode == 0 else None  # the server may not listen yet
-
-        done = wait_until(f"iperf3 from {node} to {address}", client, 20, 0.2)
-        report = json.loads(done.stdout)
-        return float(report["end"]["sum_received"]["bits_per_second"]) / 1e6
-    except (TimeoutError, ValueError, KeyError) as exc:
-        raise PoolError(f"iperf3 measurement to {node} failed: {exc}") from None
-    finally:
-        server.kill()
-        server.wait()
 
 
 def _step(say: Say, number: int, title: str) -> None:
@@ -74,7 +51,7 @@ def download_job(pool: PersonalPool, server: DataServer, site: int, say: Say) ->
         f"log = log\nshould_transfer_files = YES\nrequirements = Machine == \"{node.hostname}\"\nqueue\n",
         files={"get.py": GET})
     say(f"   submitted job {cluster} as larkuser: site{site} downloads {DOWNLOAD_BYTES} bytes from {server.url}")
-    af = ["condor_q", "-af", "ClusterId", "JobStatus", "RemoteHost", *ATTRS, str(cluster)]
+    af = ["condor_q", str(cluster), "-af", "ClusterId", "JobStatus", "RemoteHost", *ATTRS]
     seen = ""
     deadline = time.monotonic() + 120
     while pool.submit.q(f"ClusterId == {cluster}") and time.monotonic() < deadline:
@@ -84,10 +61,40 @@ def download_job(pool: PersonalPool, server: DataServer, site: int, say: Say) ->
             seen = line
         time.sleep(1)
     (ad,) = pool.submit.wait(cluster, timeout=max(1.0, deadline - time.monotonic()))
-    hist = pool.submit.run(["condor_history", "-af", "ClusterId", "LastRemoteHost", *ATTRS, "-limit", "1",
-                            str(cluster)]).stdout.strip()
+    hist = pool.submit.run(["condor_history", str(cluster), "-limit", "1", "-af", "ClusterId", "LastRemoteHost",
+                            *ATTRS]).stdout.strip()
     say(f"   $ condor_history -af ClusterId LastRemoteHost {' '.join(ATTRS)}\n     {hist}")
     return ad
+
+
+def _show(pool: PersonalPool, say: Say, argv: list[str]) -> None:
+    say(f"   $ {' '.join(a if ' ' not in a else repr(a) for a in argv)}")
+    for line in pool.submit.run(argv, user="larkuser").stdout.strip().splitlines():
+        say(f"     {line}")
+
+
+def big_input_jobs(pool: PersonalPool, say: Say) -> None:
+    source = f'+LarkSourceSite = "SITE1"\n+LarkInputBytes = {BIG_INPUT}\n'
+    common = f"executable = /bin/sleep\narguments = 1\nlog = log\nshould_transfer_files = YES\n{source}"
+    big = pool.submit.submit(common + "queue 4\n")
+    pinned = pool.submit.submit(common + 'requirements = Machine == "site3.lark.test"\nqueue\n')
+    say(f"   submitted jobs {big}.0-3 (anywhere) and {pinned}.0 (only at SITE3)")
+    try:
+        pool.submit.wait(big, timeout=180)
+        _show(pool, say, ["condor_history", str(big), "-af", "ClusterId", "ProcId", "LastRemoteHost"])
+
+        def considered() -> bool:
+            (ad,) = pool.submit.q(f"ClusterId == {pinned}", ["LastRejMatchTime", "JobStatus"])
+            return ad.get("JobStatus") == 1 and bool(ad.get("LastRejMatchTime"))
+
+        wait_until("the negotiator to consider the job pinned to SITE3", considered, 60, 0.5)
+        say(f"   job {pinned}.0 stays idle; condor_q -better-analyze says why:")
+        analysis = pool.submit.run(["condor_q", "-better-analyze", str(pinned)], check=False).stdout
+        for line in analysis.splitlines():
+            if "LarkMaxInputBytes" in line or "match" in line.lower():
+                say(f"     {line.strip()}")
+    finally:
+        pool.submit.run(["condor_rm", str(big), str(pinned)], check=False)
 
 
 def demo(name: str = "demo", say: Say = _print) -> int:
@@ -98,21 +105,41 @@ def demo(name: str = "demo", say: Say = _print) -> int:
         for site in pool.plan.sites:
             say(f"   {site.name}: execute node {site.execute_address}, data server {site.data_address}, "
                 f"WAN link {site.mbit} Mbit/s")
-        _step(say, 2, "the site links, measured with iperf3 from SITE1's data server over the WAN")
-        for site in pool.plan.sites[1:]:
-            mbit = measure_mbit(pool, 1, f"site{site.index}")
-            say(f"   SITE1 -> {site.name}: {mbit:.1f} Mbit/s (link shaped to {site.mbit})")
+        _step(say, 2, "the site links, measured with iperf3 from SITE1's data server over the WAN, kept in a "
+                      "perfSONAR archive")
+        archive = MeasurementArchive(f"/run/netns/{pool.plan.wan_netns}", pool.plan.node("cm").gateway)
+        try:
+            measured = measure_links(pool, archive)
+            for index, mbit in measured.items():
+                say(f"   SITE1 -> SITE{index}: {mbit:.1f} Mbit/s (link shaped to {pool.plan.sites[index - 1].mbit})")
+            say(f"   archive: {archive.url} (pSConfig mesh list at {archive.publisher}, esmond at "
+                "/esmond/perfsonar/archive/)")
+            _step(say, 3, "lark-spider crawls the archive and advertises link ads to the central manager")
+            names = crawl_and_publish(pool, archive)
+            say(f"   advertised: {', '.join(names)}")
+            _show(pool, say, ["condor_status", "-any", "-constraint", 'MyType == "LarkNetworkLink"', "-af",
+                              "LarkSourceSite", "LarkDestinationSite", "LarkThroughputMbps", "LarkQuality"])
+        finally:
+            archive.close()
+        _step(say, 4, "the links cron on each execute node turns the link ads into slot limits "
+                      "(70-lark-matchmaking.conf; 600 s to carry a job's input)")
+        enable_links_cron(pool)
+        wait_for_limits(pool, "SITE1", list(measured))
+        _show(pool, say, ["condor_status", "-af", "Machine", "LarkSite", "LarkMaxInputBytes_SITE1"])
         servers = [DataServer(f"/run/netns/{pool.plan.router_netns(s)}", s.data_address) for s in pool.plan.sites]
         try:
-            _step(say, 3, "a job downloads from another site: Lark accounts its bytes as offcampus")
+            _step(say, 5, "a job downloads from another site: Lark accounts its bytes as offcampus")
             download_job(pool, servers[0], 3, say)
             say(f"   SITE1's data server sent {sum(n for _, n in servers[0].served)} bytes of body; "
                 "LarkBytesIn counts them with their TCP/IP headers")
-            _step(say, 4, "a job downloads from its own site's data server: campus")
+            _step(say, 6, "a job downloads from its own site's data server: campus")
             download_job(pool, servers[0], 1, say)
         finally:
             for server in servers:
                 server.close()
-        _step(say, 5, f"lark pool down {name}: nothing left behind")
+        _step(say, 7, f"jobs with {BIG_INPUT / 1e9:.0f} GB of input at SITE1: the circuit breaker keeps them off "
+                      "the site whose link cannot carry it")
+        big_input_jobs(pool, say)
+        _step(say, 8, f"lark pool down {name}: nothing left behind")
     say(f"   pool {name} removed: no mounts, namespaces, links or processes left")
     return 0

@@ -149,6 +149,16 @@ class PersonalPool:
             return pid
         return None
 
+    def in_use(self) -> bool:
+        """True while a process holds the pool (its keeper, or the demo or a test that started it)."""
+        if self._lock_fd is not None:
+            return True
+        fd = try_lock(lock_path(self.name))
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
+
     # -- up ----------------------------------------------------------------------------------------------------
     def up(self, progress: Progress = _quiet) -> None:
         """Start every node on the multi-site network and install Lark; on failure remove what was made."""

@@ -10,30 +10,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from lark import netns
+from lark.pool.archive import MeasurementArchive
 from lark.pool.data import DataServer
+from lark.pool.links import crawl_and_publish, enable_links_cron, measure_links, wait_for_limits
 from lark.pool.node import host_sysctls
 from lark.pool.personal import PersonalPool, personal_pool
-from perfsonar.config import parse_config
-from perfsonar.crawl import Spider
-from perfsonar.publish import configure_security, publish_ads
-from tests.perfsonar.fakeps import (
-    EsmondApp,
-    EsmondTest,
-    FakePerfSONAR,
-    StaticApp,
-    esmond_archiver,
-    psconfig_mesh,
-    pub_config_list,
-)
 from tests.pool.larkpool import host_links
-from tests.support import in_ns, iperf3_json, received_mbit, same_bytes, wait_listening, wait_until, wire_count
+from tests.support import in_ns, iperf3_json, received_mbit, same_bytes, wait_listening, wire_count
 
 pytestmark = pytest.mark.pool
 
@@ -142,76 +129,23 @@ def test_a_download_is_accounted_to_its_class_and_equals_the_wire(
 
 # ------------------------------------------------------------------ network-aware matchmaking between the sites
 
-#: the test's breaker knobs on every execute node: 600 s to carry a job's input
-MATCHMAKING_TEST_CONFIG = "STARTD_CRON_LARKLINKS_PERIOD = 2s\nLARK_MAX_TRANSFER_SECONDS = 600\n"
 BIG_INPUT = 2 * 10**9  # > LARK_SMALL_INPUT_BYTES; 600 s carry it at 27 Mbit/s: site2 can, site3 (10) cannot
 
 
-def ps_host(site: int) -> str:
-    return f"ps.site{site}.lark.test"
-
-
-class SiteArchive:
-    """A perfSONAR esmond archive on loopback holding the throughput tests measured from site1."""
-
-    def __init__(self, sites: PersonalPool, measured: dict[int, float]) -> None:
-        now = int(time.time())
-        self.server = FakePerfSONAR("127.0.0.1").start()
-        pub = StaticApp()
-        self.server.mount("/pub", pub)
-        archives = {"a": esmond_archiver(self.server.url("/a/esmond/perfsonar/archive/"))}
-        hosts = [ps_host(s.index) for s in sites.plan.sites]
-        pub.put("/config/bw", psconfig_mesh("BW", "throughput", hosts, "PT1H", archives))
-        pub.put("/config", pub_config_list([self.server.url("/pub/config/bw")]))
-        esmond = EsmondApp("esmond", mount="/a")
-        for site, mbit in measured.items():
-            src, dst = sites.plan.sites[0], sites.plan.sites[site - 1]
-            esmond.add(EsmondTest("throughput", src.data_address, dst.execute_address, ps_host(1), ps_host(site),
-                                  points={"throughput": [(now - 600 * k, mbit * 1e6) for k in range(1, 4)]}))
-        self.server.mount("/a", esmond)
-        self.hosts = {ps_host(s.index): [s.data_address if s.index == 1 else s.execute_address]
-                      for s in sites.plan.sites}
-        self.rules = [{"site": s.name, "hosts": [ps_host(s.index)]} for s in sites.plan.sites]
-
-    def publish(self, sites: PersonalPool, tmp_path: Path) -> list[str]:
-        """lark-spider's crawl of the archive, its link ads advertised to the central manager's collector."""
-        token_dir = str(sites.cm.token_dir())
-        collector = sites.cm.collector_address
-        raw = {
-            "spider": {"state_file": str(tmp_path / "spider-state.json"), "concurrency": 2, "interval": 60},
-            "http": {"timeout": 2.0, "retries": 1, "backoff": 0.0},
-            "discovery": {"publishers": [self.server.url("/pub/config")]},
-            "sites": {"rules": self.rules, "hosts": self.hosts, "resolve_dns": False},
-            "collector": {"address": collector, "token_dir": token_dir, "ad_lifetime": 600},
-        }
-        spider = Spider(parse_config(raw, str(tmp_path / "spider.yaml")))
-        ads = list(spider.iter_ads(spider.crawl()))
-
-        def publish() -> None:
-            configure_security(token_dir)
-            publish_ads(ads, collector, token_dir)
-
-        netns.call_in(sites.cm.netns_path, publish)
-        return [str(ad["Name"]) for ad in ads]
-
-
 @pytest.fixture(scope="module")
-def matchmaking(sites: PersonalPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, float]]:
-    """The matchmaking drop-in on every execute node, the links from site1 measured with iperf3 and
-    published through the archive and the spider; yields the measured rates (Mbit/s) by site."""
-    for _, pool in sites.execute_nodes():
-        pool.run(["cp", "/opt/lark/share/lark/condor_config.d/70-lark-matchmaking.conf", "/etc/condor/config.d/"])
-        pool.add_config("75-lark-matchmaking-test.conf", MATCHMAKING_TEST_CONFIG)
-        pool.reconfig()
-    server = sites.plan.sites[0].data_address
-    measured = {s.index: _download_mbit(sites, f"site{s.index}", server) for s in sites.plan.sites[1:]}
-    archive = SiteArchive(sites, measured)
+def matchmaking(sites: PersonalPool) -> Iterator[dict[int, float]]:
+    """As ``lark pool demo`` does it: the links from site1 measured with iperf3 into the pool's perfSONAR
+    archive (in the WAN), crawled by lark-spider from the central manager and advertised there, and the
+    package's matchmaking drop-in on every execute node; yields the measured rates (Mbit/s) by site."""
+    archive = MeasurementArchive(f"/run/netns/{sites.plan.wan_netns}", sites.plan.node("cm").gateway)
     try:
-        names = archive.publish(sites, tmp_path_factory.mktemp("spider"))
+        measured = measure_links(sites, archive)
+        names = crawl_and_publish(sites, archive)
         assert sorted(n for n in names if "->" in n) == [f"SITE1->SITE{i}/IPv4" for i in sorted(measured)], names
-        yield measured
     finally:
-        archive.server.stop()
+        archive.close()
+    enable_links_cron(sites)
+    yield measured
 
 
 def test_a_big_input_job_lands_only_where_the_measured_link_carries_it(
@@ -220,14 +154,7 @@ def test_a_big_input_job_lands_only_where_the_measured_link_carries_it(
     assert {(ad["LarkSourceSite"], ad["LarkDestinationSite"]) for ad in links} >= {("SITE1", "SITE2"),
                                                                                    ("SITE1", "SITE3")}
 
-    def limits_shown() -> bool:
-        slots = sites.submit.status('MyType == "Machine"', ["Machine", "LarkMaxInputBytes_SITE1"])
-        limits = {s["Machine"]: s.get("LarkMaxInputBytes_SITE1") for s in slots}
-        return all(isinstance(limits.get(f"site{i}.lark.test"), int) for i in matchmaking)
-
-    wait_until("the links cron to put site1's limits into the slots of site2 and site3", limits_shown, 60, 0.5)
-    slots = {s["Machine"]: s["LarkMaxInputBytes_SITE1"] for s in sites.submit.status(
-        'MyType == "Machine"', ["Machine", "LarkMaxInputBytes_SITE1"]) if "LarkMaxInputBytes_SITE1" in s}
+    slots = wait_for_limits(sites, "SITE1", list(matchmaking))
     assert slots["site3.lark.test"] < BIG_INPUT < slots["site2.lark.test"], (slots, matchmaking)
 
     source = '+LarkSourceSite = "SITE1"\n'

@@ -1,0 +1,134 @@
+"""Network-aware matchmaking in a personal pool: measured links -> archive -> lark-spider -> links cron.
+
+:func:`measure_links` runs iperf3 from one site's data server to every other site's execute node over
+the shaped WAN and records each result in a :class:`~lark.pool.archive.MeasurementArchive` (in the WAN's
+namespace, where the central manager reaches it); :func:`crawl_and_publish` runs lark-spider's crawl of
+that archive from the central manager's namespace and advertises the link ads to its collector;
+:func:`enable_links_cron` installs the package's matchmaking drop-in on every execute node, whose links
+cron turns the ads into the slots' ``LarkMaxInputBytes_<SITE>`` limits.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lark import netns
+from lark.pool.sites import DOMAIN, Plan
+from lark.pool.util import HOST_PATH, PoolError, wait_until
+
+if TYPE_CHECKING:
+    from lark.pool.archive import MeasurementArchive
+    from lark.pool.personal import PersonalPool
+
+IPERF_PORT = 5201
+MATCHMAKING_DROP_IN = "/opt/lark/share/lark/condor_config.d/70-lark-matchmaking.conf"
+#: the pool's own breaker settings: the links cron every 2 s, and 600 s to carry a job's input
+POOL_MATCHMAKING_CONFIG = "STARTD_CRON_LARKLINKS_PERIOD = 2s\nLARK_MAX_TRANSFER_SECONDS = 600\n"
+
+
+def ps_host(index: int) -> str:
+    """The perfSONAR host name of site ``index`` (measured from its data server or to its execute node)."""
+    return f"ps.site{index}.{DOMAIN}"
+
+
+def measure_mbit(pool: PersonalPool, server_site: int, node: str, seconds: int = 2) -> float:
+    """iperf3 from ``node``'s namespace, ``server_site``'s data server sending: that link's rate, Mbit/s."""
+    import json
+
+    router = f"/run/netns/{pool.plan.router_netns(pool.plan.sites[server_site - 1])}"
+    address = pool.plan.sites[server_site - 1].data_address
+    server = subprocess.Popen(["nsenter", f"--net={router}", "iperf3", "-s", "-1", "-B", address, "-p",
+                               str(IPERF_PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={"PATH": HOST_PATH})
+    try:
+        def client() -> subprocess.CompletedProcess[str] | None:
+            done = subprocess.run(["nsenter", f"--net={pool.nodes[node].netns_path}", "iperf3", "-J", "-R", "-t",
+                                   str(seconds), "-c", address, "-p", str(IPERF_PORT)], capture_output=True,
+                                  text=True, timeout=60, check=False, env={"PATH": HOST_PATH})
+            return done if done.returncode == 0 else None  # the server may not listen yet
+
+        done = wait_until(f"iperf3 from {node} to {address}", client, 20, 0.2)
+        return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e6
+    except (TimeoutError, ValueError, KeyError) as exc:
+        raise PoolError(f"iperf3 measurement to {node} failed: {exc}") from None
+    finally:
+        server.kill()
+        server.wait()
+
+
+def measure_links(pool: PersonalPool, archive: MeasurementArchive, source: int = 1) -> dict[int, float]:
+    """Every other site's link from site ``source``, measured and recorded; Mbit/s by site index."""
+    src = pool.plan.sites[source - 1]
+    measured = {}
+    for site in pool.plan.sites:
+        if site.index == source:
+            continue
+        mbit = measure_mbit(pool, source, f"site{site.index}")
+        archive.add(ps_host(src.index), src.data_address, ps_host(site.index), site.execute_address, mbit * 1e6)
+        measured[site.index] = mbit
+    return measured
+
+
+def spider_config(plan: Plan, archive: MeasurementArchive, token_dir: str, collector: str,
+                  state_dir: Path) -> dict[str, object]:
+    """lark-spider's configuration for the pool (pure): the archive's publisher, the sites by host name."""
+    return {
+        "spider": {"state_file": str(state_dir / "spider-state.json"), "concurrency": 2, "interval": 60},
+        "http": {"timeout": 5.0, "retries": 1, "backoff": 0.0},
+        "discovery": {"publishers": [archive.publisher]},
+        "sites": {"rules": [{"site": s.name, "hosts": [ps_host(s.index)]} for s in plan.sites],
+                  "hosts": {ps_host(s.index): [s.data_address, s.execute_address] for s in plan.sites},
+                  "resolve_dns": False},
+        "collector": {"address": collector, "token_dir": token_dir, "ad_lifetime": 3600},
+    }
+
+
+def crawl_and_publish(pool: PersonalPool, archive: MeasurementArchive) -> list[str]:
+    """lark-spider's crawl of the archive and its ads advertised, both from the central manager's
+    namespace (with an IDTOKEN of ``lark@lark.test``). Returns the names of the ads."""
+    from perfsonar.config import parse_config
+    from perfsonar.crawl import Spider
+    from perfsonar.publish import configure_security, publish_ads
+
+    token_dir = str(pool.cm.token_dir())
+    collector = pool.cm.collector_address
+    with tempfile.TemporaryDirectory(prefix="lark-pool-spider-") as tmp:
+        config = parse_config(spider_config(pool.plan, archive, token_dir, collector, Path(tmp)),
+                              str(Path(tmp) / "spider.yaml"))
+
+        def crawl() -> list[str]:
+            spider = Spider(config)
+            ads = list(spider.iter_ads(spider.crawl()))
+            configure_security(token_dir)
+            publish_ads(ads, collector, token_dir)
+            return [str(ad["Name"]) for ad in ads]
+
+        return netns.call_in(pool.cm.netns_path, crawl)
+
+
+def enable_links_cron(pool: PersonalPool) -> None:
+    """The package's matchmaking drop-in and the pool's breaker settings on every execute node."""
+    for _, node in pool.execute_nodes():
+        node.run(["cp", MATCHMAKING_DROP_IN, "/etc/condor/config.d/"])
+        node.add_config("75-lark-pool-matchmaking.conf", POOL_MATCHMAKING_CONFIG)
+        node.reconfig()
+
+
+def slot_limits(pool: PersonalPool, source: str) -> dict[str, int]:
+    """``LarkMaxInputBytes_<source>`` of every slot that has it, by machine."""
+    attr = f"LarkMaxInputBytes_{source}"
+    slots = pool.submit.status('MyType == "Machine"', ["Machine", attr])
+    return {s["Machine"]: s[attr] for s in slots if isinstance(s.get(attr), int)}
+
+
+def wait_for_limits(pool: PersonalPool, source: str, sites: list[int], timeout: float = 60) -> dict[str, int]:
+    """Until the slots of ``sites`` show their limit for data from ``source``; returns every limit."""
+    wanted = {f"site{i}.{DOMAIN}" for i in sites}
+    try:
+        return wait_until(f"the links cron to publish {source}'s limits", lambda: (
+            limits if wanted <= set(limits := slot_limits(pool, source)) else None), timeout, 0.5)
+    except TimeoutError as exc:
+        raise PoolError(str(exc)) from None
