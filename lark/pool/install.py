@@ -46,8 +46,7 @@ def build_wheel(dest: Path) -> Path:
     tree = dest / "tree"
     shutil.copytree(REPO, tree, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
                                                               ".pytest_cache", ".ruff_cache"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest), str(tree)],
-                   check=True, timeout=600)
+    _pip(["wheel", "-q", "--no-deps", "-w", str(dest), str(tree)])
     shutil.rmtree(tree)
     (wheel,) = dest.glob("htcondor_lark-*.whl")
     return wheel
@@ -87,10 +86,10 @@ def fill_wheelhouse(pool: Pool, wheel: Path, extras: Sequence[str] = ()) -> Path
     cache = CACHE_ROOT / f"wheelhouse-{tag}"
     cache.mkdir(parents=True, exist_ok=True)
     if missing:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--dest", str(cache), "--only-binary=:all:",
-                        "--python-version", python, "--implementation", "cp", "--abi", tag, "--abi", "abi3",
-                        "--abi", "none", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-                        "--platform", "manylinux_2_28_x86_64", "--platform", "any", *missing], check=True, timeout=600)
+        _pip(["download", "-q", "--dest", str(cache), "--only-binary=:all:", "--python-version", python,
+              "--implementation", "cp", "--abi", tag, "--abi", "abi3", "--abi", "none", "--platform",
+              "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64",
+              "--platform", "any", *missing])
     inside = pool.host_path(WHEELHOUSE)
     shutil.rmtree(inside, ignore_errors=True)
     shutil.copytree(cache, inside)
@@ -108,6 +107,14 @@ ENVIRONMENT_LINES = 2
 def environment_block() -> str:
     """The execute block's first lines, which make the environment (for a node that is only a submit node)."""
     return "\n".join(guide_block("execute").splitlines()[:ENVIRONMENT_LINES]) + "\n"
+
+
+def _pip(args: Sequence[str]) -> None:
+    """This environment's pip, its output kept for the error (its warnings would clutter ``lark pool up``)."""
+    done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=600,
+                          check=False)
+    if done.returncode != 0:
+        raise PoolError(f"pip {' '.join(args[:1])} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 
 
 def run_guide_block(pool: Pool, name: str, timeout: float = 300, *,

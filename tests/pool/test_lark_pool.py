@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lark.pool.personal import PersonalPool, personal_pool, state_path
+from lark.pool.node import sweep_stale
+from lark.pool.personal import PersonalPool, personal_pool, state_path, sweep_pools
 from tests.pool.larkpool import host_links
 
 pytestmark = pytest.mark.pool
@@ -35,6 +36,9 @@ def test_two_pools_run_side_by_side_and_down_removes_one_completely(require_root
     pool_a = PersonalPool.load(name_a)
     try:
         assert pool_a.keeper() is not None
+        # another run's sweep (of pools whose owner died) leaves a pool with a live keeper alone
+        assert pool_a.plan.prefix + "-cm" not in sweep_stale() and name_a not in sweep_pools()
+        assert pool_a.leftovers() and pool_a.in_use()
         with personal_pool(name_b, sites=1, slots=1, lark=False) as pool_b:
             for pool in (pool_a, pool_b):
                 cluster = pool.submit.submit("executable = /bin/true\nlog = log\nshould_transfer_files = YES\nqueue\n")
