@@ -192,7 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         return demo(args.name)
-    except PoolError as exc:
+    except (PoolError, TimeoutError) as exc:
         raise PoolCommandError(str(exc)) from None
 
 

@@ -4,15 +4,22 @@ Each step prints what it shows and its evidence: the site links measured with ip
 and kept in a perfSONAR archive, lark-spider's link ads, the links cron's slot limits; jobs that download
 from a site's data server, accounted per traffic class (their own site's LAN is ``campus``, the rest
 ``offcampus``) — ``condor_q -af`` while they run, ``condor_history`` after, next to the bytes the server
-sent; and big-input jobs the circuit breaker keeps off the thin site, with ``condor_q -better-analyze``.
+sent; a container-universe job on the shipped ``nat-callback`` profile; big-input jobs the circuit breaker
+keeps off the thin site, with ``condor_q -better-analyze``; and ``lark report`` over the pool's history
+(kept, with its plots, in ``/tmp/lark-pool-demo-<name>/``).
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from lark.pool.archive import MeasurementArchive
+from lark.pool.containers import build_sif, container_submit, wait_for_sif
 from lark.pool.data import DataServer
 from lark.pool.links import crawl_and_publish, enable_links_cron, measure_links, wait_for_limits
 from lark.pool.personal import PersonalPool, personal_pool
@@ -97,6 +104,61 @@ def big_input_jobs(pool: PersonalPool, say: Say) -> None:
         pool.submit.run(["condor_rm", str(big), str(pinned)], check=False)
 
 
+PROFILE = "/opt/lark/share/lark/condor_config.d/profiles.d/nat-callback.yaml"
+IMAGE = "/srv/lark-img/busybox.sif"
+CONTAINER_JOB = """#!/bin/sh
+# Inside the image: the callback range Lark forwarded to the job, then a download from $1.
+echo "inside the image: $(cat /lark-test-image)"
+echo "LARK_PORT_RANGE=$LARK_PORT_RANGE GLOBUS_TCP_PORT_RANGE=$GLOBUS_TCP_PORT_RANGE HPSS_PORT_RANGE=$HPSS_PORT_RANGE"
+echo "downloaded $(wget -q -O - "$1" | wc -c) bytes from $1"
+"""
+
+
+def container_job(pool: PersonalPool, server: DataServer, say: Say) -> None:
+    """A container-universe job on the shipped ``nat-callback`` profile at SITE2, pulling from SITE1."""
+    node = pool.nodes["site2"]
+    node.run(["mkdir", "-p", "/etc/condor/profiles.d"])
+    node.run(["cp", PROFILE, "/etc/condor/profiles.d/"])
+    say(f"   site2: {PROFILE.rsplit('/', 1)[-1]} copied to /etc/condor/profiles.d/; lark profiles check: "
+        + node.run(["/opt/lark/bin/lark", "profiles", "check"], check=False).stdout.strip().splitlines()[-1])
+    node.restart_daemon("startd")  # its crons run at start: LARKPROFILES advertises the profile now
+    build_sif(node, IMAGE)
+    wait_for_sif(node)
+    wait_until("site2 to advertise the profile", lambda: any(
+        "nat-callback" in str(ad.get("LarkProfiles")) for ad in pool.submit.status(
+            'Machine == "site2.lark.test" && MyType == "Machine"', ["LarkProfiles"])), 60, 0.5)
+    submit = container_submit(IMAGE, f"{server.url}/bytes/{DOWNLOAD_BYTES}", "nat-callback").replace(
+        "queue", 'requirements = Machine == "site2.lark.test"\nqueue')
+    cluster = pool.submit.submit(submit, files={"job.sh": CONTAINER_JOB})
+    say(f"   submitted container job {cluster} (universe = container, {IMAGE}, "
+        '+LarkNetworkProfile = "nat-callback")')
+    (ad,) = pool.submit.wait(cluster, timeout=180)
+    for line in pool.submit.host_path(f"{ad['Iwd']}/out.0.txt").read_text().strip().splitlines():
+        say(f"     {line}")
+    _show(pool, say, ["condor_history", str(cluster), "-af", "ClusterId", "LastRemoteHost", "LarkNetworkProfile",
+                      "LarkPortRange", "LarkBytesIn", "LarkBytesInOffcampus"])
+
+
+def report(pool: PersonalPool, say: Say, out_dir: Path) -> None:
+    """``lark report`` over a copy of the submit node's history (kept after ``down``), with its plots."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history = out_dir / "history"
+    shutil.copyfile(pool.submit.host_path("/var/spool/condor/history"), history)
+    text, plots = out_dir / "report.txt", out_dir / "plots"
+    argv = [sys.executable, "-m", "lark.cli.main", "report", "--history", str(history), "--month", "this",
+            "--plot", str(plots), "-o", str(text)]
+    say(f"   $ lark report --history {history} --month this --plot {plots}")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        say(f"   lark report failed ({done.returncode}): {done.stderr.strip()[-1000:]}")
+        return
+    lines = text.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Accounting")), 0)
+    for line in lines[start:start + 12]:
+        say(f"     {line}")
+    say(f"   the whole report: {text}; plots: {plots / 'index.html'}")
+
+
 def demo(name: str = "demo", say: Say = _print) -> int:
     """The whole story; returns 0 when every step showed what it should."""
     _step(say, 1, "a personal pool: central manager, submit node, three sites on a shaped WAN, Lark installed "
@@ -134,12 +196,16 @@ def demo(name: str = "demo", say: Say = _print) -> int:
                 "LarkBytesIn counts them with their TCP/IP headers")
             _step(say, 6, "a job downloads from its own site's data server: campus")
             download_job(pool, servers[0], 1, say)
+            _step(say, 7, "a container-universe transfer job on a network profile with a callback port range")
+            container_job(pool, servers[0], say)
         finally:
             for server in servers:
                 server.close()
-        _step(say, 7, f"jobs with {BIG_INPUT / 1e9:.0f} GB of input at SITE1: the circuit breaker keeps them off "
+        _step(say, 8, f"jobs with {BIG_INPUT / 1e9:.0f} GB of input at SITE1: the circuit breaker keeps them off "
                       "the site whose link cannot carry it")
         big_input_jobs(pool, say)
-        _step(say, 8, f"lark pool down {name}: nothing left behind")
+        _step(say, 9, "lark report over the pool's history: bytes per user and per traffic class, with plots")
+        report(pool, say, Path(f"/tmp/lark-pool-demo-{name}"))
+        _step(say, 10, f"lark pool down {name}: nothing left behind")
     say(f"   pool {name} removed: no mounts, namespaces, links or processes left")
     return 0

@@ -282,7 +282,15 @@ class PersonalPool:
             except PoolError as exc:
                 errors.append(str(exc))
         errors += remove_network(self.plan)
-        left = self.leftovers()
+        # a process killed a moment ago (e.g. a container job's) may still be on its way out
+        left: list[str] = []
+
+        def nothing_left() -> bool:
+            left[:] = self.leftovers()
+            return not left
+
+        with contextlib.suppress(TimeoutError):
+            wait_until("the pool's last processes to go", nothing_left, 10, 0.2)
         if not errors and not left:
             state_path(self.name).unlink(missing_ok=True)
             lock_path(self.name).unlink(missing_ok=True)
@@ -313,7 +321,7 @@ class PersonalPool:
         links = [dict(zip(("source", "destination", "mbit"), line.split(), strict=False)) for line in
                  self._collector(["-any", "-constraint", 'MyType == "LarkNetworkLink"', "-af",
                                   "LarkSourceSite", "LarkDestinationSite", "LarkThroughputMbps"])]
-        brokers = {node.name: _ping(pool) for node, pool in self.execute_nodes()}
+        brokers = {node.name: broker_ping(pool) for node, pool in self.execute_nodes()}
         return {"name": self.name, "keeper": self.keeper(), "lark": self.lark,
                 "sites": [{"site": s.name, "mbit": s.mbit, "lan": s.lan, "data_server": s.data_address}
                           for s in self.plan.sites],
@@ -328,7 +336,7 @@ class PersonalPool:
         return done.stdout.splitlines() if done.returncode == 0 else []
 
 
-def _ping(pool: Pool) -> dict[str, Any]:
+def broker_ping(pool: Pool) -> dict[str, Any]:
     """The broker's answer to a ping through its socket in the node (``{"ok": False}`` when none)."""
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(5)

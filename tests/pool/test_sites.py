@@ -17,10 +17,10 @@ import pytest
 from lark.pool.archive import MeasurementArchive
 from lark.pool.data import DataServer
 from lark.pool.links import crawl_and_publish, enable_links_cron, measure_links, wait_for_limits
-from lark.pool.node import host_sysctls
-from lark.pool.personal import PersonalPool, personal_pool
+from lark.pool.node import RUNNING, host_sysctls
+from lark.pool.personal import PersonalPool, broker_ping, personal_pool
 from tests.pool.larkpool import host_links
-from tests.support import in_ns, iperf3_json, received_mbit, same_bytes, wait_listening, wire_count
+from tests.support import in_ns, iperf3_json, received_mbit, same_bytes, wait_listening, wait_until, wire_count
 
 pytestmark = pytest.mark.pool
 
@@ -176,3 +176,53 @@ def test_a_big_input_job_lands_only_where_the_measured_link_carries_it(
         assert "LarkMaxInputBytes_SITE1" in analysis, analysis
     finally:
         sites.submit.run(["condor_rm", str(big), str(pinned), str(small)], check=False)
+
+
+GET_TWICE = """#!/usr/bin/python3
+# Downloads a URL, waits, downloads it again; prints the bytes of body it got.
+import sys, time, urllib.request
+def get(url):
+    n = 0
+    with urllib.request.urlopen(url, timeout=60) as response:
+        while chunk := response.read(65536):
+            n += len(chunk)
+    return n
+n = get(sys.argv[1])
+time.sleep(float(sys.argv[2]))
+print(n + get(sys.argv[1]))
+"""
+
+
+def test_a_broker_restart_on_one_site_disturbs_nothing_on_the_others(
+        sites: PersonalPool, data_servers: dict[int, DataServer]) -> None:
+    server, half = data_servers[1], 1_000_000
+    job_node, site1 = sites.plan.node("site3"), sites.nodes["site1"]
+    router3 = f"/run/netns/{sites.plan.router_netns(sites.plan.sites[2])}"
+    match = f"ip saddr {server.address} tcp sport {server.port} ip daddr {job_node.address}"
+    served_before = len(server.served)
+    with wire_count(router3, f"{sites.plan.prefix}-wire2".replace("-", "_"), match, "forward") as wire:
+        cluster = sites.submit.submit(
+            f"executable = get.py\narguments = \"{server.url}/bytes/{half} 15\"\noutput = out\nerror = err\n"
+            f"log = log\nshould_transfer_files = YES\nrequirements = Machine == \"{job_node.hostname}\"\nqueue\n",
+            files={"get.py": GET_TWICE})
+        sites.submit.wait_status(cluster, RUNNING, timeout=120)
+        wait_until("the job's first download", lambda: len(server.served) > served_before, 60, 0.1)
+        site1.run(["condor_off", "-daemon", "LARK_NETD"])
+        wait_until("site1's broker to stop", lambda: not broker_ping(site1).get("ok"), 30, 0.1)
+        site1.run(["condor_on", "-daemon", "LARK_NETD"])
+        wait_until("site1's broker to answer again", lambda: broker_ping(site1).get("ok"), 60, 0.2)
+        [running] = sites.submit.q(f"ClusterId == {cluster}", ["JobStatus"])
+        assert running["JobStatus"] == RUNNING  # the restart happened while the job ran at site3
+        (ad,) = sites.submit.wait(cluster, timeout=120)
+        seen = wire()
+    assert sites.submit.host_path(f"{ad['Iwd']}/out").read_text().strip() == str(2 * half)
+    (hist,) = sites.submit.history(cluster, ["LarkBytesIn", "LarkBytesInOffcampus", "ExitCode"])
+    assert hist["ExitCode"] == 0 and same_bytes(hist["LarkBytesIn"], seen), (hist, seen)
+    assert hist["LarkBytesInOffcampus"] == hist["LarkBytesIn"]
+    # and site1 itself runs Lark jobs again
+    cluster = sites.submit.submit(
+        f"executable = get.py\narguments = {server.url}/bytes/{half}\noutput = out\nerror = err\nlog = log\n"
+        "should_transfer_files = YES\nrequirements = Machine == \"site1.lark.test\"\nqueue\n", files={"get.py": GET})
+    sites.submit.wait(cluster, timeout=120)
+    (hist,) = sites.submit.history(cluster, ["LarkBytesIn", "LarkBytesInCampus", "LarkNetworkType"])
+    assert hist["LarkNetworkType"] == "nat" and half < hist["LarkBytesInCampus"] == hist["LarkBytesIn"], hist
