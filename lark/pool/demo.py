@@ -176,9 +176,11 @@ def demo(name: str = "demo", say: Say = _print) -> int:
                 say(f"   SITE1 -> SITE{index}: {mbit:.1f} Mbit/s (link shaped to {pool.plan.sites[index - 1].mbit})")
             say(f"   archive: {archive.url} (pSConfig mesh list at {archive.publisher}, esmond at "
                 "/esmond/perfsonar/archive/)")
-            _step(say, 3, "lark-spider crawls the archive and advertises link ads to the central manager")
-            names = crawl_and_publish(pool, archive)
-            say(f"   advertised: {', '.join(names)}")
+            _step(say, 3, "lark-spider crawls the archive and advertises link ads to the central manager's collector")
+            names, spider_log = crawl_and_publish(pool, archive)
+            say("   $ lark-spider --once -c /etc/lark/spider.yaml   (on the central manager)")
+            for line in spider_log.splitlines()[-3:]:
+                say(f"     {line}")
             _show(pool, say, ["condor_status", "-any", "-constraint", 'MyType == "LarkNetworkLink"', "-af",
                               "LarkSourceSite", "LarkDestinationSite", "LarkThroughputMbps", "LarkQuality"])
         finally:

@@ -2,8 +2,8 @@
 
 :func:`measure_links` runs iperf3 from one site's data server to every other site's execute node over
 the shaped WAN and records each result in a :class:`~lark.pool.archive.MeasurementArchive` (in the WAN's
-namespace, where the central manager reaches it); :func:`crawl_and_publish` runs lark-spider's crawl of
-that archive from the central manager's namespace and advertises the link ads to its collector;
+namespace, where the central manager reaches it); :func:`crawl_and_publish` runs ``lark-spider --once``
+on the central manager, which crawls that archive and advertises the link ads to its collector;
 :func:`enable_links_cron` installs the package's matchmaking drop-in on every execute node, whose links
 cron turns the ads into the slots' ``LarkMaxInputBytes_<SITE>`` limits.
 """
@@ -11,11 +11,9 @@ cron turns the ads into the slots' ``LarkMaxInputBytes_<SITE>`` limits.
 from __future__ import annotations
 
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lark import netns
 from lark.pool.sites import DOMAIN, Plan
 from lark.pool.util import HOST_PATH, PoolError, wait_until
 
@@ -86,27 +84,26 @@ def spider_config(plan: Plan, archive: MeasurementArchive, token_dir: str, colle
     }
 
 
-def crawl_and_publish(pool: PersonalPool, archive: MeasurementArchive) -> list[str]:
-    """lark-spider's crawl of the archive and its ads advertised, both from the central manager's
-    namespace (with an IDTOKEN of ``lark@lark.test``). Returns the names of the ads."""
-    from perfsonar.config import parse_config
-    from perfsonar.crawl import Spider
-    from perfsonar.publish import configure_security, publish_ads
+SPIDER_CONFIG = "/etc/lark/spider.yaml"
+SPIDER_STATE = "/var/lib/lark-spider"
 
-    token_dir = str(pool.cm.token_dir())
-    collector = pool.cm.collector_address
-    with tempfile.TemporaryDirectory(prefix="lark-pool-spider-") as tmp:
-        config = parse_config(spider_config(pool.plan, archive, token_dir, collector, Path(tmp)),
-                              str(Path(tmp) / "spider.yaml"))
 
-        def crawl() -> list[str]:
-            spider = Spider(config)
-            ads = list(spider.iter_ads(spider.crawl()))
-            configure_security(token_dir)
-            publish_ads(ads, collector, token_dir)
-            return [str(ad["Name"]) for ad in ads]
+def crawl_and_publish(pool: PersonalPool, archive: MeasurementArchive) -> tuple[list[str], str]:
+    """``lark-spider --once`` on the central manager: it crawls the archive (in the WAN) and advertises
+    the link ads to its collector with an IDTOKEN of ``lark@lark.test``. Returns the names of the link
+    ads in the collector and the spider's log."""
+    import yaml
 
-        return netns.call_in(pool.cm.netns_path, crawl)
+    token_dir = pool.cm.chroot_path(pool.cm.token_dir())
+    config = spider_config(pool.plan, archive, token_dir, pool.cm.collector_address, Path(SPIDER_STATE))
+    pool.cm.write(SPIDER_CONFIG, yaml.safe_dump(config, sort_keys=False), owner="root")
+    pool.cm.run(["mkdir", "-p", SPIDER_STATE])
+    done = pool.cm.run(["lark-spider", "--once", "-c", SPIDER_CONFIG, "--log", "-"], check=False, timeout=120)
+    if done.returncode != 0:
+        raise PoolError(f"lark-spider --once failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    names = pool.cm.run(["condor_status", "-any", "-constraint", 'MyType == "LarkNetworkLink"', "-af",
+                         "Name"]).stdout.split()
+    return sorted(names), done.stderr.strip()
 
 
 def enable_links_cron(pool: PersonalPool) -> None:
