@@ -38,20 +38,25 @@ def measure_mbit(pool: PersonalPool, server_site: int, node: str, seconds: int =
 
     router = f"/run/netns/{pool.plan.router_netns(pool.plan.sites[server_site - 1])}"
     address = pool.plan.sites[server_site - 1].data_address
-    server = subprocess.Popen(["nsenter", f"--net={router}", "iperf3", "-s", "-1", "-B", address, "-p",
-                               str(IPERF_PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={"PATH": HOST_PATH})
+    server = subprocess.Popen(["nsenter", f"--net={router}", "iperf3", "-s", "-B", address, "-p", str(IPERF_PORT)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={"PATH": HOST_PATH})
+    errors: list[str] = []
     try:
-        def client() -> subprocess.CompletedProcess[str] | None:
+        def client() -> float | None:
+            """The received rate, or None to try again (the server not listening yet, or busy)."""
             done = subprocess.run(["nsenter", f"--net={pool.nodes[node].netns_path}", "iperf3", "-J", "-R", "-t",
                                    str(seconds), "-c", address, "-p", str(IPERF_PORT)], capture_output=True,
                                   text=True, timeout=60, check=False, env={"PATH": HOST_PATH})
-            return done if done.returncode == 0 else None  # the server may not listen yet
+            try:
+                report = json.loads(done.stdout)
+                return float(report["end"]["sum_received"]["bits_per_second"]) / 1e6
+            except (ValueError, KeyError, TypeError):
+                errors.append(done.stdout[-300:] + done.stderr[-300:])
+                return None
 
-        done = wait_until(f"iperf3 from {node} to {address}", client, 20, 0.2)
-        return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e6
-    except (TimeoutError, ValueError, KeyError) as exc:
-        raise PoolError(f"iperf3 measurement to {node} failed: {exc}") from None
+        return wait_until(f"iperf3 from {node} to {address}", client, 30, 0.3)
+    except TimeoutError as exc:
+        raise PoolError(f"iperf3 measurement to {node} failed: {exc}; last: {errors[-1:]}") from None
     finally:
         server.kill()
         server.wait()
