@@ -31,5 +31,5 @@ if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$sta
 fi
 
 if [ "${1:-}" = "--demo" ]; then
-  exec .venv/bin/lark demo
+  exec .venv/bin/lark pool demo
 fi

@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from lark import netns
-from tests.pool.harness import Pool, PoolError
+from lark.pool.containers import IMAGE_MARKER, build_sif, container_submit, wait_for_sif  # noqa: F401 (re-exported)
+from lark.pool.install import (  # the admin guide's install, re-exported for the tests
+    INSTALL_DIR,
+    WHEELHOUSE,
+    build_wheel,
+    fill_wheelhouse,
+    run_guide_block,
+)
+from tests.pool.harness import Pool
 
 REPO = Path(__file__).resolve().parents[2]
 WAN_ADDR = "203.0.113.2"
@@ -292,78 +298,8 @@ class LarkPool:
         return {p.name for p in state.glob("*.json")} if state.is_dir() else set()
 
 
-# ------------------------------------------------------------------ container-universe helpers
-
-#: a file at the root of every test image: a job that can read it really runs inside the image
-IMAGE_MARKER = "/lark-test-image"
-
-
-def build_sif(pool: Pool, dest: str, binaries: Sequence[str] = ()) -> str:
-    """Build a SIF image at ``dest`` (inside the pool) from a directory, without any registry.
-
-    The image is the pool's static busybox (every applet as a symlink: sh, nc, ip, ...), a marker
-    file (:data:`IMAGE_MARKER`) and the given dynamically linked ``binaries`` of the pool with the
-    libraries ``ldd`` names for them and libgcc_s (e.g. iperf3 for the benchmark). Returns ``dest``.
-    """
-    work = f"{dest}.d"
-    root = pool.root / work.lstrip("/")
-    shutil.rmtree(root, ignore_errors=True)
-    for d in ("bin", "etc", "tmp", "proc", "sys", "dev", "root", "home", "srv", "var/tmp"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    (root / "tmp").chmod(0o1777)
-    shutil.copy2(pool.root / "bin/busybox", root / "bin/busybox")
-    for applet in pool.run(["busybox", "--list"]).stdout.split():
-        if applet != "busybox" and not (root / "bin" / applet).exists():
-            (root / "bin" / applet).symlink_to("busybox")
-    (root / IMAGE_MARKER.lstrip("/")).write_text("lark test image\n")
-    # glibc dlopens libgcc_s for pthread_cancel (iperf3 uses it); ldd does not list it
-    dlopened = [f"/{p.relative_to(pool.root)}" for p in pool.root.glob("usr/lib/*/libgcc_s.so.1")] if binaries else []
-    for binary in binaries:
-        needed = [binary, *dlopened] + [part for line in pool.run(["ldd", binary]).stdout.splitlines()
-                                        for part in line.split() if part.startswith("/")]
-        for path in needed:
-            target = root / path.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            real = pool.run(["readlink", "-f", path]).stdout.strip()  # resolved inside the chroot, not the host
-            shutil.copy2(pool.root / real.lstrip("/"), target)
-    # apptainer only packs the directory: it needs neither namespaces nor the pivoted root for this
-    pool.run(["apptainer", "-s", "build", "-F", dest, work], timeout=120)
-    shutil.rmtree(root)
-    (pool.root / dest.lstrip("/")).chmod(0o644)
-    return dest
-
-
-def wait_for_sif(pool: Pool, timeout: float = 90) -> None:
-    """The startd tests apptainer at start-up; container jobs of .sif images need HasSIF."""
-    deadline = time.monotonic() + timeout
-    while True:
-        slots = pool.status('MyType == "Machine"', ["HasSingularity", "HasSIF"])
-        if slots and all(s.get("HasSIF") is True for s in slots):
-            return
-        if time.monotonic() > deadline:
-            start_log = (pool.root / "var/log/condor/StartLog").read_text()[-3000:]
-            raise PoolError(f"the startd never advertised HasSIF: {slots}\n{start_log}")
-        time.sleep(0.5)
-
-
-def container_submit(image: str, args: str, profile: str, inputs: Sequence[str] = (), count: int = 1) -> str:
-    """A container-universe submit file running ``job.sh`` in ``image`` with a network profile; each
-    job writes out.<Process>.txt and err.<Process>.txt in its directory."""
-    transfer = f"transfer_input_files = {','.join(inputs)}\n" if inputs else ""
-    return f"""universe = container
-container_image = {image}
-transfer_container = false
-executable = job.sh
-arguments = "{args}"
-should_transfer_files = YES
-when_to_transfer_output = ON_EXIT
-{transfer}output = out.$(Process).txt
-error = err.$(Process).txt
-log = job.log
-+LarkNetworkProfile = "{profile}"
-queue {count}
-"""
-
+# ------------------------------------------------------------------ container-universe helpers (the image
+# builders live in lark/pool/containers.py)
 
 @dataclass
 class DataSegment:
@@ -399,6 +335,12 @@ class DataSegment:
         netns.delete_named(self.netns_name)
         # the veth peer in the pool's namespace goes with it; make sure even when the pair was half made
         subprocess.run(["ip", "-n", self.pool.netns_name, "link", "del", self.parent], capture_output=True)
+
+
+def host_links() -> set[str]:
+    """Names of the host's own network interfaces (a pool must add none)."""
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
 
 
 def _ip(ns: str, *args: str) -> None:
@@ -479,96 +421,3 @@ MASTER_NEW_BINARY_RESTART = NEVER
 def _netd_log(pool: Pool) -> str:
     path = pool.root / "var/log/condor/LarkNetdLog"
     return path.read_text()[-3000:] if path.exists() else "(no LarkNetdLog)"
-
-
-
-
-# ------------------------------------------------------------------ the admin guide's install
-
-ADMIN_GUIDE = REPO / "docs" / "admin-guide.md"
-#: where the wheel and the wheelhouse are put inside the pool; the guide's commands run in INSTALL_DIR
-INSTALL_DIR = "/root/lark-install"
-WHEELHOUSE = "/root/lark-wheelhouse"
-
-
-def guide_block(name: str, guide: Path = ADMIN_GUIDE) -> str:
-    """The fenced block that follows ``<!-- install: NAME ... -->`` in the admin guide, as written."""
-    lines = guide.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith(f"<!-- install: {name} ") or line == f"<!-- install: {name} -->":
-            if not lines[i + 1].startswith("```"):
-                raise AssertionError(f"{guide}:{i + 2}: a fenced block must follow the install: {name} marker")
-            end = lines.index("```", i + 2)
-            return "\n".join(lines[i + 2:end]) + "\n"
-    raise AssertionError(f"{guide} has no '<!-- install: {name} ...' marker")
-
-
-def build_wheel(dest: Path) -> Path:
-    """``pip wheel --no-deps`` of a copy of the working tree (pip builds in the tree it is given)."""
-    tree = dest / "tree"
-    shutil.copytree(REPO, tree, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
-                                                              ".pytest_cache", ".ruff_cache"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest), str(tree)],
-                   check=True, timeout=600)
-    shutil.rmtree(tree)
-    (wheel,) = dest.glob("htcondor_lark-*.whl")
-    return wheel
-
-
-def wheel_requirements(wheel: Path, extras: Sequence[str] = ()) -> list[str]:
-    """The wheel's Requires-Dist lines that apply with ``extras`` (none: the plain install)."""
-    import zipfile
-
-    with zipfile.ZipFile(wheel) as zf:
-        meta = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
-    wanted = []
-    for line in meta.splitlines():
-        if not line.startswith("Requires-Dist: "):
-            continue
-        req, _, marker = line[len("Requires-Dist: "):].partition(";")
-        extra = marker.split("==")[-1].strip().strip("'\"") if "extra" in marker else None
-        if extra is None or extra in extras:
-            wanted.append(req.strip())
-    return wanted
-
-
-def fill_wheelhouse(pool: Pool, wheel: Path, extras: Sequence[str] = ()) -> Path:
-    """Wheels, for the pool's Python, of what the plain install (plus ``extras``) needs and the pool's
-    system Python lacks (the pool has no network: pip runs there with --no-index). Downloaded from
-    PyPI on the host into a cache kept across runs; copied into the pool with the wheel."""
-    import re
-
-    from tests.pool.harness import CACHE_ROOT, image_info
-
-    python = str(image_info(pool.image)["python"])  # "3.14"
-    tag = "cp" + python.replace(".", "")
-    missing = []
-    for req in wheel_requirements(wheel, extras):
-        name = re.split(r"[<>=!~ \[]", req, maxsplit=1)[0]
-        found = pool.run(["python3", "-c", "import importlib.metadata, sys; importlib.metadata.version(sys.argv[1])",
-                          name], check=False)
-        if found.returncode != 0:
-            missing.append(req)
-    cache = CACHE_ROOT / f"wheelhouse-{tag}"
-    cache.mkdir(parents=True, exist_ok=True)
-    if missing:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--dest", str(cache), "--only-binary=:all:",
-                        "--python-version", python, "--implementation", "cp", "--abi", tag, "--abi", "abi3",
-                        "--abi", "none", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-                        "--platform", "manylinux_2_28_x86_64", "--platform", "any", *missing], check=True, timeout=600)
-    inside = pool.host_path(WHEELHOUSE)
-    shutil.rmtree(inside, ignore_errors=True)
-    shutil.copytree(cache, inside)
-    target = pool.host_path(INSTALL_DIR)
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    shutil.copy2(wheel, target / wheel.name)
-    return inside
-
-
-def run_guide_block(pool: Pool, name: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """The guide's block ``name`` in the pool, as root, in INSTALL_DIR, stopping at the first failing
-    command. pip finds packages only in the wheelhouse (PIP_NO_INDEX, PIP_FIND_LINKS: the pool has no
-    network); nothing else is added to the guide's commands."""
-    return pool.run("set -e -x\n" + guide_block(name), cwd=INSTALL_DIR, timeout=timeout, check=False,
-                    env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELHOUSE, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
