@@ -1,9 +1,9 @@
 """The web page ``lark-transferd`` serves at ``/``: the user's transfers, live.
 
 One static document; its script asks the API with the user's token, which it takes from the address's
-fragment (``/#token=...``, never sent to the server) or a paste field, and keeps in the tab's
-``sessionStorage`` only. It polls ``GET /v1/transfers`` every 2 s and shows state, bytes and rate; a
-transfer's "log" link shows its event log and the mover's output below the table.
+fragment (``/#token=...``, never sent to the server; ``&log=ID`` also opens a transfer's log) or a paste
+field, and keeps in the tab's ``sessionStorage`` only. It polls ``GET /v1/transfers`` every 2 s and shows
+state, bytes and rate; a transfer's "log" link shows its event log and the mover's output below the table.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ PAGE = """<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <title>Lark transfers</title>
+<link rel="icon" href="data:,">
 <style>
  body { font-family: "DejaVu Sans", sans-serif; margin: 1.5em; color: #222; }
  h1 { font-size: 1.4em; margin: 0 0 .4em 0; }
@@ -30,8 +31,9 @@ PAGE = """<!DOCTYPE html>
 </head>
 <body>
 <h1>Lark transfers</h1>
-<div id="login"><label>Token <input id="token" type="password" size="40"></label>
- <button id="use">Show my transfers</button></div>
+<form id="login"><input name="username" autocomplete="username" hidden>
+ <label>Token <input id="token" type="password" size="40" autocomplete="current-password"></label>
+ <button>Show my transfers</button></form>
 <div id="status">not signed in</div>
 <table id="transfers">
  <thead><tr><th>id</th><th>verb</th><th>source</th><th>destination</th><th>state</th><th>bytes</th>
@@ -42,11 +44,12 @@ PAGE = """<!DOCTYPE html>
 <script>
 "use strict";
 const store = window.sessionStorage;
-const fromFragment = new URLSearchParams(location.hash.slice(1)).get("token");
-if (fromFragment) { store.setItem("larkToken", fromFragment); history.replaceState(null, "", location.pathname); }
+const fragment = new URLSearchParams(location.hash.slice(1));
+if (fragment.get("token")) {
+  store.setItem("larkToken", fragment.get("token")); history.replaceState(null, "", location.pathname); }
 function token() { return store.getItem("larkToken"); }
-document.getElementById("use").onclick = () => {
-  store.setItem("larkToken", document.getElementById("token").value.trim()); refresh(); };
+document.getElementById("login").onsubmit = e => {
+  e.preventDefault(); store.setItem("larkToken", document.getElementById("token").value.trim()); refresh(); };
 function api(path) {
   return fetch(path, {headers: {"Authorization": "Bearer " + token()}}).then(async r => {
     const body = await r.json();
@@ -94,6 +97,7 @@ function refresh() {
   }).catch(err => { document.getElementById("status").textContent = err.message; });
 }
 refresh();
+if (fragment.get("log")) showLog(fragment.get("log"));
 setInterval(refresh, 2000);
 </script>
 </body>

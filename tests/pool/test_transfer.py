@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -439,3 +440,59 @@ def test_bad_requests_never_reach_the_schedd_and_name_the_field(service: Service
     endpoints = {e["name"]: e for e in service.api("GET", "/v1/endpoints")[1]}
     assert endpoints["ftp"]["protocol"] == "gridftp" and endpoints["web"]["site"] == "WAN"
     assert [p["name"] for p in service.api("GET", "/v1/profiles")[1]] == ["xfer"]
+
+
+# ------------------------------------------------------------------ the web page, in headless chromium
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars", "--enable-logging=stderr", "--v=0")
+WIDTH, HEIGHT = 1280, 720
+
+
+def chromium_in_pool(service: Service, *args: str) -> subprocess.CompletedProcess[str]:
+    """Debian's chromium, headless, in the pool's namespace (where the service listens)."""
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.fail("the page test needs Debian's chromium package (scripts/setup.sh installs it)")
+    with tempfile.TemporaryDirectory(prefix="lark-chromium-") as profile:
+        return subprocess.run(["nsenter", f"--net={service.pool.netns_path}", browser, *CHROMIUM_FLAGS,
+                               f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=180,
+                              check=False)
+
+
+def test_the_page_shows_the_users_transfers_live(service: Service, tmp_path: Path) -> None:
+    """Runs after the transfers above: the page lists them with their states, bytes and rates, and opens
+    a transfer's log; a screenshot shows it (LARK_TRANSFER_SCREENSHOT=docs/img/transfer.png keeps it)."""
+    _, page = service.api("GET", "/v1/transfers")
+    transfers = page["transfers"]
+    assert {t["state"] for t in transfers} >= {"SUCCEEDED", "CANCELED"}
+    done = next(t for t in transfers if t["state"] == "SUCCEEDED" and t["verb"] == "get")
+    url = f"http://127.0.0.1:{PORT}/#token={service.tokens[USER]}&log={done['id']}"
+    proc = chromium_in_pool(service, "--virtual-time-budget=8000", "--dump-dom", url)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [line for line in proc.stderr.splitlines() if ":CONSOLE" in line] == []
+    dom = proc.stdout
+    for t in transfers:  # one row per transfer, with its state badge
+        assert f'id="transfer-{t["id"]}"' in dom
+        row = dom[dom.index(f'id="transfer-{t["id"]}"'):]
+        assert f'<span class="state {t["state"]}">{t["state"]}</span>' in row[:row.index("</tr>")]
+    assert f"{len(transfers)} transfer(s), updated" in dom
+    assert f"<h2>Transfer {done['id']}</h2>" in dom and "Job terminated." in dom  # the log opened
+    assert service.tokens[USER] not in dom  # the token left the address bar
+
+    # another user's token shows none of them
+    other = chromium_in_pool(service, "--virtual-time-budget=5000", "--dump-dom",
+                             f"http://127.0.0.1:{PORT}/#token={service.tokens['other']}")
+    assert "0 transfer(s), updated" in other.stdout and 'id="transfer-' not in other.stdout
+
+    shot = tmp_path / "transfer.png"
+    proc = chromium_in_pool(service, f"--screenshot={shot}", f"--window-size={WIDTH},{HEIGHT}",
+                            "--virtual-time-budget=8000", url)
+    assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
+    head = shot.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (WIDTH, HEIGHT)
+    keep = os.environ.get("LARK_TRANSFER_SCREENSHOT")
+    if keep:
+        Path(keep).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, keep)
