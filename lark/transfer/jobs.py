@@ -136,6 +136,26 @@ def submit_text(desc: Mapping[str, str]) -> str:
     return "".join(f"{k} = {v}\n" for k, v in desc.items()) + "queue 1\n"
 
 
+def queued_ad(request: TransferRequest, cluster: int, owner: str, now: float) -> dict[str, object]:
+    """The ad of the job ``request`` just became (cluster ``cluster``), as far as the service knows it
+    without asking the schedd again: idle, submitted now, with the request's attributes."""
+    ad: dict[str, object] = {
+        "ClusterId": cluster, "ProcId": 0, "Owner": owner, "JobStatus": 1, "QDate": int(now),
+        ATTR_VERB: request.verb, ATTR_SOURCE: request.source, ATTR_DESTINATION: request.destination,
+        ATTR_ENDPOINT: request.remote.endpoint.name, ATTR_PROTOCOL: request.remote.endpoint.protocol,
+        ATTR_LABEL: request.label,
+    }
+    if request.submission_id:
+        ad[ATTR_SUBMISSION] = request.submission_id
+    if request.profile:
+        ad["LarkNetworkProfile"] = request.profile
+    if request.verb in ("get", "delete"):
+        ad["LarkSourceSite"] = request.remote.endpoint.site
+    if request.size is not None:
+        ad["LarkInputBytes"] = request.size if request.verb == "get" else 0
+    return ad
+
+
 # ------------------------------------------------------------------------------------------------
 # Job -> transfer
 

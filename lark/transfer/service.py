@@ -28,6 +28,7 @@ from lark.transfer.jobs import (
     TERMINAL,
     Movers,
     classad_string,
+    queued_ad,
     submit_description,
     transfer_view,
 )
@@ -136,11 +137,9 @@ class TransferService:
     def _submit(self, token: str, user: str, request: TransferRequest) -> dict[str, object]:
         logs = self._user_log_dir(user) / (request.submission_id or uuid.uuid4().hex)
         cluster = self.schedd.submit(token, submit_description(request, str(logs), self.movers))
-        try:
-            return transfer_view(self._one(user, cluster, 0), time.time())
-        except NotFound:  # submitted, but not visible yet to a query (another schedd name, a lagging view)
-            return {"id": f"{cluster}.0", "state": "QUEUED", "owner": user, "verb": request.verb,
-                    "source": request.source, "destination": request.destination}
+        # answered from what was submitted: asking the schedd again would cost a query per POST
+        now = time.time()
+        return transfer_view(queued_ad(request, cluster, user, now), now)
 
     def list(self, token: str, state: str | None = None, label: str | None = None, owner: str | None = None,
              limit: int = 100, offset: int = 0) -> dict[str, object]:

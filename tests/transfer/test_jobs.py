@@ -9,6 +9,7 @@ from lark.transfer.endpoints import parse_endpoints
 from lark.transfer.jobs import (
     Movers,
     mover_command,
+    queued_ad,
     submit_arguments,
     submit_description,
     submit_text,
@@ -132,3 +133,15 @@ def test_view_of_a_removed_idle_job_ends_when_it_entered_the_state() -> None:
     view = transfer_view(job, now=100)
     assert (view["state"], view["started"], view["ended"], view["bytes"], view["rate_mbit"]) == (
         "CANCELED", None, 77, None, None)
+
+
+def test_the_answer_to_a_post_is_the_view_of_the_submitted_job() -> None:
+    req = request(verb="get", source="ftp:a.dat", destination="/d/a.dat", size=10, label="x", submission_id="s-1")
+    desc = submit_description(req, "/l/s-1")
+    view = transfer_view(queued_ad(req, 12, "bob", now=1000.5), now=1000.5)
+    assert (view["id"], view["state"], view["owner"], view["submitted"]) == ("12.0", "QUEUED", "bob", 1000)
+    # the same values the schedd will hold, read from the submit description's ClassAd literals
+    for key, attr in (("source", "+LarkTransferSource"), ("destination", "+LarkTransferDestination"),
+                      ("label", "+LarkTransferLabel"), ("submission_id", "+LarkTransferSubmissionId"),
+                      ("profile", "+LarkNetworkProfile"), ("site", "+LarkSourceSite"), ("size", "+LarkInputBytes")):
+        assert view[key] == classad2.ExprTree(desc[attr]).eval(), key
