@@ -31,9 +31,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from lark.errors import LarkError, NotFound, NotPermitted
-from lark.transfer.jobs import ATTR_VERB, PROJECTION, submit_text
+from lark.transfer.jobs import ATTR_VERB, PROJECTION, classad_string, submit_text
 
 CLIENT_METHODS = "IDTOKENS, SCITOKENS"
+# HTCondor tools run at once: the schedd is one process, and authenticating many more clients at a time
+# only makes them miss its deadlines ("exceeded ... deadline during authentication", "Failed to commit
+# job submission") while the answers come no sooner; the rest wait their turn here
+MAX_PARALLEL_TOOLS = 4
 IDENTITY_TTL = 60.0  # seconds a token's identity is remembered (tokens live hours; a revoked one stops at submit)
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{16,16384}")  # a JWT: base64url parts and dots
 
@@ -57,8 +61,16 @@ class Schedd:
     name: str | None = None
     bin_dir: str = "/usr/bin"
     timeout: float = 60.0
+    max_parallel: int = MAX_PARALLEL_TOOLS
     _identities: dict[str, tuple[str, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _slots: threading.BoundedSemaphore = field(init=False)
+    # the bindings keep one security session cache per process: concurrent calls from FastAPI's threads
+    # were seen to fail ("Failed to read resume session response"), so they take turns
+    _bindings_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.max_parallel)
 
     # -- as the user ---------------------------------------------------------------------------------------
     @contextmanager
@@ -94,8 +106,9 @@ class Schedd:
         if self.name:
             tool[1:1] = ["-name", self.name]
         try:
-            return subprocess.run(tool, input=input_text, capture_output=True, text=True, env=dict(env),
-                                  timeout=self.timeout, check=False)
+            with self._slots:
+                return subprocess.run(tool, input=input_text, capture_output=True, text=True, env=dict(env),
+                                      timeout=self.timeout, check=False)
         except subprocess.TimeoutExpired:
             raise ScheddError(f"{argv[0]} did not answer within {self.timeout:g} s") from None
         except OSError as err:
@@ -154,16 +167,21 @@ class Schedd:
               ) -> list[dict[str, object]]:
         """The transfer jobs of ``owner`` matching ``constraint``: the queue first, then (``history``) the
         history, at most ``limit`` of each, newest first."""
-        from lark.transfer.jobs import classad_string
+        import htcondor2
+
 
         where = f"Owner == {classad_string(owner)} && {ATTR_VERB} isnt undefined && ({constraint})"
-        schedd = self._bindings()
-        ads = [dict(ad) for ad in schedd.query(where, list(PROJECTION), limit=limit)]  # type: ignore[attr-defined]
-        ads.sort(key=lambda ad: (ad.get("ClusterId", 0), ad.get("ProcId", 0)), reverse=True)
-        if history and limit > len(ads):
-            seen = {(ad.get("ClusterId"), ad.get("ProcId")) for ad in ads}
-            past = schedd.history(where, list(PROJECTION), match=limit)  # type: ignore[attr-defined]
-            ads += [dict(ad) for ad in past if (ad.get("ClusterId"), ad.get("ProcId")) not in seen]
+        try:
+            with self._bindings_lock:
+                schedd = self._bindings()
+                ads = [dict(ad) for ad in schedd.query(where, list(PROJECTION), limit=limit)]  # type: ignore[attr-defined]
+                ads.sort(key=lambda ad: (ad.get("ClusterId", 0), ad.get("ProcId", 0)), reverse=True)
+                if history and limit > len(ads):
+                    seen = {(ad.get("ClusterId"), ad.get("ProcId")) for ad in ads}
+                    past = schedd.history(where, list(PROJECTION), match=limit)  # type: ignore[attr-defined]
+                    ads += [dict(ad) for ad in past if (ad.get("ClusterId"), ad.get("ProcId")) not in seen]
+        except htcondor2.HTCondorException as err:
+            raise ScheddError(f"cannot read the schedd's queue: {_one_line(str(err))}") from None
         return ads
 
 
