@@ -206,6 +206,11 @@ def main() -> None:
             rows.append((f"GET limit={limit}", median(ms), percentile(ms, 95), max(ms), GET_GOAL_MS))
             rows.append((f"condor_q -json -limit {limit + 1}", median(q_ms), percentile(q_ms, 95), max(q_ms), ""))
         print(table(["path", "p50", "p95", "max", "goal"], rows))
+    except Exception:
+        log = pool.root / "var/log/condor/SchedLog"
+        if log.exists():
+            print("SchedLog, last lines:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        raise
     finally:
         if daemon is not None:
             daemon.terminate()

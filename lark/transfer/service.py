@@ -36,6 +36,7 @@ from lark.transfer.model import TransferRequest, TransferRequestError, validate
 from lark.transfer.schedd import Schedd, ScheddError
 
 MAX_PAGE = 1000
+SUBMIT_RETRIES = 2  # of a submission with a submission_id whose commit the schedd aborted
 LOG_TAIL_BYTES = 64 * 1024
 # The ClassAd condition of each state (the inverse of jobs.transfer_state)
 STATE_CONSTRAINTS: dict[str, str] = {
@@ -126,13 +127,22 @@ class TransferService:
         request = validate(body, self.endpoints, user, user_groups(user))
         if request.submission_id is None:
             return self._submit(token, user, request), True
+        where = f"{ATTR_SUBMISSION} == {classad_string(request.submission_id)}"
         with self._lock_for(user, request.submission_id):
             # a retried POST finds the job of the first one, in the queue or in the history
-            known = self.schedd.query(user, f"{ATTR_SUBMISSION} == {classad_string(request.submission_id)}",
-                                      limit=1)
-            if known:
-                return transfer_view(known[0], time.time()), False
-            return self._submit(token, user, request), True
+            for attempt in range(1 + SUBMIT_RETRIES):
+                known = self.schedd.query(user, where, limit=1)
+                if known:
+                    # found after a failed attempt: that commit went through after all, and is this POST's
+                    return transfer_view(known[0], time.time()), attempt > 0
+                try:
+                    return self._submit(token, user, request), True
+                except ScheddError as err:
+                    # a busy schedd may abort the commit (its authentication deadline passed); with a
+                    # submission id the queue tells whether the job exists, so trying again is safe
+                    if attempt == SUBMIT_RETRIES or "Failed to commit" not in str(err):
+                        raise
+            raise AssertionError("unreachable")
 
     def _submit(self, token: str, user: str, request: TransferRequest) -> dict[str, object]:
         logs = self._user_log_dir(user) / (request.submission_id or uuid.uuid4().hex)
