@@ -236,7 +236,8 @@ def service(lark_pool: LarkPool, tmp_path_factory: pytest.TempPathFactory) -> It
     # (the server also looks up the machine's own name, to give PASV replies an address: the wan one)
     (data / "hosts").write_text(f"127.0.0.1 localhost\n{WAN_ADDR} {socket.gethostname()}\n" + hosts)
     etc_hosts = pool.host_path("/etc/hosts")
-    etc_hosts.write_text(etc_hosts.read_text() + hosts)
+    hosts_before = etc_hosts.read_text()
+    etc_hosts.write_text(hosts_before + hosts)
     server = ["globus-gridftp-server", "-aa", "-anonymous-user", "nobody", "-anonymous-group", "nogroup", "-p",
               str(FTP_PORT), "-control-interface", WAN_ADDR, "-data-interface", WAN_ADDR, "-home-dir", str(data),
               "-rp", str(data), "-Z", str(ftp_log), "-l", str(data / "server.log"), "-d", "WARN,ERROR,INFO", "-s"]
@@ -288,6 +289,7 @@ def service(lark_pool: LarkPool, tmp_path_factory: pytest.TempPathFactory) -> It
         http_server.shutdown()
         http_server.server_close()
         shutil.rmtree(data, ignore_errors=True)
+        etc_hosts.write_text(hosts_before)
         pool.remove_config("77-lark-transfer-test.conf")
         pool.host_path("/etc/condor/profiles.d/transfer.yaml").unlink(missing_ok=True)
         pool.reconfig()
