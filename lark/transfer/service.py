@@ -104,9 +104,11 @@ class TransferService:
             except KeyError:
                 raise ScheddError(f"user {user!r} is not known on the service host, so it cannot hold the "
                                   "transfer's logs") from None
+            if os.geteuid() != 0:  # a service account cannot give the user a directory of their own
+                raise ScheddError(f"{directory} does not exist: create it owned by {user} and readable by "
+                                  "lark-transferd's account, or run lark-transferd as root")
             directory.mkdir(parents=True, exist_ok=True, mode=0o755)
-            if os.geteuid() == 0:
-                os.chown(directory, pw.pw_uid, pw.pw_gid)
+            os.chown(directory, pw.pw_uid, pw.pw_gid)
         return directory
 
     def _lock_for(self, user: str, submission_id: str) -> threading.Lock:
