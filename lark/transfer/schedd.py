@@ -29,9 +29,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from lark.errors import LarkError, NotFound, NotPermitted
 from lark.transfer.jobs import ATTR_VERB, PROJECTION, classad_string, submit_text
+
+if TYPE_CHECKING:
+    import htcondor2
 
 CLIENT_METHODS = "IDTOKENS, SCITOKENS"
 # HTCondor tools run at once: the schedd is one process, and authenticating many more clients at a time
@@ -156,7 +160,7 @@ class Schedd:
             raise ScheddError(f"condor_rm failed: {text}")
 
     # -- as the service (reading) -------------------------------------------------------------------------
-    def _bindings(self) -> object:
+    def _bindings(self) -> htcondor2.Schedd:
         import htcondor2
 
         if self.name is None:
@@ -169,16 +173,15 @@ class Schedd:
         history, at most ``limit`` of each, newest first."""
         import htcondor2
 
-
         where = f"Owner == {classad_string(owner)} && {ATTR_VERB} isnt undefined && ({constraint})"
         try:
             with self._bindings_lock:
                 schedd = self._bindings()
-                ads = [dict(ad) for ad in schedd.query(where, list(PROJECTION), limit=limit)]  # type: ignore[attr-defined]
+                ads = [dict(ad) for ad in schedd.query(where, list(PROJECTION), limit=limit)]
                 ads.sort(key=lambda ad: (ad.get("ClusterId", 0), ad.get("ProcId", 0)), reverse=True)
                 if history and limit > len(ads):
                     seen = {(ad.get("ClusterId"), ad.get("ProcId")) for ad in ads}
-                    past = schedd.history(where, list(PROJECTION), match=limit)  # type: ignore[attr-defined]
+                    past = schedd.history(where, list(PROJECTION), match=limit)
                     ads += [dict(ad) for ad in past if (ad.get("ClusterId"), ad.get("ProcId")) not in seen]
         except htcondor2.HTCondorException as err:
             raise ScheddError(f"cannot read the schedd's queue: {_one_line(str(err))}") from None
