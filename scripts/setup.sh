@@ -7,7 +7,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 packages=(nftables iptables iproute2 iperf3 python3-venv python3-dev gcc libnftables1
-          debootstrap ethtool procps util-linux curl chromium fonts-dejavu-core udhcpc dnsmasq-base)
+          debootstrap ethtool procps util-linux curl chromium fonts-dejavu-core udhcpc dnsmasq-base
+          globus-gridftp-server-progs globus-gass-copy-progs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,7 +27,7 @@ stamp=.venv/.lark-installed
 # lark-wrap is installed as a copy (a plain script, not an entry point): reinstall when it changes too
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ lark/wrap.py -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -qq -e '.[test,plot,metrics,iptables,report]'
+  .venv/bin/pip install -qq -e '.[test,plot,metrics,iptables,report,transfer]'
   touch "$stamp"
 fi
 

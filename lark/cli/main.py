@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lark.cli.pool import add_parser as add_pool_parser
 
     added.append(add_pool_parser(sub))
+    from lark.cli.transfer import add_parser as add_transfer_parser
+
+    added.append(add_transfer_parser(sub))
     for p in added:
         add_common_options(p, level=1)
         for q in _nested_parsers(p):  # e.g. `lark profiles check --config X`

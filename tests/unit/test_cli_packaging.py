@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 #: import name -> distribution on PyPI
 DISTRIBUTION = {"classad2": "htcondor", "htcondor2": "htcondor", "iptc": "python-iptables", "yaml": "pyyaml",
                 "prometheus_client": "prometheus-client", "pyroute2": "pyroute2", "urllib3": "urllib3",
-                "numpy": "numpy", "matplotlib": "matplotlib"}
+                "numpy": "numpy", "matplotlib": "matplotlib", "fastapi": "fastapi", "uvicorn": "uvicorn",
+                "requests": "requests"}
 #: distributions that build C code at install (no wheel for every platform) or are large: extras only
 NOT_IN_THE_PLAIN_INSTALL = {"python-iptables", "numpy", "matplotlib"}
 TOOLS = {"pytest", "ruff"}  # the [test] extra: used by tests/, not imported by the package

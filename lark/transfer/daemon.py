@@ -1,0 +1,70 @@
+"""``lark-transferd``: the transfer service's command line (extra ``[transfer]``: FastAPI on uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lark import __version__
+from lark.errors import LarkError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lark-transferd", description="Lark's transfer service: a REST API "
+                                "(/v1, OpenAPI at /v1/openapi.json) and a web page; each transfer is an "
+                                "HTCondor job submitted with the requesting user's own token.")
+    p.add_argument("--version", action="version", version=f"lark-transferd {__version__}")
+    p.add_argument("--endpoints", type=Path, required=True, help="the endpoints YAML file")
+    p.add_argument("--listen", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8642, help="port (default 8642)")
+    p.add_argument("--log-dir", type=Path, default=Path("/var/lib/lark/transfers"),
+                   help="where each user's job logs go: DIR/<user>/ (default /var/lib/lark/transfers)")
+    p.add_argument("--profile-dir", type=Path, help="profiles shown by GET /v1/profiles (default: none)")
+    p.add_argument("--schedd", help="schedd name (default: the local schedd)")
+    p.add_argument("--condor-bin", default="/usr/bin", help="directory of condor_submit, condor_rm, condor_ping")
+    p.add_argument("--tls-cert", type=Path, help="serve https with this certificate (and --tls-key)")
+    p.add_argument("--tls-key", type=Path)
+    p.add_argument("--check", action="store_true", help="check the endpoints file and exit")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from lark.transfer.endpoints import load_endpoints
+
+    try:
+        endpoints = load_endpoints(args.endpoints)
+    except LarkError as err:
+        print(f"lark-transferd: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"ok: {len(endpoints)} endpoint(s): {', '.join(endpoints) or 'none'}")
+        return 0
+    try:
+        import uvicorn
+
+        from lark.transfer.api import create_app
+    except ImportError as err:
+        print(f"lark-transferd: {err.name} is missing; install the extra: pip install 'htcondor-lark[transfer]'",
+              file=sys.stderr)
+        return 2
+    from lark.transfer.schedd import Schedd
+    from lark.transfer.service import TransferService
+
+    profiles: list[dict[str, object]] = []
+    if args.profile_dir is not None:
+        from lark.profiles import load_profiles
+
+        profiles = [p.as_dict() for p in load_profiles(args.profile_dir, missing_ok=True).profiles]
+    service = TransferService(endpoints=endpoints, schedd=Schedd(args.schedd, args.condor_bin),
+                              log_dir=args.log_dir, profiles=profiles)
+    uvicorn.run(create_app(service), host=args.listen, port=args.port, log_level="info",
+                ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
+                ssl_keyfile=str(args.tls_key) if args.tls_key else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""``lark transfer``: where the token comes from and how the verbs parse (the calls are tested on the pool)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lark.cli.main import build_parser
+from lark.cli.transfer import find_token
+from lark.errors import LarkError
+
+
+def test_token_from_the_named_file_then_tokens_d_then_bearer_token_file(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    bearer = tmp_path / "bt"
+    bearer.write_text("  scitoken.value.here \n")
+    monkeypatch.setenv("BEARER_TOKEN_FILE", str(bearer))
+    assert find_token(None) == "scitoken.value.here"
+    tokens_d = home / ".condor" / "tokens.d"
+    tokens_d.mkdir(parents=True)
+    (tokens_d / "b-pool").write_text("second\n")
+    (tokens_d / "a-pool").write_text("first\n")
+    (tokens_d / ".hidden").write_text("hidden\n")
+    assert find_token(None) == "first"
+    named = tmp_path / "named"
+    named.write_text("named\n")
+    assert find_token(named) == "named"
+    with pytest.raises(LarkError, match="no token"):
+        find_token(tmp_path / "missing")
+
+
+def test_verbs_parse() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["transfer", "--url", "http://svc:1", "get", "ftp:a", "/d/a", "--size", "10", "--wait"])
+    assert (args.verb, args.source, args.destination, args.size, args.wait, args.url) == (
+        "get", "ftp:a", "/d/a", 10, True, "http://svc:1")
+    args = parser.parse_args(["transfer", "rm", "ftp:a", "--remote"])
+    assert (args.verb, args.target, args.remote) == ("rm", "ftp:a", True)
+    args = parser.parse_args(["transfer", "ls", "--state", "ACTIVE", "--json"])
+    assert (args.state, args.json) == ("ACTIVE", True)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["transfer", "copy", "a", "b"])
