@@ -6,7 +6,9 @@ else pinned) -> addresses and ports from IPAM -> attachment -> bandwidth limits 
 share of the uplink (:mod:`lark.sharetree`, when ``LARK_SHARES_UPLINK`` is set) -> the job-side
 firewall batch (counters and policy, inside the job's namespace) -> the host-side batch
 (masquerade, port forwards) -> status ``up``. ``down`` reverses it from the record alone and is
-idempotent.
+idempotent. A job addressed by the site's network (DHCP, SLAAC) is saved again once its interface
+is up, waits for its addresses off the kernel thread (see "threads" below), and only then gets its
+firewall, which names those addresses.
 
 A namespace Lark does not own (the wrapper's ``/proc/<pid>/ns/net``) is pinned at
 ``/run/netns/<prefix>-<token>`` for the job's life: when the job's processes die (a killed
@@ -20,8 +22,12 @@ The engine keeps one netlink socket in the host namespace and opens a short-live
 job's namespace (see :mod:`lark.netns`); it never forks. All kernel work runs on one worker thread
 per engine: pyroute2 0.9 ties each socket's transport to the thread that first used it (and closes
 the socket when that thread's event loop goes away), so sharing sockets across a broker's request
-threads is unsafe; one thread also serialises the 6-10 ms of kernel work per job. Several processes
-may run engines at once (IPAM is file-locked).
+threads is unsafe; one thread also serialises the 6-10 ms of kernel work per job. Waiting is not
+kernel work: a job that waits for a DHCP lease or a SLAAC address (up to LARK_ADDRESSING_TIMEOUT)
+does so on the thread that called ``up``, between two turns on the kernel thread, so the other
+jobs' set-ups and teardowns go on meanwhile; a teardown that comes during the wait wins, and the
+waiting ``up`` then fails and undoes whatever is left. Several processes may run engines at once
+(IPAM is file-locked).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import TYPE_CHECKING
 
 from lark import names, netns
 from lark.attach import AttachContext, Mode, mode
+from lark.attach.base import AddressWait
 from lark.config import LarkConfig, SiteAttachment
 from lark.errors import KernelError, LarkError, NotFound
 from lark.firewall import make_backend
@@ -144,7 +151,6 @@ class Engine(Reconciler):
 
     # ---------------------------------------------------------------- up
 
-    @on_kernel_thread
     def up(self, request: JobRequest, netns_path: str | None = None, holder_pid: int | None = None,
            owner_uid: int | None = None, site: SiteAttachment | None = None,
            global_job_id: str | None = None, accounting_group: str | None = None) -> JobRecord:
@@ -153,7 +159,38 @@ class Engine(Reconciler):
         ``site``: the parent and pools of a network profile, instead of the node's ``LARK_<MODE>_*``.
         ``global_job_id``: the job's identity towards a DHCP server (its client identifier).
         ``accounting_group``: the job's HTCondor accounting group, for LARK_SHARES_WEIGHTS.
+
+        The kernel work runs on the engine's kernel thread. A job addressed by the site's network
+        (DHCP, SLAAC) waits for its addresses on the calling thread instead (a broker request
+        worker, ``lark up``'s main thread), between two turns on the kernel thread, so that other
+        jobs' set-ups and teardowns go on meanwhile (see :class:`lark.attach.base.AddressWait`).
         """
+        record, pending = self._begin(request, netns_path, holder_pid, owner_uid, site, global_job_id,
+                                      accounting_group)
+        if pending is None:
+            return record  # done in one turn on the kernel thread: every job with static addresses
+
+        def cancelled() -> bool:  # torn down meanwhile (`lark down`, the broker, a sweep)
+            return not self._setting_up(record.token)
+
+        try:
+            pending.start(cancelled)
+            _step("waiting")
+            pending.wait(cancelled)
+            _step("addressed")
+        except BaseException as err:
+            removed = isinstance(err, LarkError) and cancelled()  # e.g. its namespace went with the teardown
+            self._abandon(record)
+            if removed:
+                raise NotFound(f"job {record.job_id} was removed while it waited for its addresses") from err
+            raise
+        return self._complete(record, request, pending)
+
+    @on_kernel_thread
+    def _begin(self, request: JobRequest, netns_path: str | None, holder_pid: int | None, owner_uid: int | None,
+               site: SiteAttachment | None, global_job_id: str | None,
+               accounting_group: str | None) -> tuple[JobRecord, AddressWait | None]:
+        """The whole set-up, or (a job waiting for the site's network) all of it up to that wait."""
         # shared: jobs set up side by side; ``release_if_idle`` takes it exclusively, so the shared
         # tables cannot be removed between this job's record and its rules
         with self.base_tables_in_use():
@@ -161,11 +198,44 @@ class Engine(Reconciler):
             record.global_job_id = global_job_id
             _step("recorded")
             try:
-                self._build(record, request, site, accounting_group)
+                pending = self._build(record, request, site, accounting_group)
+            except BaseException:
+                self._teardown(record)
+                raise
+        return record, pending
+
+    @on_kernel_thread
+    def _complete(self, record: JobRecord, request: JobRequest, pending: AddressWait) -> JobRecord:
+        """After the wait for the site's network: the addresses (or the fallback), the job's rules.
+
+        The tables are held again; between the two turns the job's record kept ``release_if_idle``
+        from removing them.
+        """
+        with self.base_tables_in_use():
+            try:
+                if not self._setting_up(record.token):
+                    raise NotFound(f"job {record.job_id} was removed while it waited for its addresses")
+                job_ipr = netns.iproute_in(record.netns)
+                try:
+                    pending.finish(AttachContext(self.config, self.host, job_ipr, None), record)
+                finally:
+                    job_ipr.close()
+                attachment = mode(record.mode)
+                self._finish(record, request, attachment, None)
             except BaseException:
                 self._teardown(record)
                 raise
         return record
+
+    @on_kernel_thread
+    def _abandon(self, record: JobRecord) -> None:
+        """A set-up that failed while it waited: undo what it made (again, if a teardown was first)."""
+        self._teardown(record)
+
+    def _setting_up(self, token: str) -> bool:
+        """The job's record is still that of a set-up in progress (no teardown came meanwhile)."""
+        found = self.store.load(token)
+        return found is not None and found.status == "setting-up"
 
     def _new_record(self, request: JobRequest, netns_path: str | None, holder_pid: int | None,
                     owner_uid: int | None) -> JobRecord:
@@ -191,7 +261,8 @@ class Engine(Reconciler):
         return record
 
     def _build(self, record: JobRecord, request: JobRequest, site: SiteAttachment | None = None,
-               accounting_group: str | None = None) -> None:
+               accounting_group: str | None = None) -> AddressWait | None:
+        """Everything, or up to the wait for the site's network (then the wait is returned)."""
         attachment = mode(record.mode)
         if record.netns_owned:
             netns.create_named(os.path.basename(record.netns))
@@ -214,7 +285,8 @@ class Engine(Reconciler):
             record.ports = first, first + request.inbound_ports - 1
             record.public_ipv4 = record.ipv4_address
         # No save here: allocations are files named by this job's token, and a sweep frees the
-        # ones whose token has no live record, so the first and last saves are enough.
+        # ones whose token has no live record, so the first and last saves are enough (a job that
+        # waits for the site's network is saved once more, before its wait: see below).
         _step("allocated")
 
         if attachment.routed and self.config.enable_forwarding:
@@ -232,7 +304,7 @@ class Engine(Reconciler):
             fd = os.open(record.netns, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 ctx = AttachContext(self.config, self.host, job_ipr, fd)
-                attachment.up(ctx, record)
+                pending = attachment.up(ctx, record)
                 _step("attached")
                 self._apply_limits(ctx, record, attachment)
                 if self.shares.settings.enabled and attachment.shaping and attachment.job_interface:
@@ -246,7 +318,17 @@ class Engine(Reconciler):
                 wait([job_side])  # awaited either way; a failure above stays the one reported
         if job_side is not None:
             job_side.result()  # its own failure fails the job too
-        if late and attachment.job_interface:
+        if pending is not None:
+            # What exists so far, for a teardown that comes while the job waits (allocations,
+            # share, client id); the wait's DHCP client is found by its pidfile, named by token.
+            self.store.save(record)
+            return pending
+        self._finish(record, request, attachment, spec)
+        return None
+
+    def _finish(self, record: JobRecord, request: JobRequest, attachment: Mode, spec: FirewallJob | None) -> None:
+        """The rest once the job's addresses are known: rules built now (``spec`` None), host part, up."""
+        if record.addressing != "static" and attachment.job_interface:
             spec = self._firewall_job(record, request, attachment)
             self._backend_for(record).add_job(spec)
         if spec is not None:

@@ -62,10 +62,11 @@ class SweepReport:
     removed_netns: list[str] = field(default_factory=list)
     removed_firewall: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
+    stopped_clients: list[str] = field(default_factory=list)  # tokens of DHCP clients no record owned
 
     def empty(self) -> bool:
         return not any((self.removed_jobs, self.removed_links, self.removed_netns, self.removed_firewall,
-                        self.released))
+                        self.released, self.stopped_clients))
 
 
 class Reconciler:
@@ -193,7 +194,22 @@ class Reconciler:
         for alloc, owner in all_allocations(self.config.state_dir):
             if owner not in live and release_allocation(self.config.state_dir, alloc, owner):
                 report.released.append(f"{alloc.pool}/{alloc.slot}")
+        self._stop_orphan_clients(live, report)
         return report
+
+    def _stop_orphan_clients(self, live: set[str], report: SweepReport) -> None:
+        """DHCP clients whose job has no record. A job's client is started by the thread that waits
+        for its lease, off the kernel thread: a teardown can come between its record's last look and
+        the start, and a process killed right then leaves a client no teardown will find."""
+        from lark.addressing import dhcp
+
+        for token in dhcp.client_tokens(self.config.state_dir):
+            # looked up again: a job of another process recorded since ``live`` was read is not an orphan
+            if token in live or self.store.load(token) is not None:
+                continue
+            log.warning("sweep: stopping the DHCP client of job %s, which has no record", token)
+            dhcp.stop_client(self.config.state_dir, token)
+            report.stopped_clients.append(token)
 
     @on_kernel_thread
     def check(self) -> list[str]:

@@ -35,13 +35,14 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lark.addressing import LeaseEvent, latest_lease, parse_events
 from lark.errors import KernelError
 
-__all__ = ["HOOK", "client_alive", "client_pid", "events_path", "read_events", "remember_address", "restart_needed",
-           "start_client", "stop_client", "wait_for_lease"]
+__all__ = ["HOOK", "client_alive", "client_pid", "client_tokens", "events_path", "read_events", "remember_address",
+           "restart_needed", "start_client", "stop_client", "wait_for_lease"]
 
 HOOK = """#!/bin/sh
 # udhcpc event hook written by Lark (lark/addressing/dhcp.py); runs as root in the job's namespace.
@@ -163,6 +164,11 @@ def client_pid(state_dir: Path, token: str) -> int | None:
     return pid if str(_pidfile(state_dir, token)).encode() in cmdline else None
 
 
+def client_tokens(state_dir: Path) -> list[str]:
+    """The tokens of every job that has a client pidfile here (running or not), for the sweep."""
+    return sorted(p.name.removesuffix(".pid") for p in (state_dir / "dhcp").glob("*.pid"))
+
+
 def client_alive(state_dir: Path, token: str) -> bool:
     return client_pid(state_dir, token) is not None
 
@@ -179,13 +185,15 @@ def read_events(state_dir: Path, token: str) -> list[LeaseEvent]:
         return []
 
 
-def wait_for_lease(state_dir: Path, token: str, deadline: float) -> LeaseEvent | None:
-    """The job's first lease, or None once ``deadline`` (time.monotonic) has passed without one."""
+def wait_for_lease(state_dir: Path, token: str, deadline: float,
+                   cancelled: Callable[[], bool] = lambda: False) -> LeaseEvent | None:
+    """The job's first lease, or None once ``deadline`` (time.monotonic) has passed without one, or
+    as soon as ``cancelled()`` says the job is gone (torn down while it waited)."""
     while True:
         lease = latest_lease(read_events(state_dir, token))
         if lease is not None:
             return lease
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or cancelled():
             return None
         time.sleep(0.02)
 

@@ -10,6 +10,7 @@ the job's namespace, owned by root in the initial user namespace: the job's user
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lark import netns
@@ -51,10 +52,12 @@ def global_address(ipr: IPRoute, index: int) -> str | None:
     return None
 
 
-def wait_for_address(ipr: IPRoute, index: int, deadline: float) -> str | None:
-    """The address SLAAC gave the interface, or None once ``deadline`` (time.monotonic) has passed."""
+def wait_for_address(ipr: IPRoute, index: int, deadline: float,
+                     cancelled: Callable[[], bool] = lambda: False) -> str | None:
+    """The address SLAAC gave the interface, or None once ``deadline`` (time.monotonic) has passed
+    (or ``cancelled()`` says the job is gone)."""
     while True:
         found = global_address(ipr, index)
-        if found is not None or time.monotonic() >= deadline:
+        if found is not None or time.monotonic() >= deadline or cancelled():
             return found
         time.sleep(0.05)

@@ -5,7 +5,9 @@ the registry. The engine asks the mode object (does it have a host interface? ma
 forwards?) and never compares mode names, so a new mode is one new module.
 
 The engine fills a :class:`~lark.state.JobRecord` with names, asks the mode to allocate addresses
-into it (persisted before any kernel object exists), then calls ``up``. ``down`` must work from
+into it (persisted before any kernel object exists), then calls ``up``, on its kernel thread. An
+``up`` that must wait for the site's network returns an :class:`AddressWait`: the engine waits
+off the kernel thread, then has it finish the job's addresses. ``down`` must work from
 the record alone and succeed when things are already gone; ``check`` returns a list of drift
 messages (empty when the kernel matches the record).
 """
@@ -14,18 +16,21 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lark.addressing import Addressing, client_id, dhcp_hostname, parse_addressing, wants_dhcp, wants_slaac
-from lark.errors import LarkError
+from lark.addressing import Addressing, LeaseEvent, client_id, dhcp_hostname, parse_addressing, wants_dhcp, wants_slaac
+from lark.errors import KernelError, LarkError
 from lark.ipam import AddressRangePool
 from lark.knobs import Knob
 from lark.netlink import add_address, add_default_route, addresses_of, link_index, require_link, set_up
 from lark.values import AddressPool, IPAddress, parse_address, parse_pool, parse_text
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pyroute2 import IPRoute
 
     from lark.nodeconfig import LarkConfig
@@ -41,6 +46,8 @@ class AttachContext:
 
 
 Allocate = Callable[["LarkConfig", "JobRecord"], None]
+# ``up`` returns the rest of a start that waits for the site's network (None: nothing to wait for)
+Up = Callable[[AttachContext, "JobRecord"], "AddressWait | None"]
 Step = Callable[[AttachContext, "JobRecord"], None]
 Check = Callable[[AttachContext, "JobRecord"], list[str]]
 
@@ -113,7 +120,7 @@ class Mode:
     name: str
     summary: str  # one line for the docs' table
     allocate: Allocate
-    up: Step
+    up: Up
     down: Step
     check: Check
     # The job gets an interface besides lo. Without one there is nothing to count, police or shape.
@@ -232,63 +239,148 @@ def _dynamic(record: JobRecord, family: int) -> bool:
     return wants_dhcp(record.addressing) if family == 4 else wants_slaac(record.addressing)
 
 
-def configure_site_interface(ctx: AttachContext, record: JobRecord) -> int:
+def configure_site_interface(ctx: AttachContext, record: JobRecord) -> AddressWait | None:
     """The job's interface on a site segment, addressed as ``record.addressing`` says.
 
-    Router advertisements are accepted only by a SLAAC job. A DHCP job's client starts once the
-    link is up; the job's start waits for its lease and SLAAC address together, at most
-    LARK_ADDRESSING_TIMEOUT seconds, then either fails with a clear reason (the job is held) or,
-    with LARK_ADDRESSING_FALLBACK = static, takes the pool address reserved for the family.
+    Router advertisements are accepted only by a SLAAC job. A static job is done here (None). A job
+    the site's network addresses gets its link up (with the address of a family that stays static)
+    and the rest of its start is returned, to run off the kernel thread (:class:`AddressWait`): a
+    DHCP job's client starts once the link is up, and the start waits for its lease and SLAAC
+    address together, at most LARK_ADDRESSING_TIMEOUT seconds, then either fails with a clear
+    reason (the job is held) or, with LARK_ADDRESSING_FALLBACK = static, takes the pool address
+    reserved for the family.
     """
-    from lark.addressing import dhcp, slaac
+    from lark.addressing import slaac
 
     assert ctx.job is not None and record.job_ifname
-    index = require_link(ctx.job, record.job_ifname, "job interface")
+    require_link(ctx.job, record.job_ifname, "job interface")
     slaac.accept_router_adverts(record.netns, record.job_ifname, wants_slaac(record.addressing))
     if record.addressing == "static":
-        return configure_job_interface(ctx, record)
+        configure_job_interface(ctx, record)
+        return None
     reserved = {4: (record.ipv4, record.host_ipv4), 6: (record.ipv6, record.host_ipv6)}
     for family in (4, 6):
         if _dynamic(record, family):
             _set_family(record, family, None, None)
     configure_job_interface(ctx, record)  # the static family, if any; link up
-    state_dir = ctx.config.state_dir
-    timeout = ctx.config.addressing_timeout
-    deadline = time.monotonic() + timeout
-    # A link is usable once the kernel has seen its carrier (up to ~1 s after "up"; until then
-    # what it sends is dropped): a discover sent before would be lost, and the next comes 1 s later.
-    _wait_operational(ctx.job, index, deadline)
     ident = b""
     if wants_dhcp(record.addressing):
         ident = client_id(record.global_job_id or record.job_id, record.job_ifname)
         record.dhcp_client_id = ident.hex()
-        dhcp.start_client(state_dir, record.token, record.netns, record.job_ifname, ident,
-                          dhcp_hostname(record.job_id, record.token))
-    missing: list[int] = []
-    if wants_dhcp(record.addressing):
-        lease = dhcp.wait_for_lease(state_dir, record.token, deadline)
-        if lease is None:
-            missing.append(4)
-        else:
-            _set_family(record, 4, lease.address, lease.router)
-            record.lease_server, record.lease_expires = lease.server, lease.expires
-            record.lease_events_seen = len(dhcp.read_events(state_dir, record.token))
-            if lease.address:
-                dhcp.remember_address(state_dir, ident, lease.address)
-    if wants_slaac(record.addressing):
-        found = slaac.wait_for_address(ctx.job, index, deadline)
-        if found is None:
-            missing.append(6)
-        else:
-            _set_family(record, 6, found, None)
-    if missing:
-        _fall_back(ctx, record, index, missing, reserved, timeout)
-    return index
+    timeout = ctx.config.addressing_timeout
+    return AddressWait(netns=record.netns, ifname=record.job_ifname, token=record.token,
+                       state_dir=ctx.config.state_dir, dhcp=wants_dhcp(record.addressing),
+                       slaac=wants_slaac(record.addressing), client_id=ident,
+                       hostname=dhcp_hostname(record.job_id, record.token), timeout=timeout,
+                       deadline=time.monotonic() + timeout, reserved=reserved)
 
 
-def _wait_operational(ipr: IPRoute, index: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if ipr.get_links(index)[0].get("IFLA_OPERSTATE") in ("UP", "UNKNOWN"):
+@dataclass
+class AddressWait:
+    """The part of a site-segment job's start that waits for the site's network (DHCP, SLAAC).
+
+    It runs apart from the rest so that it need not run on the engine's single kernel thread: a
+    job whose DHCP server is slow (dnsmasq checks a new address for ~3 s before offering it) or
+    silent (the whole LARK_ADDRESSING_TIMEOUT) then delays its own start, not every other job's
+    set-up and teardown on the node. The engine calls, in this order:
+
+    1. the mode's ``up`` (kernel thread): the interface up (:func:`configure_site_interface`),
+       which returns this object;
+    2. :meth:`start` (the thread that asked for the job: a broker request worker, ``lark up``'s
+       main thread): waits for the link's carrier, then starts the job's DHCP client;
+    3. :meth:`wait` (the same thread): the lease and the SLAAC address, until the deadline;
+    4. :meth:`finish` (kernel thread): the addresses into the record, or the fallback.
+
+    ``start`` and ``wait`` never touch the engine's sockets (pyroute2 ties a socket to the thread
+    that first used it): they open their own in the job's namespace. ``cancelled`` says that the
+    job was torn down meanwhile: they stop waiting at once. A client started here is found by its
+    pidfile, named by the job's token, by a teardown and by the sweep alike.
+    """
+
+    netns: str
+    ifname: str
+    token: str
+    state_dir: Path
+    dhcp: bool
+    slaac: bool
+    client_id: bytes  # option 61 (empty without DHCP)
+    hostname: str
+    timeout: float
+    deadline: float  # time.monotonic()
+    # each family's pool address and gateway held in reserve (LARK_ADDRESSING_FALLBACK = static)
+    reserved: dict[int, tuple[str | None, str | None]]
+    lease: LeaseEvent | None = None
+    lease_events: int = 0  # lines of the client's event log read when the lease came
+    slaac_address: str | None = None
+
+    def start(self, cancelled: Callable[[], bool] = lambda: False) -> None:
+        """Once the link is usable, start the DHCP client (if the job asked for DHCP)."""
+        from lark.addressing import dhcp
+
+        if not self.dhcp:
+            return
+        # A link is usable once the kernel has seen its carrier (up to ~1 s after "up"; until then
+        # what it sends is dropped): a discover sent before would be lost, and the next comes 1 s later.
+        with self._job_socket() as (ipr, index):
+            _wait_operational(ipr, index, self.ifname, self.deadline, cancelled)
+        if not cancelled():
+            dhcp.start_client(self.state_dir, self.token, self.netns, self.ifname, self.client_id, self.hostname)
+
+    def wait(self, cancelled: Callable[[], bool] = lambda: False) -> None:
+        """The lease and the SLAAC address, as far as they come before the deadline."""
+        from lark.addressing import dhcp, slaac
+
+        if self.dhcp:
+            self.lease = dhcp.wait_for_lease(self.state_dir, self.token, self.deadline, cancelled)
+            if self.lease is not None:
+                self.lease_events = len(dhcp.read_events(self.state_dir, self.token))
+                if self.lease.address:
+                    dhcp.remember_address(self.state_dir, self.client_id, self.lease.address)
+        if self.slaac and not cancelled():
+            with self._job_socket() as (ipr, index):
+                self.slaac_address = slaac.wait_for_address(ipr, index, self.deadline, cancelled)
+
+    def finish(self, ctx: AttachContext, record: JobRecord) -> None:
+        """What came goes into the record (the client and the kernel have put it on the interface);
+        a family that did not come falls back as LARK_ADDRESSING_FALLBACK says."""
+        missing: list[int] = []
+        if self.dhcp:
+            if self.lease is None:
+                missing.append(4)
+            else:
+                _set_family(record, 4, self.lease.address, self.lease.router)
+                record.lease_server, record.lease_expires = self.lease.server, self.lease.expires
+                record.lease_events_seen = self.lease_events
+        if self.slaac:
+            if self.slaac_address is None:
+                missing.append(6)
+            else:
+                _set_family(record, 6, self.slaac_address, None)
+        if missing:
+            assert ctx.job is not None
+            index = require_link(ctx.job, self.ifname, "job interface")
+            _fall_back(ctx, record, index, missing, self.reserved, self.timeout)
+
+    @contextmanager
+    def _job_socket(self) -> Iterator[tuple[IPRoute, int]]:
+        from lark import netns
+
+        ipr = netns.iproute_in(self.netns)
+        try:
+            yield ipr, require_link(ipr, self.ifname, "job interface")
+        finally:
+            ipr.close()
+
+
+def _wait_operational(ipr: IPRoute, index: int, ifname: str, deadline: float, cancelled: Callable[[], bool]) -> None:
+    from pyroute2 import NetlinkError
+
+    while time.monotonic() < deadline and not cancelled():
+        try:
+            state = ipr.get_links(index)[0].get("IFLA_OPERSTATE")
+        except NetlinkError as err:  # the interface went (the job was torn down)
+            raise KernelError(f"job interface {ifname} went while its link came up: {err}") from None
+        if state in ("UP", "UNKNOWN"):
             return
         time.sleep(0.01)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lark.attach.base import (
+    AddressWait,
     AttachContext,
     Mode,
     SitePools,
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from lark.state import JobRecord
 
 
-def up(ctx: AttachContext, record: JobRecord) -> None:
+def up(ctx: AttachContext, record: JobRecord) -> AddressWait | None:
     assert record.host_ifname and record.job_ifname and ctx.job_netns_fd is not None and record.parent
     bridge = link_index(ctx.host, record.parent)
     if bridge is None:
@@ -38,7 +39,7 @@ def up(ctx: AttachContext, record: JobRecord) -> None:
         raise KernelError(f"LARK_BRIDGE {record.parent!r} is a {kind or 'plain'} interface, not a bridge")
     index = add_veth_into(ctx.host, record.host_ifname, record.job_ifname, ctx.job_netns_fd)
     set_up(ctx.host, index, record.host_ifname, master=bridge)
-    configure_site_interface(ctx, record)
+    return configure_site_interface(ctx, record)
 
 
 def down(ctx: AttachContext, record: JobRecord) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lark.attach.base import (
+    AddressWait,
     AttachContext,
     Mode,
     SitePools,
@@ -31,7 +32,7 @@ KIND_OPTIONS: dict[str, dict[str, object]] = {
 }
 
 
-def up(ctx: AttachContext, record: JobRecord) -> None:
+def up(ctx: AttachContext, record: JobRecord) -> AddressWait | None:
     assert record.job_ifname and ctx.job_netns_fd is not None and record.parent
     parent = link_index(ctx.host, record.parent)
     if parent is None:
@@ -40,7 +41,7 @@ def up(ctx: AttachContext, record: JobRecord) -> None:
     create_link(ctx.host, f"creating {record.mode} {record.job_ifname} on {record.parent}",
                 ifname=record.job_ifname, kind=record.mode, link=parent, net_ns_fd=ctx.job_netns_fd,
                 **KIND_OPTIONS[record.mode])
-    configure_site_interface(ctx, record)
+    return configure_site_interface(ctx, record)
 
 
 def down(ctx: AttachContext, record: JobRecord) -> None:

@@ -56,14 +56,14 @@ class Dnsmasq:
         self.log = workdir / "dnsmasq.log"
         self.leases = workdir / "dnsmasq.leases"
 
-    def start(self, last: str = "10.77.0.59") -> None:
+    def start(self, last: str = "10.77.0.59", extra: tuple[str, ...] = ()) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log.write_text("")
         argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
                 "--port=0", "--bind-interfaces", "--interface=srv0", "--dhcp-authoritative", "--log-dhcp",
                 f"--dhcp-range=10.77.0.50,{last},255.255.255.0,2m", f"--dhcp-leasefile={self.leases}",
                 f"--log-facility={self.log}", "--pid-file", "--enable-ra",
-                "--dhcp-range=::,constructor:srv0,ra-only"]
+                "--dhcp-range=::,constructor:srv0,ra-only", *extra]
         self.proc = subprocess.Popen(in_ns(self.site, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # a client that asks before the server listens loses its first discovers
         wait_until("dnsmasq listening", lambda: "sockets bound exclusively" in self.log.read_text(), 10)
@@ -429,17 +429,26 @@ KILL_AT_STEP = (
 )
 
 
-def test_a_set_up_killed_after_the_lease_leaves_no_client_after_the_sweep(site: Site) -> None:
-    """The client outlives the process that started it (it is detached): the sweep must stop it."""
+@pytest.mark.parametrize("step", ["attached", "waiting", "addressed"])
+def test_a_set_up_killed_around_its_wait_leaves_nothing_after_the_sweep(site: Site, step: str) -> None:
+    """Killed with its link up and no client yet (attached), with its client asking (waiting), or
+    with its lease in hand and no rules yet (addressed). The client outlives the process that
+    started it (it is detached): the sweep must stop it, from the record and the client's pidfile."""
     site.dnsmasq.start()
     engine = site.make_engine(LARK_BRIDGE_ADDRESSING="dhcp")
     argv = lark_cli(site, LARK_BRIDGE_ADDRESSING="dhcp")
-    killed = subprocess.run([sys.executable, "-c", KILL_AT_STEP, "attached", *argv[1:], "up", "k-dhcp"],
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_STEP, step, *argv[1:], "up", f"k-{step}"],
                             capture_output=True, text=True, timeout=60)
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
     [record] = engine.records()
-    assert record.status == "setting-up" and record.addressing == "static"  # saved before the lease
-    assert len(udhcpc_pids(site.state_dir)) == 1  # the client lives on, holding the lease
+    assert record.status == "setting-up"
+    if step == "attached":  # the record of the first save, before the client: nothing says DHCP yet
+        assert record.addressing == "static" and udhcpc_pids(site.state_dir) == []
+    else:  # saved again before the wait: what a teardown needs to find the client and the lease
+        assert record.addressing == "dhcp" and record.dhcp_client_id is not None
+        assert len(udhcpc_pids(site.state_dir)) == 1  # the client lives on (holding the lease once it came)
+    if step == "addressed":
+        assert [line[2] for line in site.dnsmasq.lease_lines()] != []
     report = engine.sweep()
     assert report.removed_jobs == [record.token]
     assert site.lark_objects(engine) == []
