@@ -8,16 +8,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lark.attach import macvlan
-from lark.attach.base import AttachContext, Mode, SitePools, allocate_site_addresses
+from lark.attach.base import AddressWait, AttachContext, Mode, SitePools, allocate_site_addresses
 from lark.errors import KernelError, UnsupportedFeature
 
 if TYPE_CHECKING:
     from lark.state import JobRecord
 
 
-def up(ctx: AttachContext, record: JobRecord) -> None:
+def up(ctx: AttachContext, record: JobRecord) -> AddressWait | None:
     try:
-        macvlan.up(ctx, record)
+        return macvlan.up(ctx, record)
     except KernelError as err:
         if "Operation not supported" in str(err) or "Unknown device type" in str(err):
             raise UnsupportedFeature("this kernel has no ipvlan driver (CONFIG_IPVLAN); use macvlan") from None

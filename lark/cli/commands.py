@@ -186,7 +186,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     for label, items in (("jobs", report.removed_jobs), ("interfaces", report.removed_links),
                          ("namespaces", report.removed_netns), ("firewall", report.removed_firewall),
-                         ("allocations", report.released)):
+                         ("allocations", report.released), ("DHCP clients", report.stopped_clients)):
         if items:
             print(f"removed {label}: {', '.join(items)}")
     if report.empty():

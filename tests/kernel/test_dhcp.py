@@ -37,6 +37,7 @@ from lark.state import JobRecord
 from tests.kernel import jobtools
 from tests.kernel.brokerkit import BrokerLab
 from tests.support import in_ns, links_left, wait_until, wire_count
+from tests.support.dnsmasq import Dnsmasq
 
 pytestmark = pytest.mark.kernel
 SERVER4, SERVER6 = "10.77.0.1", "fd77::1"
@@ -44,45 +45,6 @@ SERVER4, SERVER6 = "10.77.0.1", "fd77::1"
 
 def ip(ns: str, *args: str) -> None:
     subprocess.run(["ip", "-n", os.path.basename(ns), *args], check=True)
-
-
-class Dnsmasq:
-    """dnsmasq in the site namespace, started and stopped here by its pid; its log and lease file
-    are the test's independent view of what the clients did."""
-
-    def __init__(self, site: str, workdir: Path) -> None:
-        self.site, self.dir = site, workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = workdir / "dnsmasq.log"
-        self.leases = workdir / "dnsmasq.leases"
-
-    def start(self, last: str = "10.77.0.59", extra: tuple[str, ...] = ()) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.log.write_text("")
-        argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-                "--port=0", "--bind-interfaces", "--interface=srv0", "--dhcp-authoritative", "--log-dhcp",
-                f"--dhcp-range=10.77.0.50,{last},255.255.255.0,2m", f"--dhcp-leasefile={self.leases}",
-                f"--log-facility={self.log}", "--pid-file", "--enable-ra",
-                "--dhcp-range=::,constructor:srv0,ra-only", *extra]
-        self.proc = subprocess.Popen(in_ns(self.site, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # a client that asks before the server listens loses its first discovers
-        wait_until("dnsmasq listening", lambda: "sockets bound exclusively" in self.log.read_text(), 10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-    def lease_lines(self) -> list[list[str]]:
-        """<expiry> <mac> <address> <hostname> <client id> per lease."""
-        try:
-            return [line.split() for line in self.leases.read_text().splitlines() if line.strip()]
-        except FileNotFoundError:
-            return []
-
-    def said(self, fragment: str) -> bool:
-        return fragment in self.log.read_text()
 
 
 @dataclass
@@ -154,7 +116,7 @@ def site(make_ns, sandbox_ns: str, run_prefix: str, tmp_path: Path) -> Iterator[
         engines.append(engine)
         return engine
 
-    server = Dnsmasq(site_ns, tmp_path / "dnsmasq")
+    server = Dnsmasq(site_ns, tmp_path / "dnsmasq", "srv0", "10.77.0.50", "10.77.0.59")
     lab = Site(host, site_ns, run_prefix, state_dir, server, make_engine)
     try:
         yield lab

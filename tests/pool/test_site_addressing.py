@@ -11,12 +11,12 @@ import ipaddress
 import json
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.pool.larkpool import LarkPool
-from tests.support import in_ns, same_bytes, wait_until
+from tests.support import same_bytes, wait_until
+from tests.support.dnsmasq import Dnsmasq
 
 pytestmark = pytest.mark.pool
 
@@ -32,42 +32,16 @@ profiles:
 """
 
 
-class SiteServer:
-    """dnsmasq on the pool's site bridge, started and ended here by its pid; its log and lease
-    file are the test's own view of what the job's client did."""
-
-    def __init__(self, netns: str, workdir: Path) -> None:
-        self.netns = netns
-        self.log = workdir / "dnsmasq.log"
-        self.leases = workdir / "dnsmasq.leases"
-        self.log.write_text("")
-        argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-                "--port=0", "--bind-interfaces", "--interface=br-lark", "--dhcp-authoritative", "--log-dhcp",
-                f"--dhcp-range={LEASED[0]},{LEASED[1]},255.255.255.0,2m", f"--dhcp-leasefile={self.leases}",
-                f"--log-facility={self.log}", "--pid-file", "--enable-ra",
-                "--dhcp-range=::,constructor:br-lark,ra-only"]
-        self.proc = subprocess.Popen(in_ns(netns, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until("dnsmasq listening on the site bridge", lambda: "sockets bound exclusively" in self.log.read_text(),
-                   10)
-
-    def said(self, fragment: str) -> bool:
-        return fragment in self.log.read_text()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
 @pytest.fixture(scope="module")
-def site_lan(lark_pool: LarkPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteServer]:
+def site_lan(lark_pool: LarkPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dnsmasq]:
     pool = lark_pool.pool
     netns = pool.netns_path
     subprocess.run(["ip", "-n", pool.netns_name, "addr", "add", SITE_V6, "dev", "br-lark", "nodad"], check=True)
     pool.write("/etc/condor/profiles.d/sitenet.yaml", PROFILE, owner="root")
     pool.add_config("76-lark-sitenet-test.conf", "STARTD_CRON_LARKPROFILES_PERIOD = 2s\n")
     pool.reconfig()
-    server = SiteServer(netns, tmp_path_factory.mktemp("sitenet"))
+    server = Dnsmasq(netns, tmp_path_factory.mktemp("sitenet"), "br-lark", *LEASED)
+    server.start()
     try:
         def advertised() -> bool:
             slots = pool.status('MyType == "Machine"', ["LarkProfiles"])
@@ -76,7 +50,7 @@ def site_lan(lark_pool: LarkPool, tmp_path_factory: pytest.TempPathFactory) -> I
         wait_until("the slots to advertise the sitenet profile", advertised, 30, 0.5)
         yield server
     finally:
-        server.close()
+        server.stop()
         pool.remove_config("76-lark-sitenet-test.conf")
         (pool.root / "etc/condor/profiles.d/sitenet.yaml").unlink(missing_ok=True)
         pool.reconfig()
@@ -84,7 +58,7 @@ def site_lan(lark_pool: LarkPool, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def test_bridge_job_leased_by_the_site_keeps_its_lease_and_is_accounted(lark_pool: LarkPool,
-                                                                         site_lan: SiteServer) -> None:
+                                                                         site_lan: Dnsmasq) -> None:
     sink = lark_pool.pool_sink("198.51.100.1")
     # sends 200 kB on the site LAN, then runs past the client's renewal (T1: half the 2-minute lease)
     cluster = lark_pool.submit_job(f"198.51.100.1 {sink.port} 200000 75", extra='+LarkNetworkProfile = "sitenet"')

@@ -5,6 +5,7 @@
 * :func:`iperf3_json`, :func:`received_mbit` - one reader of iperf3's ``-J`` report.
 * :func:`in_ns`, :func:`wait_listening` - commands in a test's namespace, waiting for a listener.
 * :func:`links_left` - a job's host links after the kernel's asynchronous cleanup.
+* :class:`tests.support.dnsmasq.Dnsmasq` - a real DHCP server and router advertiser on a test segment.
 """
 
 from tests.support.iperf3 import iperf3_json, received_mbit
