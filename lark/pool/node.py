@@ -58,18 +58,8 @@ from lark.pool.util import (
 )
 from lark.pool.util import run_host as _host
 
-BASE_CONFIG = """\
-# Lark test pool base configuration (tests/pool/harness.py). Tests add files after this one.
-CONDOR_HOST = 127.0.0.1
-NETWORK_INTERFACE = 127.0.0.1
-BIND_ALL_INTERFACES = False
-ENABLE_IPV6 = False
-UID_DOMAIN = lark.test
-FILESYSTEM_DOMAIN = lark.test
-TRUST_UID_DOMAIN = True
-# MANDATORY: else the root master rewrites host sysctls (pid_max, port range, ...) through /proc/sys
-ENABLE_KERNEL_TUNING = False
-NUM_CPUS = 2
+#: a small pool's daemons act in seconds, not minutes (both the test pool and `lark pool` use it)
+QUICK_DAEMONS = """\
 JOB_START_DELAY = 0
 RUNBENCHMARKS = 0
 NEGOTIATOR_INTERVAL = 2
@@ -87,6 +77,21 @@ KILLING_TIMEOUT = 5
 # housekeeping pass, also when ClassAdLifetime of generic ads is enforced
 COLLECTOR.CLASSAD_LIFETIME = 20
 SCHEDD_ENABLE_PER_USER_MATCH_LIMITS = False
+"""
+
+BASE_CONFIG = """\
+# Lark test pool base configuration (tests/pool/harness.py). Tests add files after this one.
+CONDOR_HOST = 127.0.0.1
+NETWORK_INTERFACE = 127.0.0.1
+BIND_ALL_INTERFACES = False
+ENABLE_IPV6 = False
+UID_DOMAIN = lark.test
+FILESYSTEM_DOMAIN = lark.test
+TRUST_UID_DOMAIN = True
+# MANDATORY: else the root master rewrites host sysctls (pid_max, port range, ...) through /proc/sys
+ENABLE_KERNEL_TUNING = False
+NUM_CPUS = 2
+""" + QUICK_DAEMONS + """\
 # the perfSONAR spider advertises generic ads with an IDTOKEN for this identity (Pool.token_dir)
 COLLECTOR.ALLOW_DAEMON = $(ALLOW_DAEMON) lark@lark.test
 """

@@ -21,6 +21,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lark.pool.node import QUICK_DAEMONS
 from lark.pool.util import PoolError
 
 #: site link capacities in Mbit/s, site1 first; more sites repeat the cycle. The last is the thin site.
@@ -157,21 +158,7 @@ FILESYSTEM_DOMAIN = {hostname}
 TRUST_UID_DOMAIN = True
 # MANDATORY: else the root master rewrites host sysctls (pid_max, port range, ...) through /proc/sys
 ENABLE_KERNEL_TUNING = False
-JOB_START_DELAY = 0
-RUNBENCHMARKS = 0
-NEGOTIATOR_INTERVAL = 2
-NEGOTIATOR_MIN_INTERVAL = 1
-NEGOTIATOR_CYCLE_DELAY = 1
-NEGOTIATOR_UPDATE_INTERVAL = 5
-SCHEDD_INTERVAL = 2
-SCHEDD_MIN_INTERVAL = 1
-STARTER_UPDATE_INTERVAL = 2
-SHADOW_QUEUE_UPDATE_INTERVAL = 2
-UPDATE_INTERVAL = 2
-MASTER_UPDATE_INTERVAL = 5
-KILLING_TIMEOUT = 5
-COLLECTOR.CLASSAD_LIFETIME = 20
-SCHEDD_ENABLE_PER_USER_MATCH_LIMITS = False
+""" + QUICK_DAEMONS + """\
 # the perfSONAR spider advertises generic ads with an IDTOKEN for this identity
 COLLECTOR.ALLOW_DAEMON = $(ALLOW_DAEMON) lark@{domain}
 CONDOR_Q_ONLY_MY_JOBS = False
