@@ -40,14 +40,23 @@ def site_lan(lark_pool: LarkPool, tmp_path_factory: pytest.TempPathFactory) -> I
     pool.write("/etc/condor/profiles.d/sitenet.yaml", PROFILE, owner="root")
     pool.add_config("76-lark-sitenet-test.conf", "STARTD_CRON_LARKPROFILES_PERIOD = 2s\n")
     pool.reconfig()
+    # a startd cron's new period takes effect at its next run, which an earlier module's reconfig may
+    # have put 300 s away: the restarted startd runs its crons at once, with the profile in place
+    pool.restart_daemon("startd")
     server = Dnsmasq(netns, tmp_path_factory.mktemp("sitenet"), "br-lark", *LEASED)
     server.start()
     try:
+        seen: list[object] = []
+
         def advertised() -> bool:
             slots = pool.status('MyType == "Machine"', ["LarkProfiles"])
-            return bool(slots) and all("sitenet" in str(s.get("LarkProfiles")) for s in slots)
+            seen[:] = [s.get("LarkProfiles") for s in slots]
+            return bool(slots) and all("sitenet" in str(p) for p in seen)
 
-        wait_until("the slots to advertise the sitenet profile", advertised, 30, 0.5)
+        try:
+            wait_until("the slots to advertise the sitenet profile", advertised, 60, 0.5)
+        except TimeoutError as err:
+            raise AssertionError(f"{err}; the slots advertise LarkProfiles = {seen}") from None
         yield server
     finally:
         server.stop()
