@@ -15,6 +15,7 @@ that ``finally`` runs, and a second Ctrl-C during cleanup is ignored.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import random
@@ -396,4 +397,65 @@ def floor_table_batch(table: str) -> list[dict[str, Any]]:
         {"add": {"rule": {**t, "chain": "fwd", "expr": [vmap[1]]}}},
         {"add": {"rule": {**t, "chain": "post", "expr": masq("ip", "nat4")}}},
         {"add": {"rule": {**t, "chain": "post", "expr": masq("ip6", "nat6")}}},
+    ]
+
+
+FloorJob = tuple[str, str, str, str, str]  # namespace name, host veth, chain, job IPv4, job IPv6
+
+
+def floor_job_links(ipr: Any, path: str, i: int, vh: str, v6_base: str) -> tuple[str, str]:
+    """One NAT job's interfaces the cheapest way (the baseline of engine_setup and baselines): the veth
+    peer made directly in the job's namespace at ``path``, v4 + v6 (nodad) addresses on both ends, links
+    and lo up, v4 + v6 default routes. Returns the job's IPv4 and IPv6 addresses."""
+    net4 = ipaddress.ip_network((int(ipaddress.ip_address("10.251.0.0")) + 4 * (i % 16000), 30))
+    h4, j4 = str(net4.network_address + 1), str(net4.network_address + 2)
+    h6, j6 = f"{v6_base}:{i:x}::1", f"{v6_base}:{i:x}::2"
+    job = netns.iproute_in(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            ipr.link("add", ifname=vh, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
+        finally:
+            os.close(fd)
+        hidx = ipr.link_lookup(ifname=vh)[0]
+        ipr.addr("add", index=hidx, address=h4, prefixlen=30)
+        ipr.addr("add", index=hidx, address=h6, prefixlen=64, flags=0x02)  # IFA_F_NODAD
+        ipr.link("set", index=hidx, state="up")
+        jidx = job.link_lookup(ifname="eth0")[0]
+        job.addr("add", index=jidx, address=j4, prefixlen=30)
+        job.addr("add", index=jidx, address=j6, prefixlen=64, flags=0x02)
+        job.link("set", index=jidx, state="up")
+        job.link("set", index=job.link_lookup(ifname="lo")[0], state="up")
+        job.route("add", dst="default", gateway=h4, oif=jidx, family=2)
+        job.route("add", dst="default", gateway=h6, oif=jidx, family=10)
+    finally:
+        job.close()
+    return j4, j6
+
+
+def floor_job_batch(table: str, job: FloorJob) -> list[dict[str, Any]]:
+    """One job's rules in ONE batch: its chain with 2 counters, its verdict-map element, its NAT elements."""
+    _, vh, chain, j4, j6 = job
+    t = {"family": "inet", "table": table}
+    return [
+        {"add": {"chain": {**t, "name": chain}}},
+        {"add": {"rule": {**t, "chain": chain, "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": vh}}, {"counter": None}]}}},
+        {"add": {"rule": {**t, "chain": chain, "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": vh}}, {"counter": None}]}}},
+        {"add": {"element": {**t, "name": "jobs", "elem": [[vh, {"jump": {"target": chain}}]]}}},
+        {"add": {"element": {**t, "name": "nat4", "elem": [j4]}}},
+        {"add": {"element": {**t, "name": "nat6", "elem": [j6]}}},
+    ]
+
+
+def floor_job_removal_batch(table: str, job: FloorJob) -> list[dict[str, Any]]:
+    _, vh, chain, j4, j6 = job
+    t = {"family": "inet", "table": table}
+    return [
+        {"delete": {"element": {**t, "name": "jobs", "elem": [vh]}}},
+        {"delete": {"element": {**t, "name": "nat4", "elem": [j4]}}},
+        {"delete": {"element": {**t, "name": "nat6", "elem": [j6]}}},
+        {"flush": {"chain": {**t, "name": chain}}},
+        {"delete": {"chain": {**t, "name": chain}}},
     ]

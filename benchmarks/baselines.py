@@ -20,8 +20,6 @@ namespace. No process is started and no traffic is sent. All is removed in ``fin
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import os
 import time
 from typing import Any
 
@@ -51,60 +49,21 @@ class Floors:
         # one libnftables context for the host namespace, kept open across calls
         libnft.with_session(self.host, lambda s: s.apply(batch), persistent=True)
 
-    def up(self) -> tuple[str, str, str, str, str]:
+    def up(self) -> sb.FloorJob:
         self.n += 1
         i = self.n
         name, vh, chain = f"{sb.SB}-j{i}", f"{sb.SB}f{i:05d}", f"j{i}"
-        net4 = ipaddress.ip_network((int(ipaddress.ip_address("10.251.0.0")) + 4 * (i % 16000), 30))
-        h4, j4 = str(net4.network_address + 1), str(net4.network_address + 2)
-        h6, j6 = f"fd6c:6172:6b02:{i:x}::1", f"fd6c:6172:6b02:{i:x}::2"
         path = str(netns.create_named(name))
         self.live.add(name)
-        job = netns.iproute_in(path)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                self.ipr.link("add", ifname=vh, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
-            finally:
-                os.close(fd)
-            hidx = self.ipr.link_lookup(ifname=vh)[0]
-            self.ipr.addr("add", index=hidx, address=h4, prefixlen=30)
-            self.ipr.addr("add", index=hidx, address=h6, prefixlen=64, flags=0x02)  # IFA_F_NODAD
-            self.ipr.link("set", index=hidx, state="up")
-            jidx = job.link_lookup(ifname="eth0")[0]
-            job.addr("add", index=jidx, address=j4, prefixlen=30)
-            job.addr("add", index=jidx, address=j6, prefixlen=64, flags=0x02)
-            job.link("set", index=jidx, state="up")
-            job.link("set", index=job.link_lookup(ifname="lo")[0], state="up")
-            job.route("add", dst="default", gateway=h4, oif=jidx, family=2)
-            job.route("add", dst="default", gateway=h6, oif=jidx, family=10)
-        finally:
-            job.close()
-        t = {"family": "inet", "table": TABLE}
-        self.apply([
-            {"add": {"chain": {**t, "name": chain}}},
-            {"add": {"rule": {**t, "chain": chain, "expr": [
-                {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": vh}}, {"counter": None}]}}},
-            {"add": {"rule": {**t, "chain": chain, "expr": [
-                {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": vh}}, {"counter": None}]}}},
-            {"add": {"element": {**t, "name": "jobs", "elem": [[vh, {"jump": {"target": chain}}]]}}},
-            {"add": {"element": {**t, "name": "nat4", "elem": [j4]}}},
-            {"add": {"element": {**t, "name": "nat6", "elem": [j6]}}},
-        ])
-        return name, vh, chain, j4, j6
+        j4, j6 = sb.floor_job_links(self.ipr, path, i, vh, "fd6c:6172:6b02")
+        job = (name, vh, chain, j4, j6)
+        self.apply(sb.floor_job_batch(TABLE, job))
+        return job
 
-    def down_async(self, job: tuple[str, str, str, str, str]) -> None:
-        name, vh, chain, j4, j6 = job
-        t = {"family": "inet", "table": TABLE}
-        self.apply([
-            {"delete": {"element": {**t, "name": "jobs", "elem": [vh]}}},
-            {"delete": {"element": {**t, "name": "nat4", "elem": [j4]}}},
-            {"delete": {"element": {**t, "name": "nat6", "elem": [j6]}}},
-            {"flush": {"chain": {**t, "name": chain}}},
-            {"delete": {"chain": {**t, "name": chain}}},
-        ])
-        netns.delete_named(name)
-        self.live.discard(name)
+    def down_async(self, job: sb.FloorJob) -> None:
+        self.apply(sb.floor_job_removal_batch(TABLE, job))
+        netns.delete_named(job[0])
+        self.live.discard(job[0])
 
     def wait_gone(self, ifname: str, timeout: float = 5.0) -> float:
         """Seconds until the kernel has removed ``ifname`` (asynchronous namespace cleanup)."""

@@ -28,8 +28,6 @@ negative.
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import os
 import tempfile
 import time
 from collections import defaultdict
@@ -67,66 +65,29 @@ class Baseline:
         self.live.clear()
         self.ipr.close()
 
-    def up(self, times: dict[str, float] | None = None) -> tuple[str, str, str, str, str]:
+    def up(self, times: dict[str, float] | None = None) -> sb.FloorJob:
         self.n += 1
         i = self.n
         name, vh, chain = f"{sb.SB}-b{i}", f"{sb.SB}b{i:05d}", f"b{i}"
-        net4 = ipaddress.ip_network((int(ipaddress.ip_address("10.251.0.0")) + 4 * (i % 16000), 30))
-        h4, j4 = str(net4.network_address + 1), str(net4.network_address + 2)
-        h6, j6 = f"fd6c:6172:6b01:{i:x}::1", f"fd6c:6172:6b01:{i:x}::2"
         t0 = time.perf_counter()
         path = str(netns.create_named(name))
         self.live.add(name)
-        job = netns.iproute_in(path)
         t1 = time.perf_counter()
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            self.ipr.link("add", ifname=vh, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
-        finally:
-            os.close(fd)
-        hidx = self.ipr.link_lookup(ifname=vh)[0]
-        self.ipr.addr("add", index=hidx, address=h4, prefixlen=30)
-        self.ipr.addr("add", index=hidx, address=h6, prefixlen=64, flags=0x02)
-        self.ipr.link("set", index=hidx, state="up")
-        jidx = job.link_lookup(ifname="eth0")[0]
-        job.addr("add", index=jidx, address=j4, prefixlen=30)
-        job.addr("add", index=jidx, address=j6, prefixlen=64, flags=0x02)
-        job.link("set", index=jidx, state="up")
-        job.link("set", index=job.link_lookup(ifname="lo")[0], state="up")
-        job.route("add", dst="default", gateway=h4, oif=jidx, family=2)
-        job.route("add", dst="default", gateway=h6, oif=jidx, family=10)
-        job.close()
+        j4, j6 = sb.floor_job_links(self.ipr, path, i, vh, "fd6c:6172:6b01")
         t2 = time.perf_counter()
-        t = {"family": "inet", "table": BASE_TABLE}
-        libnft.run_batch([
-            {"add": {"chain": {**t, "name": chain}}},
-            {"add": {"rule": {**t, "chain": chain, "expr": [
-                {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": vh}}, {"counter": None}]}}},
-            {"add": {"rule": {**t, "chain": chain, "expr": [
-                {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": vh}}, {"counter": None}]}}},
-            {"add": {"element": {**t, "name": "jobs", "elem": [[vh, {"jump": {"target": chain}}]]}}},
-            {"add": {"element": {**t, "name": "nat4", "elem": [j4]}}},
-            {"add": {"element": {**t, "name": "nat6", "elem": [j6]}}},
-        ], self.host)
+        job = (name, vh, chain, j4, j6)
+        libnft.run_batch(sb.floor_job_batch(BASE_TABLE, job), self.host)
         t3 = time.perf_counter()
         if times is not None:
             times["netns"] += t1 - t0
             times["links"] += t2 - t1
             times["firewall"] += t3 - t2
-        return name, vh, chain, j4, j6
+        return job
 
-    def down(self, job: tuple[str, str, str, str, str]) -> None:
-        name, vh, chain, j4, j6 = job
-        t = {"family": "inet", "table": BASE_TABLE}
-        libnft.run_batch([
-            {"delete": {"element": {**t, "name": "jobs", "elem": [vh]}}},
-            {"delete": {"element": {**t, "name": "nat4", "elem": [j4]}}},
-            {"delete": {"element": {**t, "name": "nat6", "elem": [j6]}}},
-            {"flush": {"chain": {**t, "name": chain}}},
-            {"delete": {"chain": {**t, "name": chain}}},
-        ], self.host)
-        netns.delete_named(name)
-        self.live.discard(name)
+    def down(self, job: sb.FloorJob) -> None:
+        libnft.run_batch(sb.floor_job_removal_batch(BASE_TABLE, job), self.host)
+        netns.delete_named(job[0])
+        self.live.discard(job[0])
 
 
 # ---------------------------------------------------------------- helpers
