@@ -456,11 +456,13 @@ class Engine(Reconciler):
         # removed). Deleting it would cost 6-17 ms per job end (an nf_tables delete waits for the
         # kernel's deferred cleanup); a later job in the same namespace replaces it (add_job).
         spec = firewall_job_from_dict(record.firewall_spec) if record.firewall_spec else None
-        # A job's DHCP client, if it has one (found by its pidfile: a record saved before the client
-        # started does not say so); its RELEASE goes out while the link still exists.
-        from lark.addressing.dhcp import stop_client
+        # A job's DHCP client (found by its pidfile); its RELEASE goes out while the link still exists.
+        # Only a record addressed by the network can have one: it is saved with its addressing before
+        # the client starts, and a client whose set-up died earlier has no record and is the sweep's.
+        if record.addressing != "static":
+            from lark.addressing.dhcp import stop_client
 
-        stop_client(self.config.state_dir, record.token)
+            stop_client(self.config.state_dir, record.token)
         if spec is not None and (needs_host_part(spec) or not record.firewall_job_side):
             try:
                 self._host_backend_for(record).remove_job(spec)

@@ -34,6 +34,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lark.errors import LarkError
+
 if TYPE_CHECKING:
     from lark.state import JobRecord
 
@@ -141,11 +143,11 @@ def allocate_classes(members: Iterable[ShareMember], user: str) -> tuple[int, in
         taken = {m.user_class for m in members}
         user_class = next((c for c in USER_MINORS if c not in taken), None)
         if user_class is None:
-            raise ValueError(f"more than {len(USER_MINORS)} users hold shares on this node")
+            raise LarkError(f"more than {len(USER_MINORS)} users hold shares on this node")
     taken_jobs = {m.job_class for m in members}
     job_class = next((c for c in JOB_MINORS if c not in taken_jobs), None)
     if job_class is None:
-        raise ValueError(f"more than {len(JOB_MINORS)} jobs hold shares on this node")
+        raise LarkError(f"more than {len(JOB_MINORS)} jobs hold shares on this node")
     return user_class, job_class
 
 

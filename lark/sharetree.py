@@ -131,7 +131,8 @@ class ShareTree:
             self._remove_all(host)
             state, previous = None, None
         before = members_of(previous) if previous is not None else None
-        self._write_state()
+        if state != self._state():  # read above: written only when it says something new
+            self._write_state()
         if self.settings.downlink_mbit:  # every veth job's downloads to the IFB: new jobs, or all of a new tree
             known = {r.token for r in previous or ()} if state is not None else set()
             for record in records:
@@ -167,11 +168,9 @@ class ShareTree:
         return {"uplink": self.settings.uplink, "ifb": ifb_name(self.prefix) if self.settings.downlink_mbit else None}
 
     def _write_state(self) -> None:
-        state = self._state()
-        if self._read_state() != state:
-            tmp = self.state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state))
-            os.replace(tmp, self.state_file)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._state()))
+        os.replace(tmp, self.state_file)
 
     def _read_state(self) -> dict[str, Any] | None:
         try:

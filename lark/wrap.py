@@ -6,8 +6,12 @@
 case "$0" in */*) here=${0%/*} ;; *) here=. ;; esac
 if [ -x "$here/python3" ]; then exec "$here/python3" -I -S "$0" "$@"; fi
 echo "lark-wrap: no python3 next to $0 (not in Lark's environment's bin/?); trying /usr/bin/python3" >&2
-exec /usr/bin/python3 -I -S "$0" "$@"
-exit 127
+if /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 7))' 2>/dev/null; then
+  exec /usr/bin/python3 -I -S "$0" "$@"
+fi
+# no network without the wrapper: exit as when the broker is unreachable, so the job is held
+echo "lark-wrap: no usable python3 (3.7 or later) to run in; the job did not run" >&2
+exit 117
 
 ``lark-wrap``: HTCondor's USER_JOB_WRAPPER. Asks the broker for the job's network, runs the job.
 

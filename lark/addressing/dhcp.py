@@ -146,10 +146,13 @@ def start_client(state_dir: Path, token: str, netns_path: str, ifname: str, clie
     if last is not None:
         argv += ["-r", last]
     _pidfile(state_dir, token).unlink(missing_ok=True)
-    with open(directory / f"{token}.log", "ab") as log:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                              env={"PATH": _PATH, "LARK_DHCP_EVENTS": str(events_path(state_dir, token))},
-                              close_fds=True, check=False)
+    try:
+        with open(directory / f"{token}.log", "ab") as log:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                  env={"PATH": _PATH, "LARK_DHCP_EVENTS": str(events_path(state_dir, token))},
+                                  close_fds=True, check=False)
+    except OSError as err:  # setsid or nsenter missing (util-linux), or the log not writable
+        raise KernelError(f"cannot start the DHCP client of job {token}: {err}") from None
     if done.returncode != 0:
         raise KernelError(f"cannot start the DHCP client of job {token} (setsid exited {done.returncode})")
 

@@ -179,7 +179,9 @@ class Broker:
                                    "a job one network at a time, and no process of the job may ask for another")
             for record in mine:
                 self.holder_exited(record.token)  # an earlier wrapper that ended: account for it first
-            return self._setup(peer, starter, dict(self._finished(*key).get("totals") or {}))
+            # the earlier wrappers' totals: re-read only when one of them was just accounted for
+            totals = self._finished(*key) if mine else done
+            return self._setup(peer, starter, dict(totals.get("totals") or {}))
         finally:
             with self._state_lock:
                 self._starting.discard(key)

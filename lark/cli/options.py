@@ -24,6 +24,8 @@ def overrides(args: argparse.Namespace) -> dict[str, str]:
         knob, sep, value = item.partition("=")
         if not sep:
             raise LarkError(f"-D expects KNOB=VALUE, got {item!r}")
+        if not knob.strip().upper().startswith("LARK_"):
+            raise LarkError(f"-D sets a LARK_* knob, got {item!r}")
         out[knob.strip()] = value.strip()
     return out
 

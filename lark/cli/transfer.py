@@ -51,7 +51,9 @@ def find_token(explicit: Path | None) -> str:
     for path in candidates:
         try:
             text = path.read_text().strip()
-        except OSError:
+        except OSError as err:
+            if explicit is not None:  # the user named it: say why it cannot be used
+                raise LarkError(f"cannot read the token file {path}: {err.strerror}") from None
             continue
         if text:
             return text.split()[0]

@@ -11,6 +11,7 @@ token cannot even learn which ids exist.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import uuid
@@ -51,10 +52,13 @@ STATE_CONSTRAINTS: dict[str, str] = {
 
 def parse_id(text: str) -> tuple[int, int]:
     """``"42"`` or ``"42.0"`` -> (42, 0); anything else is a 404 naming the field ``id``."""
-    cluster, _, proc = text.partition(".")
-    if not cluster.isdigit() or (proc and not proc.isdigit()) or len(text) > 24:
+    match = _TRANSFER_ID.fullmatch(text)  # ASCII digits only: str.isdigit() also takes "²"
+    if match is None:
         raise TransferRequestError("id", f"{text!r} is not a transfer id (CLUSTER.PROC, e.g. 42.0)", status=404)
-    return int(cluster), int(proc or 0)
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+_TRANSFER_ID = re.compile(r"([0-9]{1,18})(?:\.([0-9]{1,6}))?")
 
 
 def user_groups(user: str) -> tuple[str, ...]:

@@ -29,8 +29,13 @@ def test_token_from_the_named_file_then_tokens_d_then_bearer_token_file(tmp_path
     named = tmp_path / "named"
     named.write_text("named\n")
     assert find_token(named) == "named"
-    with pytest.raises(LarkError, match="no token"):
+    # a file the user named but that cannot be read is said so, not hidden behind "no token"
+    with pytest.raises(LarkError, match="cannot read the token file .*missing: No such file"):
         find_token(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(LarkError, match="no token"):
+        find_token(empty)
 
 
 def test_verbs_parse() -> None:

@@ -72,6 +72,9 @@ def test_usage_and_configuration_errors_exit_2(tmp_path: Path, capsys) -> None:
     assert exc.value.code == 2
     assert main(["config", "-D", "LARK_FIREWALL"]) == 2  # not KNOB=VALUE
     assert "-D expects KNOB=VALUE" in capsys.readouterr().err
+    for item in ("FOO=x", "=x"):  # not a Lark knob: said, not silently ignored
+        assert main(["config", "-D", item]) == 2
+        assert "-D sets a LARK_* knob" in capsys.readouterr().err
     bad = tmp_path / "bad.conf"
     bad.write_text("LARK_FIREWALL = pf\n")
     assert main(["config", "--config", str(bad)]) == 2

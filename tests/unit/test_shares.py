@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from lark.config import load_config
-from lark.errors import ConfigError
+from lark.errors import ConfigError, LarkError
 from lark.metrics import NodeMetrics
 from lark.node_summary import share_attributes
 from lark.shares import (
@@ -85,6 +85,16 @@ def test_classes_are_allocated_per_user_and_reused_and_never_collide() -> None:
     assert classid(0x1002) == 0x11002 and classid_text(0x1002) == "1:1002"
     with pytest.raises(ValueError, match="direction"):
         plan_tree(100, ShareSettings("eth0", 100), existing, "sideways")
+
+
+def test_running_out_of_classes_is_a_reason_the_job_is_held_with() -> None:
+    """A LarkError (the broker records it in the job's ad and the job is held), not an internal error."""
+    users = [member(f"t{i}", f"user{i}", c, JOB_MINORS[i]) for i, c in enumerate(USER_MINORS)]
+    with pytest.raises(LarkError, match=f"more than {len(USER_MINORS)} users"):
+        allocate_classes(users, "one-more")
+    jobs = [member(f"j{i}", "alice", USER_MINORS[0], c) for i, c in enumerate(JOB_MINORS)]
+    with pytest.raises(LarkError, match=f"more than {len(JOB_MINORS)} jobs"):
+        allocate_classes(jobs, "alice")
 
 
 def test_share_knobs_are_validated_with_the_knob_named() -> None:
