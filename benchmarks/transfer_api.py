@@ -26,13 +26,13 @@ on a quiet one for figures to quote.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
 from benchmarks._sandbox import median, percentile, table
@@ -98,6 +98,46 @@ def concurrently(clients: int, per_client: int, one: Callable[[int, int], float]
     return results
 
 
+# One client: a process of its own (10 threads of one Python would time their own GIL contention), with
+# a keep-alive session as a portal keeps; it prints each POST's latency (ms), request sent to answer read.
+CLIENT = """
+import json, sys, time, uuid, requests
+base, token, client, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+session = requests.Session()
+session.headers["Authorization"] = "Bearer " + token
+sys.stdin.readline()  # all clients start together
+out = []
+for i in range(count):
+    body = {"verb": "get", "source": "web:bench/file", "destination": "/tmp/bench-%d-%d" % (client, i),
+            "submission_id": str(uuid.uuid4())}
+    t0 = time.perf_counter()
+    r = session.post(base + "/v1/transfers", json=body, timeout=60)
+    out.append((time.perf_counter() - t0) * 1000)
+    if r.status_code != 201:
+        sys.exit("POST answered %d: %s" % (r.status_code, r.text[:300]))
+print(json.dumps(out))
+"""
+
+
+def post_clients(netns_path: str, base: str, token: str, clients: int, per_client: int) -> list[float]:
+    """``clients`` client processes in the pool's network namespace, each POSTing ``per_client`` times."""
+    procs = [subprocess.Popen(["nsenter", f"--net={netns_path}", sys.executable, "-c", CLIENT, base, token, str(c),
+                               str(per_client)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for c in range(clients)]
+    time.sleep(1.0)  # let every client import requests before any starts
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    latencies: list[float] = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"a POST client failed (exit {proc.returncode})")
+        latencies += json.loads(out)
+    return latencies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=10)
@@ -148,16 +188,8 @@ def main() -> None:
               f"(the machine may be shared: figures are indicative)")
 
         # 1. POST under concurrency, and the bare condor_submit of the same job
-        def post(client: int, i: int) -> float:
-            body = {"verb": "get", "source": "web:bench/file", "destination": f"/tmp/bench-{client}-{i}",
-                    "submission_id": str(uuid.uuid4())}
-
-            def call() -> None:
-                r = requests.post(f"{base}/v1/transfers", json=body, timeout=60,
-                                  headers={"Authorization": f"Bearer {token}"})
-                assert r.status_code == 201, r.text
-
-            return pool.call_in_netns(lambda: timed(call))
+        def posts(clients: int, per_client: int) -> list[float]:
+            return post_clients(pool.netns_path, base, token, clients, per_client)
 
         endpoints = {e.name: e for e in parse_endpoints(ENDPOINTS, "bench")[0]}
         request = validate({"verb": "get", "source": "web:bench/file", "destination": "/tmp/bench"}, endpoints, USER)
@@ -167,7 +199,7 @@ def main() -> None:
         def bare(client: int, i: int) -> float:
             return timed(lambda: pool.run(["condor_submit", "-terse", "bench.sub"], user=USER))
 
-        post_ms = concurrently(args.clients, args.posts, post)
+        post_ms = posts(args.clients, args.posts)
         bare_ms = concurrently(args.clients, args.posts, bare)
 
         # 2. GET over N transfers in the queue

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lark import __version__
 from lark.errors import LarkError
+from lark.transfer.schedd import DEFAULT_HISTORY_DAYS, Schedd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where each user's job logs go: DIR/<user>/ (default /var/lib/lark/transfers)")
     p.add_argument("--profile-dir", type=Path, help="profiles shown by GET /v1/profiles (default: none)")
     p.add_argument("--schedd", help="schedd name (default: the local schedd)")
-    p.add_argument("--condor-bin", default="/usr/bin", help="directory of condor_submit, condor_rm, condor_ping")
+    p.add_argument("--history-days", type=float, default=DEFAULT_HISTORY_DAYS,
+                   help="how many days of the schedd's history hold the transfers listed and the submission ids "
+                        f"remembered (default {DEFAULT_HISTORY_DAYS:g}; 0: the whole history)")
     p.add_argument("--tls-cert", type=Path, help="serve https with this certificate (and --tls-key)")
     p.add_argument("--tls-key", type=Path)
     p.add_argument("--check", action="store_true", help="check the endpoints file and exit")
@@ -50,7 +53,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lark-transferd: {err.name} is missing; install the extra: pip install 'htcondor-lark[transfer]'",
               file=sys.stderr)
         return 2
-    from lark.transfer.schedd import Schedd
     from lark.transfer.service import TransferService
 
     profiles: list[dict[str, object]] = []
@@ -58,11 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lark.profiles import load_profiles
 
         profiles = [p.as_dict() for p in load_profiles(args.profile_dir, missing_ok=True).profiles]
-    service = TransferService(endpoints=endpoints, schedd=Schedd(args.schedd, args.condor_bin),
-                              log_dir=args.log_dir, profiles=profiles)
-    uvicorn.run(create_app(service), host=args.listen, port=args.port, log_level="info",
-                ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
-                ssl_keyfile=str(args.tls_key) if args.tls_key else None)
+    schedd = Schedd(args.schedd, history_days=args.history_days or None)
+    service = TransferService(endpoints=endpoints, schedd=schedd, log_dir=args.log_dir, profiles=profiles)
+    try:
+        uvicorn.run(create_app(service), host=args.listen, port=args.port, log_level="info",
+                    ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
+                    ssl_keyfile=str(args.tls_key) if args.tls_key else None)
+    finally:
+        schedd.close()  # each user's worker process ends with the service
     return 0
 
 

@@ -81,6 +81,9 @@ class TransferRequest:
         return self.local or ""
 
 
+SUBMIT_MACRO = re.compile(r"\$[A-Za-z_]*\(")
+
+
 def _text(body: Mapping[str, object], field: str, required: bool) -> str | None:
     value = body.get(field)
     if value is None or value == "":
@@ -89,6 +92,15 @@ def _text(body: Mapping[str, object], field: str, required: bool) -> str | None:
         return None
     if not isinstance(value, str):
         raise TransferRequestError(field, f"must be a string, not {type(value).__name__}")
+    if SUBMIT_MACRO.search(value):
+        # the submit language would expand it (with the service's own settings and environment, for
+        # $ENV(...)): the job would not say what was asked, and could read what is not the user's
+        raise TransferRequestError(field, f"{value!r} must not contain a submit macro such as $(Cluster) or "
+                                          "$ENV(HOME)")
+    if "\\" in value:
+        # a submit file's string keeps a backslash as it is unless a quote follows: no way to write
+        # every string, so none is taken
+        raise TransferRequestError(field, f"{value!r} must not contain a backslash")
     return value
 
 

@@ -15,7 +15,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,6 @@ from lark.transfer.endpoints import Endpoint
 from lark.transfer.jobs import (
     ATTR_LABEL,
     ATTR_LOGS,
-    ATTR_SUBMISSION,
     STATES,
     TERMINAL,
     Movers,
@@ -85,6 +85,12 @@ def tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str | None:
 
 
 @dataclass
+class _Turn:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+
+
+@dataclass
 class TransferService:
     """The service's state: the endpoints, the schedd edge, where job logs go, the movers."""
 
@@ -93,8 +99,23 @@ class TransferService:
     log_dir: Path = Path("/var/lib/lark/transfers")
     movers: Movers = Movers()
     profiles: list[dict[str, object]] = field(default_factory=list)
-    _submitting: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    _submitting: dict[tuple[str, str], _Turn] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def _one_at_a_time(self, key: tuple[str, str]) -> Iterator[None]:
+        """Hold ``key``'s lock; the lock is forgotten when nobody holds or waits for it."""
+        with self._guard:
+            entry = self._submitting.setdefault(key, _Turn())
+            entry.users += 1
+        try:
+            with entry.lock:
+                yield
+        finally:
+            with self._guard:
+                entry.users -= 1
+                if entry.users == 0:
+                    del self._submitting[key]
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _user_log_dir(self, user: str) -> Path:
@@ -115,10 +136,6 @@ class TransferService:
             os.chown(directory, pw.pw_uid, pw.pw_gid)
         return directory
 
-    def _lock_for(self, user: str, submission_id: str) -> threading.Lock:
-        with self._guard:
-            return self._submitting.setdefault((user, submission_id), threading.Lock())
-
     def _one(self, user: str, cluster: int, proc: int) -> dict[str, object]:
         ads = self.schedd.query(user, f"ClusterId == {cluster} && ProcId == {proc}", limit=1)
         if not ads:
@@ -132,30 +149,36 @@ class TransferService:
         user = self.schedd.identity(token)
         request = validate(body, self.endpoints, user, user_groups(user))
         if request.submission_id is None:
-            return self._submit(token, user, request), True
-        where = f"{ATTR_SUBMISSION} == {classad_string(request.submission_id)}"
-        with self._lock_for(user, request.submission_id):
-            # a retried POST finds the job of the first one, in the queue or in the history
+            return self._submit(token, user, request)
+        # one submission id at a time (the same user may hold two tokens, so two workers); the later
+        # ones find the first one's job
+        with self._one_at_a_time((user, request.submission_id)):
             for attempt in range(1 + SUBMIT_RETRIES):
-                known = self.schedd.query(user, where, limit=1)
-                if known:
-                    # found after a failed attempt: that commit went through after all, and is this POST's
-                    return transfer_view(known[0], time.time()), attempt > 0
                 try:
-                    return self._submit(token, user, request), True
+                    return self._submit(token, user, request)
                 except ScheddError as err:
                     # a busy schedd may abort the commit (its authentication deadline passed); with a
-                    # submission id the queue tells whether the job exists, so trying again is safe
+                    # submission id the next attempt finds the job if the commit went through after all
                     if attempt == SUBMIT_RETRIES or "Failed to commit" not in str(err):
                         raise
             raise AssertionError("unreachable")
 
-    def _submit(self, token: str, user: str, request: TransferRequest) -> dict[str, object]:
+    def _submit(self, token: str, user: str, request: TransferRequest) -> tuple[dict[str, object], bool]:
+        """Submit ``request``: (its view, True); or, when its submission id already has a job (a retried
+        POST, found in the queue or the history), (that transfer, False)."""
         logs = self._user_log_dir(user) / (request.submission_id or uuid.uuid4().hex)
-        cluster = self.schedd.submit(token, submit_description(request, str(logs), self.movers))
+        description = submit_description(request, str(logs), self.movers)
+        # the job's working directory: the user's log directory, not whatever the service's is (the
+        # bindings would take the service's, which the user may not even be able to enter)
+        description.setdefault("initialdir", str(logs.parent))
+        job = self.schedd.submit(token, description, request.submission_id)
+        if job.existed:
+            return transfer_view(self._one(user, job.cluster, job.proc), time.time()), False
         # answered from what was submitted: asking the schedd again would cost a query per POST
         now = time.time()
-        return transfer_view(queued_ad(request, cluster, user, now), now)
+        ad = queued_ad(request, job.cluster, user, now)
+        ad["ProcId"] = job.proc
+        return transfer_view(ad, now), True
 
     def list(self, token: str, state: str | None = None, label: str | None = None, owner: str | None = None,
              limit: int = 100, offset: int = 0) -> dict[str, object]:

@@ -72,3 +72,32 @@ def test_an_endpoint_the_user_may_not_use_is_forbidden() -> None:
     with pytest.raises(TransferRequestError) as info:
         validate(body, ENDPOINTS, "bob")
     assert info.value.status == 403 and "may not use endpoint 'web' (allowed: users alice)" in info.value.message
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("label", "run $(Cluster)"),
+    ("label", "$ENV(HOME)"),
+    ("destination", "/data/$(Owner)/a.dat"),
+    ("source", "ftp:$RANDOM_CHOICE(a,b)"),
+    ("label", "a $$(Memory) b"),
+])
+def test_a_submit_macro_never_reaches_the_submit_description(field: str, value: str) -> None:
+    body = {"verb": "get", "source": "ftp:run1/a.dat", "destination": "/data/a.dat", field: value}
+    with pytest.raises(TransferRequestError) as err:
+        validate(body, ENDPOINTS, "bob")
+    assert err.value.field == field and "submit macro" in err.value.message
+
+
+def test_dollar_signs_that_are_no_macro_are_data() -> None:
+    req = validate({"verb": "get", "source": "ftp:run1/a.dat", "destination": "/data/a.dat",
+                    "label": "cost $5 (est.)"}, ENDPOINTS, "bob")
+    assert req.label == "cost $5 (est.)"
+
+
+@pytest.mark.parametrize("field", ["label", "destination", "source"])
+def test_a_backslash_is_refused_because_the_submit_language_cannot_carry_it(field: str) -> None:
+    body = {"verb": "get", "source": "ftp:run1/a.dat", "destination": "/data/a.dat"}
+    body[field] = body.get(field, "") + "\\x"
+    with pytest.raises(TransferRequestError) as err:
+        validate(body, ENDPOINTS, "bob")
+    assert err.value.field == field and "backslash" in err.value.message

@@ -1,59 +1,102 @@
-"""The schedd edge without a schedd: who condor_ping says the token is, and what the tools are given."""
+"""The schedd edge without a schedd: whose identities own transfers, token lifetimes, and the worker
+process that holds a user's token (started for real; it must fail cleanly when no schedd answers)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
-import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from lark.transfer.schedd import Schedd, ScheddError, Unauthenticated, _ping_identity
+from lark.transfer import worker as worker_module
+from lark.transfer.schedd import Schedd, ScheddError, Unauthenticated, identity_user, token_expiry, trusted_for
 
-HEADER = "         Instruction Authentication Encryption Integrity Decision Identity\n"
+
+def jwt(claims: dict[str, object]) -> str:
+    def part(data: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+    return f"{part({'alg': 'ES256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJlLXBhcnQ"
 
 
-@pytest.mark.parametrize(("row", "user"), [
-    ("               WRITE       IDTOKENS        AES       AES    ALLOW larkuser@lark.test\n", "larkuser"),
-    ("               WRITE      SCITOKENS        AES       AES    ALLOW alice@example.org\n", "alice"),
-    # a refused token: every column FAIL
-    ("               WRITE           FAIL       FAIL      FAIL     FAIL FAIL  (use -verbose for more info)\n", None),
-    # authenticated but not allowed to write
-    ("               WRITE       IDTOKENS        AES       AES     DENY bob@lark.test\n", None),
+@pytest.mark.parametrize(("identity", "user"), [
+    ("larkuser@lark.test", "larkuser"),
+    ("alice@example.org", "alice"),
     # HTCondor's own identities (a client that could mint a pool token) are never a transfer's owner
-    ("               WRITE       IDTOKENS        AES       AES    ALLOW condor@password\n", None),
-    ("               WRITE       IDTOKENS        AES       AES    ALLOW unauthenticated@unmapped\n", None),
+    ("condor@password", None),
+    ("condor@family", None),
+    ("unauthenticated@unmapped", None),
+    ("anonymous@ssl", None),
+    ("", None),
+    ("nodomain", None),
 ])
-def test_identity_is_read_from_condor_pings_table(row: str, user: str | None) -> None:
-    assert _ping_identity(HEADER + row) == user
+def test_only_users_own_transfers(identity: str, user: str | None) -> None:
+    assert identity_user(identity) == user
 
 
-def test_no_table_no_identity() -> None:
-    assert _ping_identity("") is None and _ping_identity(HEADER) is None
+def test_token_expiry_is_read_from_the_claims_without_trusting_them() -> None:
+    assert token_expiry(jwt({"sub": "a", "exp": 1_900_000_000})) == 1_900_000_000.0
+    assert token_expiry(jwt({"sub": "a"})) is None
+    assert token_expiry(jwt({"exp": True})) is None
+    assert token_expiry(jwt({"exp": "soon"})) is None
+    assert token_expiry("not.a-jwt") is None
+    assert token_expiry("a.%%%.c") is None
 
 
-def test_tools_see_only_the_users_token_and_never_the_pool_key(tmp_path: Path) -> None:
-    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJsYXJrdXNlciJ9.c2lnbmF0dXJlLXBhcnQ"
-    with Schedd()._token_env(token) as env:
-        directory = Path(env["_CONDOR_SEC_TOKEN_DIRECTORY"])
-        assert [p.name for p in directory.iterdir()] == ["token"]
-        assert (directory / "token").read_text() == token + "\n"
-        assert stat.S_IMODE((directory / "token").stat().st_mode) == 0o600
-        assert env["_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS"] == "IDTOKENS, SCITOKENS"
-        assert env["_CONDOR_SEC_TOKEN_SYSTEM_DIRECTORY"] == str(directory)
-        for knob in ("_CONDOR_SEC_PASSWORD_DIRECTORY", "_CONDOR_SEC_PASSWORD_FILE",
-                     "_CONDOR_SEC_TOKEN_POOL_SIGNING_KEY_FILE"):
-            assert not os.path.exists(env[knob])
-    assert not directory.exists()  # removed as soon as the tool is done
+def test_credentials_are_the_token_alone_and_never_the_pool_key(tmp_path: Path) -> None:
+    settings = worker_module.credential_settings(str(tmp_path))
+    assert settings["_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS"] == "IDTOKENS, SCITOKENS"  # never FS (root)
+    assert settings["_CONDOR_SEC_CLIENT_AUTHENTICATION"] == "REQUIRED"
+    assert settings["_CONDOR_SEC_TOKEN_DIRECTORY"] == settings["_CONDOR_SEC_TOKEN_SYSTEM_DIRECTORY"] == str(tmp_path)
+    assert settings["_CONDOR_SCITOKENS_FILE"] == str(tmp_path / "token")
+    for knob in ("_CONDOR_SEC_PASSWORD_DIRECTORY", "_CONDOR_SEC_PASSWORD_FILE",
+                 "_CONDOR_SEC_TOKEN_POOL_SIGNING_KEY_FILE"):
+        assert not os.path.exists(settings[knob])
 
 
 @pytest.mark.parametrize("token", ["", "short", "has space in it and more", "x" * 20000, "a\nb" * 10])
-def test_what_is_not_a_token_never_reaches_a_tool(token: str) -> None:
-    with pytest.raises(Unauthenticated), Schedd()._token_env(token):
-        pass
+def test_what_is_not_a_token_never_starts_a_worker(token: str) -> None:
+    schedd = Schedd()
+    with pytest.raises(Unauthenticated, match="not a token"):
+        schedd.identity(token)
+    assert schedd._workers == {} and schedd._starting == {}
 
 
-def test_a_missing_tool_is_a_schedd_error(tmp_path: Path) -> None:
-    schedd = Schedd(bin_dir=str(tmp_path))
-    with pytest.raises(ScheddError, match="cannot run .*condor_ping"):
-        schedd.identity("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl")
+def unreachable_schedd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A configuration whose collector is a closed loopback port: the worker cannot find a schedd."""
+    config = tmp_path / "condor_config"
+    config.write_text("COLLECTOR_HOST = 127.0.0.1:9\nSCHEDD_NAME = nowhere\nLOCAL_DIR = " + str(tmp_path) + "\n"
+                      "TOOL_TIMEOUT_MULTIPLIER = 1\n")
+    monkeypatch.setenv("CONDOR_CONFIG", str(config))
+
+
+def test_a_worker_that_finds_no_schedd_is_an_error_and_leaves_nothing(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    unreachable_schedd(monkeypatch, tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    schedd = Schedd(timeout=30)
+    with pytest.raises(ScheddError, match="cannot locate the schedd"):
+        schedd.identity(jwt({"sub": "larkuser", "exp": time.time() + 600}))
+    assert schedd._workers == {}
+    assert not list(tmp_path.glob("lark-transfer-token-*"))  # the worker removed the token it was given
+
+
+def test_the_worker_takes_its_token_from_stdin_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Argv and environment never hold the token; a bad first line is refused before anything else."""
+    unreachable_schedd(monkeypatch, tmp_path)
+    done = subprocess.run([sys.executable, "-I", "-m", "lark.transfer.worker"], input="not json\n",
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert json.loads(done.stdout)["error"] == "request"
+
+
+def test_a_worker_never_outlives_its_tokens_exp() -> None:
+    now = 1_800_000_000.0
+    assert trusted_for(jwt({"exp": now + 5}), 60.0, now) == 5.0
+    assert trusted_for(jwt({"exp": now + 3600}), 60.0, now) == 60.0
+    assert trusted_for(jwt({"exp": now - 1}), 60.0, now) == 0.0
+    assert trusted_for(jwt({"sub": "no exp"}), 60.0, now) == 60.0
