@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from lark import __version__, attach, extra_hint
+from lark.errors import LarkError
+from lark.wrap import settings as wrap_settings
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -83,6 +85,10 @@ class NodeFacts:
     parents: dict[str, bool] = field(default_factory=dict)
     #: the roles to check ("execute", "submit"); empty: every role DAEMON_LIST gives the node
     only_roles: tuple[str, ...] = ()
+    #: the socket lark-wrap will ask (its lark-wrap.conf beside it), None when the wrapper is not known
+    wrapper_socket: str | None = None
+    #: site modes whose addressing asks for DHCP -> None when the DHCP client is there, else why not
+    dhcp_client: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def execute_node(self) -> bool:
@@ -145,6 +151,29 @@ def check_wrapper(facts: NodeFacts) -> Check:
     shown = answer.value if answer.value is not None else answer.error
     return Check("job-wrapper", "fail", f"USER_JOB_WRAPPER is not lark-wrap in the running startd ({shown})",
                  "install 50-lark-execute.conf (LARK_BIN = Lark's bin/), then condor_reconfig")
+
+
+def check_wrapper_socket(facts: NodeFacts) -> list[Check]:
+    """lark-wrap reads the broker's socket from ``lark-wrap.conf`` beside it, not from HTCondor's
+    configuration (a job's environment is the user's): a moved LARK_SOCKET must be written there too."""
+    if facts.wrapper_socket is None:
+        return []
+    if facts.wrapper_socket == facts.socket_path:
+        return [Check("wrapper-socket", "ok", f"lark-wrap asks {facts.wrapper_socket}, where lark-netd listens")]
+    return [Check("wrapper-socket", "fail", f"lark-wrap will ask {facts.wrapper_socket}, but LARK_SOCKET is "
+                  f"{facts.socket_path}: every job would be held (exit 117)",
+                  f"write 'socket = {facts.socket_path}' into lark-wrap.conf beside lark-wrap")]
+
+
+def check_dhcp_client(facts: NodeFacts) -> list[Check]:
+    checks = []
+    for mode, error in sorted(facts.dhcp_client.items()):
+        if error is None:
+            checks.append(Check(f"dhcp-{mode}", "ok", f"{mode} jobs get DHCP leases from udhcpc"))
+        else:
+            checks.append(Check(f"dhcp-{mode}", "fail", f"{mode} addressing asks for DHCP: {error}",
+                                "apt-get install udhcpc (or busybox); or set the addressing to static or slaac"))
+    return checks
 
 
 def check_slots(facts: NodeFacts) -> Check:
@@ -240,7 +269,8 @@ def run_checks(facts: NodeFacts) -> list[Check]:
     checks: list[Check] = []
     if facts.execute_node:
         checks += [check_broker(facts), check_versions(facts), check_no_job_networking(facts), check_wrapper(facts),
-                   check_slots(facts), check_chirp_prefix(facts), check_firewall(facts), *check_kernel(facts)]
+                   *check_wrapper_socket(facts), check_slots(facts), check_chirp_prefix(facts), check_firewall(facts),
+                   *check_kernel(facts), *check_dhcp_client(facts)]
     if facts.submit_node:
         checks.append(check_transforms(facts))
     if not checks:
@@ -384,6 +414,16 @@ def _add_tbf(ipr: IPRoute, params: TbfParameters) -> None:
            burst=params.burst, limit=params.limit)
 
 
+def dhcp_client_error() -> str | None:
+    from lark.addressing.dhcp import client_command
+
+    try:
+        client_command()
+    except LarkError as err:
+        return str(err)
+    return None
+
+
 def host_links() -> set[str]:
     return set(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else set()
 
@@ -400,6 +440,9 @@ def gather(config: LarkConfig, param: Callable[[str], str | None], run: Runner =
         facts.broker_reply, facts.broker_error = ping_broker(facts.socket_path)
         for knob in ("NO_JOB_NETWORKING", "USER_JOB_WRAPPER", "CHIRP_DELAYED_UPDATE_PREFIX"):
             facts.startd[knob] = ask_daemon("startd", knob, run)
+        wrapper = facts.startd["USER_JOB_WRAPPER"].value
+        if wrapper and os.path.basename(wrapper.strip()) == "lark-wrap":
+            facts.wrapper_socket = wrap_settings(os.path.dirname(wrapper.strip()))[0]
         facts.slots, facts.slots_error = slot_ads(param("FULL_HOSTNAME") or socket.getfqdn(), run)
         facts.firewall_error = firewall_error(facts.firewall)
         try:
@@ -411,6 +454,8 @@ def gather(config: LarkConfig, param: Callable[[str], str | None], run: Runner =
             pools = attach.mode(name).site
             if name in facts.network_types and site.parent and pools is not None:
                 facts.parents[pools.parent.name] = site.parent in links
+            if name in facts.network_types and "dhcp" in site.addressing:
+                facts.dhcp_client[name] = dhcp_client_error()
     if facts.submit_node:
         for knob in ("JOB_TRANSFORM_NAMES", "JOB_TRANSFORM_LarkNetwork"):
             facts.schedd[knob] = ask_daemon("schedd", knob, run)

@@ -89,7 +89,7 @@ def _hook(state_dir: Path) -> Path:
     return hook
 
 
-def _udhcpc() -> list[str]:
+def client_command() -> list[str]:
     found = shutil.which("udhcpc", path=_PATH)
     if found:
         return [found]
@@ -138,7 +138,7 @@ def start_client(state_dir: Path, token: str, netns_path: str, ifname: str, clie
     late offer missed the round, and the lease came a round later.
     """
     directory = _dir(state_dir)
-    argv = ["setsid", "--fork", "nsenter", f"--net={netns_path}", *_udhcpc(), "-f", "-i", ifname,
+    argv = ["setsid", "--fork", "nsenter", f"--net={netns_path}", *client_command(), "-f", "-i", ifname,
             "-s", str(_hook(state_dir)), "-p", str(_pidfile(state_dir, token)), "-R",
             "-t", "5", "-T", "1", "-A", "1",
             "-x", f"0x3d:{client_id.hex()}", "-x", f"hostname:{hostname}"]

@@ -172,3 +172,19 @@ def test_a_role_can_be_checked_alone() -> None:
     assert "transforms" not in verdicts(execute) and exit_status(run_checks(execute)) == 0
     submit = healthy(only_roles=("submit",), daemon_list="MASTER")
     assert set(verdicts(submit)) == {"transforms"}
+
+
+def test_a_wrapper_that_would_ask_another_socket_fails_with_the_line_to_write() -> None:
+    assert verdicts(healthy(wrapper_socket="/run/lark/netd.sock"))["wrapper-socket"] == "ok"
+    moved = healthy(socket_path="/var/run/lark-netd.sock", wrapper_socket="/run/lark/netd.sock")
+    [check] = [c for c in run_checks(moved) if c.name == "wrapper-socket"]
+    assert check.status == "fail" and "socket = /var/run/lark-netd.sock" in (check.fix or "")
+    assert exit_status(run_checks(moved)) == 1
+
+
+def test_dhcp_addressing_needs_the_client() -> None:
+    assert "dhcp-bridge" not in verdicts(healthy())  # no DHCP asked, nothing checked
+    assert verdicts(healthy(dhcp_client={"bridge": None}))["dhcp-bridge"] == "ok"
+    facts = healthy(dhcp_client={"macvlan": "DHCP addressing needs busybox's udhcpc"})
+    [check] = [c for c in run_checks(facts) if c.name == "dhcp-macvlan"]
+    assert check.status == "fail" and "udhcpc" in (check.fix or "")
