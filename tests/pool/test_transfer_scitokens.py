@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 
 from lark import netns
+from lark.transfer.tokens import explain_refusal, token_claims
 from tests.pool.harness import USER, Pool
 from tests.pool.larkpool import INSTALL_DIR, WAN_ADDR, WHEELHOUSE, LarkPool, build_wheel, fill_wheelhouse
 from tests.support import wait_until
@@ -354,9 +355,10 @@ def test_a_token_from_the_issuer_submits_as_the_mapped_user_and_only_that_user_s
     cluster = int(transfer_id.split(".")[0])
     # the schedd saw the token: the job is the mapped user's, and the ad names the token it came with
     [ad] = service.pool.q(f"ClusterId == {cluster}", ["Owner", "User", "AuthTokenIssuer", "AuthTokenSubject",
-                                                      "AuthTokenScopes", "LarkNetworkProfile"])
+                                                      "AuthTokenId", "LarkNetworkProfile"])
     assert (ad["Owner"], ad["User"]) == (USER, f"{USER}@lark.test"), ad
-    assert (ad["AuthTokenIssuer"], ad["AuthTokenSubject"]) == (ISSUER, "alice"), ad
+    claims = token_claims(alice) or {}
+    assert (ad["AuthTokenIssuer"], ad["AuthTokenSubject"], ad["AuthTokenId"]) == (ISSUER, "alice", claims["jti"]), ad
     assert ad["LarkNetworkProfile"] == "scitokens-parked"
     # the schedd's SciTokens library asked the issuer for its keys (the first time; then it has them cached)
     assert "/lark/.well-known/openid-configuration" in service.issuer.requests
@@ -366,6 +368,12 @@ def test_a_token_from_the_issuer_submits_as_the_mapped_user_and_only_that_user_s
     assert status == 200 and got["state"] == "QUEUED" and got["owner"] == USER, got
     status, page = service.api("GET", "/v1/transfers?label=" + f"scitokens-{kind}", alice)
     assert status == 200 and [t["id"] for t in page["transfers"]] == [transfer_id], page
+    # the user's own client, with the token in a file
+    token_file = f"{service.pool.home(USER)}/.{kind}-token"
+    service.pool.write(token_file, alice + "\n", owner=USER, mode=0o600)
+    shown = service.pool.run(["/opt/lark/bin/lark", "transfer", "--url", f"http://127.0.0.1:{PORT}", "--token-file",
+                              token_file, "status", transfer_id], user=USER)
+    assert shown.stdout.split()[:2] == [transfer_id, "QUEUED"], shown.stdout
 
     # another mapped user's token: the transfer does not exist for them, and they cannot cancel it
     assert service.api("GET", f"/v1/transfers/{transfer_id}", bob)[0] == 404
@@ -389,24 +397,29 @@ def _rogue_key() -> Any:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-# name -> (how to mint it, what the schedd's log says of it)
-REFUSED: dict[str, tuple[Callable[[Issuer], str], str]] = {
-    "expired": (lambda i: i.mint("alice", lifetime=-600), "token expired"),
+# name -> (how to mint it, what the schedd's log says of it, what explain_refusal reads in it)
+REFUSED: dict[str, tuple[Callable[[Issuer], str], str, str]] = {
+    "expired": (lambda i: i.mint("alice", lifetime=-600), "token expired", "the token expired at"),
     "signed by a key the issuer does not publish, under its key id": (
-        lambda i: i.mint("alice", key=_rogue_key()), "invalid signature"),
+        lambda i: i.mint("alice", key=_rogue_key()), "invalid signature", f"issuer {ISSUER}, subject alice"),
     "signed by a key the issuer does not publish, under another key id": (
-        lambda i: i.mint("alice", key=_rogue_key(), key_id="not-published"), "Key ID is not published by the issuer"),
+        lambda i: i.mint("alice", key=_rogue_key(), key_id="not-published"), "Key ID is not published by the issuer",
+        f"issuer {ISSUER}, subject alice"),
     "of a subject the map file does not map": (
-        lambda i: i.mint("mallory"), f"Failed to map SCITOKENS authenticated identity '{ISSUER},mallory'"),
+        lambda i: i.mint("mallory"), f"Failed to map SCITOKENS authenticated identity '{ISSUER},mallory'",
+        "subject mallory"),
     "WLCG, for another audience": (
-        lambda i: i.mint("alice", wlcg=True, audience="https://elsewhere.example"), "'aud' claim verification failed"),
+        lambda i: i.mint("alice", wlcg=True, audience="https://elsewhere.example"), "'aud' claim verification failed",
+        "audience https://elsewhere.example, WLCG profile 1.0"),
 }
 
 
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_a_refused_token_is_a_401_with_a_json_error_and_never_reaches_the_queue(service: Service, case: str) -> None:
-    mint, logged = REFUSED[case]
+    mint, logged, explained = REFUSED[case]
     token = mint(service.issuer)
+    # what the 401 can tell the user, read from the token's own (unverified) claims
+    assert explained in (explain_refusal(token, time.time()) or ""), case
     before = service.queue()
     log_at = service.sched_log_size()
     body = {"verb": "delete", "source": "parked:scitokens/refused.bin", "label": "refused"}
