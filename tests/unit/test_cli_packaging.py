@@ -16,7 +16,7 @@ DISTRIBUTION = {"classad2": "htcondor", "htcondor2": "htcondor", "iptc": "python
                 "requests": "requests"}
 #: distributions that build C code at install (no wheel for every platform) or are large: extras only
 NOT_IN_THE_PLAIN_INSTALL = {"python-iptables", "numpy", "matplotlib"}
-TOOLS = {"pytest", "ruff"}  # the [test] extra: used by tests/, not imported by the package
+TOOLS = {"pytest", "ruff", "scitokens", "cryptography"}  # the [test] extra: used by tests/, not by the package
 
 
 def third_party_imports() -> dict[str, set[str]]:
