@@ -20,7 +20,6 @@ session is ever shared between two tokens.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -36,13 +35,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from lark.errors import LarkError, NotFound, NotPermitted
 from lark.transfer.jobs import ATTR_VERB, PROJECTION, classad_string
+from lark.transfer.tokens import explain_refusal, token_claims
 
 if TYPE_CHECKING:
     import htcondor2
 
 WORKER_LIFETIME = 60.0  # seconds a worker (and so a token's identity) is trusted before the schedd is asked again
 WORKER_START_TIMEOUT = 30.0
-MAX_WORKERS = 64  # tokens with a live worker; the least recently used idle one goes first
+MAX_WORKERS = 32  # tokens with a live worker (about 30 MB each); the least recently used goes first
 # workers starting at once: each start is a process and an authentication, which the one schedd answers
 # in turn; more at a time only makes them miss its deadlines
 MAX_PARALLEL_STARTS = 4
@@ -73,14 +73,8 @@ def token_expiry(token: str) -> float | None:
 
     Only ever used to end a worker *sooner*; the schedd is what verifies the token.
     """
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, TypeError):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+    claims = token_claims(token)
+    exp = claims.get("exp") if claims is not None else None
     return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
 
 
@@ -316,11 +310,14 @@ class Schedd:
         key = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         with self._lock:
+            expired = self._expired_locked(now)
             worker = self._workers.get(key)
             usable = worker is not None and worker.alive and now < worker.retire_at
             renew = usable and worker is not None and not worker.renewing and now >= worker.renew_at
             if renew and worker is not None:
                 worker.renewing = True
+        for done in expired:
+            done.retire()
         if usable and worker is not None:
             if renew:
                 threading.Thread(target=self._renew, args=(token, key, worker), name="lark-transfer-renew",
@@ -354,10 +351,13 @@ class Schedd:
                 with self._start_slots:
                     fresh = TokenWorker(token, self.name, self.timeout, self.lifetime)
             except Unauthenticated as err:
+                # the schedd says only "refused"; what the token claims usually says why (expired, whose)
+                why = explain_refusal(token, time.time())
+                message = f"{err}: {why}" if why else str(err)
                 with self._lock:
                     self._refused = {k: v for k, v in self._refused.items() if now - v[1] < REFUSAL_TTL}
-                    self._refused[key] = (str(err), now)
-                raise
+                    self._refused[key] = (message, now)
+                raise Unauthenticated(message) from None
             finally:
                 with self._lock:  # installed before the next request can start another one
                     if fresh is not None:
@@ -369,6 +369,11 @@ class Schedd:
             done.retire()
         assert fresh is not None  # or TokenWorker raised
         return fresh
+
+    def _expired_locked(self, now: float) -> list[TokenWorker]:
+        """Workers past their time, taken out: an idle token's worker ends at the next request of anyone."""
+        gone = [key for key, worker in self._workers.items() if now >= worker.retire_at or not worker.alive]
+        return [self._workers.pop(key) for key in gone]
 
     def _evict_locked(self) -> list[TokenWorker]:
         """Workers to close so that at most ``max_workers`` remain (least recently used first)."""

@@ -427,7 +427,7 @@ def test_a_refused_token_is_a_401_with_a_json_error_and_never_reaches_the_queue(
     body = {"verb": "delete", "source": "parked:scitokens/refused.bin", "label": "refused"}
     status, error = service.api("POST", "/v1/transfers", token, json=body)
     assert status == 401, (case, error)
-    assert error["error"]["field"] == "Authorization" and error["error"]["message"], error
+    assert error["error"]["field"] == "Authorization" and explained in error["error"]["message"], error
     status, error = service.api("GET", "/v1/transfers", token)
     assert status == 401 and error["error"]["field"] == "Authorization", (case, error)
     assert service.queue() == before
