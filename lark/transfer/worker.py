@@ -189,7 +189,9 @@ class Hands:
         if not isinstance(job, str) or not isinstance(reason, str):
             raise Refused("request", "remove needs a job id and a reason")
         try:
-            tallies = self._schedd.act(self._htcondor.JobAction.Remove, [job], reason=reason)
+            # as a (text, code) pair: the bindings of HTCondor 25.14 drop a reason given as a plain string
+            # and write "Python-initiated action" instead
+            tallies = self._schedd.act(self._htcondor.JobAction.Remove, [job], reason=(reason, None))
         except self._htcondor.HTCondorException as err:
             raise Refused("schedd", f"the schedd refused the removal: {_one_line(err)}") from None
         return {k: int(v) for k, v in dict(tallies).items() if k.startswith("Total")}

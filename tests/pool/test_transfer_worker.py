@@ -156,6 +156,8 @@ def test_another_users_job_cannot_be_removed_with_a_users_token(pool: Pool, toke
     assert ad["Owner"] == OTHER and ad["JobStatus"] != 3
     [tallies] = ask(pool, tokens[OTHER], {"op": "remove", "job": job, "reason": "mine"})
     assert tallies.get("TotalSuccess") == 1, tallies
+    [ad] = pool.history(cluster, ["RemoveReason"]) or pool.q(f"ClusterId == {cluster}", ["RemoveReason"])
+    assert ad["RemoveReason"] == f"mine (by user {OTHER})"  # the reason given, not the bindings' default
 
 
 def test_a_refused_token_is_nobody_even_for_root_who_can_read_the_pool_key(pool: Pool,
