@@ -6,11 +6,14 @@ what is timed is "request in, job in the queue" and nothing runs beside it. The 
 pool as an admin would run it (``lark-transferd`` from the pool's venv, FastAPI and uvicorn installed
 there from wheels), as root, submitting with the user's IDTOKEN.
 
-1. **POST**: ``--clients`` (10) threads each send ``--posts`` (default 20) ``POST /v1/transfers``
-   (each with a new ``submission_id``: the service also looks for an earlier one first) and time each
-   request until the answer (the job is then in the queue). Baseline in the same run: the same number
-   of concurrent ``condor_submit -terse`` of the same job, as the user (``nsenter``+``chroot`` of each
-   costs a few ms, which the baseline's figure includes).
+1. **POST**: ``--clients`` (10) client processes, each with its own keep-alive session as a portal
+   keeps (threads of one Python would time their own GIL contention), start together and each send
+   ``--posts`` (default 20) ``POST /v1/transfers``, each with a new ``submission_id`` (so the service
+   also looks for an earlier one in the queue and the history), timing each request until the answer
+   (the job is then in the queue). The user's token was used once before (``GET /v1/endpoints``), so
+   its worker is running, as for any user who has called the service in the last minute. Baseline in
+   the same run: the same number of concurrent ``condor_submit -terse`` of the same job, as the user
+   (``nsenter``+``chroot`` of each costs a few ms, which the baseline's figure includes).
 2. **GET**: ``--jobs`` (10,000) transfer jobs of the user are put in the queue with one
    ``condor_submit`` (``queue N`` of the same description), then ``GET /v1/transfers`` (the first page,
    100, and a full page, 1,000) is timed ``--gets`` times. Baseline: ``condor_q -json`` of the same
