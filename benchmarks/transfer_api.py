@@ -190,6 +190,19 @@ def main() -> None:
         print(f"pool {pool.prefix}, HTCondor {pool.condor_version}, load {os.getloadavg()[0]:.2f} "
               f"(the machine may be shared: figures are indicative)")
 
+        # 0. the first call of a token the service has not seen: its worker starts (a process, the
+        # bindings, an authentication); a warm token's call for comparison
+        def first_call(fresh: str) -> float:
+            def call() -> None:
+                r = requests.get(f"{base}/v1/endpoints", headers={"Authorization": f"Bearer {fresh}"}, timeout=60)
+                assert r.status_code == 200, r.text
+            return pool.call_in_netns(lambda: timed(call))
+
+        fresh_tokens = [pool.run(["condor_token_create", "-identity", f"{USER}@lark.test", "-lifetime",
+                                  str(3600 + n)]).stdout.strip() for n in range(args.gets)]
+        cold_ms = [first_call(t) for t in fresh_tokens]
+        warm_ms = [first_call(token) for _ in range(args.gets)]
+
         # 1. POST under concurrency, and the bare condor_submit of the same job
         def posts(clients: int, per_client: int) -> list[float]:
             return post_clients(pool.netns_path, base, token, clients, per_client)
@@ -235,6 +248,11 @@ def main() -> None:
             ("bare condor_submit", len(bare_ms), median(bare_ms), percentile(bare_ms, 95), max(bare_ms), ""),
         ]))
         print(f"ratio p95 service / condor_submit: {percentile(post_ms, 95) / percentile(bare_ms, 95):.2f}")
+        print(f"\nGET /v1/endpoints: a token's first call (its worker starts), a known token's (ms, {args.gets} each):")
+        print(table(["call", "p50", "p95", "max"], [
+            ("first call of a new token", median(cold_ms), percentile(cold_ms, 95), max(cold_ms)),
+            ("call of a known token", median(warm_ms), percentile(warm_ms, 95), max(warm_ms)),
+        ]))
         print(f"\nGET /v1/transfers with {total} of the user's transfers in the queue (ms, {args.gets} each):")
         rows = []
         for limit, ms, q_ms in get_rows:
