@@ -6,10 +6,11 @@ Set-up (module scope, on the shared Lark pool, by :func:`tests.pool.transferkit.
 - in the "wan" namespace (203.0.113.2): Debian's ``xrootd`` as a standalone data server without
   authentication (``all.export /data r/w`` below ``oss.localroot``, ``xrd.port``), running as nobody,
   and the kit's HTTP server;
-- a SIF image built in the pool from a directory: the static busybox and the pool's ``curl`` with the
-  libraries ``ldd`` names for it (no registry, no download);
-- endpoints ``xroot`` (``root://203.0.113.2:1094//data/``) and ``web-ctr`` (the HTTP server, movers in
-  the image), both on the ``xfer`` NAT profile.
+- a SIF image built in the pool from a directory: the static busybox and the pool's ``curl`` and
+  ``xrdcp`` with the libraries ``ldd`` names for them (no registry, no download); the container
+  universe binds the shared directory the movers' local paths are in (``SINGULARITY_BIND_EXPR``);
+- endpoints ``xroot`` (``root://203.0.113.2:1094//data/``), and ``web-ctr`` and ``xroot-ctr`` (the HTTP
+  and xrootd servers, movers in the image), all on the ``xfer`` NAT profile.
 
 Every byte count is checked twice: against the file (the header allowance) and against what the wan
 namespace saw on the wire for the server's port, from or to the node's public (NAT) address. Equal to
@@ -77,6 +78,13 @@ endpoints:
     site: WAN
     profile: xfer
     container_image: {IMAGE}
+  xroot-ctr:
+    description: the xrootd server, movers in the container universe
+    protocol: xrootd
+    url: root://{WAN_ADDR}:{XROOTD_PORT}//data/
+    site: WAN
+    profile: xfer
+    container_image: {IMAGE}
 """
 
 
@@ -115,7 +123,7 @@ def service(lark_pool: LarkPool, tmp_path_factory: pytest.TempPathFactory) -> It
         shared = pool.host_path(SHARED)
         writable_dir(shared)
         try:
-            build_sif(pool, IMAGE, binaries=["/usr/bin/curl"])
+            build_sif(pool, IMAGE, binaries=["/usr/bin/curl", "/usr/bin/xrdcp"])
             pool.add_config("78-lark-transfer-movers.conf", BIND_CONFIG)
             with start_in_wan(lark_pool, server, wan_hosts(data / "hosts"), "xrootd", XROOTD_PORT), \
                     transfer_service(lark_pool, tmp_path_factory.mktemp("movers-wheel"), ENDPOINTS) as base:
@@ -124,6 +132,7 @@ def service(lark_pool: LarkPool, tmp_path_factory: pytest.TempPathFactory) -> It
                                    data / "http")
         finally:
             pool.remove_config("78-lark-transfer-movers.conf")
+            pool.reconfig()
             pool.host_path(IMAGE).unlink(missing_ok=True)
             shutil.rmtree(shared, ignore_errors=True)
 
@@ -189,3 +198,19 @@ def test_a_mover_in_the_container_universe(service: MoverService) -> None:
     assert ad["LarkNetworkType"] == "nat"
     endpoints = {e["name"]: e for e in service.api("GET", "/v1/endpoints")[1]}
     assert endpoints["web-ctr"]["universe"] == "container" and endpoints["xroot"]["universe"] == "vanilla"
+
+
+def test_an_xrootd_mover_in_the_container_universe(service: MoverService) -> None:
+    size = 1_500_000
+    path, sha = service.user_file("ctr-xrd.bin", size)
+    local = f"{SHARED}/ctr-xrd.bin"
+    shutil.copyfile(service.pool.host_path(path), service.pool.host_path(local))
+    with wire_count(service.lark.wan, f"{service.lark.prefix}-ctr-xrd",
+                    f"ip saddr {PUBLIC_ADDR} tcp dport {XROOTD_PORT}") as to_server:
+        put = succeeded(service, "put", local, "xroot-ctr:ctr/in.bin", "--size", str(size))
+        sent = to_server()
+    assert sha256(service.xrootd_data / "ctr/in.bin") == sha
+    assert within_allowance(put["bytes"], size), put
+    assert same_bytes(put["bytes"], sent), (put, sent)
+    [ad] = service.pool.history(int(put["id"].split(".")[0]), ["WantContainer", "ContainerImage"])
+    assert ad["WantContainer"] is True and ad["ContainerImage"] == IMAGE, ad
