@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -54,6 +55,10 @@ profiles:
 # The movers and the GridFTP server look their own addresses up (getnameinfo); no namespace here can
 # reach a DNS server, so the names come from hosts files
 HOSTS = f"{PUBLIC_ADDR} lark-node\n{WAN_ADDR} lark-wan-data\n"
+# ... and no name goes to a DNS server: the pool's resolver is its loopback, where a lookup fails at once.
+# (xrdcp looks names up at start; with the build host's resolver out of reach it waited 20 s for two
+# lookups to time out, and its queries left the job, on the accounted interface, towards that address)
+RESOLV = "nameserver 127.0.0.1\n"
 # What a transfer's accounted bytes may add to the file: TCP/IP headers (52 of every 1500 bytes on the
 # wire, < 4 %) and the protocol's own exchange (HTTP headers; FTP control channel, handshakes; xrootd's
 # login and open/close requests)
@@ -229,9 +234,10 @@ def transfer_service(lark_pool: LarkPool, wheel_dir: Path, endpoints: str, profi
     pool.write("/etc/condor/profiles.d/transfer.yaml", profiles, owner="root")
     pool.add_config("77-lark-transfer-test.conf", "STARTD_CRON_LARKPROFILES_PERIOD = 2s\n")
     pool.reconfig()
-    etc_hosts = pool.host_path("/etc/hosts")
-    hosts_before = etc_hosts.read_text()
+    etc_hosts, resolv = pool.host_path("/etc/hosts"), pool.host_path("/etc/resolv.conf")
+    hosts_before, resolv_before = etc_hosts.read_text(), resolv.read_text()
     etc_hosts.write_text(hosts_before + HOSTS)
+    resolv.write_text(RESOLV)
     daemon: subprocess.Popen[str] | None = None
     try:
         pool.write("/etc/lark/transfer-endpoints.yaml", endpoints, owner="root")
@@ -265,6 +271,7 @@ def transfer_service(lark_pool: LarkPool, wheel_dir: Path, endpoints: str, profi
                 out, _ = daemon.communicate()
             print("lark-transferd output:\n" + (out or "")[-4000:])
         etc_hosts.write_text(hosts_before)
+        resolv.write_text(resolv_before)
         pool.remove_config("77-lark-transfer-test.conf")
         pool.host_path("/etc/condor/profiles.d/transfer.yaml").unlink(missing_ok=True)
         pool.reconfig()
@@ -273,8 +280,6 @@ def transfer_service(lark_pool: LarkPool, wheel_dir: Path, endpoints: str, profi
 @contextmanager
 def data_dir(prefix: str) -> Iterator[Path]:
     """A directory for the data servers, removed at the end (servers running as nobody write below it)."""
-    import tempfile
-
     data = Path(tempfile.mkdtemp(prefix=prefix))
     data.chmod(0o755)
     try:
