@@ -31,7 +31,6 @@ import pytest
 from tests.pool.harness import USER
 from tests.pool.larkpool import WAN_ADDR, LarkPool, build_sif, wait_for_sif
 from tests.pool.transferkit import (
-    HTTP_PORT,
     PUBLIC_ADDR,
     Service,
     data_dir,
@@ -50,6 +49,7 @@ from tests.support import same_bytes, wire_count
 pytestmark = pytest.mark.pool
 
 XROOTD_PORT = 1094
+HTTP_PORT = 8081  # not the kit's 8080, whose canceled transfers may still retransmit (serve_http)
 IMAGE = "/srv/lark-img/mover.sif"
 # The directory of the pool's shared file system that the container universe binds into the movers'
 # containers (SINGULARITY_BIND_EXPR): their local paths must be visible inside
@@ -109,7 +109,7 @@ def service(lark_pool: LarkPool, tmp_path_factory: pytest.TempPathFactory) -> It
     if xrootd is None:
         pytest.fail("the xrootd mover test needs Debian's xrootd-server (scripts/setup.sh installs it)")
     pool = lark_pool.pool
-    with data_dir("lark-movers-") as data, serve_http(lark_pool.wan, writable_dir(data / "http")):
+    with data_dir("lark-movers-") as data, serve_http(lark_pool.wan, writable_dir(data / "http"), HTTP_PORT):
         # xrootd drops to nobody (-R) before it opens its log: everything it writes is nobody's
         xrd = data / "xrootd"
         for sub in ("root/data", "admin"):

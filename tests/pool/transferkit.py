@@ -40,7 +40,7 @@ from tests.pool.larkpool import INSTALL_DIR, WAN_ADDR, WHEELHOUSE, LarkPool, bui
 from tests.support import wait_until
 
 PORT = 8642
-HTTP_PORT = 8080
+HTTP_PORT = 8080  # each module serves HTTP on a port of its own (serve_http): see there
 PUBLIC_ADDR = "203.0.113.1"  # the execute host's uplink: where the forwarded ports are
 PROFILE = """\
 profiles:
@@ -120,12 +120,16 @@ class DataHandler(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve_http(wan: str, root: Path) -> Iterator[threading.Event]:
-    """An HTTP server on WAN_ADDR:HTTP_PORT serving ``root``; yields the event that ends /slow/ answers."""
+def serve_http(wan: str, root: Path, port: int = HTTP_PORT) -> Iterator[threading.Event]:
+    """An HTTP server on WAN_ADDR:``port`` serving ``root``; yields the event that ends /slow/ answers.
+
+    A module whose wire counts match the server's port serves on a port of its own: the connection of
+    a transfer canceled in another module outlives it (the server's kernel goes on retransmitting to a
+    job that is gone, from the old port), and a count on the same port would hold those packets."""
     release = threading.Event()
     handler = type("Handler", (DataHandler,), {"root": root, "release": release})
     # the listening socket is made inside the wan namespace and stays there; serving needs no switch
-    server = netns.call_in(wan, lambda: http.server.ThreadingHTTPServer((WAN_ADDR, HTTP_PORT), handler))
+    server = netns.call_in(wan, lambda: http.server.ThreadingHTTPServer((WAN_ADDR, port), handler))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield release
