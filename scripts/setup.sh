@@ -8,7 +8,7 @@ cd "$here"
 
 packages=(nftables iptables iproute2 iperf3 python3-venv python3-dev gcc libnftables1
           debootstrap ethtool procps util-linux curl chromium fonts-dejavu-core udhcpc dnsmasq-base
-          globus-gridftp-server-progs globus-gass-copy-progs)
+          globus-gridftp-server-progs globus-gass-copy-progs xrootd-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -41,6 +41,8 @@ PACKAGES: tuple[str, ...] = (
     # container-universe jobs: apptainer runs them (the startd's HasSingularity/HasSIF tests need it); the
     # static busybox is the whole userland of the test images, iperf3 the benchmark's traffic tool
     "apptainer", "busybox-static", "iperf3",
+    # the transfer service's movers (lark/transfer/jobs.py): globus-url-copy, curl, xrdcp and xrdfs
+    "globus-gass-copy-progs", "curl", "xrootd-client",
 )
 #: space-separated extra Debian packages for a one-off try, e.g. LARK_TESTPOOL_EXTRA_PACKAGES="strace tcpdump"
 EXTRA_PACKAGES: tuple[str, ...] = tuple(os.environ.get("LARK_TESTPOOL_EXTRA_PACKAGES", "").split())

@@ -129,6 +129,11 @@ def _check_url(protocol: str, url: str) -> str:
         raise ValueError("has no host (write e.g. https://data.example.org/store/)")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query or fragment")
+    if protocol == "xrootd" and not parts.path.startswith("//"):
+        # xrootd servers refuse relative paths ("Stating relative path ... is disallowed"), and in a
+        # root:// URL the path is what follows the host's single slash
+        raise ValueError(f"has a relative path: an xrootd path starts with '//' after the host "
+                         f"(write e.g. {parts.scheme}://{parts.netloc}//{parts.path.lstrip('/')})")
     return url if url.endswith("/") else url + "/"
 
 

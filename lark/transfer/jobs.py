@@ -105,6 +105,9 @@ def submit_description(request: TransferRequest, logs: str, movers: Movers = Mov
         "transfer_executable": "false",
         "arguments": submit_arguments(argv[1:]),
         "should_transfer_files": "NO",  # the mover reads and writes the shared file system itself
+        # the job's working directory: its logs' directory, the user's own. Without it the job's Iwd is
+        # the service's working directory ("/"), which the container universe binds over the image's root
+        "initialdir": logs.rpartition("/")[0] or "/",
         "log": f"{logs}.log",
         "output": f"{logs}.out",
         "error": f"{logs}.err",

@@ -167,11 +167,7 @@ class TransferService:
         """Submit ``request``: (its view, True); or, when its submission id already has a job (a retried
         POST, found in the queue or the history), (that transfer, False)."""
         logs = self._user_log_dir(user) / (request.submission_id or uuid.uuid4().hex)
-        description = submit_description(request, str(logs), self.movers)
-        # the job's working directory: the user's log directory, not whatever the service's is (the
-        # bindings would take the service's, which the user may not even be able to enter)
-        description.setdefault("initialdir", str(logs.parent))
-        job = self.schedd.submit(token, description, request.submission_id)
+        job = self.schedd.submit(token, submit_description(request, str(logs), self.movers), request.submission_id)
         if job.existed:
             return transfer_view(self._one(user, job.cluster, job.proc), time.time()), False
         # answered from what was submitted: asking the schedd again would cost a query per POST

@@ -1,10 +1,9 @@
 """The transfer service on the real pool: ``lark-transferd`` and ``lark transfer`` as a user runs them.
 
-Set-up (module scope, on the shared Lark pool):
+Set-up (module scope, on the shared Lark pool, by :func:`tests.pool.transferkit.transfer_service`):
 
-- the movers go into this run's overlay of the pool image (``curl``, ``globus-url-copy``; Debian
-  packages, installed with the host's network before anything runs), and the ``[transfer]`` extra into
-  Lark's venv from the wheelhouse, as the admin would;
+- the ``[transfer]`` extra in Lark's venv; the movers (``curl``, ``globus-url-copy``) are in the pool
+  image;
 - a profile ``xfer``: NAT with the node's 4 forwarded ports, exporting ``GLOBUS_TCP_PORT_RANGE`` and
   ``GLOBUS_FTP_CLIENT_DATA_IP`` (the node's public address), so a GridFTP server can call the job back;
 - in the "wan" namespace (203.0.113.2): an HTTP server (GET/PUT/DELETE, plus a path that never ends)
@@ -12,52 +11,49 @@ Set-up (module scope, on the shared Lark pool):
 - ``lark-transferd`` in the pool as root, submitting with each caller's IDTOKEN, never its own power.
 
 Transfers are made with the CLI as ``larkuser`` (token in ~/.condor/tokens.d, as condor_token_fetch
-leaves it); what another user's token may do is asked over HTTP.
+leaves it); what another user's token may do is asked over HTTP. The xrootd and container-universe
+movers are tested in test_transfer_movers.py.
 """
 
 from __future__ import annotations
 
 import calendar
 import hashlib
-import http.server
 import json
 import os
 import shutil
-import socket
 import struct
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from lark import netns
-from tests.pool.harness import USER, Pool
-from tests.pool.larkpool import INSTALL_DIR, WAN_ADDR, WHEELHOUSE, LarkPool, build_wheel, fill_wheelhouse
+from tests.pool.harness import USER
+from tests.pool.larkpool import WAN_ADDR, LarkPool
+from tests.pool.transferkit import (
+    HTTP_PORT,
+    PORT,
+    PUBLIC_ADDR,
+    Service,
+    data_dir,
+    serve_http,
+    start_in_wan,
+    succeeded,
+    transfer_json,
+    transfer_service,
+    wan_hosts,
+    within_allowance,
+    writable_dir,
+)
 from tests.support import wait_until
 
 pytestmark = pytest.mark.pool
 
-PORT = 8642
-HTTP_PORT = 8080
 FTP_PORT = 2811
-MOVER_PACKAGES = ("curl", "globus-gass-copy-progs")
-PUBLIC_ADDR = "203.0.113.1"  # the execute host's uplink: where the forwarded ports are
-PROFILE = """\
-profiles:
-  xfer:
-    description: transfer movers, NAT with the node's 4 forwarded ports for GridFTP data channels
-    attach: nat
-    inbound_ports: 4
-    port_range_env:
-      GLOBUS_TCP_PORT_RANGE: "{first},{last}"
-      GLOBUS_FTP_CLIENT_DATA_IP: "{public_address}"
-"""
 ENDPOINTS = """\
 endpoints:
   web:
@@ -73,247 +69,36 @@ endpoints:
     site: WAN
     profile: xfer
 """
-# What a transfer's accounted bytes may add to the file: TCP/IP headers (52 of every 1500 bytes on the
-# wire, < 4 %) and the protocol's own exchange (HTTP headers; FTP control channel, handshakes)
-HEADER_SHARE = 0.05
-HEADER_BYTES = 64 * 1024
-
-
-def within_allowance(accounted: int, payload: int) -> bool:
-    return payload <= accounted <= payload * (1 + HEADER_SHARE) + HEADER_BYTES
-
-
-class DataHandler(http.server.BaseHTTPRequestHandler):
-    """GET, PUT and DELETE on one directory; GET /slow/... sends a little and then waits for ``release``."""
-
-    root: Path
-    release: threading.Event
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
-        pass
-
-    def _path(self) -> Path:
-        return self.root / self.path.lstrip("/").replace("/", "_")
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        if self.path.startswith("/slow/"):
-            self.send_response(200)
-            self.send_header("Content-Length", str(1 << 30))
-            self.end_headers()
-            while not self.release.wait(0.2):
-                try:
-                    self.wfile.write(b"x" * 1024)
-                except OSError:
-                    return
-            return
-        path = self._path()
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_PUT(self) -> None:  # noqa: N802
-        length = int(self.headers.get("Content-Length", "0"))
-        self._path().write_bytes(self.rfile.read(length))
-        self.send_response(201)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        path = self._path()
-        existed = path.is_file()
-        path.unlink(missing_ok=True)
-        self.send_response(204 if existed else 404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
 
 
 @dataclass
-class Service:
-    lark: LarkPool
-    tokens: dict[str, str]
+class WanService(Service):
+    """The service, and where the wan's HTTP and GridFTP servers keep their files."""
+
     http_dir: Path
     ftp_dir: Path
     ftp_log: Path
 
-    @property
-    def pool(self) -> Pool:
-        return self.lark.pool
-
-    def api(self, method: str, path: str, user: str = USER, **kwargs: Any) -> tuple[int, Any]:
-        """One HTTP call from inside the pool's namespace with ``user``'s token."""
-        import requests
-
-        def call() -> tuple[int, Any]:
-            r = requests.request(method, f"http://127.0.0.1:{PORT}{path}", timeout=60,
-                                 headers={"Authorization": f"Bearer {self.tokens[user]}"}, **kwargs)
-            return r.status_code, r.json() if r.content else None
-
-        return self.pool.call_in_netns(call)
-
-    def cli(self, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return self.pool.run(["/opt/lark/bin/lark", "transfer", "--url", f"http://127.0.0.1:{PORT}", *args],
-                             user=USER, check=check, timeout=timeout)
-
-    def user_file(self, name: str, size: int) -> tuple[str, str]:
-        """A file of random bytes in larkuser's home: (its path in the pool, its sha256)."""
-        data = os.urandom(size)
-        path = f"{self.pool.home(USER)}/{name}"
-        self.pool.write(path, data, owner=USER, mode=0o644)
-        return path, hashlib.sha256(data).hexdigest()
-
-    def pool_sha(self, path: str) -> str:
-        return hashlib.sha256(self.pool.host_path(path).read_bytes()).hexdigest()
-
-
-def _install_movers(pool: Pool) -> None:
-    """The movers, into this run's overlay only (the pool itself has no network; the host has)."""
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["chroot", str(pool.root), "apt-get", "install", "-y", "-qq", "--no-install-recommends",
-               *MOVER_PACKAGES]
-    done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:  # the image's package lists may be older than the archive
-        subprocess.run(["chroot", str(pool.root), "apt-get", "update", "-qq"], env=env, capture_output=True,
-                       timeout=600)
-        done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"installing {MOVER_PACKAGES} in the pool failed:\n{done.stdout}\n{done.stderr}"
-
-
-def _serve_http(wan: str, root: Path, release: threading.Event) -> http.server.ThreadingHTTPServer:
-    handler = type("Handler", (DataHandler,), {"root": root, "release": release})
-    # the listening socket is made inside the wan namespace and stays there; serving needs no switch
-    server = netns.call_in(wan, lambda: http.server.ThreadingHTTPServer((WAN_ADDR, HTTP_PORT), handler))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-def _wait_listening(ns_path: str, address: str, port: int, what: str, alive: Callable[[], bool]) -> None:
-    def listening() -> bool:
-        if not alive():
-            raise AssertionError(f"{what} exited")
-
-        def probe() -> bool:
-            with socket.socket() as s:
-                s.settimeout(1)
-                return s.connect_ex((address, port)) == 0
-        return netns.call_in(ns_path, probe)
-
-    wait_until(f"{what} on {address}:{port}", listening, 60, 0.2)
-
 
 @pytest.fixture(scope="module")
-def service(lark_pool: LarkPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    pool = lark_pool.pool
+def service(lark_pool: LarkPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WanService]:
     if shutil.which("globus-gridftp-server") is None:
         pytest.fail("the transfer tests need Debian's globus-gridftp-server-progs (scripts/setup.sh installs it)")
-    _install_movers(pool)
-    wheel = build_wheel(tmp_path_factory.mktemp("transfer-wheel"))
-    fill_wheelhouse(pool, wheel, extras=("metrics", "transfer"))
-    pool.run(["/opt/lark/bin/pip", "install", "-q", f"{INSTALL_DIR}/{wheel.name}[metrics,transfer]"],
-             env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELHOUSE}, timeout=300)
-
-    pool.write("/etc/condor/profiles.d/transfer.yaml", PROFILE, owner="root")
-    pool.add_config("77-lark-transfer-test.conf", "STARTD_CRON_LARKPROFILES_PERIOD = 2s\n")
-    pool.reconfig()
     # the data servers' directories: the GridFTP server's anonymous user (nobody) writes there
-    data = Path(tempfile.mkdtemp(prefix="lark-transfer-"))
-    data.chmod(0o755)
-    http_dir, ftp_dir = data / "http", data / "ftp"
-    for d in (http_dir, ftp_dir):
-        d.mkdir()
-        d.chmod(0o777)
-    ftp_log = data / "gridftp-transfer.log"
-    release = threading.Event()
-    http_server = _serve_http(lark_pool.wan, http_dir, release)
-    # the GridFTP server and the movers look their own addresses up (getnameinfo); neither namespace can
-    # reach a DNS server, so both get the names from a hosts file: the server's in a mount namespace of
-    # its own, the pool's in this run's overlay
-    hosts = f"203.0.113.1 lark-node\n{WAN_ADDR} lark-wan-data\n"
-    # (the server also looks up the machine's own name, to give PASV replies an address: the wan one)
-    (data / "hosts").write_text(f"127.0.0.1 localhost\n{WAN_ADDR} {socket.gethostname()}\n" + hosts)
-    etc_hosts = pool.host_path("/etc/hosts")
-    hosts_before = etc_hosts.read_text()
-    etc_hosts.write_text(hosts_before + hosts)
-    server = ["globus-gridftp-server", "-aa", "-anonymous-user", "nobody", "-anonymous-group", "nogroup", "-p",
-              str(FTP_PORT), "-control-interface", WAN_ADDR, "-data-interface", WAN_ADDR, "-home-dir", str(data),
-              "-rp", str(data), "-Z", str(ftp_log), "-l", str(data / "server.log"), "-d", "WARN,ERROR,INFO", "-s"]
-    ftpd = subprocess.Popen(
-        ["nsenter", f"--net={lark_pool.wan}", "unshare", "--mount", "--propagation", "private", "sh", "-c",
-         'mount --bind "$1" /etc/hosts && shift && exec "$@"', "lark-gridftp", str(data / "hosts"), *server],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    daemon: subprocess.Popen[str] | None = None
-    try:
-        _wait_listening(lark_pool.wan, WAN_ADDR, FTP_PORT, "globus-gridftp-server",
-                        lambda: ftpd.poll() is None or pytest.fail(f"globus-gridftp-server: {ftpd.communicate()[0]}"))
-        pool.write("/etc/lark/transfer-endpoints.yaml", ENDPOINTS % {
-            "wan": WAN_ADDR, "http": HTTP_PORT, "ftp": FTP_PORT, "ftp_dir": str(ftp_dir)}, owner="root")
-        tokens = {user: pool.run(["condor_token_create", "-identity", f"{user}@lark.test"]).stdout.strip()
-                  for user in (USER, "other")}
-        home = pool.home(USER)
-        pool.write(f"{home}/.condor/tokens.d/transfer", tokens[USER] + "\n", owner=USER, mode=0o600)
-        pool.host_path(f"{home}/.condor/tokens.d").chmod(0o700)
-        daemon = subprocess.Popen(
-            ["nsenter", f"--net={pool.netns_path}", "chroot", str(pool.root), "/usr/bin/env", "-i",
-             "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "/opt/lark/bin/lark-transferd",
-             "--endpoints", "/etc/lark/transfer-endpoints.yaml", "--port", str(PORT),
-             "--profile-dir", "/etc/condor/profiles.d"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        _wait_listening(pool.netns_path, "127.0.0.1", PORT, "lark-transferd", lambda: daemon.poll() is None)
-
-        def advertised() -> bool:
-            slots = pool.status('MyType == "Machine"', ["LarkProfiles"])
-            return bool(slots) and all("xfer" in str(s.get("LarkProfiles", "")).split(",") for s in slots)
-
-        wait_until("every slot to advertise the xfer profile", advertised, 60, 0.5)
-        yield Service(lark_pool, tokens, http_dir, ftp_dir, ftp_log)
-    finally:
-        release.set()
-        if daemon is not None:
-            daemon.terminate()
-            try:
-                out, _ = daemon.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                out, _ = daemon.communicate()
-            print("lark-transferd output:\n" + (out or "")[-4000:])
-        ftpd.terminate()
-        try:
-            ftpd.wait(20)
-        except subprocess.TimeoutExpired:
-            ftpd.kill()
-            ftpd.wait()
-        http_server.shutdown()
-        http_server.server_close()
-        shutil.rmtree(data, ignore_errors=True)
-        etc_hosts.write_text(hosts_before)
-        pool.remove_config("77-lark-transfer-test.conf")
-        pool.host_path("/etc/condor/profiles.d/transfer.yaml").unlink(missing_ok=True)
-        pool.reconfig()
+    with data_dir("lark-transfer-") as data, serve_http(lark_pool.wan, writable_dir(data / "http")):
+        ftp_dir, ftp_log = writable_dir(data / "ftp"), data / "gridftp-transfer.log"
+        # the GridFTP server looks up the machine's own name, to give PASV replies an address: the wan one
+        server = ["globus-gridftp-server", "-aa", "-anonymous-user", "nobody", "-anonymous-group", "nogroup",
+                  "-p", str(FTP_PORT), "-control-interface", WAN_ADDR, "-data-interface", WAN_ADDR,
+                  "-home-dir", str(data), "-rp", str(data), "-Z", str(ftp_log), "-l", str(data / "server.log"),
+                  "-d", "WARN,ERROR,INFO", "-s"]
+        endpoints = ENDPOINTS % {"wan": WAN_ADDR, "http": HTTP_PORT, "ftp": FTP_PORT, "ftp_dir": str(ftp_dir)}
+        with start_in_wan(lark_pool, server, wan_hosts(data / "hosts"), "globus-gridftp-server", FTP_PORT), \
+                transfer_service(lark_pool, tmp_path_factory.mktemp("transfer-wheel"), endpoints) as base:
+            yield WanService(base.lark, base.tokens, data / "http", ftp_dir, ftp_log)
 
 
-def succeeded(service: Service, *args: str) -> dict[str, Any]:
-    """``lark transfer <args> --wait --json``: the transfer's final view, which must be SUCCEEDED (else the
-    assertion shows the job's event log and the mover's output)."""
-    done = service.cli(*args, "--wait", "--json", "--interval", "0.5", check=False)
-    view = transfer_json(done)
-    if view.get("state") != "SUCCEEDED":
-        logs = service.cli("logs", view["id"], check=False).stdout if "id" in view else ""
-        raise AssertionError(f"{args}: {view}\n{done.stderr}\n{logs}")
-    return view
-
-
-def transfer_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    """The last JSON document ``lark transfer ... --json`` printed (``--wait`` prints the id's view last)."""
-    text = done.stdout
-    start = text.rfind("\n{")
-    return json.loads(text[start + 1:] if start >= 0 else text)
-
-
-def test_put_and_get_through_https(service: Service) -> None:
+def test_put_and_get_through_https(service: WanService) -> None:
     path, sha = service.user_file("web-in.bin", 3_000_000)
     put = succeeded(service, "put", path, "web:run1/in.bin", "--size", "3000000")
     assert hashlib.sha256((service.http_dir / "run1_in.bin").read_bytes()).hexdigest() == sha
@@ -336,7 +121,7 @@ def test_put_and_get_through_https(service: Service) -> None:
     assert "Job terminated" in logs and "(return value 0)" in logs
 
 
-def test_gridftp_through_the_nat_with_forwarded_data_ports_and_the_server_log(service: Service) -> None:
+def test_gridftp_through_the_nat_with_forwarded_data_ports_and_the_server_log(service: WanService) -> None:
     size = 4_000_000
     path, sha = service.user_file("ftp-in.bin", size)
     put = succeeded(service, "put", path, "ftp:in.bin")
@@ -375,7 +160,7 @@ def test_gridftp_through_the_nat_with_forwarded_data_ports_and_the_server_log(se
                                                                                         int(by_report["STOR"]))
 
 
-def test_rm_of_a_running_transfer_ends_canceled_and_other_users_cannot_touch_it(service: Service) -> None:
+def test_rm_of_a_running_transfer_ends_canceled_and_other_users_cannot_touch_it(service: WanService) -> None:
     done = service.cli("get", "web:slow/forever", f"{service.pool.home(USER)}/never.bin", "--json")
     transfer_id = json.loads(done.stdout)["id"]
 
@@ -399,7 +184,7 @@ def test_rm_of_a_running_transfer_ends_canceled_and_other_users_cannot_touch_it(
     assert service.api("DELETE", f"/v1/transfers/{transfer_id}")[0] == 409  # already ended
 
 
-def test_a_retried_post_with_the_same_submission_id_returns_the_same_transfer(service: Service) -> None:
+def test_a_retried_post_with_the_same_submission_id_returns_the_same_transfer(service: WanService) -> None:
     path, _ = service.user_file("retry.bin", 1000)
     body = {"verb": "put", "source": path, "destination": "web:retry.bin", "submission_id": "retry-7f3a"}
     first_status, first = service.api("POST", "/v1/transfers", json=body)
@@ -415,7 +200,7 @@ def test_a_retried_post_with_the_same_submission_id_returns_the_same_transfer(se
     assert service.api("POST", "/v1/transfers", json=body)[1]["id"] == first["id"]
 
 
-def test_bad_requests_never_reach_the_schedd_and_name_the_field(service: Service) -> None:
+def test_bad_requests_never_reach_the_schedd_and_name_the_field(service: WanService) -> None:
     before = len(service.pool.q("true", ["ClusterId"]))
     cases = [
         ({"verb": "get", "source": "nowhere:x", "destination": "/tmp/x"}, 422, "source"),
@@ -452,7 +237,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 WIDTH, HEIGHT = 1280, 720
 
 
-def chromium_in_pool(service: Service, *args: str) -> subprocess.CompletedProcess[str]:
+def chromium_in_pool(service: WanService, *args: str) -> subprocess.CompletedProcess[str]:
     """Debian's chromium, headless, in the pool's namespace (where the service listens)."""
     browser = shutil.which("chromium")
     if browser is None:
@@ -463,7 +248,7 @@ def chromium_in_pool(service: Service, *args: str) -> subprocess.CompletedProces
                               check=False)
 
 
-def test_the_page_shows_the_users_transfers_live(service: Service, tmp_path: Path) -> None:
+def test_the_page_shows_the_users_transfers_live(service: WanService, tmp_path: Path) -> None:
     """Runs after the transfers above: the page lists them with their states, bytes and rates, and opens
     a transfer's log; a screenshot shows it (LARK_TRANSFER_SCREENSHOT=docs/img/transfer.png keeps it)."""
     _, page = service.api("GET", "/v1/transfers")

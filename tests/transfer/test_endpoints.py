@@ -55,7 +55,7 @@ endpoints:
     url: s3://bucket/
   c:
     protocol: xrootd
-    url: root://x.example/
+    url: root://x.example//
     site: "bad site"
     users: alice
 """
@@ -75,6 +75,21 @@ def test_one_bad_endpoint_leaves_the_others_offered() -> None:
     endpoints, errors = parse_endpoints(GOOD + "  broken:\n    protocol: https\n", "ep.yaml")
     assert sorted(e.name for e in endpoints) == ["fnal-gridftp", "web"]
     assert [e.endpoint for e in errors] == ["broken", "broken"]  # url and site missing
+
+
+def test_an_xrootd_url_needs_an_absolute_path_after_the_host() -> None:
+    """xrootd servers refuse relative paths, and root://host/data/ names the relative path data/: the
+    error shows the URL to write instead."""
+    text = "endpoints:\n  x:\n    protocol: xrootd\n    url: root://dtn.example:1094/data/\n    site: S\n"
+    endpoints, errors = parse_endpoints(text, "ep.yaml")
+    assert endpoints == []
+    [error] = errors
+    assert str(error).startswith("ep.yaml:4: endpoint 'x': key 'url' 'root://dtn.example:1094/data/' has a relative")
+    assert "write e.g. root://dtn.example:1094//data/" in str(error)
+    endpoints, errors = parse_endpoints(text.replace(":1094/data/", ":1094//data"), "ep.yaml")
+    assert errors == [] and endpoints[0].url_for("/run1/f.root") == "root://dtn.example:1094//data/run1/f.root"
+    # the export root itself
+    assert parse_endpoints(text.replace(":1094/data/", ":1094//"), "ep.yaml")[1] == []
 
 
 @pytest.mark.parametrize("text", ["endpoints: [a]\n", "profiles: {}\n", "endpoints: {a: [1]}\n", "a: [\n"])

@@ -68,6 +68,8 @@ def test_submit_description_carries_profile_site_size_and_the_request() -> None:
     assert desc["requirements"] == 'stringListMember("nat-callback", TARGET.LarkProfiles ?: "")'
     assert desc["+LarkSourceSite"] == '"FNAL"' and desc["+LarkInputBytes"] == "5000000"
     assert desc["log"] == "/var/lib/lark/transfers/bob/abc-1.log"
+    # the mover works in the user's log directory, not in the service's working directory
+    assert desc["initialdir"] == "/var/lib/lark/transfers/bob"
     # the ClassAd literals parse back to the values (quotes escaped)
     for key, value in (("+LarkTransferLabel", 'say "hi"'), ("+LarkTransferSubmissionId", "abc-1"),
                        ("+LarkTransferSource", "ftp:a.dat"), ("+LarkTransferDestination", "/d/a.dat")):
