@@ -80,6 +80,8 @@ from lark.state import JobRecord
 from lark.transfer.endpoints import parse_endpoints
 from lark.transfer.jobs import mover_command
 from lark.transfer.model import validate
+from tests.pool.transferkit import PROFILE as XFER_PROFILE
+from tests.pool.transferkit import within_allowance
 from tests.support import wait_listening
 
 GOAL = 0.90
@@ -96,17 +98,6 @@ VERBS = ("get", "put")
 FTP_PORT = 2811
 SERVER_DATA_PORTS = "50000,50099"  # the server's passive ports (its GLOBUS_TCP_PORT_RANGE)
 SERVER_CPU, CLIENT_CPU = 1, 0
-# The transfer service's pool test profile (tests/pool/test_transfer.py): what a GridFTP mover runs with
-PROFILE = """\
-profiles:
-  xfer:
-    description: transfer movers, NAT with the node's 4 forwarded ports for GridFTP data channels
-    attach: nat
-    inbound_ports: 4
-    port_range_env:
-      GLOBUS_TCP_PORT_RANGE: "{first},{last}"
-      GLOBUS_FTP_CLIENT_DATA_IP: "{public_address}"
-"""
 ENDPOINTS = """\
 endpoints:
   data:
@@ -123,10 +114,6 @@ endpoints:
     profile: xfer
 """
 FILE_NAME = "file.bin"
-# What the accounted bytes may add to the file (as tests/pool/test_transfer.py allows): TCP/IP
-# headers (52 of every 1500 bytes on the wire) and the protocol's own exchange
-HEADER_SHARE = 0.05
-HEADER_BYTES = 64 * 1024
 # Runs argv with a hosts file bound over /etc/hosts, in a private mount namespace (no DNS here)
 WITH_HOSTS = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
               'mount --bind "$1" /etc/hosts && shift && exec "$@"', "gridftp-hosts"]
@@ -340,7 +327,8 @@ def link(sandbox: Sandbox, ns_a: str, if_a: str, ns_b: str, if_b: str, addrs: tu
 
 def lark_job(engine: Engine, job_id: str) -> tuple[JobRecord, dict[str, str]]:
     """A job of the ``xfer`` profile, as the broker sets one up: its record and the environment it gets."""
-    catalog = build_catalog([("gridftp_path.py:PROFILE", PROFILE)], engine.config)
+    # the transfer service's own pool test profile: what a GridFTP mover runs with
+    catalog = build_catalog([("tests/pool/transferkit.py:PROFILE", XFER_PROFILE)], engine.config)
     resolved = request_for_job({"LarkNetworkProfile": "xfer"}, lambda: catalog, engine.config, job_id,
                                lambda: ("root", ()))
     record = engine.up(resolved.request)
@@ -477,7 +465,7 @@ def report(clients: Mapping[str, Client], size: int) -> None:
     acc_rows = []
     for verb, attr in (("get", "LarkBytesIn"), ("put", "LarkBytesOut")):
         counted = [t.accounted for t in lark.results[verb] if t.accounted is not None]
-        inside = all(size <= c <= size * (1 + HEADER_SHARE) + HEADER_BYTES for c in counted)
+        inside = all(within_allowance(c, size) for c in counted)  # the pool tests' allowance
         acc_rows.append([f"{verb} ({attr})", size, min(counted), max(counted),
                          f"{median([c / size for c in counted]):.5f}", "yes" if inside else "NO"])
     print(table(["Lark accounted per job", "file bytes", "min bytes", "max bytes", "median / file",

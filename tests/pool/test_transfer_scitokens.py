@@ -25,7 +25,6 @@ import http.server
 import ipaddress
 import json
 import re
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -41,7 +40,8 @@ import pytest
 from lark import netns
 from lark.transfer.tokens import explain_refusal, token_claims
 from tests.pool.harness import USER, Pool
-from tests.pool.larkpool import INSTALL_DIR, WAN_ADDR, WHEELHOUSE, LarkPool, build_wheel, fill_wheelhouse
+from tests.pool.larkpool import WAN_ADDR, LarkPool
+from tests.pool.transferkit import transfer_service
 from tests.support import wait_until
 
 pytestmark = pytest.mark.pool
@@ -241,20 +241,6 @@ class Service:
             return fh.read().decode("utf-8", "replace")
 
 
-def _wait_listening(ns_path: str, address: str, port: int, what: str, alive: Callable[[], bool]) -> None:
-    def listening() -> bool:
-        if not alive():
-            raise AssertionError(f"{what} exited")
-
-        def probe() -> bool:
-            with socket.socket() as s:
-                s.settimeout(1)
-                return s.connect_ex((address, port)) == 0
-        return netns.call_in(ns_path, probe)
-
-    wait_until(f"{what} on {address}:{port}", listening, 60, 0.2)
-
-
 def _trust_ca(pool: Pool, ca: bytes | None) -> None:
     """Add (or, with None, take out) the test CA in the pool overlay's trust store, as an admin would."""
     path = pool.host_path(f"/usr/local/share/ca-certificates/{CA_NAME}")
@@ -270,15 +256,10 @@ def _trust_ca(pool: Pool, ca: bytes | None) -> None:
 @pytest.fixture(scope="module")
 def service(lark_pool: LarkPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     pool = lark_pool.pool
-    wheel = build_wheel(tmp_path_factory.mktemp("scitokens-wheel"))
-    fill_wheelhouse(pool, wheel, extras=("metrics", "transfer"))
-    pool.run(["/opt/lark/bin/pip", "install", "-q", f"{INSTALL_DIR}/{wheel.name}[metrics,transfer]"],
-             env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELHOUSE}, timeout=300)
     # the names a client may know the schedd by: its address's alias is the host name
     names = [pool.config_val(k) for k in ("FULL_HOSTNAME", "HOSTNAME")]
     pki = make_pki(list(dict.fromkeys([*names, "localhost"])))
     issuer = Issuer(lark_pool.wan, pki)
-    daemon: subprocess.Popen[str] | None = None
     try:
         _trust_ca(pool, pki.ca)
         pool.write(f"{CONDOR_DIR}/hostcert.pem", pki.schedd_cert, owner="root", mode=0o644)
@@ -296,26 +277,13 @@ SCITOKENS_SERVER_AUDIENCE = {AUDIENCE}
                            check=False).stdout
         methods = methods if "SCITOKENS" in methods.upper() else pool.config_val("SEC_DEFAULT_AUTHENTICATION_METHODS")
         assert "SCITOKENS" in methods.upper(), f"the schedd does not offer SCITOKENS: {methods}"
-        pool.write("/etc/lark/scitokens-endpoints.yaml", ENDPOINTS, owner="root")
-        daemon = subprocess.Popen(
-            ["nsenter", f"--net={pool.netns_path}", "chroot", str(pool.root), "/usr/bin/env", "-i",
-             "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "/opt/lark/bin/lark-transferd",
-             "--endpoints", "/etc/lark/scitokens-endpoints.yaml", "--port", str(PORT)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        _wait_listening(pool.netns_path, "127.0.0.1", PORT, "lark-transferd", lambda: daemon.poll() is None)
-        yield Service(lark_pool, issuer)
+        # no slot offers the endpoint's profile: every transfer stays QUEUED
+        with transfer_service(lark_pool, tmp_path_factory.mktemp("scitokens-wheel"), ENDPOINTS, profile_names=(),
+                              port=PORT):
+            yield Service(lark_pool, issuer)
     finally:
-        if daemon is not None:
-            daemon.terminate()
-            try:
-                out, _ = daemon.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                out, _ = daemon.communicate()
-            print("lark-transferd output:\n" + (out or "")[-4000:])
         issuer.close()
         pool.remove_config(CONFIG)
-        pool.host_path("/etc/lark/scitokens-endpoints.yaml").unlink(missing_ok=True)
         for name in ("hostcert.pem", "hostkey.pem", "mapfile"):
             pool.host_path(f"{CONDOR_DIR}/{name}").unlink(missing_ok=True)
         _trust_ca(pool, None)
@@ -323,7 +291,8 @@ SCITOKENS_SERVER_AUDIENCE = {AUDIENCE}
 
 
 def _tool_with_token(service: Service, argv: list[str], token: str) -> subprocess.CompletedProcess[str]:
-    """An HTCondor tool run with only ``token`` to offer (as lark-transferd runs them), straight at the schedd."""
+    """An HTCondor tool run with only ``token`` to offer (as the service's worker authenticates), straight at the
+    schedd."""
     scratch = service.pool.host_path(f"/tmp/lark-scitoken-{time.monotonic_ns()}")
     scratch.mkdir(mode=0o700)
     (scratch / "token").write_text(token + "\n")

@@ -224,9 +224,9 @@ def sha256(path: Path) -> str:
 
 @contextmanager
 def transfer_service(lark_pool: LarkPool, wheel_dir: Path, endpoints: str, profiles: str = PROFILE,
-                     profile_names: Sequence[str] = ("xfer",)) -> Iterator[Service]:
-    """``lark-transferd`` serving ``endpoints`` (the YAML text) with ``profiles`` in the pool, until the
-    block ends; every slot advertises ``profile_names`` before it yields."""
+                     profile_names: Sequence[str] = ("xfer",), port: int = PORT) -> Iterator[Service]:
+    """``lark-transferd`` serving ``endpoints`` (the YAML text) with ``profiles`` in the pool on ``port``,
+    until the block ends; every slot advertises ``profile_names`` before it yields."""
     pool = lark_pool.pool
     wheel = build_wheel(wheel_dir)
     fill_wheelhouse(pool, wheel, extras=("metrics", "transfer"))
@@ -253,10 +253,10 @@ def transfer_service(lark_pool: LarkPool, wheel_dir: Path, endpoints: str, profi
         daemon = subprocess.Popen(
             ["nsenter", f"--net={pool.netns_path}", "chroot", str(pool.root), "/usr/bin/env", "-i",
              "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "/opt/lark/bin/lark-transferd",
-             "--endpoints", "/etc/lark/transfer-endpoints.yaml", "--port", str(PORT),
+             "--endpoints", "/etc/lark/transfer-endpoints.yaml", "--port", str(port),
              "--profile-dir", "/etc/condor/profiles.d"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_listening(pool.netns_path, "127.0.0.1", PORT, "lark-transferd", lambda: daemon.poll() is None)
+        wait_listening(pool.netns_path, "127.0.0.1", port, "lark-transferd", lambda: daemon.poll() is None)
 
         def advertised() -> bool:
             slots = pool.status('MyType == "Machine"', ["LarkProfiles"])
