@@ -1,4 +1,4 @@
-"""Value types and parsers shared by the configuration, IPAM and the attachment modes (pure, no I/O).
+"""Value types, parsers and formats shared by the configuration, IPAM and the attachment modes (pure, no I/O).
 
 This module sits below everything that reads knobs: :mod:`lark.config`, :mod:`lark.ipam`, the
 firewall and the modes in :mod:`lark.attach` all import it, and it imports nothing of Lark's.
@@ -168,3 +168,15 @@ def parse_listen_address(text: str) -> tuple[str, int] | None:
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:9810 or [::1]:9810), got {text!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def human_duration(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``5.2 h``, ``3.1 d`` — for reasons people read."""
+    s = abs(seconds)
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 172800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} d"

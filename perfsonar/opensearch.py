@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from lark.values import human_duration
 from perfsonar.discovery import ArchiveRef
 from perfsonar.errors import ResponseError, SpiderError
 from perfsonar.esmond import ReadSettings, retransmit_rate
@@ -57,7 +58,6 @@ from perfsonar.normalise import (
     plausible_time,
     to_float,
 )
-from perfsonar.quality import human_duration
 
 log = logging.getLogger("lark.spider")
 

@@ -19,6 +19,7 @@ from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from lark.values import human_duration
 from perfsonar.model import (
     DEGRADED,
     GOOD,
@@ -71,18 +72,6 @@ class QualityPolicy:
 
     def stale_after(self, interval: float) -> float:
         return max(self.stale_after_intervals * interval, self.min_stale_seconds)
-
-
-def human_duration(seconds: float) -> str:
-    """``42 s``, ``12 min``, ``5.2 h``, ``3.1 d`` — for reasons people read."""
-    s = abs(seconds)
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    if s < 172800:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} d"
 
 
 def _format_value(metric: str, value: float) -> str:

@@ -22,6 +22,8 @@ import binascii
 import json
 import time
 
+from lark.values import human_duration
+
 MAX_TOKEN_CHARS = 16384  # as schedd.TOKEN_RE: longer is no token the service accepts
 MAX_CLAIM_CHARS = 120  # an issuer URL or a subject fits; a claim stuffed with text does not flood the message
 # The schedd's SciTokens library checks times itself with a little slack; a token this close to its
@@ -74,17 +76,6 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def _span(seconds: float) -> str:
-    seconds = abs(seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 86400:.0f} days"
-
-
 def explain_refusal(token: str, now: float) -> str | None:
     """Why a token the schedd refused was probably refused, from its unverified claims; None when the
     token is no JWT (nothing to read).
@@ -101,14 +92,14 @@ def explain_refusal(token: str, now: float) -> str | None:
     not_before = _time(claims.get("nbf"))
     issued = _time(claims.get("iat"))
     if expires is not None and expires <= now:
-        problems.append(f"the token expired at {_when(expires)} ({_span(now - expires)} before the request)")
+        problems.append(f"the token expired at {_when(expires)} ({human_duration(now - expires)} before the request)")
     elif expires is not None and expires - now < CLOCK_SLACK:
-        problems.append(f"the token expires at {_when(expires)}, within {_span(expires - now)}")
+        problems.append(f"the token expires at {_when(expires)}, within {human_duration(expires - now)}")
     if not_before is not None and not_before > now:
-        problems.append(f"the token is not valid before {_when(not_before)} ({_span(not_before - now)} after "
+        problems.append(f"the token is not valid before {_when(not_before)} ({human_duration(not_before - now)} after "
                         "the request)")
     elif issued is not None and issued > now + CLOCK_SLACK:
-        problems.append(f"the token was issued at {_when(issued)}, {_span(issued - now)} after the request "
+        problems.append(f"the token was issued at {_when(issued)}, {human_duration(issued - now)} after the request "
                         "(is the issuer's clock right?)")
     described = [f"{label} {text}" for label, text in (
         ("issuer", _text(claims.get("iss"))),

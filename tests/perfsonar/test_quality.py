@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from lark.values import human_duration
 from perfsonar.model import (
     DEGRADED,
     GOOD,
@@ -25,7 +26,6 @@ from perfsonar.quality import (
     SummaryReport,
     carry_forward,
     grade_metric,
-    human_duration,
     link_grade,
     summarise_links,
     summarise_metric,

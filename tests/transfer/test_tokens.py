@@ -37,7 +37,7 @@ def test_an_expired_token_says_when_it_expired_and_names_its_issuer_subject_and_
                     f"{ISSUER}, subject alice, audience https://schedd.example.org")
 
 
-@pytest.mark.parametrize(("age", "said"), [(1, "1 s"), (5400, "90 min"), (7 * 3600, "7 h"), (3 * 86400, "3 days")])
+@pytest.mark.parametrize(("age", "said"), [(1, "1 s"), (5400, "90 min"), (7 * 3600, "7.0 h"), (3 * 86400, "3.0 d")])
 def test_how_long_ago_it_expired_reads_in_a_fitting_unit(age: float, said: str) -> None:
     assert f"({said} before the request)" in (explain_refusal(jwt(claims(exp=NOW - age)), NOW) or "")
 
