@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lark import __version__
 from lark.errors import LarkError
-from lark.transfer.schedd import DEFAULT_HISTORY_DAYS, Schedd
+from lark.transfer.schedd import DEFAULT_HISTORY_DAYS, WORKER_LIFETIME, Schedd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-days", type=float, default=DEFAULT_HISTORY_DAYS,
                    help="how many days of the schedd's history hold the transfers listed and the submission ids "
                         f"remembered (default {DEFAULT_HISTORY_DAYS:g}; 0: the whole history)")
+    p.add_argument("--token-recheck", type=float, default=WORKER_LIFETIME, metavar="SECONDS",
+                   help="how long a token's worker acts before the schedd is asked again whether the token holds "
+                        f"(a revoked token stops within this; default {WORKER_LIFETIME:g}, 1-3600)")
     p.add_argument("--tls-cert", type=Path, help="serve https with this certificate (and --tls-key)")
     p.add_argument("--tls-key", type=Path)
     p.add_argument("--check", action="store_true", help="check the endpoints file and exit")
@@ -41,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         endpoints = load_endpoints(args.endpoints)
     except LarkError as err:
         print(f"lark-transferd: {err}", file=sys.stderr)
+        return 2
+    if not 1 <= args.token_recheck <= 3600:
+        print(f"lark-transferd: --token-recheck {args.token_recheck:g} is not 1..3600 seconds", file=sys.stderr)
         return 2
     if args.check:
         print(f"ok: {len(endpoints)} endpoint(s): {', '.join(endpoints) or 'none'}")
@@ -60,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lark.profiles import load_profiles
 
         profiles = [p.as_dict() for p in load_profiles(args.profile_dir, missing_ok=True).profiles]
-    schedd = Schedd(args.schedd, history_days=args.history_days or None)
+    schedd = Schedd(args.schedd, history_days=args.history_days or None, lifetime=args.token_recheck)
     service = TransferService(endpoints=endpoints, schedd=schedd, log_dir=args.log_dir, profiles=profiles)
     try:
         uvicorn.run(create_app(service), host=args.listen, port=args.port, log_level="info",

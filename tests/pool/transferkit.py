@@ -27,7 +27,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,7 @@ class Service:
 
     lark: LarkPool
     tokens: dict[str, str]
+    pid: int = field(default=0, kw_only=True)  # the daemon's process (nsenter; the service is its descendant)
 
     @property
     def pool(self) -> Pool:
@@ -224,9 +225,11 @@ def sha256(path: Path) -> str:
 
 @contextmanager
 def transfer_service(lark_pool: LarkPool, wheel_dir: Path, endpoints: str, profiles: str = PROFILE,
-                     profile_names: Sequence[str] = ("xfer",), port: int = PORT) -> Iterator[Service]:
-    """``lark-transferd`` serving ``endpoints`` (the YAML text) with ``profiles`` in the pool on ``port``,
-    until the block ends; every slot advertises ``profile_names`` before it yields."""
+                     profile_names: Sequence[str] = ("xfer",), port: int = PORT, options: Sequence[str] = ()
+                     ) -> Iterator[Service]:
+    """``lark-transferd`` (with ``options``) serving ``endpoints`` (the YAML text) with ``profiles`` in the
+    pool on ``port``, until the block ends; every slot advertises ``profile_names`` before it yields.
+    """
     pool = lark_pool.pool
     wheel = build_wheel(wheel_dir)
     fill_wheelhouse(pool, wheel, extras=("metrics", "transfer"))
@@ -254,7 +257,7 @@ def transfer_service(lark_pool: LarkPool, wheel_dir: Path, endpoints: str, profi
             ["nsenter", f"--net={pool.netns_path}", "chroot", str(pool.root), "/usr/bin/env", "-i",
              "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "/opt/lark/bin/lark-transferd",
              "--endpoints", "/etc/lark/transfer-endpoints.yaml", "--port", str(port),
-             "--profile-dir", "/etc/condor/profiles.d"],
+             "--profile-dir", "/etc/condor/profiles.d", *options],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         wait_listening(pool.netns_path, "127.0.0.1", port, "lark-transferd", lambda: daemon.poll() is None)
 
@@ -264,7 +267,7 @@ def transfer_service(lark_pool: LarkPool, wheel_dir: Path, endpoints: str, profi
                                        for s in slots)
 
         wait_until(f"every slot to advertise the profiles {', '.join(profile_names)}", advertised, 60, 0.5)
-        yield Service(lark_pool, tokens)
+        yield Service(lark_pool, tokens, pid=daemon.pid)
     finally:
         if daemon is not None:
             daemon.terminate()
