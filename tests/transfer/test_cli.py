@@ -49,3 +49,18 @@ def test_verbs_parse() -> None:
     assert (args.state, args.json) == ("ACTIVE", True)
     with pytest.raises(SystemExit):
         parser.parse_args(["transfer", "copy", "a", "b"])
+
+
+def test_lark_transferd_checks_its_options_before_serving(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    from lark.transfer.daemon import main
+
+    endpoints = tmp_path / "endpoints.yaml"
+    endpoints.write_text("endpoints:\n  web:\n    protocol: https\n    url: https://192.0.2.1/\n    site: WAN\n")
+    assert main(["--endpoints", str(endpoints), "--check"]) == 0
+    assert "1 endpoint(s): web" in capsys.readouterr().out
+    for bad in ("0", "3601"):
+        assert main(["--endpoints", str(endpoints), "--token-recheck", bad, "--check"]) == 2
+        assert "--token-recheck" in capsys.readouterr().err
+    endpoints.write_text("endpoints:\n  web:\n    protocol: ftp\n")
+    assert main(["--endpoints", str(endpoints), "--check"]) == 2
