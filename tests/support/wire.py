@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from tests.support.netns import in_ns
 
 
 @contextmanager
-def wire_count(netns: str, table: str, match: str, hook: str = "input") -> Iterator[Callable[[], int]]:
+def wire_count(netns: str, table: str, match: str | Sequence[str], hook: str = "input"
+               ) -> Iterator[Callable[[], int]]:
     """Count, in an nft table ``table`` of the test's own in ``netns``, the IP bytes of packets that
-    ``match`` (an nft expression, e.g. ``tcp dport 9000``) on ``hook``; yields a function returning
-    the count so far. The table goes when the block ends.
+    ``match`` (an nft expression, e.g. ``tcp dport 9000``, or several, any of which counts) on ``hook``;
+    yields a function returning the count so far. The table goes when the block ends.
 
     This is the ground truth a job's accounted bytes are compared with (:func:`same_bytes`): on a
     loaded machine TCP retransmits, so the payload size alone cannot bound what the wire carried.
     """
+    rules = "\n    ".join(f"{m} counter name seen" for m in ([match] if isinstance(match, str) else match))
     script = f"""table inet {table} {{
   counter seen {{ }}
   chain count {{
     type filter hook {hook} priority 0;
-    {match} counter name seen
+    {rules}
   }}
 }}"""
     subprocess.run(in_ns(netns, ["nft", "-f", "-"]), input=script, text=True, check=True)
