@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lark.profiles import load_profiles
 
         profiles = [p.as_dict() for p in load_profiles(args.profile_dir, missing_ok=True).profiles]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     schedd = Schedd(args.schedd, history_days=args.history_days or None, lifetime=args.token_recheck)
     service = TransferService(endpoints=endpoints, schedd=schedd, log_dir=args.log_dir, profiles=profiles)
     try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import selectors
@@ -39,6 +40,8 @@ from lark.transfer.tokens import explain_refusal, token_claims
 
 if TYPE_CHECKING:
     import htcondor2
+
+log = logging.getLogger("lark.transfer")
 
 WORKER_LIFETIME = 60.0  # seconds a worker (and so a token's identity) is trusted before the schedd is asked again
 WORKER_START_TIMEOUT = 30.0
@@ -159,8 +162,9 @@ class TokenWorker:
         self._sending = False
         self._buffer = b""
         env = {k: v for k, v in os.environ.items() if not k.startswith("_CONDOR_SEC_")}
+        # its stderr is the service's: what the bindings or a crash say lands in the service's log
         self._proc = subprocess.Popen([sys.executable, "-I", "-m", "lark.transfer.worker"], env=env,
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:
             self._send({"token": token, "schedd": schedd_name})
             ready = self._receive(WORKER_START_TIMEOUT)
@@ -170,6 +174,8 @@ class TokenWorker:
             self.user = identity_user(str(identity.get("identity", "")))
             if self.user is None:
                 raise Unauthenticated(f"the token maps to {identity.get('identity')!r}, which owns no transfers")
+            log.info("worker %d acts for %s (%s) for %.0f s", self._proc.pid, identity.get("identity"),
+                     identity.get("method"), trusted)
         except BaseException:
             self.close()
             raise
@@ -354,6 +360,7 @@ class Schedd:
                 # the schedd says only "refused"; what the token claims usually says why (expired, whose)
                 why = explain_refusal(token, time.time())
                 message = f"{err}: {why}" if why else str(err)
+                log.warning("refused a token: %s", message)
                 with self._lock:
                     self._refused = {k: v for k, v in self._refused.items() if now - v[1] < REFUSAL_TTL}
                     self._refused[key] = (message, now)

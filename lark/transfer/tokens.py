@@ -111,5 +111,5 @@ def explain_refusal(token: str, now: float) -> str | None:
         if not described:
             return "the token names no issuer, subject or audience"
         return ("the token's times are valid; the schedd may not trust its issuer, map its subject or "
-                "accept its audience: " + ", ".join(described))
+                "accept its audience, or it revoked the token: " + ", ".join(described))
     return "; ".join(problems) + (f"; {', '.join(described)}" if described else "")
