@@ -29,6 +29,7 @@ on a quiet one for figures to quote.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -39,6 +40,7 @@ import time
 from collections.abc import Callable
 
 from benchmarks._sandbox import median, percentile, table
+from lark.pool.util import in_parallel
 from tests.pool.harness import CACHE_ROOT, USER, Pool, image_info, raise_interrupt, unused_pool
 from tests.support import wait_until
 
@@ -80,24 +82,14 @@ def concurrently(clients: int, per_client: int, one: Callable[[int, int], float]
     """``one(client, i)`` ``per_client`` times in each of ``clients`` threads; every latency (ms)."""
     results: list[float] = []
     lock = threading.Lock()
-    errors: list[BaseException] = []
 
-    def worker(client: int) -> None:
-        try:
-            for i in range(per_client):
-                ms = one(client, i)
-                with lock:
-                    results.append(ms)
-        except BaseException as err:  # reported after the join
-            errors.append(err)
+    def client(number: int) -> None:
+        for i in range(per_client):
+            ms = one(number, i)
+            with lock:
+                results.append(ms)
 
-    threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    in_parallel([functools.partial(client, c) for c in range(clients)])
     return results
 
 

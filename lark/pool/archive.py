@@ -12,13 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import socket
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from lark import netns
+from lark.pool.util import serve_in_netns
 
 ARCHIVE_PATH = "/esmond/perfsonar/archive"
 _BASE = re.compile(re.escape(ARCHIVE_PATH) + r"/([0-9a-f]{32})/throughput/base/?")
@@ -49,17 +47,7 @@ class MeasurementArchive:
 
         self._server = ThreadingHTTPServer((address, port), Handler, bind_and_activate=False)
         self._server.daemon_threads = True
-        self._server.socket.close()
-
-        def listen() -> socket.socket:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((address, port))
-            s.listen(16)
-            return s
-
-        self._server.socket = netns.call_in(netns_path, listen)
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+        serve_in_netns(self._server, netns_path, address, port, backlog=16)
 
     @property
     def url(self) -> str:

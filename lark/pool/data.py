@@ -8,11 +8,9 @@ the calling process, which keeps nothing of the namespace but that socket. Each 
 from __future__ import annotations
 
 import re
-import socket
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from lark import netns
+from lark.pool.util import serve_in_netns
 
 DATA_PORT = 8000
 CHUNK = b"\0" * 65536
@@ -57,19 +55,7 @@ class DataServer:
         self.address, self.port = address, port
         self._server = _Server((address, port), _Handler, bind_and_activate=False)
         self._server.served = []
-        self._server.socket.close()
-
-        def listen() -> socket.socket:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((address, port))
-            s.listen(64)
-            return s
-
-        self._server.socket = netns.call_in(netns_path, listen)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        daemon=True)
-        self._thread.start()
+        self._thread = serve_in_netns(self._server, netns_path, address, port)
 
     @property
     def url(self) -> str:

@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from lark.pool.sites import (
     site_config,
     validate_name,
 )
-from lark.pool.util import PoolError, mounts_under, pid_alive, try_lock, wait_until
+from lark.pool.util import PoolError, in_parallel, mounts_under, pid_alive, try_lock, wait_until
 
 POOLS_DIR = CACHE_ROOT / "pools"
 BROKER_SOCKET = "/run/lark/netd.sock"
@@ -186,7 +185,7 @@ class PersonalPool:
             t0 = time.monotonic()
             self.cm.start_master()
             self._share_pool_key()
-            _in_parallel([node.start_master for name, node in self.nodes.items() if name != "cm"])
+            in_parallel([node.start_master for name, node in self.nodes.items() if name != "cm"])
             progress(f"HTCondor up: central manager, submit node, {len(self.plan.sites)} execute nodes "
                      f"({time.monotonic() - t0:.1f} s)")
             if self.lark:
@@ -231,7 +230,7 @@ class PersonalPool:
                                     f"{done.stderr[-3000:]}")
             return run
 
-        _in_parallel([install(self.submit, "submit")] + [install(pool, "execute") for _, pool in self.execute_nodes()])
+        in_parallel([install(self.submit, "submit")] + [install(pool, "execute") for _, pool in self.execute_nodes()])
 
     # -- keeper ----------------------------------------------------------------------------------------------
     def detach(self) -> int:
@@ -361,25 +360,6 @@ def _processes_in(node: Pool) -> list[int]:
     if node._netns_ino is None and Path(node.netns_path).exists():
         node._netns_ino = os.stat(node.netns_path).st_ino
     return node.processes() if (node._root_id or node._netns_ino) else []
-
-
-def _in_parallel(calls: list[Callable[[], None]]) -> None:
-    """Run ``calls`` in threads; raise the first failure once all are done."""
-    errors: list[BaseException] = []
-
-    def run(call: Callable[[], None]) -> None:
-        try:
-            call()
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
 
 
 @contextlib.contextmanager

@@ -11,7 +11,10 @@ import fcntl
 import logging
 import os
 import shlex
+import socket
+import socketserver
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -147,3 +150,42 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def in_parallel(calls: Sequence[Callable[[], object]]) -> None:
+    """Run ``calls`` in threads; raise the first failure once all are done."""
+    errors: list[BaseException] = []
+
+    def run(call: Callable[[], object]) -> None:
+        try:
+            call()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def serve_in_netns(server: socketserver.TCPServer, netns_path: str, address: str, port: int,
+                   backlog: int = 64) -> threading.Thread:
+    """Give ``server`` (made with ``bind_and_activate=False``) a socket listening on ``address``:``port``
+    inside the namespace at ``netns_path``, and serve it on a daemon thread (returned). The socket stays
+    in that namespace; serving it needs no switch."""
+    server.socket.close()
+
+    def listen() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((address, port))
+        s.listen(backlog)
+        return s
+
+    from lark import netns
+
+    server.socket = netns.call_in(netns_path, listen)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    thread.start()
+    return thread

@@ -62,15 +62,25 @@ _TRANSFER_ID = re.compile(r"([0-9]{1,18})(?:\.([0-9]{1,6}))?")
 
 
 def user_groups(user: str) -> tuple[str, ...]:
-    """The Unix groups of ``user`` on the service host (for endpoints limited to groups)."""
+    """The Unix groups of ``user`` on the service host (for endpoints limited to groups).
+
+    One ``getgrouplist`` (what login does), not a walk over every group: on a site whose groups come
+    from a directory service, enumerating them all on every request would be the slowest part of it.
+    """
     import grp
     import pwd
 
     try:
-        gid = pwd.getpwnam(user).pw_gid
+        gids = os.getgrouplist(user, pwd.getpwnam(user).pw_gid)
     except KeyError:
         return ()
-    return tuple(g.gr_name for g in grp.getgrall() if g.gr_gid == gid or user in g.gr_mem)
+    names = []
+    for gid in gids:
+        try:
+            names.append(grp.getgrgid(gid).gr_name)
+        except KeyError:  # a gid without a name names no group an endpoint could list
+            continue
+    return tuple(dict.fromkeys(names))
 
 
 def tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str | None:

@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from lark import netns
+from lark.pool.util import serve_in_netns
 from lark.transfer.jobs import Movers
 from tests.pool.harness import USER, Pool
 from tests.pool.larkpool import INSTALL_DIR, WAN_ADDR, WHEELHOUSE, LarkPool, build_wheel, fill_wheelhouse
@@ -128,9 +129,8 @@ def serve_http(wan: str, root: Path, port: int = HTTP_PORT) -> Iterator[threadin
     job that is gone, from the old port), and a count on the same port would hold those packets."""
     release = threading.Event()
     handler = type("Handler", (DataHandler,), {"root": root, "release": release})
-    # the listening socket is made inside the wan namespace and stays there; serving needs no switch
-    server = netns.call_in(wan, lambda: http.server.ThreadingHTTPServer((WAN_ADDR, port), handler))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = http.server.ThreadingHTTPServer((WAN_ADDR, port), handler, bind_and_activate=False)
+    serve_in_netns(server, wan, WAN_ADDR, port)
     try:
         yield release
     finally:

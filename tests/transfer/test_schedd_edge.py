@@ -85,8 +85,9 @@ def test_a_worker_that_finds_no_schedd_is_an_error_and_leaves_nothing(monkeypatc
     assert not list(tmp_path.glob("lark-transfer-token-*"))  # the worker removed the token it was given
 
 
-def test_the_worker_takes_its_token_from_stdin_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Argv and environment never hold the token; a bad first line is refused before anything else."""
+def test_a_worker_refuses_an_opening_that_is_not_its_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The token comes on stdin as the first line (never argv or environment); anything else there is refused
+    before the worker does anything."""
     unreachable_schedd(monkeypatch, tmp_path)
     done = subprocess.run([sys.executable, "-I", "-m", "lark.transfer.worker"], input="not json\n",
                           capture_output=True, text=True, timeout=60, check=False)
