@@ -118,3 +118,15 @@ def links(netns: str) -> list[str]:
                          check=True).stdout if netns.startswith("/run/netns/") else subprocess.run(
         in_ns(netns, ["ip", "-o", "link"]), capture_output=True, text=True, check=True).stdout
     return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
+# The ``lark`` CLI (``python -c KILL_AT_STEP STEP ARGS...``) with the engine's step hook killing the
+# process right after the named step: a crash at a known point of a set-up
+KILL_AT_STEP = (
+    "import os, signal, sys\n"
+    "import lark.engine\n"
+    "step = sys.argv.pop(1)\n"
+    "lark.engine.STEP_HOOK = lambda s: os.kill(os.getpid(), signal.SIGKILL) if s == step else None\n"
+    "from lark.cli.main import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)

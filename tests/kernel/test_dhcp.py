@@ -36,6 +36,7 @@ from lark.policy import JobRequest
 from lark.state import JobRecord
 from tests.kernel import jobtools
 from tests.kernel.brokerkit import BrokerLab
+from tests.kernel.jobtools import KILL_AT_STEP
 from tests.support import in_ns, links_left, wait_until, wire_count
 from tests.support.dnsmasq import Dnsmasq
 
@@ -381,14 +382,6 @@ def test_the_broker_serves_a_dhcp_job_follows_its_renewals_and_releases_it(site:
             os.kill(pid, signal.SIGKILL)
 
 
-KILL_AT_STEP = (
-    "import os, signal, sys\n"
-    "import lark.engine\n"
-    "step = sys.argv.pop(1)\n"
-    "lark.engine.STEP_HOOK = lambda s: os.kill(os.getpid(), signal.SIGKILL) if s == step else None\n"
-    "from lark.cli.main import main\n"
-    "sys.exit(main(sys.argv[1:]))\n"
-)
 
 
 @pytest.mark.parametrize("step", ["attached", "waiting", "addressed"])

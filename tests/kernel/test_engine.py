@@ -27,6 +27,7 @@ from lark.engine import Engine
 from lark.ipam import all_allocations
 from lark.policy import JobRequest
 from tests.kernel import jobtools
+from tests.kernel.jobtools import KILL_AT_STEP
 from tests.support import in_ns, links_left, same_bytes, wire_count
 
 pytestmark = pytest.mark.kernel
@@ -321,15 +322,6 @@ def test_64_parallel_ups_get_distinct_addresses(lab: Lab) -> None:
     assert lab.lark_objects() == []
 
 
-# ``lark up`` with the engine's step hook killing the process right after the named step
-KILL_AT_STEP = (
-    "import os, signal, sys\n"
-    "import lark.engine\n"
-    "step = sys.argv.pop(1)\n"
-    "lark.engine.STEP_HOOK = lambda s: os.kill(os.getpid(), signal.SIGKILL) if s == step else None\n"
-    "from lark.cli.main import main\n"
-    "sys.exit(main(sys.argv[1:]))\n"
-)
 
 
 @pytest.mark.parametrize("step", ["recorded", "namespace", "allocated", "attached", "limited", "firewall"])
