@@ -11,6 +11,7 @@ from pathlib import Path
 from lark import __version__
 from lark.errors import LarkError
 from lark.transfer.schedd import DEFAULT_HISTORY_DAYS, WORKER_LIFETIME, Schedd
+from lark.transfer.worker import sweep_token_dirs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         profiles = [p.as_dict() for p in load_profiles(args.profile_dir, missing_ok=True).profiles]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for path in sweep_token_dirs():  # of workers of an earlier run that was killed
+        logging.getLogger("lark.transfer").info("removed %s, left by a worker that is gone", path)
     schedd = Schedd(args.schedd, history_days=args.history_days or None, lifetime=args.token_recheck)
     service = TransferService(endpoints=endpoints, schedd=schedd, log_dir=args.log_dir, profiles=profiles)
     try:

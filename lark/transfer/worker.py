@@ -36,6 +36,26 @@ from typing import Any
 
 #: the only ways this process may authenticate: the token it was given
 CLIENT_METHODS = "IDTOKENS, SCITOKENS"
+#: a worker's token directory in the temporary directory: ``<prefix><its pid>-<random>``
+TOKEN_DIR_PREFIX = "lark-transfer-token-"
+
+
+def sweep_token_dirs(parent: str | None = None) -> list[str]:
+    """Remove the token directories of workers that are gone (killed before they could remove their own:
+    the token would otherwise stay on disk); the paths removed. A live worker's directory stays."""
+    parent = parent or tempfile.gettempdir()
+    removed = []
+    for name in sorted(os.listdir(parent)):
+        pid_text = name[len(TOKEN_DIR_PREFIX):].partition("-")[0]
+        if not name.startswith(TOKEN_DIR_PREFIX) or not pid_text.isascii() or not pid_text.isdigit():
+            continue
+        if os.path.exists(f"/proc/{int(pid_text)}"):
+            continue
+        path = os.path.join(parent, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def credential_settings(directory: str) -> dict[str, str]:
@@ -232,7 +252,7 @@ def main() -> int:
     except (ValueError, KeyError, TypeError):
         print(json.dumps({"error": "request", "message": "the first line must be {\"token\": ...}"}), flush=True)
         return 2
-    directory = tempfile.mkdtemp(prefix="lark-transfer-token-")
+    directory = tempfile.mkdtemp(prefix=f"{TOKEN_DIR_PREFIX}{os.getpid()}-")
     try:
         fd = os.open(os.path.join(directory, "token"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:

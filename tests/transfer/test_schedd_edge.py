@@ -101,3 +101,16 @@ def test_a_worker_never_outlives_its_tokens_exp() -> None:
     assert trusted_for(jwt({"exp": now + 3600}), 60.0, now) == 60.0
     assert trusted_for(jwt({"exp": now - 1}), 60.0, now) == 0.0
     assert trusted_for(jwt({"sub": "no exp"}), 60.0, now) == 60.0
+
+
+def test_the_token_directories_of_dead_workers_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = tmp_path / f"{worker_module.TOKEN_DIR_PREFIX}{dead.pid}-abc"
+    alive = tmp_path / f"{worker_module.TOKEN_DIR_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "lark-transfer-token-notapid-x"
+    for directory in (gone, alive, other):
+        directory.mkdir()
+        (directory / "token").write_text("secret\n")
+    assert worker_module.sweep_token_dirs(str(tmp_path)) == [str(gone)]
+    assert not gone.exists() and alive.exists() and other.exists()
