@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LarkError as err:
         print(f"lark-transferd: {err}", file=sys.stderr)
         return 2
+    if not 0 <= args.history_days <= 36500:
+        print(f"lark-transferd: --history-days {args.history_days:g} is not 0..36500 days", file=sys.stderr)
+        return 2
     if not 1 <= args.token_recheck <= 3600:
         print(f"lark-transferd: --token-recheck {args.token_recheck:g} is not 1..3600 seconds", file=sys.stderr)
         return 2

@@ -59,8 +59,8 @@ def test_lark_transferd_checks_its_options_before_serving(tmp_path: Path, capsys
     endpoints.write_text("endpoints:\n  web:\n    protocol: https\n    url: https://192.0.2.1/\n    site: WAN\n")
     assert main(["--endpoints", str(endpoints), "--check"]) == 0
     assert "1 endpoint(s): web" in capsys.readouterr().out
-    for bad in ("0", "3601"):
-        assert main(["--endpoints", str(endpoints), "--token-recheck", bad, "--check"]) == 2
-        assert "--token-recheck" in capsys.readouterr().err
+    for option, bad in (("--token-recheck", "0"), ("--token-recheck", "3601"), ("--history-days", "-1")):
+        assert main(["--endpoints", str(endpoints), option, bad, "--check"]) == 2
+        assert option in capsys.readouterr().err
     endpoints.write_text("endpoints:\n  web:\n    protocol: ftp\n")
     assert main(["--endpoints", str(endpoints), "--check"]) == 2
